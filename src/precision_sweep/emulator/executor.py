@@ -1,0 +1,82 @@
+"""The executor: a plain ordered loop over the plan's steps with a dict of named values.
+
+Dtype rules (the same under every profile):
+
+* feeds are cast to the dtype each program input declares;
+* every op's result is cast to the dtype its output declares, so fp16 tensors are stored as
+  ``float16`` (overflow becomes +-inf, tiny values flush exactly as float16 rounding does);
+* how fp16 ops compute in between is the compute-unit profile's business (:mod:`.numerics`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from precision_sweep.emulator.numerics import ACCUMULATING_OPS, Profile
+from precision_sweep.emulator.program import Plan, Step
+
+FLOAT16 = np.dtype(np.float16)
+
+
+def _upcast(value: Any) -> Any:
+    if isinstance(value, np.ndarray) and value.dtype == FLOAT16:
+        return value.astype(np.float32)
+    if isinstance(value, list):
+        return [_upcast(v) for v in value]
+    return value
+
+
+def _wants_upcast(step: Step, profile: Profile | None) -> bool:
+    if profile is None:
+        return True
+    if step.op_type in ACCUMULATING_OPS:
+        return profile.upcast_accumulating
+    return profile.upcast_elementwise
+
+
+def run_step(step: Step, env: dict[str, Any], profile: Profile | None) -> None:
+    """Execute one step, reading its inputs from ``env`` and writing its outputs there."""
+    kwargs = dict(step.const_kwargs)
+    for arg, names in step.var_kwargs.items():
+        kwargs[arg] = [env[n] for n in names] if isinstance(names, list) else env[names]
+    if any(dtype == FLOAT16 for _, dtype in step.outputs) and _wants_upcast(step, profile):
+        kwargs = {k: _upcast(v) for k, v in kwargs.items()}
+    try:
+        result = step.fn(**kwargs)
+    except Exception as exc:  # add the op's identity to any kernel failure
+        raise RuntimeError(f"MIL op {step.op_type!r} ({step.name!r}) failed: {exc}") from exc
+    results = result if isinstance(result, tuple) else (result,)
+    if len(results) != len(step.outputs):
+        raise RuntimeError(
+            f"kernel for {step.op_type!r} returned {len(results)} values, "
+            f"the program declares {len(step.outputs)}"
+        )
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        for (name, dtype), value in zip(step.outputs, results):
+            env[name] = np.asarray(value).astype(dtype, copy=False)
+
+
+def execute(
+    plan: Plan,
+    feeds: dict[str, np.ndarray],
+    profile: Profile,
+    capture: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, np.ndarray]]]:
+    """Run the plan on ``feeds``.
+
+    Returns the program outputs and, if ``capture``, every intermediate value keyed by MIL
+    variable name as ``(op type, value)``.
+    """
+    env: dict[str, Any] = dict(plan.constants)
+    for name, (_, dtype) in plan.inputs.items():
+        env[name] = np.asarray(feeds[name]).astype(dtype, copy=False)
+    intermediates: dict[str, tuple[str, np.ndarray]] = {}
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        for step in plan.steps:
+            run_step(step, env, profile)
+            if capture:
+                for name, _ in step.outputs:
+                    intermediates[name] = (step.op_type, env[name])
+    return {name: env[name] for name in plan.outputs}, intermediates

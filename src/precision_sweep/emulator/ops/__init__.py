@@ -1,0 +1,19 @@
+"""Kernels, one module per MIL op family (mirroring coremltools' ``ops/defs`` file names).
+
+Importing this package registers every kernel in :data:`precision_sweep.emulator.registry.KERNELS`.
+"""
+
+from precision_sweep.emulator.ops import (  # noqa: F401
+    activation,
+    constexpr_ops,
+    conv,
+    elementwise_binary,
+    elementwise_unary,
+    linear,
+    normalization,
+    pool,
+    quantization_ops,
+    reduction,
+    tensor_operation,
+    tensor_transformation,
+)

@@ -1,0 +1,119 @@
+"""Activations (spec: ops/defs/iOS15/activation.py, iOS17/activation.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from precision_sweep.emulator.registry import kernel
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _erf_array(x: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import erf
+
+        return erf(x)
+    except ImportError:  # pragma: no cover - scipy is a dependency of scikit-learn
+        return _erf(x)
+
+
+@kernel("relu")
+def relu(x):
+    return np.maximum(x, 0)
+
+
+@kernel("relu6")
+def relu6(x):
+    return np.clip(x, 0, 6)
+
+
+@kernel("leaky_relu")
+def leaky_relu(x, alpha=0.01):
+    return np.where(x >= 0, x, x * alpha)
+
+
+@kernel("elu")
+def elu(x, alpha=1.0):
+    return np.where(x > 0, x, alpha * np.expm1(x))
+
+
+@kernel("sigmoid")
+def sigmoid(x):
+    return 0.5 * (np.tanh(0.5 * x) + 1)
+
+
+@kernel("sigmoid_hard")
+def sigmoid_hard(x, alpha=0.2, beta=0.5):
+    return np.clip(alpha * x + beta, 0, 1)
+
+
+@kernel("silu")
+def silu(x):
+    return x * sigmoid(x)
+
+
+@kernel("softplus")
+def softplus(x):
+    return np.logaddexp(0, x)
+
+
+@kernel("softplus_parametric")
+def softplus_parametric(x, alpha, beta):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return alpha.reshape(shape) * np.logaddexp(0, beta.reshape(shape) * x)
+
+
+@kernel("softsign")
+def softsign(x):
+    return x / (1 + np.abs(x))
+
+
+@kernel("tanh")
+def tanh(x):
+    return np.tanh(x)
+
+
+@kernel("scaled_tanh")
+def scaled_tanh(x, alpha=1.0, beta=1.0):
+    return alpha * np.tanh(beta * x)
+
+
+@kernel("linear_activation")
+def linear_activation(x, alpha, beta=0.0):
+    return alpha * x + beta
+
+
+@kernel("thresholded_relu")
+def thresholded_relu(x, alpha=1.0):
+    return np.where(x > alpha, x, 0)
+
+
+@kernel("clamped_relu")
+def clamped_relu(x, alpha, beta):
+    return np.minimum(np.where(x >= 0, x, alpha * x), beta)
+
+
+@kernel("prelu")
+def prelu(x, alpha):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return np.where(x >= 0, x, x * alpha.reshape(shape))
+
+
+@kernel("gelu")
+def gelu(x, mode="EXACT"):
+    mode = str(mode)
+    if mode == "TANH_APPROXIMATION":
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    if mode == "SIGMOID_APPROXIMATION":
+        return x * sigmoid(1.702 * x)
+    return 0.5 * x * (1 + _erf_array(x / math.sqrt(2)).astype(x.dtype))
+
+
+@kernel("softmax")
+def softmax(x, axis=-1):
+    shifted = x - np.max(x, axis=int(axis), keepdims=True)
+    e = np.exp(shifted)
+    return e / np.sum(e, axis=int(axis), keepdims=True)

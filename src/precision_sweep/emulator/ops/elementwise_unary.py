@@ -1,0 +1,76 @@
+"""Elementwise unary ops and cast (spec: ops/defs/iOS15/elementwise_unary.py, iOS17/...)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from precision_sweep.emulator.ops.activation import _erf_array
+from precision_sweep.emulator.registry import kernel
+
+
+def _unary(op_type, fn):
+    def unary(x):
+        return fn(x)
+
+    unary.__name__ = op_type
+    kernel(op_type)(unary)
+
+
+for _op_type, _fn in {
+    "abs": np.abs,
+    "acos": np.arccos,
+    "asin": np.arcsin,
+    "atan": np.arctan,
+    "atanh": np.arctanh,
+    "ceil": np.ceil,
+    "cos": np.cos,
+    "cosh": np.cosh,
+    "exp": np.exp,
+    "exp2": np.exp2,
+    "floor": np.floor,
+    "logical_not": np.logical_not,
+    "round": np.round,
+    "sign": np.sign,
+    "sin": np.sin,
+    "sinh": np.sinh,
+    "sqrt": np.sqrt,
+    "square": np.square,
+    "tan": np.tan,
+    "tanh": np.tanh,
+    "erf": _erf_array,
+}.items():
+    if _op_type != "tanh":  # tanh is registered by the activation family
+        _unary(_op_type, _fn)
+
+
+@kernel("clip")
+def clip(x, alpha, beta):
+    return np.minimum(np.maximum(x, alpha), beta)
+
+
+@kernel("inverse")
+def inverse(x, epsilon=1e-4):
+    return 1.0 / (x + epsilon)
+
+
+@kernel("log")
+def log(x, epsilon=1e-45):
+    return np.log(x + epsilon)
+
+
+@kernel("rsqrt")
+def rsqrt(x, epsilon=1e-12):
+    return 1.0 / np.sqrt(x + epsilon)
+
+
+@kernel("threshold")
+def threshold(x, alpha):
+    return np.maximum(x, alpha)
+
+
+@kernel("cast")
+def cast(x, dtype):
+    # The executor casts to the declared output dtype; bool->number and float->int need care.
+    if str(dtype).startswith(("int", "uint")) and np.issubdtype(np.asarray(x).dtype, np.floating):
+        return np.trunc(x)
+    return x

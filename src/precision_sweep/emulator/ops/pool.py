@@ -1,0 +1,66 @@
+"""Pooling (spec: ops/defs/iOS15/pool.py): max_pool, avg_pool, l2_pool, channels-first."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from precision_sweep.emulator.ops import _accumulate
+from precision_sweep.emulator.ops._spatial import pad_amounts, windows
+from precision_sweep.emulator.registry import kernel
+
+
+def _pool_padding(x, kernel_sizes, strides, pad_type, pad, ceil_mode):
+    nd = len(kernel_sizes)
+    ones = [1] * nd
+    pads = pad_amounts(pad_type, x.shape[2:], kernel_sizes, strides, ones, pad)
+    if ceil_mode and str(pad_type) in ("valid", "custom"):
+        # ceil_mode adds just enough padding at the end to cover a last partial window.
+        grown = []
+        for (before, after), size, k, s in zip(pads, x.shape[2:], kernel_sizes, strides):
+            span = size + before + after - k
+            out = math.ceil(span / s) + 1
+            if (out - 1) * s >= size + before:  # a window may not start in the padding
+                out -= 1
+            grown.append((before, max(after, (out - 1) * s + k - size - before)))
+        pads = grown
+    return pads
+
+
+def _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, fill):
+    kernel_sizes = [int(k) for k in np.asarray(kernel_sizes).reshape(-1)]
+    strides = [int(s) for s in np.asarray(strides).reshape(-1)]
+    pads = _pool_padding(x, kernel_sizes, strides, pad_type, pad, bool(ceil_mode))
+    xp = np.pad(x, [(0, 0), (0, 0)] + pads, constant_values=fill)
+    win = windows(xp, kernel_sizes, strides, [1] * len(kernel_sizes))
+    return win, pads, kernel_sizes, strides
+
+
+def _window_axes(nd):
+    return tuple(range(-nd, 0))
+
+
+@kernel("max_pool")
+def max_pool(x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False):
+    win, _, ks, _ = _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, -np.inf)
+    return win.max(axis=_window_axes(len(ks)))
+
+
+@kernel("avg_pool")
+def avg_pool(x, kernel_sizes, strides, pad_type, pad=None, exclude_padding_from_average=False, ceil_mode=False):
+    win, pads, ks, st = _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, 0)
+    axes = _window_axes(len(ks))
+    total = _accumulate.reduce_sum(win, axes, keepdims=False)
+    if exclude_padding_from_average:
+        mask = np.pad(np.ones((1, 1) + x.shape[2:], dtype=np.float32), [(0, 0), (0, 0)] + pads)
+        counts = windows(mask, ks, st, [1] * len(ks)).sum(axis=axes)
+    else:
+        counts = float(np.prod(ks))
+    return total / counts
+
+
+@kernel("l2_pool")
+def l2_pool(x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False):
+    win, _, ks, _ = _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, 0)
+    return np.sqrt(_accumulate.reduce_sum(win * win, _window_axes(len(ks)), keepdims=False))

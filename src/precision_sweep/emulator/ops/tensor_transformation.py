@@ -1,0 +1,99 @@
+"""Shape and layout ops (spec: ops/defs/iOS15/tensor_transformation.py, iOS16/17/18 updates)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from precision_sweep.emulator.registry import kernel
+
+
+def _ints(values):
+    return [int(v) for v in np.asarray(values).reshape(-1)]
+
+
+@kernel("reshape")
+def reshape(x, shape):
+    return np.reshape(x, _ints(shape))
+
+
+@kernel("reshape_like")
+def reshape_like(x, ref_tensors, begins, ends, end_masks):
+    shape = []
+    for ref, begin, end, end_mask in zip(ref_tensors, _ints(begins), _ints(ends), end_masks):
+        shape.extend(ref.shape[begin:] if end_mask else ref.shape[begin:end])
+    return np.reshape(x, shape)
+
+
+@kernel("transpose")
+def transpose(x, perm):
+    return np.transpose(x, _ints(perm))
+
+
+@kernel("squeeze")
+def squeeze(x, axes=None):
+    if axes is None:
+        return np.squeeze(x)
+    return np.squeeze(x, axis=tuple(_ints(axes)))
+
+
+@kernel("expand_dims")
+def expand_dims(x, axes):
+    rank = x.ndim + len(_ints(axes))
+    return np.expand_dims(x, tuple(sorted(a % rank for a in _ints(axes))))
+
+
+@kernel("slice_by_index")
+def slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
+    begin, end = _ints(begin), _ints(end)
+    rank = len(begin)
+    stride = _ints(stride) if stride is not None else [1] * rank
+    begin_mask = list(np.asarray(begin_mask).reshape(-1)) if begin_mask is not None else [False] * rank
+    end_mask = list(np.asarray(end_mask).reshape(-1)) if end_mask is not None else [False] * rank
+    squeeze_mask = list(np.asarray(squeeze_mask).reshape(-1)) if squeeze_mask is not None else [False] * rank
+    index = []
+    for axis in range(rank):
+        if squeeze_mask[axis]:
+            index.append(begin[axis])
+            continue
+        start = None if begin_mask[axis] else begin[axis]
+        stop = None if end_mask[axis] else end[axis]
+        index.append(slice(start, stop, stride[axis]))
+    return x[tuple(index)]
+
+
+@kernel("slice_by_size")
+def slice_by_size(x, begin, size):
+    index = []
+    for b, s, dim in zip(_ints(begin), _ints(size), x.shape):
+        index.append(slice(b, dim if s == -1 else b + s))
+    return x[tuple(index)]
+
+
+@kernel("depth_to_space")
+def depth_to_space(x, block_size):
+    n, c, h, w = x.shape
+    b = int(block_size)
+    y = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    return y.reshape(n, c // (b * b), h * b, w * b)
+
+
+@kernel("space_to_depth")
+def space_to_depth(x, block_size):
+    n, c, h, w = x.shape
+    b = int(block_size)
+    y = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    return y.reshape(n, c * b * b, h // b, w // b)
+
+
+@kernel("pixel_shuffle")
+def pixel_shuffle(x, upscale_factor):
+    n, c, h, w = x.shape
+    f = int(upscale_factor)
+    y = x.reshape(n, c // (f * f), f, f, h, w).transpose(0, 1, 4, 2, 5, 3)
+    return y.reshape(n, c // (f * f), h * f, w * f)
+
+
+@kernel("flatten2d")
+def flatten2d(x, axis=1):
+    axis = int(axis) % x.ndim if x.ndim else 0
+    return x.reshape(int(np.prod(x.shape[:axis])), -1)

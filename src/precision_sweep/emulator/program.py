@@ -1,0 +1,163 @@
+"""Load a converted ML program and compile it into a flat, ordered execution plan.
+
+Sources: a saved ``.mlpackage`` path, a ``coremltools.models.MLModel``, or an in-memory
+pymil ``Program``. The proto is parsed back into pymil with coremltools' own milproto loader,
+so names, dtypes and constant values are exactly those stored in the package.
+
+Compilation resolves every op to its registered kernel (refusing unknown ops up front,
+before any data runs), turns constant inputs into numpy values once, and folds ops whose
+inputs are all constant (the ``constexpr_*`` weight decompression ops in particular), so that
+prediction is a plain loop over the remaining steps.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from precision_sweep.emulator.registry import KERNELS, supported_ops
+
+
+class UnsupportedOpError(NotImplementedError):
+    """The program contains a MIL op type that has no emulator kernel."""
+
+
+@dataclass
+class Step:
+    """One MIL operation, ready to execute."""
+
+    op_type: str
+    name: str
+    fn: Callable
+    const_kwargs: dict[str, Any]
+    # argument name -> variable name, or list of variable names for tuple inputs (concat).
+    var_kwargs: dict[str, str | list[str]]
+    outputs: list[tuple[str, np.dtype]]
+
+
+@dataclass
+class Plan:
+    """A compiled MIL function: inputs, constants, ordered steps and outputs."""
+
+    inputs: dict[str, tuple[tuple, np.dtype]]
+    outputs: list[str]
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    # variable name -> (op type, op name) of every op the plan knows, folded ones included.
+    producers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    spec_version: int | None = None
+
+
+def numpy_dtype(mil_dtype) -> np.dtype:
+    """The numpy dtype that stores a MIL builtin dtype (fp16 -> float16, int8 -> int8, ...)."""
+    from coremltools.converters.mil.mil import types
+
+    return np.dtype(types.nptype_from_builtin(mil_dtype))
+
+
+def load_program(source) -> tuple[Any, int | None]:
+    """Return ``(pymil Program, specification version)`` for a package path, MLModel or Program."""
+    import coremltools as ct
+    from coremltools.converters.mil.mil import Program
+
+    if isinstance(source, Program):
+        return source, None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"no Core ML model at {path}")
+        source = ct.models.MLModel(str(path), skip_model_load=True)
+    if not isinstance(source, ct.models.MLModel):
+        raise TypeError(f"cannot load an ML program from {type(source).__name__}")
+    from coremltools.converters.mil.frontend.milproto.load import load as milproto_to_pymil
+
+    spec = source.get_spec()
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise ValueError("the emulator executes ML programs only (convert_to='mlprogram')")
+    program = milproto_to_pymil(
+        spec, spec.specificationVersion, file_weights_dir=source.weights_dir or ""
+    )
+    return program, spec.specificationVersion
+
+
+def _const_value(var) -> Any:
+    value = var.val
+    if isinstance(value, np.ndarray):
+        return value.astype(numpy_dtype(var.dtype), copy=False)
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    return value
+
+
+def compile_plan(program, function_name: str = "main") -> Plan:
+    """Compile one function of a pymil program into a :class:`Plan`."""
+    from precision_sweep.emulator import ops  # noqa: F401  (registers the kernels)
+
+    function = program.functions[function_name]
+    _refuse_unsupported(function.operations)
+    plan = Plan(
+        inputs={
+            name: (tuple(var.shape), numpy_dtype(var.dtype))
+            for name, var in function.inputs.items()
+        },
+        outputs=[var.name for var in function.outputs],
+    )
+    for op in function.operations:
+        if op.op_type == "const":
+            plan.constants[op.outputs[0].name] = _const_value(op.outputs[0])
+            plan.producers[op.outputs[0].name] = ("const", op.name)
+            continue
+        const_kwargs: dict[str, Any] = {}
+        var_kwargs: dict[str, str | list[str]] = {}
+        for arg, value in op.inputs.items():
+            if isinstance(value, (list, tuple)):
+                var_kwargs[arg] = [v.name for v in value]
+            elif value.name in plan.constants:
+                const_kwargs[arg] = plan.constants[value.name]
+            else:
+                var_kwargs[arg] = value.name
+        step = Step(
+            op_type=op.op_type,
+            name=op.name,
+            fn=KERNELS[op.op_type],
+            const_kwargs=const_kwargs,
+            var_kwargs=var_kwargs,
+            outputs=[(out.name, numpy_dtype(out.dtype)) for out in op.outputs],
+        )
+        for out_name, _ in step.outputs:
+            plan.producers[out_name] = (op.op_type, op.name)
+        if _all_constant(var_kwargs, plan.constants):
+            # Weight decompression and other constant subgraphs run once, at load time.
+            env = dict(plan.constants)
+            from precision_sweep.emulator.executor import run_step
+
+            run_step(step, env, profile=None)
+            for out_name, _ in step.outputs:
+                plan.constants[out_name] = env[out_name]
+            continue
+        plan.steps.append(step)
+    return plan
+
+
+def _all_constant(var_kwargs, constants) -> bool:
+    for names in var_kwargs.values():
+        names = names if isinstance(names, list) else [names]
+        if any(n not in constants for n in names):
+            return False
+    return True
+
+
+def _refuse_unsupported(operations) -> None:
+    missing = [(op.op_type, op.name) for op in operations if op.op_type not in KERNELS and op.op_type != "const"]
+    if missing:
+        listed = ", ".join(f"{t} (op {n!r})" for t, n in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise UnsupportedOpError(
+            f"The emulator has no kernel for MIL op type(s): {listed}{more}. "
+            f"It cannot execute this program. Supported op types: {', '.join(supported_ops())}. "
+            "Run with runtime=coreml on macOS, or add a kernel in precision_sweep/emulator/ops/."
+        )
