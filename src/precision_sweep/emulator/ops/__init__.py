@@ -9,11 +9,13 @@ from precision_sweep.emulator.ops import (  # noqa: F401
     conv,
     elementwise_binary,
     elementwise_unary,
+    image_resizing,
     linear,
     normalization,
     pool,
     quantization_ops,
     reduction,
+    scatter_gather,
     tensor_operation,
     tensor_transformation,
 )
