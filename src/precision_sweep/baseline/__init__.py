@@ -1,0 +1,31 @@
+"""Stage 2: the FP32 TensorFlow baseline predictions on the test split.
+
+Cached by model and dataset content hashes (and the TensorFlow version), so a sweep computes
+them once however many jobs it runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from precision_sweep.cache import load_npy, save_npy_atomic
+from precision_sweep.data.models import LoadedModel, predict_probabilities
+
+
+def baseline_path(cache_dir: Path, model: LoadedModel, dataset_hash: str) -> Path:
+    import tensorflow as tf
+
+    return Path(cache_dir) / "baseline" / f"{model.content_hash}-{dataset_hash}-tf{tf.__version__}.npy"
+
+
+def baseline_outputs(model: LoadedModel, x_test: np.ndarray, dataset_hash: str, cache_dir: Path) -> np.ndarray:
+    """FP32 TF outputs for ``x_test``, computed once per model and dataset."""
+    path = baseline_path(cache_dir, model, dataset_hash)
+    cached = load_npy(path)
+    if cached is not None and cached.shape[0] == len(x_test):
+        return cached
+    outputs = predict_probabilities(model, x_test)
+    save_npy_atomic(path, outputs)
+    return outputs

@@ -1,0 +1,163 @@
+"""One sweep job: load -> baseline -> convert -> execute -> metrics -> track.
+
+Every job is one MLflow child run that always ends. In a multirun a failing job is recorded
+(FAILED, ``error.txt``) and the sweep goes on; in a single run the error ends the command
+with a non-zero exit (a user error as one paragraph, exit 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from precision_sweep.errors import SkipJob, UserInputError
+from precision_sweep.tracking import store
+from precision_sweep.tracking.job_run import JobRun
+
+log = logging.getLogger(__name__)
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _job_dir(cfg: DictConfig) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(tempfile.mkdtemp(prefix="precision-sweep-job-"))
+
+
+def open_job_run(cfg: DictConfig) -> JobRun:
+    """The job's child run: under the sweep's parent if launched by a multirun."""
+    context = store.sweep_context()
+    if context:
+        uri, experiment_id, parent_run_id = context
+    else:
+        uri = store.absolute_uri(cfg.tracking.uri)
+        experiment_id = store.prepare_experiment(uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
+        parent_run_id = None
+    run_name = f"{cfg.precision.name}-{cfg.target.name}-{cfg.compute_units.name}"
+    return JobRun(store.client_for(uri), experiment_id, parent_run_id, run_name)
+
+
+def run_job(cfg: DictConfig) -> dict | None:
+    """Run one job; return its metrics (None when skipped)."""
+    try:
+        run = open_job_run(cfg)
+    except UserInputError as exc:
+        from precision_sweep.app import report_user_error
+
+        report_user_error(exc)
+    try:
+        metrics = evaluate(cfg, run)
+    except SkipJob as exc:
+        log.warning("skipped: %s", exc)
+        run.skip(str(exc))
+        return None
+    except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then handled
+        run.fail(exc)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        log.error("job failed: %s: %s", type(exc).__name__, exc)
+        if _in_multirun():
+            return None
+        if isinstance(exc, UserInputError):
+            from precision_sweep.app import report_user_error
+
+            report_user_error(exc)
+        raise
+    run.finish()
+    return metrics
+
+
+def evaluate(cfg: DictConfig, run: JobRun) -> dict:
+    """The job's work, logged into ``run``. Raises SkipJob for combinations that cannot deploy."""
+    from precision_sweep.baseline import baseline_outputs
+    from precision_sweep.convert import convert_variant, invalid_reason
+    from precision_sweep.data import load_dataset, load_model
+    from precision_sweep.metrics import compare
+    from precision_sweep.runtime import run_batches, select_runtime
+
+    run.log_params(
+        {
+            "precision": cfg.precision.name,
+            "target": cfg.target.name,
+            "compute_units": cfg.compute_units.name,
+            "model": cfg.model.name,
+            "dataset": cfg.dataset.name,
+            "runtime_requested": cfg.runtime.name,
+        }
+    )
+    job_dir = _job_dir(cfg)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    config_path = job_dir / "resolved_config.yaml"
+    config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    run.log_artifact(config_path)
+
+    reason = invalid_reason(cfg.precision, cfg.target)
+    if reason:
+        run.log_params({"effective_target": "n/a"})
+        raise SkipJob(reason)
+
+    cache_dir = Path(cfg.paths.cache)
+    dataset = load_dataset(cfg.dataset)
+    model = load_model(cfg.model, dataset, cache_dir)
+    run.log_params({"dataset_hash": dataset.content_hash, "model_hash": model.content_hash})
+    baseline = baseline_outputs(model, dataset.x_test, dataset.content_hash, cache_dir)
+
+    package = job_dir / f"{cfg.model.name}-{cfg.precision.name}-{cfg.target.name}.mlpackage"
+    converted = convert_variant(model, cfg.precision, cfg.target, package, max_batch=cfg.model.max_batch)
+    effective = converted.effective_target
+    run.log_params({"effective_target": effective.lower(), "spec_version": converted.spec_version})
+    if effective != cfg.target.coremltools_target:
+        raise SkipJob(
+            f"{cfg.precision.name} at {cfg.target.name}: coremltools raised the model to "
+            f"{effective} (spec {converted.spec_version}); it cannot deploy at {cfg.target.name}"
+        )
+
+    runtime = select_runtime(cfg.runtime.name, converted.path, cfg.compute_units.name, probe=dataset.x_test)
+    run.set_tags({"runtime": runtime.name, **({"runtime_note": runtime.note} if runtime.note else {})})
+    run.log_params({"runtime": runtime.name})
+    start = time.perf_counter()
+    outputs = run_batches(
+        runtime,
+        dataset.x_test,
+        cfg.runtime.batch_size,
+        progress=cfg.runtime.progress,
+        desc=f"{cfg.precision.name}/{cfg.target.name}",
+    )
+    eval_seconds = time.perf_counter() - start
+
+    metrics = compare(outputs, baseline, dataset.y_test)
+    metrics.update(
+        model_size_bytes=converted.size_bytes,
+        convert_seconds=converted.convert_seconds,
+        eval_seconds=eval_seconds,
+    )
+    run.log_metrics(metrics)
+    predictions = job_dir / "predictions.npz"
+    np.savez_compressed(predictions, outputs=outputs, baseline=baseline, labels=dataset.y_test)
+    run.log_artifact(predictions)
+    run.log_artifact(converted.path)
+    if not np.isfinite(outputs).all():
+        bad = int((~np.isfinite(outputs)).any(axis=-1).sum())
+        raise FloatingPointError(
+            f"{bad} of {len(outputs)} samples have NaN/Inf outputs under {cfg.precision.name} "
+            f"({runtime.name}); metrics were logged, see predictions.npz"
+        )
+    log.info(
+        "%s/%s: accuracy %.4f (delta %+.2fpp), agreement %.4f, size %d bytes",
+        cfg.precision.name, cfg.target.name, metrics["accuracy"], 100 * metrics["accuracy_delta"],
+        metrics["agreement"], metrics["model_size_bytes"],
+    )
+    return metrics

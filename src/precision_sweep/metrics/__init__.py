@@ -1,0 +1,37 @@
+"""Stage 5: metrics of a variant's outputs against labels and the FP32 TensorFlow baseline.
+
+Names are the ones logged to MLflow: ``accuracy``, ``baseline_accuracy``,
+``accuracy_delta`` (a fraction), ``agreement`` (top-1 equal to the baseline's top-1),
+``max_abs_diff`` and ``mean_abs_diff`` of the outputs, ``n_samples``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def top1(outputs: np.ndarray) -> np.ndarray:
+    return np.argmax(outputs, axis=-1)
+
+
+def compare(outputs: np.ndarray, baseline: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy, agreement and output differences of ``outputs`` against ``baseline``.
+
+    Outputs may be probabilities or logits: top-1 is the same either way.
+    """
+    if outputs.shape != baseline.shape:
+        raise ValueError(f"outputs {outputs.shape} and baseline {baseline.shape} differ in shape")
+    predicted, reference = top1(outputs), top1(baseline)
+    accuracy = float(np.mean(predicted == labels))
+    baseline_accuracy = float(np.mean(reference == labels))
+    diff = np.abs(outputs.astype(np.float64) - baseline.astype(np.float64))
+    finite = np.isfinite(diff)
+    return {
+        "accuracy": accuracy,
+        "baseline_accuracy": baseline_accuracy,
+        "accuracy_delta": accuracy - baseline_accuracy,
+        "agreement": float(np.mean(predicted == reference)),
+        "max_abs_diff": float(diff.max()) if finite.all() else float("inf"),
+        "mean_abs_diff": float(diff.mean()) if finite.all() else float("inf"),
+        "n_samples": int(len(labels)),
+    }
