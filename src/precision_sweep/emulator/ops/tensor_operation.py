@@ -101,3 +101,25 @@ def one_hot(indices, one_hot_vector_size, axis=-1, on_value=1, off_value=0):
     hot = np.expand_dims(indices, -1) == eye
     out = np.where(hot, on_value, off_value)
     return np.moveaxis(out, -1, int(axis)) if int(axis) != -1 else out
+
+
+@kernel("cumsum")
+def cumsum(x, axis=0, exclusive=False, reverse=False):
+    """Cumulative sum; ``exclusive`` shifts in a zero, ``reverse`` sums from the end."""
+    axis = int(axis)
+    data = np.flip(x, axis=axis) if reverse else x
+    out = np.cumsum(data, axis=axis, dtype=x.dtype)
+    if exclusive:
+        zero = np.zeros_like(np.take(out, [0], axis=axis))
+        out = np.concatenate([zero, np.delete(out, -1, axis=axis)], axis=axis)
+    return np.flip(out, axis=axis) if reverse else out
+
+
+@kernel("band_part")
+def band_part(x, lower=-1, upper=-1):
+    """Zero everything outside the band ``(m - n) <= lower`` and ``(n - m) <= upper``."""
+    m = np.arange(x.shape[-2]).reshape(-1, 1)
+    n = np.arange(x.shape[-1]).reshape(1, -1)
+    lower, upper = int(lower), int(upper)
+    keep = ((lower < 0) | (m - n <= lower)) & ((upper < 0) | (n - m <= upper))
+    return np.where(keep, x, np.zeros((), dtype=x.dtype))

@@ -97,3 +97,63 @@ def pixel_shuffle(x, upscale_factor):
 def flatten2d(x, axis=1):
     axis = int(axis) % x.ndim if x.ndim else 0
     return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+
+@kernel("reverse")
+def reverse(x, axes=None):
+    return np.flip(x, axis=None if axes is None else tuple(_ints(axes)))
+
+
+@kernel("reverse_sequence")
+def reverse_sequence(x, lengths, seq_axis=0, batch_axis=0):
+    """Reverse the first ``lengths[b]`` entries along ``seq_axis`` of every batch entry ``b``."""
+    seq_axis, batch_axis = int(seq_axis) % x.ndim, int(batch_axis) % x.ndim
+    steps = np.arange(x.shape[seq_axis])
+    lengths = np.asarray(lengths).reshape(-1, 1)
+    source = np.where(steps < lengths, lengths - 1 - steps, steps)  # (B, T)
+    shape = [1] * x.ndim
+    shape[batch_axis], shape[seq_axis] = source.shape
+    if batch_axis > seq_axis:
+        source = source.T
+        shape[seq_axis], shape[batch_axis] = source.shape
+    return np.take_along_axis(x, source.reshape(shape), axis=seq_axis)
+
+
+@kernel("sliding_windows")
+def sliding_windows(x, axis, size, stride=1):
+    """Windows of ``size`` along ``axis`` every ``stride``: shape ``(..., n_windows, size, ...)``."""
+    axis = int(axis) % x.ndim
+    view = np.lib.stride_tricks.sliding_window_view(x, int(size), axis=axis)
+    view = view[(slice(None),) * axis + (slice(None, None, int(stride)),)]
+    return np.moveaxis(view, -1, axis + 1)
+
+
+@kernel("pixel_unshuffle")
+def pixel_unshuffle(x, downscale_factor):
+    n, c, h, w = x.shape
+    f = int(downscale_factor)
+    y = x.reshape(n, c, h // f, f, w // f, f).transpose(0, 1, 3, 5, 2, 4)
+    return y.reshape(n, c * f * f, h // f, w // f)
+
+
+@kernel("slice_update")
+def slice_update(x, update, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
+    """Copy of ``x`` whose ``slice_by_index`` region (same arguments) is replaced by ``update``."""
+    begin, end = _ints(begin), _ints(end)
+    rank = len(begin)
+    stride = _ints(stride) if stride is not None else [1] * rank
+    masks = [
+        list(np.asarray(m).reshape(-1)) if m is not None else [False] * rank
+        for m in (begin_mask, end_mask, squeeze_mask)
+    ]
+    index = []
+    for axis in range(rank):
+        if masks[2][axis]:
+            index.append(begin[axis])
+            continue
+        start = None if masks[0][axis] else begin[axis]
+        stop = None if masks[1][axis] else end[axis]
+        index.append(slice(start, stop, stride[axis]))
+    out = np.array(x, copy=True)
+    out[tuple(index)] = np.reshape(update, out[tuple(index)].shape)
+    return out
