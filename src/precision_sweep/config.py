@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -60,11 +61,16 @@ class WeightQuantizationConfig:
     weight_threshold: int = 128
 
 
+class ComputePrecision(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+
+
 @dataclass
 class PrecisionConfig:
     name: str = MISSING
     # coremltools compute_precision: float32 or float16
-    compute_precision: str = "float16"
+    compute_precision: ComputePrecision = ComputePrecision.float16
     weight_quantization: Optional[WeightQuantizationConfig] = None
 
 
@@ -92,6 +98,7 @@ class RuntimeConfig:
 
 @dataclass
 class TrackingConfig:
+    name: str = MISSING
     # Tracking URI; a sqlite:/// or file path is made absolute once, in the launching process.
     uri: str = MISSING
     experiment: str = "precision-sweep"

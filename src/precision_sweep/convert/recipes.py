@@ -10,7 +10,7 @@ from __future__ import annotations
 def compute_precision(precision):
     import coremltools as ct
 
-    value = str(precision.compute_precision).lower()
+    value = getattr(precision.compute_precision, "value", precision.compute_precision)
     if value == "float32":
         return ct.precision.FLOAT32
     if value == "float16":

@@ -1,0 +1,64 @@
+"""Config composition: defaults, groups, schema checking, ready grids."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CONF, SWEEPS, compose
+
+
+def test_defaults_are_the_documented_ones():
+    cfg = compose()
+    chosen = {g: cfg[g].name for g in ("model", "dataset", "precision", "target", "compute_units", "runtime")}
+    assert chosen == {
+        "model": "digits_cnn",
+        "dataset": "digits",
+        "precision": "fp16",
+        "target": "ios16",
+        "compute_units": "all",
+        "runtime": "auto",
+    }
+    assert cfg.tracking.uri.startswith("sqlite:///")
+    assert cfg.tracking.uri.endswith("/outputs/mlflow.db")
+
+
+def test_every_group_option_composes_and_opens_with_a_comment():
+    for group in ("model", "dataset", "precision", "target", "compute_units", "runtime", "tracking"):
+        options = sorted((CONF / group).glob("*.yaml"))
+        assert options, group
+        for option in options:
+            assert option.read_text().startswith("#"), option
+            assert option.stem == option.stem.lower() and " " not in option.stem
+            cfg = compose([f"{group}={option.stem}"])
+            assert cfg[group].name == option.stem
+
+
+def test_mistyped_key_fails_at_composition():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):
+        compose(["precision.compute_precison=float32"])
+
+
+def test_unknown_precision_fails_with_hydra_choices():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as info:
+        compose(["precision=fp8"])
+    assert "fp16" in str(info.value) and "int8" in str(info.value)
+
+
+def test_int8_precision_maps_to_coremltools_quantizer_fields():
+    cfg = compose(["precision=int8"])
+    wq = cfg.precision.weight_quantization
+    assert (wq.mode, wq.dtype, wq.granularity) == ("linear_symmetric", "int8", "per_channel")
+    assert cfg.precision.compute_precision == "float16"
+
+
+def test_default_sweep_file_names_its_command_and_grid():
+    text = (SWEEPS / "default.yaml").read_text()
+    assert "precision-sweep -cd sweeps -cn default" in text
+    grid = OmegaConf.load(SWEEPS / "default.yaml").hydra.sweeper.params
+    assert grid.precision.split(",") == ["fp32", "fp16", "int8"]
+    assert grid.target.split(",") == ["ios15", "ios16", "ios17", "ios18"]

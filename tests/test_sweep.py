@@ -1,0 +1,128 @@
+"""The default sweep end to end: a real multirun in a subprocess, a real SQLite MLflow store.
+
+The grid (3 precisions x 4 targets) runs once per module into its own temporary directory;
+the tests then read the store back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SWEEPS, mlflow_client, run_cli
+
+METRICS = {
+    "accuracy", "baseline_accuracy", "accuracy_delta", "agreement", "max_abs_diff",
+    "mean_abs_diff", "model_size_bytes", "convert_seconds", "eval_seconds", "n_samples",
+}
+PARAMS = {"precision", "target", "effective_target", "compute_units", "runtime", "model", "dataset"}
+
+
+@pytest.fixture(scope="module")
+def default_sweep(tmp_path_factory, shared_cache):
+    workdir = tmp_path_factory.mktemp("sweep")
+    result = run_cli(["precision-sweep", "-cd", str(SWEEPS), "-cn", "default", f"paths.cache={shared_cache}"], cwd=workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = workdir / "outputs"
+    client = mlflow_client(outputs)
+    experiment = client.get_experiment_by_name("precision-sweep")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    return workdir, outputs, client, experiment, runs, result
+
+
+def _children(runs):
+    return [r for r in runs if r.data.tags.get("precision_sweep.role") == "job"]
+
+
+def test_one_parent_with_twelve_children_and_nothing_in_default(default_sweep):
+    _, _, client, experiment, runs, _ = default_sweep
+    parents = [r for r in runs if r.data.tags.get("precision_sweep.role") == "sweep"]
+    assert len(parents) == 1
+    assert parents[0].info.status == "FINISHED"
+    children = _children(runs)
+    assert len(children) == 12
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert client.search_runs(["0"]) == []  # the "Default" experiment stays empty
+    assert all(r.info.status != "RUNNING" for r in runs)
+    cells = {(c.data.params["precision"], c.data.params["target"]) for c in children}
+    assert cells == {(p, t) for p in ("fp32", "fp16", "int8") for t in ("ios15", "ios16", "ios17", "ios18")}
+
+
+def test_finished_children_have_every_metric_param_and_artifact(default_sweep):
+    _, _, client, _, runs, _ = default_sweep
+    evaluated = [c for c in _children(runs) if c.data.tags.get("precision_sweep.outcome") == "evaluated"]
+    assert len(evaluated) == 11
+    for run in evaluated:
+        assert METRICS <= set(run.data.metrics), run.data.params
+        assert PARAMS <= set(run.data.params)
+        assert run.data.tags["runtime"] in ("emulator", "coreml")
+        assert run.data.params["effective_target"] == run.data.params["target"]
+        assert run.data.metrics["accuracy_delta"] == pytest.approx(
+            run.data.metrics["accuracy"] - run.data.metrics["baseline_accuracy"]
+        )
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"resolved_config.yaml", "predictions.npz"} <= names
+        assert any(n.endswith(".mlpackage") for n in names)
+        assert run.data.metrics["model_size_bytes"] > 10_000
+
+
+def test_int8_ios15_is_a_skipped_child_with_its_reason(default_sweep):
+    _, _, _, _, runs, _ = default_sweep
+    (run,) = [c for c in _children(runs) if (c.data.params["precision"], c.data.params["target"]) == ("int8", "ios15")]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["precision_sweep.outcome"] == "skipped"
+    assert "iOS16" in run.data.tags["skip_reason"]
+    assert "accuracy" not in run.data.metrics
+
+
+def test_fp32_emulator_matches_tensorflow(default_sweep):
+    _, _, _, _, runs, _ = default_sweep
+    fp32 = [c for c in _children(runs) if c.data.params["precision"] == "fp32"]
+    assert len(fp32) == 4
+    for run in fp32:
+        assert run.data.metrics["agreement"] == 1.0
+        assert run.data.metrics["max_abs_diff"] <= 1e-5
+        assert run.data.metrics["baseline_accuracy"] >= 0.95
+
+
+def test_compression_shrinks_the_package(default_sweep):
+    _, _, _, _, runs, _ = default_sweep
+    size = {
+        (c.data.params["precision"], c.data.params["target"]): c.data.metrics.get("model_size_bytes")
+        for c in _children(runs)
+    }
+    assert size[("fp16", "ios16")] < 0.6 * size[("fp32", "ios16")]
+    assert size[("int8", "ios16")] < 0.7 * size[("fp16", "ios16")]
+
+
+def test_predictions_artifact_allows_analysis_without_reexecution(default_sweep):
+    _, _, client, _, runs, _ = default_sweep
+    run = next(c for c in _children(runs) if c.data.params["precision"] == "fp16")
+    local = client.download_artifacts(run.info.run_id, "predictions.npz")
+    with np.load(local, allow_pickle=False) as data:
+        outputs, baseline, labels = data["outputs"], data["baseline"], data["labels"]
+    assert outputs.shape == baseline.shape == (len(labels), 10)
+    assert np.mean(outputs.argmax(1) == labels) == pytest.approx(run.data.metrics["accuracy"])
+
+
+def test_terminal_summary_lists_every_job(default_sweep):
+    *_, result = default_sweep
+    summary = result.stdout[result.stdout.index("precision-sweep summary"):]
+    assert summary.count("FINISHED") == 11 and summary.count("SKIPPED") == 1
+    for column in ("precision", "target", "status", "accuracy", "delta", "agreement", "size_bytes"):
+        assert column in summary
+
+
+def test_pick_within_budget_prints_the_cheapest_and_exits_0(default_sweep):
+    workdir, *_ = default_sweep
+    result = run_cli(["precision-pick", "--max-drop", "0.5"], cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "pick: run" in result.stdout and "precision=int8" in result.stdout
+    as_json = run_cli(["precision-pick", "--max-drop", "0.5", "--json"], cwd=workdir)
+    decision = json.loads(as_json.stdout)
+    sizes = [row["cost"] for row in decision["qualifying"]]
+    assert decision["pick"]["cost"] == min(sizes)
+    assert decision["pick"]["precision"] == "int8"
