@@ -16,12 +16,14 @@ def _pool_padding(x, kernel_sizes, strides, pad_type, pad, ceil_mode):
     ones = [1] * nd
     pads = pad_amounts(pad_type, x.shape[2:], kernel_sizes, strides, ones, pad)
     if ceil_mode and str(pad_type) in ("valid", "custom"):
-        # ceil_mode adds just enough padding at the end to cover a last partial window.
+        # Spec (ops/defs/_utils.py spatial_dimensions_out_shape): with ceil_mode,
+        # out = floor((in + before + after - k + s - 1) / s) + 1, minus one if the last
+        # window would start in the end padding and there is padding at all; the extra
+        # rows needed by the last window are added as end padding.
         grown = []
         for (before, after), size, k, s in zip(pads, x.shape[2:], kernel_sizes, strides):
-            span = size + before + after - k
-            out = math.ceil(span / s) + 1
-            if (out - 1) * s >= size + before:  # a window may not start in the padding
+            out = (size + before + after - k + s - 1) // s + 1
+            if (out - 1) * s >= size + before and (before > 0 or after > 0):
                 out -= 1
             grown.append((before, max(after, (out - 1) * s + k - size - before)))
         pads = grown
