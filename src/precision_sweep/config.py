@@ -17,6 +17,8 @@ from omegaconf import MISSING, OmegaConf
 
 from precision_sweep.convert.schema import PrecisionConfig, TargetConfig
 from precision_sweep.data.schema import DatasetConfig, ModelConfig
+from precision_sweep.diagnose.schema import DiagnosisConfig
+from precision_sweep.pick.schema import PickConfig
 from precision_sweep.runtime.schema import ComputeUnitsConfig, RuntimeConfig
 from precision_sweep.tracking.schema import TrackingConfig
 
@@ -38,6 +40,8 @@ class Config:
     compute_units: ComputeUnitsConfig = MISSING
     runtime: RuntimeConfig = MISSING
     tracking: TrackingConfig = MISSING
+    diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig)
+    pick: PickConfig = field(default_factory=PickConfig)
     seed: int = 0
 
 

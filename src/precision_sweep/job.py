@@ -139,6 +139,13 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
     eval_seconds = time.perf_counter() - start
 
     metrics = compare(outputs, baseline, dataset.y_test)
+    from precision_sweep.metrics.statistics import paired_report
+
+    statistics, statistics_files = paired_report(
+        outputs, baseline, dataset.y_test, dataset.class_names, job_dir, cfg.pick.confidence,
+        cfg.pick.n_resamples, cfg.seed, title=f"{cfg.model.name} {cfg.precision.name}/{cfg.target.name}",
+    )
+    metrics.update(statistics)
     metrics.update(
         model_size_bytes=converted.size_bytes,
         convert_seconds=converted.convert_seconds,
@@ -149,6 +156,12 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
     np.savez_compressed(predictions, outputs=outputs, baseline=baseline, labels=dataset.y_test)
     run.log_artifact(predictions)
     run.log_artifact(converted.path)
+    for path in statistics_files:
+        run.log_artifact(path)
+    if metrics["agreement"] < cfg.diagnosis.below_agreement:
+        from precision_sweep.diagnose.run import diagnose_in_job
+
+        diagnose_in_job(cfg, run, model, dataset, converted.path, job_dir)
     if not np.isfinite(outputs).all():
         bad = int((~np.isfinite(outputs)).any(axis=-1).sum())
         raise FloatingPointError(

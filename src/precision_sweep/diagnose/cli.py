@@ -1,0 +1,71 @@
+"""``precision-diagnose RUN_ID``: per-op drift of a logged run against its FP32 twin.
+
+Prints the report, logs ``drift.csv``/``drift.png`` to the run and sets its ``drift_*`` tags.
+Exit codes: 0 diagnosed, 2 bad input (no store, no such run, nothing to diagnose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+from precision_sweep.tracking import store
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="precision-diagnose",
+        description="Run a job's Core ML program and the FP32 program of the same model on a "
+        "diagnostic batch and report, op by op, where the error jumps and where NaN/Inf appears.",
+    )
+    parser.add_argument("run_id", help="the job's MLflow run id")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")
+    parser.add_argument("--samples", type=int, default=None, help="test samples in the diagnostic batch (default: the run's diagnosis.samples)")
+    parser.add_argument("--threshold", type=float, default=None, help="relative error that counts as a jump (default: the run's diagnosis.threshold)")
+    parser.add_argument("--top", type=int, default=8, help="ops to print, most error first")
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print("precision-diagnose: " + textwrap.fill(" ".join(message.split()), width=100), file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from precision_sweep.pick.cli import _default_uri
+
+    args = build_parser().parse_args(argv)
+    uri = store.absolute_uri(args.tracking_uri or _default_uri())
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        _fail(f"error: no MLflow store at {uri}. Run a sweep first or pass --tracking-uri.")
+    client = store.client_for(uri)
+    try:
+        client.get_run(args.run_id)
+    except Exception:
+        _fail(f"error: no run with id {args.run_id!r} in {uri}. Pass a job's run id (see the MLflow UI or precision-pick).")
+
+    from precision_sweep.diagnose.drift import rank_ops
+    from precision_sweep.diagnose.run import diagnose_run
+    from precision_sweep.errors import UserInputError
+
+    with tempfile.TemporaryDirectory(prefix="precision-diagnose-") as tmp:
+        try:
+            report = diagnose_run(client, args.run_id, Path(tmp), args.samples, args.threshold)
+        except UserInputError as exc:
+            _fail(f"error: {exc}")
+    print(f"run {args.run_id}: {report.summary()}")
+    if not report.table.empty:
+        view = rank_ops(report.table).head(args.top)[
+            ["position", "layer", "op_type", "op_name", "rel_error", "gain", "cosine", "sqnr_db", "nonfinite"]
+        ]
+        print("ops that introduce the most error:")
+        print(view.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print("logged drift.csv, drift.png and the drift_first_op/drift_first_layer tags to the run")
+
+
+if __name__ == "__main__":
+    main()
