@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -31,6 +31,13 @@ class PathsConfig:
 
 
 @dataclass
+class LimitsConfig:
+    # A job past either limit fails alone (FAILED run), the sweep goes on. null = no limit.
+    timeout_minutes: Optional[float] = None
+    max_memory_gb: Optional[float] = None
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = MISSING
@@ -43,6 +50,11 @@ class Config:
     diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig)
     pick: PickConfig = field(default_factory=PickConfig)
     seed: int = 0
+    # Reuse FINISHED runs with the same job fingerprint instead of measuring again.
+    resume: bool = False
+    # Overall progress bar of a multirun in the launching terminal.
+    progress: bool = True
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 def register_configs() -> None:

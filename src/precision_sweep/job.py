@@ -16,6 +16,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from precision_sweep.errors import SkipJob, UserInputError
+from precision_sweep.limits import JobTerminated, job_limits
 from precision_sweep.tracking import store
 from precision_sweep.tracking.job_run import JobRun
 
@@ -50,8 +51,16 @@ def open_job_run(cfg: DictConfig) -> JobRun:
     return JobRun(store.client_for(uri), experiment_id, parent_run_id, run_name)
 
 
+class Reused(Exception):
+    """A FINISHED run with this job's fingerprint exists and ``resume`` is on: link it."""
+
+    def __init__(self, source):
+        super().__init__(f"reusing run {source.info.run_id}")
+        self.source = source
+
+
 def run_job(cfg: DictConfig) -> dict | None:
-    """Run one job; return its metrics (None when skipped)."""
+    """Run one job; return its metrics (None when skipped or failed in a multirun)."""
     try:
         run = open_job_run(cfg)
     except UserInputError as exc:
@@ -59,14 +68,19 @@ def run_job(cfg: DictConfig) -> dict | None:
 
         report_user_error(exc)
     try:
-        metrics = evaluate(cfg, run)
+        with job_limits(cfg.limits.timeout_minutes, cfg.limits.max_memory_gb):
+            metrics = evaluate(cfg, run)
     except SkipJob as exc:
         log.warning("skipped: %s", exc)
         run.skip(str(exc))
         return None
+    except Reused as reused:
+        log.info("resume: %s/%s already measured by run %s", cfg.precision.name, cfg.target.name, reused.source.info.run_id)
+        run.reuse(reused.source)
+        return dict(reused.source.data.metrics)
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then handled
         run.fail(exc)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, JobTerminated)):
             raise
         log.error("job failed: %s: %s", type(exc).__name__, exc)
         if _in_multirun():
@@ -80,11 +94,28 @@ def run_job(cfg: DictConfig) -> dict | None:
     return metrics
 
 
+def _resume_or_claim(cfg: DictConfig, run: JobRun, model_hash: str, dataset_hash: str) -> None:
+    """Tag the job's fingerprint, close stale twins, and reuse a finished twin if resuming."""
+    from precision_sweep.tracking import liveness
+    from precision_sweep.tracking.fingerprint import job_fingerprint
+    from precision_sweep.tracking.resume import FINGERPRINT_TAG, find_finished
+
+    fingerprint = job_fingerprint(cfg, model_hash, dataset_hash)
+    run.set_tags({FINGERPRINT_TAG: fingerprint})
+    experiment_id = run.run.info.experiment_id
+    liveness.reap(run.client, experiment_id, f"tags.`{FINGERPRINT_TAG}` = '{fingerprint}'")
+    if cfg.resume:
+        source = find_finished(run.client, experiment_id, fingerprint, exclude_run_id=run.run_id)
+        if source is not None:
+            raise Reused(source)
+
+
 def evaluate(cfg: DictConfig, run: JobRun) -> dict:
     """The job's work, logged into ``run``. Raises SkipJob for combinations that cannot deploy."""
     from precision_sweep.baseline import baseline_outputs
-    from precision_sweep.convert import convert_variant, invalid_reason
-    from precision_sweep.data import load_dataset, load_model
+    from precision_sweep.convert import calibration_split, convert_variant, invalid_reason
+    from precision_sweep.convert.doctor import explain_conversion_error
+    from precision_sweep.data import load_inputs
     from precision_sweep.metrics import compare
     from precision_sweep.runtime import run_batches, select_runtime
 
@@ -98,6 +129,7 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
             "runtime_requested": cfg.runtime.name,
         }
     )
+    log.info("job %s/%s/%s started", cfg.precision.name, cfg.target.name, cfg.compute_units.name)
     job_dir = _job_dir(cfg)
     job_dir.mkdir(parents=True, exist_ok=True)
     config_path = job_dir / "resolved_config.yaml"
@@ -110,13 +142,20 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
         raise SkipJob(reason)
 
     cache_dir = Path(cfg.paths.cache)
-    dataset = load_dataset(cfg.dataset)
-    model = load_model(cfg.model, dataset, cache_dir)
+    dataset, model = load_inputs(cfg.model, cfg.dataset, cache_dir)
     run.log_params({"dataset_hash": dataset.content_hash, "model_hash": model.content_hash})
+    run.log_params({**dataset.run_params, **model.run_params})
+    _resume_or_claim(cfg, run, model.content_hash, dataset.content_hash)
     baseline = baseline_outputs(model, dataset.x_test, dataset.content_hash, cache_dir)
 
     package = job_dir / f"{cfg.model.name}-{cfg.precision.name}-{cfg.target.name}.mlpackage"
-    converted = convert_variant(model, cfg.precision, cfg.target, package, max_batch=cfg.model.max_batch)
+    try:
+        converted = convert_variant(
+            model, cfg.precision, cfg.target, package, max_batch=cfg.model.max_batch,
+            cache_dir=cache_dir, calibration=calibration_split(dataset, cfg.precision),
+        )
+    except Exception as exc:  # name the layer and TF op, say how to fix it
+        raise explain_conversion_error(exc, model)
     effective = converted.effective_target
     run.log_params({"effective_target": effective.lower(), "spec_version": converted.spec_version})
     if effective != cfg.target.coremltools_target:
@@ -148,6 +187,9 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
     metrics.update(statistics)
     metrics.update(
         model_size_bytes=converted.size_bytes,
+        weights_bytes=converted.weights_bytes,
+        compression_ratio=converted.compression_ratio,
+        bits_per_weight=converted.bits_per_weight,
         convert_seconds=converted.convert_seconds,
         eval_seconds=eval_seconds,
     )

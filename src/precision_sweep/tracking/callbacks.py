@@ -5,7 +5,11 @@ once, opens the parent run and hands all three to the jobs through environment v
 (inherited by launcher worker processes). ``on_multirun_end`` prints the summary, logs it
 to the parent and closes the parent: FINISHED when every job finished or was skipped, FAILED
 when any failed, and then the command exits 1. Hydra skips ``on_multirun_end`` when a job
-raises or the sweep is interrupted; an ``atexit`` hook closes the parent in that case too.
+raises, a worker dies or the sweep is interrupted; an ``atexit`` hook closes the parent in that
+case too, and marks the children whose processes died KILLED.
+
+On start it also closes what earlier sweeps left RUNNING when their processes died (parents
+and their children, see :mod:`.liveness`), and shows overall progress (:mod:`.progress`).
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from precision_sweep.tracking import store
+from precision_sweep.tracking import liveness, store
 from precision_sweep.tracking.job_run import ROLE_TAG
+from precision_sweep.tracking.progress import SweepProgress, count_jobs
 from precision_sweep.tracking.summary import child_runs, format_table, runs_table
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,7 @@ class SweepTrackingCallback(Callback):
         self.client = None
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
+        self.progress: SweepProgress | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from precision_sweep.app import report_user_error
@@ -40,32 +46,46 @@ class SweepTrackingCallback(Callback):
 
         uri = store.absolute_uri(config.tracking.uri)
         try:
+            from precision_sweep.data.validate import validate_sources
+
+            validate_sources(config)  # bad model/dataset paths fail once, before any run exists
             self.experiment_id = store.prepare_experiment(
                 uri, config.tracking.experiment, config.tracking.artifact_location
             )
         except UserInputError as exc:
             report_user_error(exc)
         self.client = store.client_for(uri)
+        self._close_stale_sweeps()
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         parent = self.client.create_run(
             self.experiment_id,
             run_name=f"sweep-{Path(sweep_dir).name}",
-            tags={ROLE_TAG: "sweep", "sweep_dir": sweep_dir, "overrides": " ".join(config.hydra.overrides.task)},
+            tags={
+                ROLE_TAG: "sweep",
+                "sweep_dir": sweep_dir,
+                "overrides": " ".join(config.hydra.overrides.task),
+                **liveness.process_tags(),
+            },
         )
         self.parent_run_id = parent.info.run_id
         os.environ[store.ENV_URI] = uri
         os.environ[store.ENV_EXPERIMENT] = self.experiment_id
         os.environ[store.ENV_PARENT] = self.parent_run_id
+        _share_cores_between_workers(config)
         atexit.register(self._close_abandoned_parent)
         log.info("MLflow: experiment %s, sweep parent run %s (%s)", self.experiment_id, self.parent_run_id, uri)
+        if config.get("progress", True):
+            self.progress = SweepProgress(self.client, self.experiment_id, self.parent_run_id, count_jobs(config)).start()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_run_id is None:
             return
+        self._stop_progress()
+        liveness.reap(self.client, self.experiment_id, f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'")
         table = runs_table(child_runs(self.client, self.experiment_id, self.parent_run_id))
         text = format_table(table)
         print(f"\nprecision-sweep summary (parent run {self.parent_run_id}):\n{text}\n", flush=True)
-        failed = int((table["status"] == "FAILED").sum()) if not table.empty else 0
+        failed = int(table["status"].isin(["FAILED", "KILLED"]).sum()) if not table.empty else 0
         with tempfile.TemporaryDirectory() as tmp:
             csv = Path(tmp) / "summary.csv"
             table.to_csv(csv, index=False)
@@ -84,12 +104,49 @@ class SweepTrackingCallback(Callback):
         for key in (store.ENV_URI, store.ENV_EXPERIMENT, store.ENV_PARENT):
             os.environ.pop(key, None)
 
+    def _stop_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def _close_stale_sweeps(self) -> None:
+        """Mark KILLED the sweeps (and their RUNNING children) whose launching process died."""
+        for parent_id in liveness.reap(self.client, self.experiment_id, f"tags.`{ROLE_TAG}` = 'sweep'"):
+            log.warning("closed stale sweep %s (its launching process is gone)", parent_id)
+            for run in self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'",
+            ):
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+
     def _close_abandoned_parent(self) -> None:
-        # Hydra skipped on_multirun_end (a job raised, or the sweep was interrupted).
+        # Hydra skipped on_multirun_end: a job raised, a worker died, or the sweep was interrupted.
         if self.parent_run_id is None:
             return
         try:
+            self._stop_progress()
+            liveness.reap(self.client, self.experiment_id, f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'")
             self.client.set_tag(self.parent_run_id, "precision_sweep.incomplete", "true")
             self.client.set_terminated(self.parent_run_id, status="FAILED")
+            print(
+                f"precision-sweep: the sweep stopped before all jobs ended; parent run "
+                f"{self.parent_run_id} closed as FAILED. Re-run the same command with resume=true "
+                "to run only the missing jobs.",
+                file=sys.stderr,
+            )
         finally:
             self._forget()
+
+
+def _share_cores_between_workers(config: DictConfig) -> None:
+    """Give each parallel worker its share of the cores, so that TF and BLAS don't oversubscribe."""
+    launcher = str(config.hydra.launcher.get("_target_", ""))
+    n_jobs = config.hydra.launcher.get("n_jobs")
+    if "Joblib" not in launcher or n_jobs is None:
+        return
+    cores = os.cpu_count() or 1
+    workers = cores if int(n_jobs) < 0 else max(1, int(n_jobs))
+    share = str(max(1, cores // workers))
+    for key in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(key, share)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")

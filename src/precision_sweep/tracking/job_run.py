@@ -13,6 +13,9 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 
+from precision_sweep.limits import JobTerminated
+from precision_sweep.tracking.liveness import process_tags
+
 # Tag that says how a job ended: evaluated, skipped or failed.
 OUTCOME_TAG = "precision_sweep.outcome"
 ROLE_TAG = "precision_sweep.role"
@@ -20,7 +23,7 @@ ROLE_TAG = "precision_sweep.role"
 
 class JobRun:
     def __init__(self, client, experiment_id: str, parent_run_id: str | None, run_name: str):
-        tags = {ROLE_TAG: "job"}
+        tags = {ROLE_TAG: "job", **process_tags()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         self.client = client
@@ -61,8 +64,16 @@ class JobRun:
         self.log_text(reason + "\n", "skip_reason.txt")
         self._end("FINISHED")
 
+    def reuse(self, source) -> None:
+        """Finish as a link to ``source``, a FINISHED run with the same fingerprint."""
+        from precision_sweep.tracking.resume import copy_into
+
+        copy_into(self.client, source, self.run_id)
+        self._end("FINISHED")
+
     def fail(self, exc: BaseException) -> None:
-        message = str(exc)
+        """FAILED with the error recorded; KILLED when the user or the system stopped the job."""
+        message = str(exc) or type(exc).__name__
         self.set_tags(
             {
                 OUTCOME_TAG: "failed",
@@ -72,7 +83,8 @@ class JobRun:
         )
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.log_text(f"{type(exc).__name__}: {message}\n\n{detail}", "error.txt")
-        self._end("FAILED")
+        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, JobTerminated))
+        self._end("KILLED" if stopped else "FAILED")
 
     def _end(self, status: str) -> None:
         if not self.ended:

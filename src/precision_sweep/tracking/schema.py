@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from omegaconf import MISSING
 
@@ -14,4 +15,4 @@ class TrackingConfig:
     uri: str = MISSING
     experiment: str = "precision-sweep"
     # Where artifacts of a newly created experiment go (absolute path or URI).
-    artifact_location: str = "${paths.outputs}/mlartifacts"
+    artifact_location: Optional[str] = "${paths.outputs}/mlartifacts"

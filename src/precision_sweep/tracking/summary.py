@@ -52,7 +52,9 @@ def runs_table(runs) -> pd.DataFrame:
                 "agreement": metrics.get("agreement"),
                 "model_size_bytes": metrics.get("model_size_bytes"),
                 "start_time": run.info.start_time,
-                "note": run.data.tags.get("skip_reason") or run.data.tags.get("error_message", ""),
+                "note": run.data.tags.get("skip_reason")
+                or run.data.tags.get("error_message")
+                or (f"reused run {run.data.tags['precision_sweep.reused_from']}" if "precision_sweep.reused_from" in run.data.tags else ""),
                 **{f"metric:{k}": v for k, v in metrics.items()},
             }
         )
