@@ -156,6 +156,10 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
         )
     except Exception as exc:  # name the layer and TF op, say how to fix it
         raise explain_conversion_error(exc, model)
+    if cfg.precision.get("auto_repair"):
+        from precision_sweep.repair import repair_in_job
+
+        converted = repair_in_job(cfg, run, model, dataset, converted)
     effective = converted.effective_target
     run.log_params({"effective_target": effective.lower(), "spec_version": converted.spec_version})
     if effective != cfg.target.coremltools_target:

@@ -8,6 +8,8 @@ from typing import Optional
 
 from omegaconf import MISSING
 
+from precision_sweep.repair.schema import AutoRepairConfig
+
 
 @dataclass
 class WeightQuantizationConfig:
@@ -31,6 +33,8 @@ class PrecisionConfig:
     # coremltools compute_precision: float32 or float16
     compute_precision: ComputePrecision = ComputePrecision.float16
     weight_quantization: Optional[WeightQuantizationConfig] = None
+    # Automatic mixed-precision repair (fp16_auto, int8_auto): see precision_sweep.repair.
+    auto_repair: Optional[AutoRepairConfig] = None
 
 
 @dataclass

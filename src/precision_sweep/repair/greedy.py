@@ -1,0 +1,325 @@
+"""The greedy repair loop: widen the set of higher-precision ops until the budget holds.
+
+Each round runs the current program on the calibration split (budget check) and on a
+diagnostic slice of it with every intermediate captured (drift against the FP32 program of the
+same model). If the budget fails, the next ops to keep are chosen from the drift table:
+
+* when NaN/Inf appears, the first op at or after the first NaN/Inf (casts excluded: they are
+  inserted by coremltools, not chosen), so an overflowing chain is kept until values are back
+  in fp16 range;
+* otherwise the ops that introduce the most error (largest gain, see
+  :func:`precision_sweep.diagnose.drift.rank_ops`).
+
+fp16 recipes keep ops in fp32 compute; int8 recipes keep the weights of weight-bearing ops in
+fp16. Ops are named as coremltools' op selector sees them: the saved program's op name without
+the ``_cast_fp16`` suffix (fp16), or the op name in the fp16 program (int8).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from precision_sweep.diagnose.drift import Capture, capture, drift_table
+from precision_sweep.diagnose.layers import LayerMapper, sanitize
+
+log = logging.getLogger(__name__)
+
+WEIGHT_OPS = {"conv", "conv_transpose", "linear", "matmul", "einsum"}
+_FRONTEND: dict[tuple, object] = {}
+
+
+@dataclass
+class Round:
+    kept: list[str]
+    agreement: float
+    accuracy_drop_pp: float
+    size_bytes: int
+    ok: bool
+
+
+@dataclass
+class RepairResult:
+    path: Path
+    kept: list[str]
+    kept_layers: list[str]
+    n_candidates: int
+    budget_met: bool
+    rounds: list[Round] = field(default_factory=list)
+    base_size_bytes: int = 0
+    size_bytes: int = 0
+
+    @property
+    def kept_fraction(self) -> float:
+        return len(self.kept) / self.n_candidates if self.n_candidates else 0.0
+
+
+def calibration_data(dataset, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """``dataset.x_calib``/``y_calib`` when present, else the first ``samples`` of the train split."""
+    x = getattr(dataset, "x_calib", None)
+    y = getattr(dataset, "y_calib", None)
+    if x is None or y is None or len(x) == 0:
+        x, y = dataset.x_train, dataset.y_train
+    return np.asarray(x[:samples]), np.asarray(y[:samples])
+
+
+def _frontend(model, target_name: str, max_batch: int):
+    """The TF frontend's MIL program with fp16 I/O (memoized): each round converts a copy."""
+    import coremltools as ct
+
+    key = (model.content_hash, target_name, max_batch)
+    if key not in _FRONTEND:
+        batch = ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
+        _FRONTEND[key] = ct.convert(
+            model.keras_model,
+            source="tensorflow",
+            convert_to="milinternal",
+            inputs=[ct.TensorType(name=model.input_name, shape=(batch, *model.input_shape))],
+            minimum_deployment_target=getattr(ct.target, target_name),
+            compute_precision=ct.precision.FLOAT16,
+            pass_pipeline=ct.PassPipeline.EMPTY,
+        )
+    return _FRONTEND[key]
+
+
+def fp16_with_fp32_ops(model, target_name: str, keep: set[str], max_batch: int = 1024):
+    """An MLModel with fp16 compute except the ops named in ``keep`` (sanitized names)."""
+    import coremltools as ct
+
+    program = copy.deepcopy(_frontend(model, target_name, max_batch))
+    selector = ct.transform.FP16ComputePrecision(op_selector=lambda op: sanitize(op.name) not in keep)
+    return ct.convert(
+        program,
+        convert_to="mlprogram",
+        compute_precision=selector,
+        minimum_deployment_target=getattr(ct.target, target_name),
+        skip_model_load=True,
+    )
+
+
+def _value(v):
+    return getattr(v, "value", v)
+
+
+def int8_with_fp16_ops(fp16_mlmodel, weight_quantization, keep: set[str]):
+    """``fp16_mlmodel`` with int8 weights except those of the ops named in ``keep``."""
+    import coremltools.optimize.coreml as cto
+
+    wq = weight_quantization
+    granularity = _value(wq.granularity)
+    op_config = cto.OpLinearQuantizerConfig(
+        mode=_value(wq.mode),
+        dtype=_value(wq.dtype),
+        granularity=granularity,
+        block_size=wq.block_size if granularity == "per_block" else None,
+        weight_threshold=wq.weight_threshold,
+    )
+    config = cto.OptimizationConfig(global_config=op_config, op_name_configs={name: None for name in keep})
+    return cto.linear_quantize_weights(fp16_mlmodel, config)
+
+
+def _predict(emulator, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    name = emulator.input_names[0]
+    with np.errstate(all="ignore"):
+        parts = [emulator.predict({name: x[i:i + batch]})[emulator.output_names[0]] for i in range(0, len(x), batch)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def _choose(table, keep: set[str], widen: int, name_column: str, op_types: set[str] | None) -> list[str]:
+    """The next ops to keep at higher precision (see the module docstring)."""
+    from precision_sweep.diagnose.drift import rank_ops
+
+    if table.empty:
+        return []
+    pool = table[(table["op_type"] != "cast") & ~table[name_column].isin(keep)]
+    if op_types is not None:
+        pool = pool[pool["op_type"].isin(op_types)]
+    new_nonfinite = table["nonfinite"] & ~table["ref_nonfinite"]
+    if new_nonfinite.any():
+        first = int(table.loc[new_nonfinite, "position"].min())
+        after = pool[pool["position"] >= first].sort_values("position")
+        if not after.empty:
+            return list(dict.fromkeys(after[name_column]))[:widen]
+    ranked = rank_ops(pool)
+    return list(dict.fromkeys(ranked[name_column]))[:widen]
+
+
+def repair(model, target_name: str, kind: str, start_path: Path, reference: Capture | None,
+           reference_program, x_cal: np.ndarray, y_cal: np.ndarray, settings, out_path: Path,
+           compute_units: str = "all", weight_quantization=None, max_batch: int = 1024) -> RepairResult:
+    """Greedy mixed-precision repair of the program at ``start_path``.
+
+    Parameters
+    ----------
+    model
+        The :class:`~precision_sweep.data.models.LoadedModel`.
+    target_name
+        coremltools target name, e.g. ``iOS16``.
+    kind
+        ``fp16`` (keep ops in fp32 compute) or ``int8`` (keep ops' weights in fp16).
+    start_path
+        The low-precision package to start from (nothing kept).
+    reference_program
+        The FP32 program of the same model and target (package path), the drift reference.
+    x_cal, y_cal
+        Calibration split: the budget is checked here, never on the test split.
+    settings
+        An :class:`~precision_sweep.repair.schema.AutoRepairConfig`.
+    out_path
+        Where the repaired package is saved (may equal ``start_path``).
+    """
+    from precision_sweep.convert.converter import package_size
+    from precision_sweep.data.models import predict_probabilities
+    from precision_sweep.emulator import Emulator
+
+    x_diag = x_cal[: int(settings.diagnostic_samples)]
+    reference = reference or capture(reference_program, x_diag, compute_units)
+    tf_out = predict_probabilities(model, x_cal)
+    tf_top1 = tf_out.argmax(-1)
+    tf_accuracy = float(np.mean(tf_top1 == y_cal))
+    mapper = LayerMapper.from_keras(model.keras_model)
+    name_column = "key" if kind == "fp16" else "op_name"
+    op_types = None if kind == "fp16" else WEIGHT_OPS
+
+    fp16_base = None
+    if kind == "int8":
+        fp16_base = fp16_with_fp32_ops(model, target_name, set(), max_batch)
+
+    keep: list[str] = []
+    current = start_path
+    base_size = package_size(start_path)
+    rounds: list[Round] = []
+    n_candidates = 0
+    layer_of: dict[str, str] = {}
+    scratch = Path(out_path).parent / "repair"
+    scratch.mkdir(parents=True, exist_ok=True)
+    for number in range(int(settings.max_rounds) + 1):
+        emulator = Emulator(current, compute_units=compute_units)
+        top1 = _predict(emulator, x_cal).argmax(-1)
+        agreement = float(np.mean(top1 == tf_top1))
+        drop_pp = 100 * (tf_accuracy - float(np.mean(top1 == y_cal)))
+        ok = agreement >= settings.min_agreement and drop_pp <= settings.max_drop + 1e-9
+        rounds.append(Round(list(keep), agreement, drop_pp, package_size(current), ok))
+        log.info("repair round %d: kept %d op(s), agreement %.4f, drop %.2f pp", number, len(keep), agreement, drop_pp)
+        if ok:
+            break
+        table = drift_table(capture(emulator, x_diag), reference, mapper)
+        eligible = table[table["op_type"] != "cast"]
+        if op_types is not None:
+            eligible = eligible[eligible["op_type"].isin(op_types)]
+        n_candidates = max(n_candidates, eligible[name_column].nunique() if not eligible.empty else 0)
+        layer_of.update(dict(zip(table[name_column], table["layer"])))
+        chosen = _choose(table, set(keep), int(settings.widen), name_column, op_types)
+        if not chosen or number == int(settings.max_rounds):
+            break
+        if n_candidates and (len(keep) + len(chosen)) / n_candidates > settings.max_kept_fraction:
+            log.warning("repair stops: keeping %s would exceed max_kept_fraction", chosen)
+            break
+        keep.extend(chosen)
+        if kind == "fp16":
+            mlmodel = fp16_with_fp32_ops(model, target_name, set(keep), max_batch)
+        else:
+            mlmodel = int8_with_fp16_ops(fp16_base, weight_quantization, set(keep))
+        current = scratch / f"round{number + 1}.mlpackage"
+        mlmodel.save(str(current))
+    if n_candidates == 0:
+        program = Emulator(start_path, compute_units=compute_units)
+        names = capture(program, x_diag[:1])
+        n_candidates = len([1 for n, (t, _) in names.values.items() if t != "cast" and (op_types is None or t in op_types)])
+    out_path = Path(out_path)
+    if Path(current) != out_path:
+        import shutil
+
+        if out_path.exists():
+            shutil.rmtree(out_path)
+        shutil.copytree(current, out_path)
+    return RepairResult(
+        path=out_path,
+        kept=keep,
+        kept_layers=list(dict.fromkeys(layer_of.get(k, "") for k in keep if layer_of.get(k))),
+        n_candidates=n_candidates,
+        budget_met=rounds[-1].ok,
+        rounds=rounds,
+        base_size_bytes=base_size,
+        size_bytes=package_size(out_path),
+    )
+
+
+def repair_in_job(cfg, run, model, dataset, converted):
+    """Repair ``converted`` (the job's low-precision package) in place and log what was kept.
+
+    Returns the job's :class:`~precision_sweep.convert.ConvertedModel` for the repaired package.
+    Logged: metrics ``repair_kept_ops``, ``repair_kept_fraction``, ``repair_rounds``,
+    ``repair_size_cost_bytes`` (repaired minus unrepaired package size),
+    ``repair_calib_agreement``; tags ``repair_budget_met``, ``repair_kept_layers``; artifact
+    ``repair.json`` (kept op names and every round's budget check).
+    """
+    import coremltools as ct
+
+    from precision_sweep.diagnose.run import fp32_twin
+
+    settings = cfg.precision.auto_repair
+    start = time.perf_counter()
+    kind = "int8" if cfg.precision.get("weight_quantization") else "fp16"
+    work = Path(converted.path).parent / "repair"
+    reference = fp32_twin(model, cfg.target, work, cfg.model.max_batch)
+    x_cal, y_cal = calibration_data(dataset, int(settings.calib_samples))
+    result = repair(
+        model, cfg.target.coremltools_target, kind, Path(converted.path), None, reference, x_cal, y_cal,
+        settings, Path(converted.path), cfg.compute_units.name,
+        weight_quantization=cfg.precision.get("weight_quantization"), max_batch=cfg.model.max_batch,
+    )
+    seconds = time.perf_counter() - start
+    last = result.rounds[-1]
+    run.log_metrics({
+        "repair_kept_ops": len(result.kept),
+        "repair_kept_fraction": result.kept_fraction,
+        "repair_rounds": len(result.rounds) - 1,
+        "repair_size_cost_bytes": result.size_bytes - result.base_size_bytes,
+        "repair_calib_agreement": last.agreement,
+        "repair_seconds": seconds,
+    })
+    run.set_tags({
+        "repair_budget_met": str(result.budget_met).lower(),
+        "repair_kept_layers": ",".join(result.kept_layers)[:4900] or "none",
+    })
+    record = {
+        "kind": kind,
+        "kept_ops": result.kept,
+        "kept_layers": result.kept_layers,
+        "candidate_ops": result.n_candidates,
+        "kept_fraction": result.kept_fraction,
+        "budget": {"max_drop_pp": settings.max_drop, "min_agreement": settings.min_agreement},
+        "budget_met": result.budget_met,
+        "size_bytes": {"unrepaired": result.base_size_bytes, "repaired": result.size_bytes},
+        "rounds": [dataclasses.asdict(r) for r in result.rounds],
+    }
+    run.log_text(json.dumps(record, indent=2), "repair.json")
+    if not result.budget_met:
+        log.warning("auto repair did not meet the budget on the calibration split (kept %d ops)", len(result.kept))
+    spec_version = ct.utils.load_spec(str(result.path)).specificationVersion
+    return dataclasses.replace(
+        converted,
+        spec_version=spec_version,
+        convert_seconds=converted.convert_seconds + seconds,
+        size_bytes=result.size_bytes,
+        **_weights_field(converted, result.path),
+    )
+
+
+def _weights_field(converted, path: Path) -> dict:
+    # The converter's ConvertedModel may carry weights_bytes (newer versions): keep it true.
+    if not hasattr(converted, "weights_bytes"):
+        return {}
+    try:
+        from precision_sweep.convert.converter import weights_size
+    except ImportError:
+        return {}
+    return {"weights_bytes": weights_size(path)}
