@@ -1,14 +1,18 @@
-"""Atomic writes for the content-addressed caches under ``paths.cache``.
+"""Atomic writes and locks for the content-addressed caches under ``paths.cache``.
 
-A file is written under a temporary name in its final directory and renamed into place, so a
-reader (another job, another process) sees either nothing or the whole file.
+A file (or a directory such as an ``.mlpackage``) is written under a temporary name in its
+final directory and renamed into place, so a reader (another job, another process) sees either
+nothing or the whole entry. ``file_lock`` lets concurrent workers compute an entry once.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -29,3 +33,58 @@ def load_npy(path: Path) -> np.ndarray | None:
     if not path.exists():
         return None
     return np.load(path, allow_pickle=False)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block.
+
+    Guards the compute-then-publish of one cache entry, so that two workers of a parallel
+    launcher do not compute it twice: the second waits, then finds the entry. ``fcntl.flock``
+    is POSIX (Linux and macOS) and is released by the OS if the holder dies.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def save_bytes_atomic(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def publish_dir_atomic(source: Path, path: Path) -> None:
+    """Copy the directory ``source`` to ``path`` so readers see all of it or nothing.
+
+    The copy is made under a temporary name beside ``path`` and renamed into place; if another
+    process published ``path`` first, ours is discarded (entries are content-addressed, so both
+    are equal).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part"))
+    try:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not path.exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,35 +1,124 @@
 """Precision recipes mapped onto coremltools' own API.
 
-``compute_precision`` goes to ``ct.convert``; weight compression goes through
-``coremltools.optimize.coreml`` with an ``OptimizationConfig``.
+``compute_precision`` goes to ``ct.convert`` (``ct.precision.FLOAT32``/``FLOAT16``, or
+``ct.transform.FP16ComputePrecision(op_selector=...)`` when ops stay fp32). Compression goes
+through ``coremltools.optimize.coreml``: each config block becomes
+``OptimizationConfig.from_dict({"config_type": ..., "global_config": <the block>})``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, OmegaConf
+
+from precision_sweep.hashing import hash_config
+
+
+def _plain(node) -> dict:
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+    return {k: getattr(v, "value", v) for k, v in dict(node).items()}
+
+
+def _get(precision, key):
+    return precision.get(key) if hasattr(precision, "get") else getattr(precision, key, None)
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    """What ``ct.convert`` needs from a recipe: the compute precision and the fp32 ops."""
+
+    precision: str  # "float32" or "float16"
+    fp32_op_types: tuple[str, ...] = ()
+    fp32_op_names: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        if not (self.fp32_op_types or self.fp32_op_names):
+            return self.precision
+        return f"{self.precision}-mixed-{hash_config([sorted(self.fp32_op_types), sorted(self.fp32_op_names)])}"
+
+    def coremltools_value(self):
+        """The ``compute_precision`` argument of ``ct.convert``."""
+        import coremltools as ct
+
+        if self.precision == "float32":
+            return ct.precision.FLOAT32
+        if not (self.fp32_op_types or self.fp32_op_names):
+            return ct.precision.FLOAT16
+        op_types, op_names = frozenset(self.fp32_op_types), frozenset(self.fp32_op_names)
+        return ct.transform.FP16ComputePrecision(
+            op_selector=lambda op: op.op_type not in op_types and op.name not in op_names
+        )
+
+    def frontend_value(self):
+        """The frontend only uses the compute precision to choose fp16 or fp32 I/O, which is
+        the same for FLOAT16 and FP16ComputePrecision: both share one frontend program."""
+        import coremltools as ct
+
+        return ct.precision.FLOAT32 if self.precision == "float32" else ct.precision.FLOAT16
+
+
+FLOAT32 = ComputeSpec("float32")
+
+
+def compute_spec(precision) -> ComputeSpec:
+    value = getattr(precision.compute_precision, "value", precision.compute_precision)
+    if value not in ("float32", "float16"):
+        raise ValueError(f"precision.compute_precision must be float32 or float16, got {value!r}")
+    fp32_ops = _get(precision, "fp32_ops")
+    if fp32_ops and value == "float16":
+        return ComputeSpec(value, tuple(fp32_ops.op_types or ()), tuple(fp32_ops.op_names or ()))
+    return ComputeSpec(value)
+
 
 def compute_precision(precision):
-    import coremltools as ct
-
-    value = getattr(precision.compute_precision, "value", precision.compute_precision)
-    if value == "float32":
-        return ct.precision.FLOAT32
-    if value == "float16":
-        return ct.precision.FLOAT16
-    raise ValueError(f"precision.compute_precision must be float32 or float16, got {value!r}")
+    """The ``compute_precision`` argument of ``ct.convert`` for a recipe."""
+    return compute_spec(precision).coremltools_value()
 
 
-def compress_weights(mlmodel, precision):
-    """Apply the recipe's weight compression to a converted MLModel (or return it unchanged)."""
-    wq = precision.get("weight_quantization")
-    if not wq:
-        return mlmodel
+def optimization_config(config_type: str, block, drop: tuple[str, ...] = ()):
+    """``OptimizationConfig.from_dict`` of one recipe block (global config)."""
     import coremltools.optimize.coreml as cto
 
-    op_config = cto.OpLinearQuantizerConfig(
-        mode=wq.mode,
-        dtype=wq.dtype,
-        granularity=wq.granularity,
-        block_size=wq.block_size if wq.granularity == "per_block" else None,
-        weight_threshold=wq.weight_threshold,
+    params = {k: v for k, v in _plain(block).items() if k not in drop}
+    return cto.OptimizationConfig.from_dict({"config_type": config_type, "global_config": params})
+
+
+def is_compressed(precision) -> bool:
+    return any(
+        _get(precision, key)
+        for key in ("weight_pruning", "weight_quantization", "weight_palettization", "activation_quantization")
     )
-    return cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op_config))
+
+
+def compress_weights(mlmodel, precision, calibration=None):
+    """Apply the recipe's compression stages to a converted float MLModel.
+
+    Order: activation quantization (calibrated on the float program), pruning, then weight
+    quantization or palettization, jointly with the pruning when both are set (iOS18).
+    """
+    import coremltools.optimize.coreml as cto
+
+    aq = _get(precision, "activation_quantization")
+    if aq:
+        from precision_sweep.convert.calibration import quantize_activations
+
+        config = optimization_config("OpLinearQuantizerConfig", aq, drop=("calibration_samples",))
+        mlmodel = quantize_activations(mlmodel, config, calibration)
+    pruning = _get(precision, "weight_pruning")
+    if pruning:
+        mlmodel = cto.prune_weights(mlmodel, optimization_config("OpMagnitudePrunerConfig", pruning))
+    joint = bool(pruning)
+    wq = _get(precision, "weight_quantization")
+    if wq:
+        per_block = getattr(wq.granularity, "value", wq.granularity) == "per_block"
+        config = optimization_config("OpLinearQuantizerConfig", wq, drop=() if per_block else ("block_size",))
+        mlmodel = cto.linear_quantize_weights(mlmodel, config, joint_compression=joint)
+    palettization = _get(precision, "weight_palettization")
+    if palettization:
+        grouped = getattr(palettization.granularity, "value", palettization.granularity) == "per_grouped_channel"
+        config = optimization_config("OpPalettizerConfig", palettization, drop=() if grouped else ("group_size",))
+        mlmodel = cto.palettize_weights(mlmodel, config, joint_compression=joint)
+    return mlmodel

@@ -1,25 +1,28 @@
-"""Config schemas of the ``precision`` and ``target`` groups."""
+"""Config schemas of the ``precision`` and ``target`` groups.
+
+A precision recipe is a ``compute_precision`` plus optional compression stages, each a typed
+mirror of one coremltools config class, with coremltools' own field names so that the block
+maps onto ``OptimizationConfig.from_dict({"global_config": ...})`` unchanged:
+
+* ``fp32_ops``: ops kept in fp32 under fp16 compute (``ct.transform.FP16ComputePrecision``);
+* ``weight_pruning``: ``OpMagnitudePrunerConfig`` (``cto.prune_weights``);
+* ``weight_quantization``: ``OpLinearQuantizerConfig`` (``cto.linear_quantize_weights``);
+* ``weight_palettization``: ``OpPalettizerConfig`` (``cto.palettize_weights``);
+* ``activation_quantization``: ``OpLinearQuantizerConfig`` for
+  ``cto.linear_quantize_activations``, calibrated with the emulator.
+
+Enumerations make a mistyped mode, dtype or granularity fail at composition.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import List, Optional
 
 from omegaconf import MISSING
 
 from precision_sweep.repair.schema import AutoRepairConfig
-
-
-@dataclass
-class WeightQuantizationConfig:
-    # Fields of coremltools.optimize.coreml.OpLinearQuantizerConfig
-    mode: str = "linear_symmetric"
-    dtype: str = "int8"
-    granularity: str = "per_channel"
-    block_size: int = 32
-    # Weights with fewer elements than this stay uncompressed (biases, tiny kernels).
-    weight_threshold: int = 128
 
 
 class ComputePrecision(str, Enum):
@@ -27,14 +30,107 @@ class ComputePrecision(str, Enum):
     float16 = "float16"
 
 
+class QuantizationMode(str, Enum):
+    linear = "linear"
+    linear_symmetric = "linear_symmetric"
+
+
+class QuantizationDtype(str, Enum):
+    int8 = "int8"
+    uint8 = "uint8"
+    int4 = "int4"
+    uint4 = "uint4"
+
+
+class QuantizationGranularity(str, Enum):
+    per_tensor = "per_tensor"
+    per_channel = "per_channel"
+    per_block = "per_block"
+
+
+class PalettizationMode(str, Enum):
+    kmeans = "kmeans"
+    uniform = "uniform"
+
+
+class PalettizationGranularity(str, Enum):
+    per_tensor = "per_tensor"
+    per_grouped_channel = "per_grouped_channel"
+
+
+# Reductions whose fp16 accumulation is the usual source of error (sums over many elements).
+REDUCTIONS = [
+    "reduce_sum", "reduce_mean", "reduce_prod", "reduce_sum_square", "reduce_l1_norm",
+    "reduce_l2_norm", "reduce_log_sum", "reduce_log_sum_exp",
+]
+
+
+@dataclass
+class Fp32OpsConfig:
+    """Ops kept in fp32 under fp16 compute: ``FP16ComputePrecision(op_selector=...)``."""
+
+    # MIL op types (e.g. softmax, layer_norm, reduce_mean) that stay fp32.
+    op_types: List[str] = field(default_factory=lambda: ["softmax", "layer_norm", *REDUCTIONS])
+    # MIL op names that stay fp32 (names as in the converted program).
+    op_names: List[str] = field(default_factory=list)
+
+
+@dataclass
+class WeightQuantizationConfig:
+    # Fields of coremltools.optimize.coreml.OpLinearQuantizerConfig
+    mode: QuantizationMode = QuantizationMode.linear_symmetric
+    dtype: QuantizationDtype = QuantizationDtype.int8
+    granularity: QuantizationGranularity = QuantizationGranularity.per_channel
+    # Elements per block along the input-channel axis (granularity=per_block only, iOS18).
+    block_size: int = 32
+    # Weights with fewer elements than this stay uncompressed (biases, tiny kernels).
+    weight_threshold: int = 128
+
+
+@dataclass
+class WeightPalettizationConfig:
+    # Fields of coremltools.optimize.coreml.OpPalettizerConfig
+    nbits: int = 4  # 1, 2, 3, 4, 6 or 8 (3 needs iOS18)
+    mode: PalettizationMode = PalettizationMode.kmeans
+    # per_grouped_channel: one LUT per group of output channels (iOS18)
+    granularity: PalettizationGranularity = PalettizationGranularity.per_tensor
+    group_size: int = 16
+    weight_threshold: int = 128
+
+
+@dataclass
+class WeightPruningConfig:
+    # Fields of coremltools.optimize.coreml.OpMagnitudePrunerConfig
+    target_sparsity: float = 0.5
+    weight_threshold: int = 128
+
+
+@dataclass
+class ActivationQuantizationConfig:
+    # Fields of the OpLinearQuantizerConfig given to cto.linear_quantize_activations
+    mode: QuantizationMode = QuantizationMode.linear_symmetric
+    dtype: QuantizationDtype = QuantizationDtype.int8
+    # Samples of the calibration split (dataset.x_calib, else the first of x_train) whose
+    # activation ranges set the quantization scales.
+    calibration_samples: int = 64
+
+
 @dataclass
 class PrecisionConfig:
     name: str = MISSING
     # coremltools compute_precision: float32 or float16
     compute_precision: ComputePrecision = ComputePrecision.float16
+    # Under float16 compute, ops kept in fp32 (fp16_mixed).
+    fp32_ops: Optional[Fp32OpsConfig] = None
+    # Compression stages, applied in this order: activation quantization (calibrated on the
+    # float program, as coremltools recommends), pruning, then weight quantization or
+    # palettization (joint compression when combined with pruning, iOS18).
+    weight_pruning: Optional[WeightPruningConfig] = None
     weight_quantization: Optional[WeightQuantizationConfig] = None
     # Automatic mixed-precision repair (fp16_auto, int8_auto): see precision_sweep.repair.
     auto_repair: Optional[AutoRepairConfig] = None
+    weight_palettization: Optional[WeightPalettizationConfig] = None
+    activation_quantization: Optional[ActivationQuantizationConfig] = None
 
 
 @dataclass

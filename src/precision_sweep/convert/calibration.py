@@ -1,0 +1,125 @@
+"""Activation quantization (W8A8) calibrated with the emulator instead of Core ML.
+
+``coremltools.optimize.coreml.linear_quantize_activations`` collects activation ranges by
+running the model with Core ML (``ModelDebugger`` appends every intermediate tensor to the
+outputs and calls ``MLModel.predict``), which only exists on macOS. Here only that collection
+is replaced: the emulator runs the float program once over the calibration split with
+``capture=True`` and every intermediate's min/max is recorded under the same names and rules
+(const outputs and model outputs excluded, non-numeric dtypes excluded, model inputs from the
+raw calibration data, concat inputs/outputs merged by coremltools' own helper). The
+quantize/dequantize insertion is coremltools' own passes, in the same order and at the same
+spec version as ``linear_quantize_activations``, so the program is the one coremltools builds
+on a Mac from the same statistics.
+
+One deliberate difference: coremltools 9.0's ``ModelDebugger.record_intermediate_output``
+overwrites the range with each sample's before comparing, so on a Mac the ranges are those of
+the *last* calibration sample. We take the min/max over the whole calibration split, which is
+what its docstring describes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+# Dtypes Core ML can return as model outputs (ModelDebugger skips the others, e.g. bool).
+_RECORDED_DTYPES = (np.float16, np.float32, np.float64, np.int32)
+
+
+def calibration_split(dataset, precision) -> np.ndarray | None:
+    """The calibration inputs a recipe needs: ``dataset.x_calib`` if the dataset has one, else
+    the first ``calibration_samples`` of ``x_train`` (None when the recipe calibrates nothing)."""
+    aq = precision.get("activation_quantization") if hasattr(precision, "get") else None
+    if not aq:
+        return None
+    source = getattr(dataset, "x_calib", None)
+    if source is None or len(source) == 0:
+        source = dataset.x_train
+    return np.asarray(source[: int(aq.calibration_samples)], dtype=np.float32)
+
+
+def _update(stats: dict, name: str, value: np.ndarray) -> None:
+    low, high = float(np.min(value)), float(np.max(value))
+    entry = stats[name]
+    entry["rmin"] = min(low, entry.get("rmin", low))
+    entry["rmax"] = max(high, entry.get("rmax", high))
+
+
+def activation_stats(mlmodel, samples: np.ndarray, batch_size: int = 32) -> dict:
+    """Ranges of every intermediate tensor of ``mlmodel`` over ``samples``, keyed by MIL name.
+
+    Same layout as coremltools' ``_get_activation_calibration_stats``:
+    ``{name: {"rmin": float, "rmax": float}}``. Runs the emulator with the ``cpu_only``
+    numerics profile (coremltools calibrates with ``ComputeUnit.CPU_ONLY``).
+    """
+    from coremltools.optimize._utils import _adjust_concat_surrounding_activation_stats
+
+    from precision_sweep.emulator import Emulator
+
+    emulator = Emulator(mlmodel, compute_units="cpu_only")
+    (input_name,) = emulator.input_names
+    outputs = set(emulator.output_names)
+    stats: dict = defaultdict(dict)
+    _update(stats, input_name, samples)
+    for start in range(0, len(samples), batch_size):
+        _, captured = emulator.predict({input_name: samples[start : start + batch_size]}, capture=True)
+        for name, (op_type, value) in captured.items():
+            if op_type == "const" or name in outputs or name == input_name:
+                continue
+            value = np.asarray(value)
+            if value.dtype.type not in _RECORDED_DTYPES or value.size == 0:
+                continue
+            _update(stats, name, value)
+    _adjust_concat_surrounding_activation_stats(_concat_groups(mlmodel), stats)
+    return stats
+
+
+def _concat_groups(mlmodel) -> list[list[str]]:
+    """Input and output names of every concat op (ModelDebugger._get_concat_op_info)."""
+    spec = mlmodel.get_spec()
+    groups = []
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            for op in block.operations:
+                if op.type == "concat":
+                    names = [arg.name for arg in op.inputs["values"].arguments if arg.name]
+                    groups.append(names + [out.name for out in op.outputs])
+    return groups
+
+
+def quantize_activations(mlmodel, config, samples: np.ndarray):
+    """``linear_quantize_activations(mlmodel, config, samples)`` with emulator statistics.
+
+    Parameters
+    ----------
+    mlmodel
+        A float ``MLModel`` (mlprogram).
+    config
+        A ``coremltools.optimize.coreml.OptimizationConfig`` of ``OpLinearQuantizerConfig``.
+    samples
+        Calibration inputs (N, ...) for the model's single input.
+    """
+    from coremltools import _SPECIFICATION_VERSION_IOS_17
+    from coremltools.converters.mil.frontend.milproto import load as milproto_to_pymil
+    from coremltools.converters.mil.mil.passes.graph_pass import PassOption
+    from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
+    from coremltools.models import utils as model_utils
+
+    if samples is None or len(samples) == 0:
+        raise ValueError("activation quantization needs calibration samples")
+    stats = activation_stats(mlmodel, samples)
+    prefix = PASS_REGISTRY["compression::insert_prefix_quantize_dequantize_pair"]
+    prefix.set_options([PassOption("config", config)])
+    prefix.set_options([PassOption("activation_stats", stats)])
+    suffix = PASS_REGISTRY["compression::insert_suffix_quantize_dequantize_pair"]
+    suffix.set_options([PassOption("config", config)])
+    suffix.set_options([PassOption("activation_stats", stats)])
+    passes = [prefix, suffix, PASS_REGISTRY["common::dequantize_quantize_pair_elimination"]]
+    return model_utils._apply_graph_pass(
+        mlmodel,
+        passes,
+        spec_version=_SPECIFICATION_VERSION_IOS_17,
+        pymil_load_func=milproto_to_pymil.load,
+        skip_model_load=True,
+    )
