@@ -35,4 +35,16 @@ def digits_cnn(dataset, epochs: int, seed: int):
     return model
 
 
-BUILDERS = {"digits_cnn": digits_cnn}
+def mobilenet_v2(dataset, epochs: int, seed: int):
+    """MobileNetV2 (alpha 0.35) with seeded random weights, untrained (``epochs`` is unused):
+    a real architecture for conversion, size and agreement checks, not for accuracy."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(dataset.x_train.shape[1:], name="image")
+    return keras.applications.MobileNetV2(
+        input_tensor=inputs, alpha=0.35, weights=None, classes=dataset.n_classes, name="mobilenet_v2"
+    )
+
+
+BUILDERS = {"digits_cnn": digits_cnn, "mobilenet_v2": mobilenet_v2}
