@@ -32,29 +32,108 @@ def _padded(x, weight, strides, pad_type, pad, dilations):
     return x
 
 
+def _taps(kernel_shape):
+    return list(itertools.product(*[range(k) for k in kernel_shape]))
+
+
+def _tap_view(xp, tap, out_shape, strides, dilations):
+    """The input positions one kernel tap reads for every output position: (N, C, *out)."""
+    index = tuple(
+        slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, o, s in zip(tap, dilations, out_shape, strides)
+    )
+    return xp[(slice(None), slice(None)) + index]
+
+
+def _out_shape(xp, kernel_shape, strides, dilations):
+    return tuple(
+        (size - ((k - 1) * d + 1)) // s + 1
+        for size, k, s, d in zip(xp.shape[2:], kernel_shape, strides, dilations)
+    )
+
+
+def _depthwise(xp, weight, strides, dilations, out_shape):
+    """groups == C_in: per-tap multiply-adds over (N, C, *out), in cache-sized batch chunks.
+
+    fp16 operands sum the taps in blocks of ``_accumulate.FP16_BLOCK`` (fp32 within a block,
+    fp16 running total), the same accumulation order as the im2col path.
+    """
+    n, c = xp.shape[:2]
+    mult = weight.shape[0] // c
+    if mult > 1:  # depth multiplier: output channel c*mult + j reads input channel c
+        xp = np.repeat(xp, mult, axis=1)
+        c = c * mult
+    taps = _taps(weight.shape[2:])
+    w = weight.reshape(c, len(taps)).astype(np.float32)
+    w = w.reshape((c, len(taps)) + (1,) * len(out_shape))
+    fp16 = xp.dtype == np.float16
+    y = np.empty((n, c) + out_shape, dtype=np.float16 if fp16 else np.result_type(xp.dtype, np.float32))
+    per_image = c * int(np.prod(out_shape))
+    chunk = max(1, (1 << 18) // max(per_image, 1))
+    block = _accumulate.FP16_BLOCK if fp16 else len(taps)
+    tmp = np.empty((min(chunk, n), c) + out_shape, dtype=np.float32)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        part = xp[start:stop]
+        acc = np.zeros((stop - start, c) + out_shape, dtype=np.float32)
+        total = None
+        t = tmp[: stop - start]
+        for i, tap in enumerate(taps):
+            np.multiply(_tap_view(part, tap, out_shape, strides, dilations), w[:, i], out=t)
+            acc += t
+            if fp16 and ((i + 1) % block == 0 or i + 1 == len(taps)):
+                rounded = acc.astype(np.float16)
+                total = rounded if total is None else total + rounded
+                acc[...] = 0
+        y[start:stop] = total if fp16 else acc
+    return y
+
+
+def _columns(xp, kernel_shape, strides, dilations, out_shape, groups):
+    """im2col in channels-first order: (N, G, cg*K, prod(out)), row index ci*K + tap."""
+    n, c = xp.shape[:2]
+    taps = _taps(kernel_shape)
+    cols = np.empty((n, c, len(taps)) + out_shape, dtype=xp.dtype)
+    for i, tap in enumerate(taps):
+        cols[:, :, i] = _tap_view(xp, tap, out_shape, strides, dilations)
+    return cols.reshape(n, groups, (c // groups) * len(taps), -1)
+
+
 @kernel("conv")
 def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
+    """N-d convolution, channels first. BLAS-backed, no per-pixel Python loops.
+
+    * 1x1 stride-1 convs are a batched matmul on the input as it is;
+    * depthwise convs (``groups == C_in``) are per-tap multiply-adds;
+    * everything else is im2col (one strided copy per kernel tap) + batched matmul per group,
+      whose result is already channels-first.
+    """
     nd, strides, dilations = _defaults(x, weight, strides, dilations)
     groups = int(groups)
+    if x.dtype != np.float16:
+        x = x.astype(np.float32, copy=False)
+    weight = weight.astype(x.dtype, copy=False)
     xp = _padded(x, weight, strides, pad_type, pad, dilations)
-    kernel_shape = weight.shape[2:]
-    win = windows(xp, kernel_shape, strides, dilations)  # (N, C, *out, *K)
-    n, c = win.shape[:2]
-    out_shape = win.shape[2 : 2 + nd]
+    kernel_shape = tuple(weight.shape[2:])
+    out_shape = _out_shape(xp, kernel_shape, strides, dilations)
+    n, c = xp.shape[:2]
     c_out = weight.shape[0]
     cg, og = c // groups, c_out // groups
-    k = int(np.prod(kernel_shape))
-    # (N, G, cg, *out, *K) -> (G, N, *out, cg, *K) -> (G, N*out, cg*K)
-    win = win.reshape((n, groups, cg) + out_shape + tuple(kernel_shape))
-    order = (1, 0) + tuple(range(3, 3 + nd)) + (2,) + tuple(range(3 + nd, 3 + 2 * nd))
-    cols = win.transpose(order).reshape(groups, -1, cg * k)
-    w = weight.reshape(groups, og, cg * k).transpose(0, 2, 1)  # (G, cg*K, og)
-    y = _accumulate.matmul(cols, w)  # (G, N*out, og)
-    y = y.reshape((groups, n) + out_shape + (og,))
-    # -> (N, G, og, *out) -> (N, C_out, *out)
-    y = y.transpose((1, 0, nd + 2) + tuple(range(2, 2 + nd))).reshape((n, c_out) + out_shape)
+    if groups == c and groups > 1:
+        y = _depthwise(xp, weight, strides, dilations, out_shape)
+    else:
+        if all(k == 1 for k in kernel_shape) and all(s == 1 for s in strides):
+            cols = xp.reshape(n, groups, cg, -1)
+        else:
+            cols = _columns(xp, kernel_shape, strides, dilations, out_shape, groups)
+        w = weight.reshape(groups, og, -1)
+        if groups == 1:
+            y = _accumulate.matmul(w[0], cols[:, 0])  # (N, C_out, prod(out))
+        else:
+            y = _accumulate.matmul(w, cols)  # (N, G, og, prod(out))
+        y = y.reshape((n, c_out) + out_shape)
     if bias is not None:
-        y = y + bias.reshape((c_out,) + (1,) * nd)
+        b = bias.reshape((c_out,) + (1,) * nd).astype(y.dtype, copy=False)
+        y += b
     return y
 
 
