@@ -84,7 +84,7 @@ def pareto_png(path: Path, frame, cost: str, max_drop: float, pick_run_id: str |
     axis.step(front["cost"], front["delta_pp"], where="post", color="tab:blue", alpha=0.4)
     for _, row in frame.iterrows():
         axis.annotate(row["label"], (row["cost"], row["delta_pp"]), textcoords="offset points",
-                      xytext=(6, 4), fontsize=8)
+                      xytext=(9, 7), fontsize=8)
     axis.axhline(-max_drop, color="tab:red", linestyle="--", label=f"budget: -{max_drop:g} pp")
     if pick_run_id is not None and (frame["run_id"] == pick_run_id).any():
         chosen = frame[frame["run_id"] == pick_run_id].iloc[0]

@@ -1,4 +1,10 @@
-"""``precision-pick``: print the cheapest run of a sweep within an accuracy budget.
+"""``precision-pick``: the cheapest run of a sweep within an accuracy budget, under a stated rule.
+
+``--rule point`` judges the measured accuracy delta, ``--rule confident`` the lower bound of
+its paired-bootstrap CI. The output states the rule, the Pareto table of all evaluated runs
+(cost vs accuracy) and why cheaper runs were excluded. ``pareto.png``/``pareto.csv`` are logged
+to the sweep's parent run; ``--register NAME`` registers the picked package in the MLflow
+Model Registry with the decision as its description.
 
 Exit codes: 0 a pick was made, 1 nothing qualifies (the reason is printed), 2 bad input.
 """
@@ -43,11 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-drop", type=_budget, required=True, metavar="PP",
                         help="accuracy budget, percentage points below the FP32 baseline")
+    parser.add_argument("--rule", choices=("point", "confident"), default="point",
+                        help="point: the measured delta must be within budget (default); confident: "
+                        "the lower bound of its 95%% CI must be")
     parser.add_argument("--experiment", default="precision-sweep", help="MLflow experiment name")
     parser.add_argument("--sweep", default="latest", help="'latest' or the parent run id of a sweep")
     parser.add_argument("--cost", default="model_size_bytes", help="metric to minimise (default: model_size_bytes)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")
+    parser.add_argument("--register", metavar="NAME", default=None,
+                        help="register the picked .mlpackage as a version of this MLflow registered model")
+    parser.add_argument("--no-log", action="store_true", help="do not log pareto.png/pareto.csv to the sweep's parent run")
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
     return parser
 
@@ -55,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _fail(message: str, code: int) -> None:
     print("precision-pick: " + textwrap.fill(" ".join(message.split()), width=100), file=sys.stderr)
     sys.exit(code)
+
+
+def _records(frame, columns) -> list[dict]:
+    if frame.empty:
+        return []
+    return json.loads(frame[[c for c in columns if c in frame]].to_json(orient="records"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,30 +99,62 @@ def main(argv: list[str] | None = None) -> None:
             _fail(f"error: no run with id {args.sweep!r}. Pass --sweep latest or a sweep's parent run id.", 2)
     table = runs_table(child_runs(client, experiment.experiment_id, parent.info.run_id))
 
+    from precision_sweep.pick.report import log_pareto, pareto_view, register
     from precision_sweep.pick.select import pick
 
     try:
-        decision = pick(table, args.max_drop, args.cost)
+        decision = pick(table, args.max_drop, args.cost, args.rule)
     except KeyError as exc:
         _fail(f"error: {exc.args[0]}. Pass one of them as --cost.", 2)
+    parent_id = parent.info.run_id
+    logged = [] if args.no_log else log_pareto(client, parent_id, decision, args.max_drop, args.cost)
+    columns = ["run_id", "precision", "target", "compute_units", "accuracy", "accuracy_delta", "delta_pp", "ci_low_pp", "ci_high_pp", "cost"]
+    version = None
+    if decision.pick is not None and args.register:
+        p = decision.pick
+        description = (
+            f"precision-pick from sweep {parent_id}: {p['precision']} at {p['target']} (run {p['run_id']}), "
+            f"accuracy {p['accuracy']:.4f}, delta {p['delta_pp']:+.2f} pp, CI low {p['ci_low_pp']:+.2f} pp, "
+            f"{args.cost}={p['cost']:,.0f}. Budget {args.max_drop:g} pp. {decision.reason}."
+        )
+        try:
+            version = register(client, args.register, decision, description)
+        except LookupError as exc:
+            _fail(f"error: cannot register: {exc}. Re-run the sweep so the package is logged.", 2)
     if args.json:
         payload = {
-            "sweep": parent.info.run_id,
+            "sweep": parent_id,
             "max_drop_pp": args.max_drop,
+            "rule": args.rule,
             "cost": args.cost,
             "reason": decision.reason,
-            "pick": None if decision.pick is None else {
-                k: decision.pick[k] for k in ("run_id", "precision", "target", "compute_units", "accuracy", "accuracy_delta", "cost")
-            },
-            "qualifying": decision.qualifying[["run_id", "precision", "target", "compute_units", "accuracy", "accuracy_delta", "cost"]].to_dict("records") if not decision.qualifying.empty else [],
+            "pick": None if decision.pick is None else json.loads(json.dumps(
+                {k: decision.pick.get(k) for k in columns}, default=str)),
+            "qualifying": _records(decision.qualifying, columns),
+            "excluded": _records(decision.excluded, columns + ["why"]),
+            "pareto": _records(pareto_view(decision), list(pareto_view(decision).columns)),
+            "logged_to_parent": logged,
+            "registered": None if version is None else {"name": version.name, "version": version.version, "source": version.source},
         }
         print(json.dumps(payload, indent=2, default=str))
     else:
-        print(f"sweep {parent.info.run_id}: budget {args.max_drop:g} pp below FP32 baseline, cost = {args.cost}")
+        print(f"sweep {parent_id}: budget {args.max_drop:g} pp below FP32 baseline, cost = {args.cost}")
+        print(textwrap.fill(decision.reason.split("; cheapest")[0].split("; the best")[0], width=100))
+        view = pareto_view(decision)
+        if not view.empty:
+            print("\nall evaluated runs, cheapest first (on_front: no run is cheaper and more accurate):")
+            print(view.drop(columns=["run_id"]).assign(run=view["run_id"].str[:8]).to_string(
+                index=False, float_format=lambda v: f"{v:.2f}" if abs(v) < 1e5 else f"{v:,.0f}"))
+        if not decision.excluded.empty:
+            print("\nexcluded by the rule:")
+            for why in decision.excluded["why"]:
+                print(f"  - {why}")
         if not decision.qualifying.empty:
-            view = decision.qualifying[["run_id", "precision", "target", "compute_units", "accuracy", "delta_pp", "cost"]]
-            print("qualifying runs, cheapest first:")
-            print(view.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+            qualifying = decision.qualifying[["run_id", "precision", "target", "compute_units", "accuracy", "delta_pp", "ci_low_pp", "cost"]]
+            print("\nqualifying runs, cheapest first:")
+            print(qualifying.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        if logged:
+            print(f"\nlogged {', '.join(logged)} to the sweep's parent run {parent_id}")
     if decision.pick is None:
         if not args.json:
             print(f"no pick: {decision.reason}", file=sys.stderr)
@@ -113,8 +163,12 @@ def main(argv: list[str] | None = None) -> None:
         p = decision.pick
         print(
             f"\npick: run {p['run_id']}  precision={p['precision']}  target={p['target']}  "
-            f"accuracy={p['accuracy']:.4f}  delta={p['delta_pp']:+.2f}pp  {args.cost}={p['cost']:,.0f}"
+            f"accuracy={p['accuracy']:.4f}  delta={p['delta_pp']:+.2f}pp  CI low={p['ci_low_pp']:+.2f}pp  "
+            f"{args.cost}={p['cost']:,.0f}"
         )
+        print(textwrap.fill("why: " + decision.reason, width=100, subsequent_indent="     "))
+        if version is not None:
+            print(f"registered {version.name} version {version.version} (source {version.source})")
 
 
 if __name__ == "__main__":
