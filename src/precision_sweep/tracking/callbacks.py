@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from precision_sweep.tracking import liveness, store
 from precision_sweep.tracking.job_run import ROLE_TAG
 from precision_sweep.tracking.progress import SweepProgress, count_jobs
-from precision_sweep.tracking.summary import child_runs, format_table, runs_table
+from precision_sweep.tracking.summary import child_runs, format_table, log_decision, runs_table, sweep_decision
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class SweepTrackingCallback(Callback):
         self._stop_progress()
         liveness.reap(self.client, self.experiment_id, f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'")
         table = runs_table(child_runs(self.client, self.experiment_id, self.parent_run_id))
-        text = format_table(table)
+        text = format_table(table) + sweep_decision(table, config.get("pick"))
         print(f"\nprecision-sweep summary (parent run {self.parent_run_id}):\n{text}\n", flush=True)
         failed = int(table["status"].isin(["FAILED", "KILLED"]).sum()) if not table.empty else 0
         with tempfile.TemporaryDirectory() as tmp:
@@ -91,6 +91,7 @@ class SweepTrackingCallback(Callback):
             table.to_csv(csv, index=False)
             self.client.log_artifact(self.parent_run_id, str(csv))
             self.client.log_text(self.parent_run_id, text + "\n", "summary.txt")
+            log_decision(self.client, self.parent_run_id, table, config.get("pick"), Path(tmp))
         self.client.set_tag(self.parent_run_id, "n_jobs", str(len(table)))
         self.client.set_tag(self.parent_run_id, "n_failed", str(failed))
         self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")

@@ -71,8 +71,95 @@ def format_table(table: pd.DataFrame) -> str:
     view = table[COLUMNS + ["note"]].copy()
     view["accuracy"] = view["accuracy"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     view["accuracy_delta"] = view["accuracy_delta"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.2f}pp")
+    view.insert(view.columns.get_loc("accuracy_delta") + 1, "delta_ci", ci_column(table))
     view["agreement"] = view["agreement"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     view["model_size_bytes"] = view["model_size_bytes"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
     view["note"] = view["note"].map(lambda v: v if len(v) <= 70 else v[:67] + "...")
     view = view.rename(columns={"accuracy_delta": "delta", "model_size_bytes": "size_bytes"})
     return view.to_string(index=False)
+
+
+# --- The sweep's decision under the default budget (config group ``pick``) -----------------
+
+def ci_column(table: pd.DataFrame) -> pd.Series:
+    """``[low, high]pp`` of each run's paired-bootstrap CI of the accuracy delta ("" if none)."""
+    low = table.get("metric:accuracy_delta_ci_low", pd.Series(index=table.index, dtype=float))
+    high = table.get("metric:accuracy_delta_ci_high", pd.Series(index=table.index, dtype=float))
+    return pd.Series(
+        ["" if pd.isna(a) or pd.isna(b) else f"[{100 * a:+.2f}, {100 * b:+.2f}]pp" for a, b in zip(low, high)],
+        index=table.index,
+    )
+
+
+def _pick_settings(pick_cfg) -> tuple[float, str, str]:
+    if pick_cfg is None:
+        return 1.0, "confident", "model_size_bytes"
+    return float(pick_cfg.max_drop), str(pick_cfg.rule), str(pick_cfg.cost)
+
+
+def _decide(table: pd.DataFrame, pick_cfg):
+    from precision_sweep.pick.select import pick
+
+    max_drop, rule, cost = _pick_settings(pick_cfg)
+    return pick(table, max_drop, cost, rule), max_drop, cost
+
+
+def sweep_decision(table: pd.DataFrame, pick_cfg) -> str:
+    """The summary's closing lines: the pick under the default budget and rule, and why."""
+    import textwrap
+
+    try:
+        decision, max_drop, cost = _decide(table, pick_cfg)
+    except Exception as exc:  # noqa: BLE001 - the summary itself must always print
+        return f"\n\npick: not decided ({type(exc).__name__}: {exc})"
+    head = f"pick under the default budget ({max_drop:g} pp, rule {decision.rule}, cost {cost}; pick.max_drop=, pick.rule= to change): "
+    if decision.pick is None:
+        body = f"none. {decision.reason}"
+    else:
+        p = decision.pick
+        ci = "" if pd.isna(p.get("ci_low_pp")) else f", CI [{p['ci_low_pp']:+.2f}, {p['ci_high_pp']:+.2f}] pp"
+        body = (f"{p['precision']} at {p['target']} (run {p['run_id']}): delta {p['delta_pp']:+.2f} pp{ci}, "
+                f"{cost}={p['cost']:,.0f}. Why: {decision.reason}.")
+    return "\n\n" + "\n".join(textwrap.wrap(head + body, width=110, subsequent_indent="  "))
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (without the optional ``tabulate`` dependency)."""
+    def cell(value) -> str:
+        return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def log_decision(client, parent_run_id: str, table: pd.DataFrame, pick_cfg, tmp) -> None:
+    """Log ``summary.md`` (the summary table and the pick) and ``pareto.png``/``pareto.csv``."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    try:
+        frame = pd.DataFrame() if table.empty else _format_frame(table)
+        text = sweep_decision(table, pick_cfg).strip()
+        markdown = f"# precision-sweep summary\n\nParent run `{parent_run_id}`.\n\n"
+        markdown += (markdown_table(frame) if not frame.empty else "(no runs)") + "\n\n" + text.replace("\n  ", " ") + "\n"
+        client.log_text(parent_run_id, markdown, "summary.md")
+        decision, max_drop, cost = _decide(table, pick_cfg)
+        if not decision.pareto.empty:
+            from precision_sweep.pick.report import log_pareto
+
+            log_pareto(client, parent_run_id, decision, max_drop, cost)
+    except Exception as exc:  # noqa: BLE001 - never lose the sweep's closing over a plot
+        log.warning("could not log the sweep decision: %s: %s", type(exc).__name__, exc)
+
+
+def _format_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """format_table's columns and formatting, as a frame (for summary.md)."""
+    view = table[COLUMNS].copy()
+    view["accuracy"] = view["accuracy"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    view["accuracy_delta"] = view["accuracy_delta"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.2f}pp")
+    view.insert(view.columns.get_loc("accuracy_delta") + 1, "delta_ci", ci_column(table))
+    view["agreement"] = view["agreement"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    view["model_size_bytes"] = view["model_size_bytes"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
+    view["note"] = table["note"]
+    return view.rename(columns={"accuracy_delta": "delta", "model_size_bytes": "size_bytes"})
