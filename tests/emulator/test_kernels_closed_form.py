@@ -350,3 +350,60 @@ def test_normalizations_closed_form():
     mean, var = x.mean(axis=(2, 3), keepdims=True), x.var(axis=(2, 3), keepdims=True)
     np.testing.assert_allclose(norm.layer_norm(x, axes=[-2, -1], gamma=gl, beta=bl), (x - mean) / np.sqrt(var + 1e-5) * gl + bl, rtol=1e-10)
     np.testing.assert_allclose(norm.l2_norm(x, axes=[1, 2, 3]), x / np.sqrt((x * x).sum(axis=(1, 2, 3), keepdims=True)), rtol=1e-10)
+
+
+# ---------------------------------------------------------------- fp16 helpers and accumulation
+def test_fast_float16_rounding_is_bit_exact():
+    from precision_sweep.emulator.ops import _fp16
+
+    specials = np.array([np.inf, -np.inf, np.nan, 65504, 65519.9, 65520, 1e9, -0.0, 0.0, 2**-25, 3 * 2**-25, 2**-14, -(2**-14) * 0.99], np.float32)
+    for scale in (1.0, 1e-3, 1e-6, 300.0):
+        x = np.concatenate([(RNG.standard_normal(50000) * scale).astype(np.float32), specials])
+        with np.errstate(all="ignore"):
+            want = x.astype(np.float16)
+        np.testing.assert_array_equal(_fp16.round_to_float16(x).view(np.uint16), want.view(np.uint16))
+        np.testing.assert_array_equal(_fp16.round_float16_in_float32(x), want.astype(np.float32))
+
+
+def _fp16_block_matmul_reference(a, b, block):
+    """Plain definition: fp32 sums of ``block`` products, rounded, added in float16."""
+    total = None
+    for start in range(0, a.shape[-1], block):
+        part = np.matmul(a[..., start : start + block].astype(np.float32), b[..., start : start + block, :].astype(np.float32))
+        part = part.astype(np.float16)
+        total = part if total is None else total + part
+    return total
+
+
+def test_fp16_accumulating_matmul_and_sum_follow_definition():
+    from precision_sweep.emulator.ops import _accumulate
+
+    for shape_a, shape_b, scale in [((5, 37), (37, 6), 1.0), ((3, 4, 19), (19, 7), 1e-4), ((2, 16), (4, 16, 3), 30.0)]:
+        a = (RNG.standard_normal(shape_a) * scale).astype(np.float16)
+        b = RNG.standard_normal(shape_b).astype(np.float16)
+        got = _accumulate.matmul(a, b)
+        want = _fp16_block_matmul_reference(a, b, _accumulate.FP16_BLOCK)
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    x = (RNG.standard_normal((4, 37, 5)) * 1e-3).astype(np.float16)
+    moved = np.moveaxis(x, 1, -1)
+    want = _fp16_block_matmul_reference(moved[..., None, :], np.ones((37, 1), np.float16), _accumulate.FP16_BLOCK)[..., 0, 0]
+    got = _accumulate.reduce_sum(x, (1,), False)
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+
+
+def test_depthwise_fp16_accumulates_like_im2col():
+    from precision_sweep.emulator.ops import _accumulate
+    from precision_sweep.emulator.ops._spatial import windows
+
+    x = (RNG.standard_normal((2, 5, 7, 6)) * 0.01).astype(np.float16)
+    w = RNG.standard_normal((5, 1, 3, 3)).astype(np.float16)
+    got = conv_ops.conv(x, w, groups=5, strides=[2, 1], pad_type="valid")
+    assert got.dtype == np.float16
+    win = windows(x, (3, 3), (2, 1), (1, 1))  # (N, C, OH, OW, 3, 3)
+    a = win.reshape(win.shape[:4] + (1, 9))
+    b = w.reshape(5, 1, 1, 9, 1)
+    want = _fp16_block_matmul_reference(a, b, _accumulate.FP16_BLOCK)[..., 0, 0]
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+    np.testing.assert_allclose(conv_ops.conv(x.astype(np.float32), w.astype(np.float32), groups=5, strides=[2, 1]),
+                               conv_ops.conv_reference(x, w, groups=5, strides=[2, 1]), rtol=1e-5, atol=1e-6)

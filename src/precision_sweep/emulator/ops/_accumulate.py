@@ -4,11 +4,18 @@ float32 operands accumulate in float32 (BLAS). float16 operands accumulate in fl
 way an fp16 multiply-accumulate array does: the reduced axis is cut into short blocks, each
 block's products are summed exactly enough (fp32) and rounded to fp16, and the running total
 is kept in fp16, rounding after every block.
+
+The fp16 running sums are computed on float32 values that are rounded to fp16 after every
+addition. That is bit-identical to float16 addition: the exact sum of two fp16 numbers
+rounded to fp32 and then to fp16 equals its direct rounding to fp16, because fp32 carries
+more than 2 * 11 + 2 significant bits (double rounding is innocuous).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from precision_sweep.emulator.ops._fp16 import round_float16_in_float32, round_to_float16
 
 FP16_BLOCK = 8
 
@@ -17,15 +24,22 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` with dtype-driven accumulation (see module docstring)."""
     if a.dtype != np.float16 and b.dtype != np.float16:
         return np.matmul(a, b)
+    k = a.shape[-1]
+    nblocks = -(-k // FP16_BLOCK)
+    pad = nblocks * FP16_BLOCK - k
     a32 = a.astype(np.float32)
     b32 = b.astype(np.float32)
-    k = a32.shape[-1]
+    if pad:  # zero products add exactly nothing
+        a32 = np.concatenate([a32, np.zeros(a32.shape[:-1] + (pad,), np.float32)], axis=-1)
+        b32 = np.concatenate([b32, np.zeros(b32.shape[:-2] + (pad, b32.shape[-1]), np.float32)], axis=-2)
+    # (..., M, nb, 8) -> (nb, ..., M, 8) contiguous; b is (..., nb, 8, N) already.
+    a_blocks = np.ascontiguousarray(np.moveaxis(a32.reshape(a32.shape[:-1] + (nblocks, FP16_BLOCK)), -2, 0))
+    b_blocks = b32.reshape(b32.shape[:-2] + (nblocks, FP16_BLOCK, b32.shape[-1]))
     total = None
-    for start in range(0, k, FP16_BLOCK):
-        part = np.matmul(a32[..., start : start + FP16_BLOCK], b32[..., start : start + FP16_BLOCK, :])
-        part = part.astype(np.float16)
-        total = part if total is None else (total + part)
-    return total
+    for i in range(nblocks):
+        part = round_float16_in_float32(np.matmul(a_blocks[i], b_blocks[..., i, :, :]))
+        total = part if total is None else round_float16_in_float32(total + part)
+    return round_to_float16(total)
 
 
 def reduce_sum(x: np.ndarray, axes, keepdims: bool) -> np.ndarray:
@@ -36,9 +50,11 @@ def reduce_sum(x: np.ndarray, axes, keepdims: bool) -> np.ndarray:
     keep = [a for a in range(x.ndim) if a not in axes]
     moved = np.transpose(x, keep + list(axes))
     flat = moved.reshape(moved.shape[: len(keep)] + (-1,)).astype(np.float32)
-    total = np.zeros(flat.shape[:-1], dtype=np.float16)
+    total = np.zeros(flat.shape[:-1], dtype=np.float32)
     for start in range(0, flat.shape[-1], FP16_BLOCK):
-        total = total + flat[..., start : start + FP16_BLOCK].sum(axis=-1).astype(np.float16)
+        part = round_float16_in_float32(flat[..., start : start + FP16_BLOCK].sum(axis=-1))
+        total = round_float16_in_float32(total + part)
+    total = round_to_float16(total)
     if keepdims:
         shape = [1 if a in axes else n for a, n in enumerate(x.shape)]
         total = total.reshape(shape)

@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 
 from precision_sweep.emulator.ops import _accumulate
+from precision_sweep.emulator.ops._fp16 import round_float16_in_float32, round_to_float16
 from precision_sweep.emulator.ops._spatial import pad_amounts, windows
 from precision_sweep.emulator.registry import kernel
 
@@ -81,10 +82,10 @@ def _depthwise(xp, weight, strides, dilations, out_shape):
             np.multiply(_tap_view(part, tap, out_shape, strides, dilations), w[:, i], out=t)
             acc += t
             if fp16 and ((i + 1) % block == 0 or i + 1 == len(taps)):
-                rounded = acc.astype(np.float16)
-                total = rounded if total is None else total + rounded
+                rounded = round_float16_in_float32(acc)
+                total = rounded if total is None else round_float16_in_float32(total + rounded)
                 acc[...] = 0
-        y[start:stop] = total if fp16 else acc
+        y[start:stop] = round_to_float16(total) if fp16 else acc
     return y
 
 
