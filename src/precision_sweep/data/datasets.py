@@ -1,18 +1,32 @@
-"""Labeled datasets: the embedded scikit-learn digits (more sources plug in by ``source``)."""
+"""Labeled datasets: the embedded digits, ``.npz`` arrays and image folders.
+
+Every source yields raw samples and integer labels; one seeded split gives the test samples
+(evaluated), the train samples (used only to train builtin models) and the calibration
+samples (drawn from the train split, never from the test split); one preprocessing function
+(config-driven: color, channel order, scale, mean/std, layout) brings them to the model input.
+"""
 
 from __future__ import annotations
 
+import logging
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from precision_sweep.data.validate import check_dataset_path
 from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_arrays
+
+log = logging.getLogger(__name__)
+
+# ITU-R BT.601 luma, the weights Pillow's convert("L") uses.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass
 class Dataset:
-    """Train/test arrays in the model's input layout (NHWC images), integer labels."""
+    """Train/test/calibration arrays in the model's input layout, integer labels."""
 
     name: str
     x_train: np.ndarray
@@ -20,6 +34,10 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: list[str] = field(default_factory=list)
+    x_calib: np.ndarray | None = None
+    y_calib: np.ndarray | None = None
+    # Recorded on the job's run (class order, skipped files, split sizes).
+    run_params: dict = field(default_factory=dict)
 
     @property
     def content_hash(self) -> str:
@@ -31,37 +49,247 @@ class Dataset:
         return len(self.class_names)
 
 
-def _digits(cfg) -> Dataset:
-    from sklearn.datasets import load_digits
+@dataclass
+class InputSpec:
+    """What the model takes: per-sample shape (None = not known yet) and dtype."""
+
+    shape: tuple | None = None
+    dtype: str = "float32"
+
+
+def _channels(spec: InputSpec, layout: str) -> int | None:
+    if spec.shape is None or len(spec.shape) != 3:
+        return None
+    return int(spec.shape[0] if layout == "nchw" else spec.shape[-1])
+
+
+def _check_choice(cfg, key: str, choices: tuple[str, ...]) -> None:
+    if cfg[key] not in choices:
+        raise UserInputError(
+            f"dataset.{key}={cfg[key]!r} in dataset={cfg.name} is not one of {', '.join(choices)}. "
+            f"Set dataset.{key}={choices[0]} (or another of those)."
+        )
+
+
+def preprocess(x: np.ndarray, cfg, spec: InputSpec) -> np.ndarray:
+    """Apply the dataset config's preprocessing to raw NHWC samples (other ranks: scale, mean/std)."""
+    for key, choices in (("color", ("auto", "grayscale", "rgb")), ("channel_order", ("rgb", "bgr")), ("layout", ("nhwc", "nchw"))):
+        _check_choice(cfg, key, choices)
+    x = np.asarray(x, dtype=np.float32)
+    image = x.ndim == 4
+    if image:
+        want = {"grayscale": 1, "rgb": 3}.get(cfg.color) or _channels(spec, cfg.layout)
+        have = x.shape[-1]
+        if want is not None and want != have:
+            if have == 3 and want == 1:
+                x = (x @ _LUMA)[..., None]
+            elif have == 1 and want == 3:
+                x = np.repeat(x, 3, axis=-1)
+            else:
+                raise UserInputError(
+                    f"dataset={cfg.name} has {have}-channel images but the model input takes {want} "
+                    f"channels; only grayscale (1) <-> RGB (3) conversion exists. Export the model "
+                    "for 1 or 3 channels, or provide images with matching channels."
+                )
+        if cfg.channel_order == "bgr" and x.shape[-1] == 3:
+            x = x[..., ::-1]
+    x = x * np.float32(cfg.scale)
+    for key in ("mean", "std"):
+        values = cfg[key]
+        if values is None:
+            continue
+        values = np.asarray(list(values), dtype=np.float32)
+        if values.size not in (1, x.shape[-1]):
+            raise UserInputError(
+                f"dataset.{key} has {values.size} values but the samples have {x.shape[-1]} channels "
+                f"(last axis). Give one value, or one per channel, e.g. dataset.{key}=[0.5,0.5,0.5]."
+            )
+        if key == "mean":
+            x = x - values
+        else:
+            if np.any(values == 0):
+                raise UserInputError(f"dataset.std contains 0 ({list(values)}); every std must be non-zero.")
+            x = x / values
+    if image and cfg.layout == "nchw":
+        x = np.transpose(x, (0, 3, 1, 2))
+    return np.ascontiguousarray(x.astype(spec.dtype, copy=False))
+
+
+def _labels(y: np.ndarray, where: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    elif y.ndim == 2:  # one-hot rows
+        if not np.allclose(y.sum(axis=1), 1.0):
+            raise UserInputError(
+                f"Labels {where} are 2-D {y.shape} but not one-hot. Store y as integer class indices, shape (N,)."
+            )
+        y = y.argmax(axis=1)
+    if y.ndim != 1:
+        raise UserInputError(f"Labels {where} have shape {y.shape}; store y as integer class indices, shape (N,).")
+    if not np.issubdtype(y.dtype, np.number) or (y.size and not np.all(np.mod(y, 1) == 0)):
+        raise UserInputError(
+            f"Labels {where} must be integer class indices (found dtype {y.dtype}). Store y as integers 0..K-1."
+        )
+    return y.astype(np.int64)
+
+
+def _split(cfg, x: np.ndarray, y: np.ndarray):
+    """Seeded split: (x_train, y_train, x_test, y_test); stratified when every class allows it."""
     from sklearn.model_selection import train_test_split
 
-    bunch = load_digits()
-    x = (bunch.images.astype(np.float32) * np.float32(cfg.scale))[..., None]  # (N, 8, 8, 1)
-    y = bunch.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=y
-    )
+    if not 0.0 < float(cfg.test_size) <= 1.0:
+        raise UserInputError(
+            f"dataset.test_size={cfg.test_size} must be a fraction in (0, 1], the share of samples evaluated."
+        )
+    if float(cfg.test_size) >= 1.0 or len(y) < 2:
+        order = np.random.default_rng(cfg.seed).permutation(len(y))
+        return x[:0], y[:0], x[order], y[order]
+    counts = np.bincount(y) if len(y) else np.array([])
+    stratify = y if counts[counts > 0].min(initial=0) >= 2 else None
+    try:
+        x_train, x_test, y_train, y_test = train_test_split(
+            x, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=stratify
+        )
+    except ValueError:  # too few samples per class for a stratified split of that size
+        x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=cfg.test_size, random_state=cfg.seed)
+    return x_train, y_train, x_test, y_test
+
+
+def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict) -> Dataset:
+    x_train, y_train, x_test, y_test = _split(cfg, x_raw, y)
     if cfg.limit:
         x_test, y_test = x_test[: cfg.limit], y_test[: cfg.limit]
+    if len(x_test) == 0:
+        raise UserInputError(
+            f"dataset={cfg.name} leaves no test samples (limit={cfg.limit}, test_size={cfg.test_size}). "
+            "Raise dataset.test_size or dataset.limit."
+        )
+    n_calib = min(max(int(cfg.calib_size), 0), len(x_train))
+    x_calib, y_calib = x_train[:n_calib], y_train[:n_calib]
+    if n_calib < cfg.calib_size:
+        log.info("dataset %s: %d calibration samples (train split is %d)", cfg.name, n_calib, len(x_train))
+    run_params = {
+        **run_params,
+        "dataset_n_test": len(x_test),
+        "dataset_n_calib": n_calib,
+    }
     return Dataset(
         name=cfg.name,
-        x_train=x_train,
+        x_train=preprocess(x_train, cfg, spec),
         y_train=y_train,
-        x_test=x_test,
+        x_test=preprocess(x_test, cfg, spec),
         y_test=y_test,
-        class_names=[str(c) for c in bunch.target_names],
+        class_names=class_names,
+        x_calib=preprocess(x_calib, cfg, spec),
+        y_calib=y_calib,
+        run_params=run_params,
     )
 
 
-LOADERS = {"digits": _digits}
+def _digits(cfg, spec: InputSpec) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = bunch.images.astype(np.float32)[..., None]  # (N, 8, 8, 1), values 0..16
+    y = bunch.target.astype(np.int64)
+    return _assemble(cfg, x, y, [str(c) for c in bunch.target_names], spec, {})
 
 
-def load_dataset(cfg) -> Dataset:
-    """Load the dataset a ``dataset`` config describes."""
+def _npz(cfg, spec: InputSpec) -> Dataset:
+    path = check_dataset_path(cfg)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            missing = [k for k in ("x", "y") if k not in keys]
+            if missing:
+                raise UserInputError(
+                    f"The npz file dataset.path={path} has no array {' or '.join(missing)} (it holds: "
+                    f"{', '.join(keys) or 'nothing'}). Save it with np.savez(path, x=samples, y=labels)."
+                )
+            x, y = archive["x"], archive["y"]
+            names = archive["class_names"] if "class_names" in keys else None
+    except UserInputError:
+        raise
+    except ValueError as exc:
+        raise UserInputError(
+            f"Cannot load dataset.path={path} without pickle ({exc}). Store x and y as numeric arrays "
+            "(not object arrays): np.savez(path, x=np.asarray(x, np.float32), y=np.asarray(y, np.int64))."
+        ) from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserInputError(
+            f"dataset.path={path} is not a readable .npz file ({type(exc).__name__}: {exc}). Write it "
+            "with np.savez(path, x=samples, y=labels)."
+        ) from exc
+    if len(x) != len(y):
+        raise UserInputError(
+            f"The npz file dataset.path={path} has {len(x)} samples in x but {len(y)} labels in y. "
+            "x and y must have the same length (one label per sample)."
+        )
+    if not np.issubdtype(x.dtype, np.number):
+        raise UserInputError(f"x in dataset.path={path} has dtype {x.dtype}; store numeric samples.")
+    y = _labels(y, f"in dataset.path={path}")
+    if names is not None:
+        class_names = [str(n) for n in names]
+    else:
+        class_names = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+    return _assemble(cfg, x, y, class_names, spec, {})
+
+
+def _image_folder(cfg, spec: InputSpec) -> Dataset:
+    from precision_sweep.data.images import list_image_folder, read_images
+
+    root = check_dataset_path(cfg)
+    class_names, files, skipped = list_image_folder(root)
+    size, channels = None, {"grayscale": 1, "rgb": 3}.get(cfg.color)
+    if spec.shape is not None:
+        if len(spec.shape) != 3:
+            raise UserInputError(
+                f"dataset={cfg.name} holds images but the model input has shape {tuple(spec.shape)}, "
+                "not an image (height, width, channels). Use an image model, or an npz dataset "
+                "whose samples already have the model's input shape."
+            )
+        layout = cfg.layout
+        _check_choice(cfg, "layout", ("nhwc", "nchw"))
+        model_channels = _channels(spec, layout)
+        size = tuple(spec.shape[1:]) if layout == "nchw" else tuple(spec.shape[:2])
+        if model_channels not in (1, 3):
+            hint = (
+                " It looks channels-first: set dataset.layout=nchw."
+                if layout == "nhwc" and spec.shape[0] in (1, 3)
+                else ""
+            )
+            raise UserInputError(
+                f"The model input {tuple(spec.shape)} ({layout}) has {model_channels} channels, which "
+                f"images cannot fill: images are grayscale (1 channel) or RGB (3 channels).{hint}"
+            )
+        if channels is not None and channels != model_channels:
+            raise UserInputError(
+                f"dataset.color={cfg.color} gives {channels}-channel images but the model input takes "
+                f"{model_channels}. Set dataset.color=auto."
+            )
+        channels = model_channels
+    mode = "L" if channels == 1 else "RGB"
+    x = read_images([f for f, _ in files], size, mode, cfg.resize)
+    y = np.array([label for _, label in files], dtype=np.int64)
+    joined = ",".join(class_names)
+    run_params = {
+        "dataset_classes": joined if len(joined) <= 500 else joined[:497] + "...",
+        "dataset_n_classes": len(class_names),
+        "dataset_skipped_files": len(skipped),
+    }
+    return _assemble(cfg, x, y, class_names, spec, run_params)
+
+
+LOADERS = {"digits": _digits, "npz": _npz, "image_folder": _image_folder}
+
+
+def load_dataset(cfg, spec: InputSpec | None = None) -> Dataset:
+    """Load the dataset a ``dataset`` config describes, preprocessed for a model input ``spec``."""
     loader = LOADERS.get(cfg.source)
     if loader is None:
         raise UserInputError(
             f"Unknown dataset source {cfg.source!r} in dataset={cfg.name}. "
             f"Set dataset.source to one of: {', '.join(sorted(LOADERS))}."
         )
-    return loader(cfg)
+    return loader(cfg, spec or InputSpec())

@@ -1,0 +1,82 @@
+"""The job's inputs: the model and the dataset, loaded in the order they depend on each other.
+
+A builtin model trains on the dataset, so the dataset loads first; a user's model fixes the
+input (size, channels, layout, dtype) the dataset is preprocessed for, so it loads first. Then
+the two are checked against each other: sample shape against the model input, labels against
+the model's output classes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from precision_sweep.data.datasets import Dataset, InputSpec, load_dataset
+from precision_sweep.data.models import LoadedModel, load_model, predict_probabilities
+from precision_sweep.data.validate import validate_sources
+from precision_sweep.errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+
+def check_compatible(dataset: Dataset, model: LoadedModel, dataset_cfg=None) -> None:
+    """Refuse a dataset whose samples or labels cannot fit the model, saying how to fix it."""
+    sample = tuple(dataset.x_test.shape[1:])
+    if sample != tuple(model.input_shape):
+        layout_hint = ""
+        if len(sample) == 3 and sorted(sample) == sorted(model.input_shape):
+            layout_hint = " The same sizes in another order: set dataset.layout=nchw (or nhwc)."
+        raise UserInputError(
+            f"The samples of dataset={dataset.name} have shape {sample} but the input "
+            f"{model.input_name!r} of model={model.name} takes {tuple(model.input_shape)} (without the "
+            f"batch dimension).{layout_hint} Store samples of the model's input shape (npz), use "
+            "dataset=image_folder (it resizes images and converts channels), or set model.input_shape "
+            "if the model accepts several sizes."
+        )
+    n = model.n_outputs
+    labels = np.concatenate([dataset.y_test, dataset.y_train])
+    if n is not None and labels.size and (labels.min() < 0 or labels.max() >= n):
+        bad = labels[(labels < 0) | (labels >= n)]
+        classes = f" ({dataset.n_classes} classes: {', '.join(dataset.class_names[:12])})" if dataset.class_names else ""
+        raise UserInputError(
+            f"dataset={dataset.name} has labels outside the model's output classes: model={model.name} "
+            f"outputs {n} classes (labels 0..{n - 1}), but the data holds label(s) "
+            f"{', '.join(map(str, np.unique(bad)[:8]))}{classes}. Use labels 0..{n - 1} in the order of "
+            "the model's outputs (image_folder: one sorted class folder per model output)."
+        )
+    if dataset.n_classes and n is not None and dataset.n_classes > n:
+        raise UserInputError(
+            f"dataset={dataset.name} has {dataset.n_classes} classes ({', '.join(dataset.class_names[:12])}) "
+            f"but model={model.name} outputs {n}. Keep one class folder per model output."
+        )
+
+
+def _warn_if_not_probabilities(model: LoadedModel, x: np.ndarray) -> None:
+    if model.outputs_are != "probabilities":
+        return
+    probe = predict_probabilities(model, x[:8])
+    sums = probe.sum(axis=-1)
+    if (probe < -1e-6).any() or not np.allclose(sums, 1.0, atol=1e-3):
+        log.warning(
+            "model %s: outputs do not look like probabilities (rows sum to %.3g..%.3g); if they are "
+            "logits set model.outputs_are=logits (agreement and top-k are the same either way)",
+            model.name, float(sums.min()), float(sums.max()),
+        )
+
+
+def load_inputs(model_cfg, dataset_cfg, cache_dir: str | Path) -> tuple[Dataset, LoadedModel]:
+    """Load and cross-check the dataset and the model of a job."""
+    from types import SimpleNamespace
+
+    validate_sources(SimpleNamespace(model=model_cfg, dataset=dataset_cfg))
+    if model_cfg.source == "builtin":
+        dataset = load_dataset(dataset_cfg)
+        model = load_model(model_cfg, dataset, cache_dir)
+    else:
+        model = load_model(model_cfg, None, cache_dir)
+        dataset = load_dataset(dataset_cfg, InputSpec(tuple(model.input_shape), model.input_dtype))
+    check_compatible(dataset, model)
+    _warn_if_not_probabilities(model, dataset.x_test)
+    return dataset, model

@@ -1,0 +1,153 @@
+"""Cheap checks of the model and dataset paths, run before anything is loaded or tracked.
+
+:func:`validate_sources` is what a multirun's launching process calls once, before it creates
+the sweep's parent run: a missing path, a directory where a file belongs, or a file that is not
+(or no longer) a model fails the command at once instead of failing every job. The same checks
+run again when a job loads its inputs.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from precision_sweep.errors import UserInputError
+
+MODEL_SOURCES = ("builtin", "keras", "saved_model", "tf_keras")
+DATASET_SOURCES = ("digits", "npz", "image_folder")
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _path_value(cfg):
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "path"):
+        return None
+    return cfg.path
+
+
+def _existing(path, key: str, what: str) -> Path:
+    if path in (None, ""):
+        raise UserInputError(f"{key} is not set. Set {key}=/path/to/{what} on the command line or in the config.")
+    resolved = Path(str(path)).expanduser()
+    if not resolved.exists():
+        raise UserInputError(
+            f"{key}={path} does not exist (resolved to {resolved.resolve()}). Fix {key} to point at "
+            f"{what}; relative paths are taken from the directory you run the command in."
+        )
+    return resolved
+
+
+def check_keras_file(path: Path, key: str = "model.path") -> None:
+    """Refuse a file that is not a whole Keras .keras (zip) or .h5 (HDF5) model file."""
+    if not path.is_file():
+        raise UserInputError(
+            f"{key}={path} is a directory, not a .keras/.h5 file. For a SavedModel directory use "
+            "model=saved_model; otherwise point at the file written by model.save('model.keras')."
+        )
+    if path.suffix.lower() not in KERAS_SUFFIXES:
+        raise UserInputError(
+            f"{key}={path} is not a Keras model file: expected a .keras or .h5 file (got "
+            f"{path.suffix or 'no extension'!r}). Save the model with model.save('model.keras'); for "
+            "a SavedModel directory use model=saved_model."
+        )
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    redo = "Re-save the model with model.save('model.keras') (or .h5) and copy the whole file."
+    if path.suffix.lower() == ".keras":
+        if not head.startswith(b"PK"):
+            raise UserInputError(
+                f"{key}={path} is not a Keras model: a .keras file is a zip archive and this file is "
+                f"not one (it starts with {head[:4]!r}). {redo}"
+            )
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise UserInputError(
+                f"{key}={path} is truncated or corrupt: the .keras zip archive cannot be read ({exc}). {redo}"
+            ) from exc
+        if "config.json" not in names:
+            raise UserInputError(
+                f"{key}={path} is a zip archive but not a Keras model (no config.json inside; it holds "
+                f"{', '.join(sorted(names)[:5]) or 'nothing'}). {redo}"
+            )
+        return
+    if head != _HDF5_MAGIC:
+        raise UserInputError(
+            f"{key}={path} is not a Keras model: a .h5 file is an HDF5 file and this file is not one "
+            f"(it starts with {head[:4]!r}). {redo}"
+        )
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            has_config = "model_config" in h5.attrs
+    except OSError as exc:
+        raise UserInputError(
+            f"{key}={path} is truncated or corrupt: the HDF5 file cannot be opened ({exc}). {redo}"
+        ) from exc
+    if not has_config:
+        raise UserInputError(
+            f"{key}={path} holds no model architecture (an HDF5 weights-only file?). Save the whole "
+            "model with model.save('model.h5'), not model.save_weights()."
+        )
+
+
+def check_model_path(cfg) -> Path | None:
+    """The model file or directory of a ``model`` config, checked; None for builtin models."""
+    if cfg.source not in MODEL_SOURCES:
+        raise UserInputError(
+            f"Unknown model source {cfg.source!r} in model={cfg.name}. Set model.source to one of: "
+            f"{', '.join(MODEL_SOURCES)}."
+        )
+    if cfg.source == "builtin":
+        return None
+    if cfg.source == "saved_model":
+        path = _existing(_path_value(cfg), "model.path", "a SavedModel directory")
+        if not path.is_dir() or not any((path / n).is_file() for n in ("saved_model.pb", "saved_model.pbtxt")):
+            raise UserInputError(
+                f"model.path={cfg.path} is not a SavedModel directory (no saved_model.pb in it). Point "
+                "at the directory written by model.export(dir) or tf.saved_model.save; for a "
+                ".keras/.h5 file use model=keras."
+            )
+        return path
+    path = _existing(_path_value(cfg), "model.path", "a .keras or .h5 model file")
+    check_keras_file(path)
+    return path
+
+
+def check_dataset_path(cfg) -> Path | None:
+    """The dataset file or folder of a ``dataset`` config, checked; None for embedded datasets."""
+    if cfg.source not in DATASET_SOURCES:
+        raise UserInputError(
+            f"Unknown dataset source {cfg.source!r} in dataset={cfg.name}. Set dataset.source to one "
+            f"of: {', '.join(DATASET_SOURCES)}."
+        )
+    if cfg.source == "digits":
+        return None
+    if cfg.source == "npz":
+        path = _existing(_path_value(cfg), "dataset.path", "an .npz file with arrays x and y")
+        if not path.is_file():
+            raise UserInputError(
+                f"dataset.path={cfg.path} is a directory, not an .npz file. For a folder of images "
+                "use dataset=image_folder; otherwise save the arrays with np.savez(path, x=..., y=...)."
+            )
+        return path
+    path = _existing(_path_value(cfg), "dataset.path", "a folder with one subfolder of images per class")
+    if not path.is_dir():
+        raise UserInputError(
+            f"dataset.path={cfg.path} is a file, not a folder. image_folder takes a folder with one "
+            "subfolder per class holding PNG/JPEG files; for arrays use dataset=npz."
+        )
+    return path
+
+
+def validate_sources(cfg) -> None:
+    """Check the model and dataset paths of a composed config (cheap: no model is loaded).
+
+    Raises :class:`~precision_sweep.errors.UserInputError` with the fix.
+    """
+    check_model_path(cfg.model)
+    check_dataset_path(cfg.dataset)
