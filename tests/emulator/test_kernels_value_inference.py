@@ -94,6 +94,10 @@ CASES = {
     "gather_batch_dims": (IOS16, lambda: mb.gather(x=X, indices=np.array([[3, 0, 1], [2, 2, 0]], np.int32), axis=2, batch_dims=1)),
     "gather_along_axis": (IOS15, lambda: mb.gather_along_axis(x=X, indices=np.array([[[0, 2, 1, 0]], [[2, 2, 0, 1]]], np.int32), axis=1)),
     "scatter_along_axis": (IOS15, lambda: mb.scatter_along_axis(data=X, indices=np.array([[[0, 2, 1, 0]], [[2, 2, 0, 1]]], np.int32), updates=np.ones((2, 1, 4), np.float32), axis=1, mode="update")),
+    # transformers
+    "scaled_dot_product_attention": (IOS18, lambda: mb.scaled_dot_product_attention(query=X[:, :, None, :] * np.ones((1, 1, 3, 1), np.float32), key=RNG.standard_normal((2, 3, 5, 4)).astype(np.float32), value=RNG.standard_normal((2, 3, 5, 2)).astype(np.float32))),
+    "scaled_dot_product_attention_bool_mask": (IOS18, lambda: mb.scaled_dot_product_attention(query=RNG.standard_normal((2, 3, 4)).astype(np.float32), key=RNG.standard_normal((2, 5, 4)).astype(np.float32), value=RNG.standard_normal((2, 5, 2)).astype(np.float32), attn_mask=np.tril(np.ones((3, 5), bool)))),
+    "scaled_dot_product_attention_float_mask": (IOS18, lambda: mb.scaled_dot_product_attention(query=RNG.standard_normal((2, 3, 4)).astype(np.float32), key=RNG.standard_normal((2, 5, 4)).astype(np.float32), value=RNG.standard_normal((2, 5, 2)).astype(np.float32), attn_mask=RNG.standard_normal((3, 5)).astype(np.float32))),
     # quantization and compression
     "quantize_int8": (IOS17, lambda: mb.quantize(input=X, scale=np.float32(0.02), zero_point=np.int8(3), output_dtype="int8")),
     "quantize_uint8_axis": (IOS17, lambda: mb.quantize(input=X, scale=np.array([0.01, 0.02, 0.03], np.float32), zero_point=np.array([120, 128, 130], np.uint8), axis=1, output_dtype="uint8")),

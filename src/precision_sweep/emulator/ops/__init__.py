@@ -18,4 +18,5 @@ from precision_sweep.emulator.ops import (  # noqa: F401
     scatter_gather,
     tensor_operation,
     tensor_transformation,
+    transformers,
 )
