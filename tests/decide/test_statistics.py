@@ -1,0 +1,82 @@
+"""Paired statistics on constructed prediction pairs whose answers are known in closed form."""
+
+from __future__ import annotations
+
+from math import comb
+
+import numpy as np
+import pytest
+
+from precision_sweep.metrics.statistics import confusion, paired_report, paired_statistics, per_class_deltas
+
+
+def _pairs(n: int, to_wrong: int, to_right: int, both_wrong: int = 0):
+    """Labels, baseline and variant top-1 with the given discordant counts."""
+    labels = np.arange(n) % 10
+    reference = labels.copy()
+    predicted = labels.copy()
+    wrong = lambda idx: (labels[idx] + 1) % 10  # noqa: E731
+    a = np.arange(to_wrong)
+    b = np.arange(to_wrong, to_wrong + to_right)
+    c = np.arange(to_wrong + to_right, to_wrong + to_right + both_wrong)
+    predicted[a] = wrong(a)
+    reference[b] = wrong(b)
+    reference[c] = wrong(c)
+    predicted[c] = wrong(c)
+    return predicted, reference, labels
+
+
+def test_mcnemar_p_is_the_exact_two_sided_binomial_closed_form():
+    predicted, reference, labels = _pairs(450, to_wrong=12, to_right=3, both_wrong=5)
+    stats = paired_statistics(predicted, reference, labels)
+    n, k = 15, 3
+    closed_form = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
+    assert stats["mcnemar_p"] == pytest.approx(closed_form, rel=1e-12)
+    assert closed_form == pytest.approx(0.03515625)
+    assert (stats["flips_to_wrong"], stats["flips_to_right"]) == (12, 3)
+
+
+def test_ci_covers_the_known_difference_and_excludes_zero_when_it_should():
+    # Variant loses 20 of 400 samples the baseline gets right: delta is exactly -0.05.
+    predicted, reference, labels = _pairs(400, to_wrong=20, to_right=0)
+    stats = paired_statistics(predicted, reference, labels, n_resamples=4000)
+    assert stats["accuracy_delta_ci_low"] <= -0.05 <= stats["accuracy_delta_ci_high"]
+    assert stats["accuracy_delta_ci_high"] < 0  # significant loss: the CI excludes 0
+    # Width of a 95% interval of a mean of 400 Bernoulli(0.05) draws: about 2 x 1.96 x 0.0109.
+    assert stats["accuracy_delta_ci_high"] - stats["accuracy_delta_ci_low"] == pytest.approx(0.0427, abs=0.01)
+    assert stats["mcnemar_p"] == pytest.approx(2 / 2 ** 20)
+
+
+def test_ci_is_seeded_and_symmetric_flips_straddle_zero():
+    predicted, reference, labels = _pairs(300, to_wrong=6, to_right=6)
+    first = paired_statistics(predicted, reference, labels, seed=3)
+    assert first == paired_statistics(predicted, reference, labels, seed=3)
+    assert first["accuracy_delta_ci_low"] < 0 < first["accuracy_delta_ci_high"]
+    assert first["mcnemar_p"] == pytest.approx(1.0)
+
+
+def test_identical_predictions_give_a_point_interval():
+    predicted, reference, labels = _pairs(50, 0, 0, both_wrong=4)
+    stats = paired_statistics(predicted, reference, labels)
+    assert stats == {"accuracy_delta_ci_low": 0.0, "accuracy_delta_ci_high": 0.0, "mcnemar_p": 1.0,
+                     "flips_to_wrong": 0, "flips_to_right": 0}
+
+
+def test_per_class_deltas_and_confusion():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    reference = np.array([0, 0, 0, 0, 1, 1, 1, 0])
+    predicted = np.array([0, 0, 1, 1, 1, 1, 1, 1])
+    table = per_class_deltas(predicted, reference, labels, ["zero", "one"])
+    assert table["class"].tolist() == ["zero", "one"]
+    assert table["accuracy_delta"].tolist() == pytest.approx([-0.5, 0.25])
+    assert table["flips_to_wrong"].tolist() == [2, 0] and table["flips_to_right"].tolist() == [0, 1]
+    assert confusion(predicted, labels, 2).tolist() == [[2, 2], [0, 4]]
+
+
+def test_paired_report_writes_the_table_and_a_png(tmp_path):
+    predicted, reference, labels = _pairs(100, to_wrong=4, to_right=1)
+    eye = np.eye(10, dtype=np.float32)
+    metrics, paths = paired_report(eye[predicted], eye[reference], labels, [str(i) for i in range(10)], tmp_path, title="t")
+    assert metrics["flips_to_wrong"] == 4
+    assert [p.name for p in paths] == ["per_class.csv", "confusion.png"]
+    assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
