@@ -108,6 +108,7 @@ def frontend_program(model: LoadedModel, target_name: str, compute: ComputeSpec,
         return _FRONTEND[key]
 
     def build():
+        log.info("frontend: converting %s for %s (%s I/O)", model.name, target_name, io_precision)
         batch = ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
         return ct.convert(
             model.keras_model,
@@ -150,6 +151,7 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
     path = root / f"{model.name}-{target_name}-{compute.key}-{key}.mlpackage"
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
+            log.info("base: converting %s for %s at %s", model.name, target_name, compute.key)
             program = copy.deepcopy(frontend_program(model, target_name, compute, max_batch, cache_dir))
             mlmodel = ct.convert(
                 program,

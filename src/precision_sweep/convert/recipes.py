@@ -8,6 +8,7 @@ through ``coremltools.optimize.coreml``: each config block becomes
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +24,16 @@ def _plain(node) -> dict:
 
 def _get(precision, key):
     return precision.get(key) if hasattr(precision, "get") else getattr(precision, key, None)
+
+
+def _program_name(name: str) -> str:
+    """An op name as the saved program spells it, minus the fp16 pass's suffix.
+
+    The fp16 pass sees frontend names (TF node names such as ``model/dense_1/BiasAdd``); the
+    saved program has them sanitized (``model_dense_1_BiasAdd``) with ``_cast_fp16`` appended
+    to ops it cast. Either spelling in ``fp32_ops.op_names`` selects the op.
+    """
+    return re.sub(r"[^A-Za-z0-9_]", "_", name).removesuffix("_cast_fp16")
 
 
 @dataclass(frozen=True)
@@ -47,9 +58,10 @@ class ComputeSpec:
             return ct.precision.FLOAT32
         if not (self.fp32_op_types or self.fp32_op_names):
             return ct.precision.FLOAT16
-        op_types, op_names = frozenset(self.fp32_op_types), frozenset(self.fp32_op_names)
+        op_types = frozenset(self.fp32_op_types)
+        op_names = frozenset(_program_name(name) for name in self.fp32_op_names)
         return ct.transform.FP16ComputePrecision(
-            op_selector=lambda op: op.op_type not in op_types and op.name not in op_names
+            op_selector=lambda op: op.op_type not in op_types and _program_name(op.name) not in op_names
         )
 
     def frontend_value(self):

@@ -71,7 +71,8 @@ class Fp32OpsConfig:
 
     # MIL op types (e.g. softmax, layer_norm, reduce_mean) that stay fp32.
     op_types: List[str] = field(default_factory=lambda: ["softmax", "layer_norm", *REDUCTIONS])
-    # MIL op names that stay fp32 (names as in the converted program).
+    # Op names that stay fp32: as in the saved program (a "_cast_fp16" suffix is ignored) or
+    # the TF node names the frontend gives them.
     op_names: List[str] = field(default_factory=list)
 
 
