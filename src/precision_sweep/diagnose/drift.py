@@ -167,9 +167,11 @@ def rank_ops(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def rank_layers(table: pd.DataFrame) -> list[str]:
-    """Keras layers ordered by the largest gain of their ops (see :func:`rank_ops`)."""
+    """Keras layers that add error, ordered by the largest gain of their ops (see :func:`rank_ops`)."""
     layers = []
-    for layer in rank_ops(table)["layer"]:
+    if table.empty:
+        return layers
+    for layer in rank_ops(table[table["gain"] > 0])["layer"]:
         if layer and layer not in layers:
             layers.append(layer)
     return layers

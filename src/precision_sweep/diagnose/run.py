@@ -54,8 +54,22 @@ def write_report(report: DriftReport, out_dir: Path, threshold: float, title: st
     out_dir.mkdir(parents=True, exist_ok=True)
     csv = out_dir / "drift.csv"
     report.table.to_csv(csv, index=False)
-    png = drift_png(out_dir / "drift.png", report.table, threshold, title=f"{title}\n{report.summary()}")
+    png = drift_png(out_dir / "drift.png", report.table, threshold, title=f"{title}: {headline(report)}")
     return [csv, png]
+
+
+def headline(report: DriftReport) -> str:
+    """One short line for the plot: where the error jumps and where NaN/Inf appears, by layer."""
+    if not report.first_op:
+        return "no op past the threshold, no NaN/Inf"
+    table = report.table
+    row = table[table["is_first_jump"]].iloc[0]
+    text = f"error jumps at layer {row['layer'] or '?'} ({row['op_type']}, op #{row['position']})"
+    if report.first_nonfinite_op:
+        text += f"; NaN/Inf first at layer {report.first_nonfinite_layer or '?'}"
+    if report.ranked_layers:
+        text += f"; most error introduced by: {', '.join(report.ranked_layers[:3])}"
+    return text
 
 
 def drift_tags(report: DriftReport) -> dict[str, str]:

@@ -122,25 +122,36 @@ def drift_png(path: Path, table, threshold: float, title: str = "") -> Path:
         top.scatter(x[~finite], np.full((~finite).sum(), ceiling), marker="X", s=90, color="tab:red",
                     label="NaN/Inf in output", zorder=5)
     top.axhline(threshold, color="tab:orange", linestyle="--", label=f"threshold {threshold:g}")
-    for column, color, text in (("is_first_jump", "tab:orange", "first jump"), ("is_first_nonfinite", "tab:red", "first NaN/Inf")):
-        hits = np.flatnonzero(table[column].to_numpy(dtype=bool)) if column in table else []
-        for index in hits:
-            for axis in (top, bottom):
-                axis.axvline(index, color=color, alpha=0.35, linewidth=6)
-            top.annotate(text, (index, threshold), textcoords="offset points", xytext=(4, 8), color=color, fontsize=9)
+    marks: dict[int, list[str]] = {}
+    for column, text in (("is_first_jump", "first jump"), ("is_first_nonfinite", "first NaN/Inf")):
+        for index in (np.flatnonzero(table[column].to_numpy(dtype=bool)) if column in table else []):
+            marks.setdefault(int(index), []).append(text)
+    for index, texts in marks.items():
+        color = "tab:red" if "first NaN/Inf" in texts else "tab:orange"
+        for axis in (top, bottom):
+            axis.axvline(index, color=color, alpha=0.3, linewidth=6)
+        top.annotate(" + ".join(texts), (index, threshold), textcoords="offset points", xytext=(6, 8),
+                     color=color, fontsize=9, fontweight="bold")
     top.set_ylabel("relative L2 error vs FP32 program")
     top.grid(True, which="both", alpha=0.3)
     top.legend(loc="upper left", fontsize=8)
     sqnr = table["sqnr_db"].to_numpy(dtype=float)
     shown = np.clip(np.nan_to_num(sqnr, nan=0.0, posinf=150.0, neginf=0.0), -20, 150)
     bottom.bar(x, shown, color=np.where(np.isfinite(sqnr) & (sqnr < 150), "tab:green", "0.7"))
-    bottom.set_ylabel("SQNR (dB, higher is better)")
+    broken = ~np.isfinite(sqnr) & (sqnr < 0)
+    if broken.any():
+        bottom.scatter(x[broken], np.zeros(broken.sum()), marker="X", s=70, color="tab:red", zorder=5,
+                       clip_on=False, label="NaN/Inf (no SQNR)")
+        bottom.legend(loc="upper right", fontsize=8)
+    bottom.set_ylabel("SQNR (dB, higher is better;\ngrey = identical to FP32)")
     bottom.grid(True, axis="y", alpha=0.3)
     labels = [f"{layer or '-'}: {op_type}" for layer, op_type in zip(table["layer"], table["op_type"])]
     bottom.set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
     bottom.set_xlabel("op in program order (Keras layer: MIL op type)")
     if title:
-        top.set_title(title)
+        import textwrap
+
+        top.set_title("\n".join(textwrap.fill(line, 110) for line in title.splitlines()), fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
