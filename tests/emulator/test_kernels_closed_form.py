@@ -332,6 +332,10 @@ def test_nearest_neighbor_resizes_vs_tf():
         np.testing.assert_array_equal(got, np.transpose(want, (0, 3, 1, 2)))
     want = tf.compat.v1.image.resize_nearest_neighbor(nhwc, (8, 18)).numpy()
     np.testing.assert_array_equal(rs.upsample_nearest_neighbor(x, 2, 3), np.transpose(want, (0, 3, 1, 2)))
+    # fractional scales as the TF frontend emits them: (H_out + 1e-4) / H_in
+    want = tf.compat.v1.image.resize_nearest_neighbor(nhwc, (6, 9)).numpy()
+    got = rs.upsample_nearest_neighbor(x, (6 + 1e-4) / 4, (9 + 1e-4) / 6)
+    np.testing.assert_array_equal(got, np.transpose(want, (0, 3, 1, 2)))
     np.testing.assert_array_equal(rs.resize(x, np.array([0, 5], np.int32), 2, sampling_mode="UNALIGN_CORNERS"),
                                   rs.resize_bilinear(x, 4, 5, "UNALIGN_CORNERS"))
 

@@ -68,12 +68,16 @@ def _half_pixel_nearest(size_in, size_out):
 
 @kernel("upsample_nearest_neighbor")
 def upsample_nearest_neighbor(x, scale_factor_height=1, scale_factor_width=1):
-    """Output ``floor(H * scale)``; output row ``i`` reads input row ``floor(i / scale)``."""
-    sh, sw = float(scale_factor_height), float(scale_factor_width)
+    """Output ``floor(H * scale)``; output row ``i`` reads input row ``floor(i * H / H_out)``.
+
+    The scale is recomputed from the output size (as ``upsample_bilinear`` documents), so
+    the TF frontend's ``(H_out + 1e-4) / H`` scale factors map like TF's legacy nearest.
+    """
     h, w = x.shape[-2:]
-    out_h, out_w = int(np.floor(h * sh)), int(np.floor(w * sw))
-    y = _nearest_axis(x, x.ndim - 2, np.floor(np.arange(out_h) / sh))
-    return _nearest_axis(y, x.ndim - 1, np.floor(np.arange(out_w) / sw))
+    out_h = int(np.floor(h * float(scale_factor_height)))
+    out_w = int(np.floor(w * float(scale_factor_width)))
+    y = _nearest_axis(x, x.ndim - 2, (np.arange(out_h) * h) // out_h)
+    return _nearest_axis(y, x.ndim - 1, (np.arange(out_w) * w) // out_w)
 
 
 @kernel("resize_nearest_neighbor")
