@@ -145,8 +145,8 @@ def _split(cfg, x: np.ndarray, y: np.ndarray):
     if float(cfg.test_size) >= 1.0 or len(y) < 2:
         order = np.random.default_rng(cfg.seed).permutation(len(y))
         return x[:0], y[:0], x[order], y[order]
-    counts = np.bincount(y) if len(y) else np.array([])
-    stratify = y if counts[counts > 0].min(initial=0) >= 2 else None
+    counts = np.bincount(y)
+    stratify = y if counts[counts > 0].min() >= 2 else None
     try:
         x_train, x_test, y_train, y_test = train_test_split(
             x, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=stratify
