@@ -361,7 +361,7 @@ def test_fast_float16_rounding_is_bit_exact():
     from precision_sweep.emulator.ops import _fp16
 
     specials = np.array([np.inf, -np.inf, np.nan, 65504, 65519.9, 65520, 1e9, -0.0, 0.0, 2**-25, 3 * 2**-25, 2**-14, -(2**-14) * 0.99], np.float32)
-    for scale in (1.0, 1e-3, 1e-6, 300.0):
+    for scale in (1.0, 1e-3, 1e-5, 1e-6, 300.0):
         x = np.concatenate([(RNG.standard_normal(50000) * scale).astype(np.float32), specials])
         with np.errstate(all="ignore"):
             want = x.astype(np.float16)
