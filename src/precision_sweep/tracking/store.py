@@ -8,6 +8,7 @@ any job starts and jobs pass ``experiment_id`` explicitly.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -49,7 +50,8 @@ def prepare_experiment(uri: str, name: str, artifact_location: str | None) -> st
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     client = client_for(uri)
     try:
-        experiment = client.get_experiment_by_name(name)
+        with _fail_fast():  # MLflow retries an unreachable server for minutes: probe once
+            experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
         location = None
@@ -67,6 +69,22 @@ def prepare_experiment(uri: str, name: str, artifact_location: str | None) -> st
             f"{str(exc).splitlines()[0] if str(exc) else ''}). Check tracking.uri (or "
             "MLFLOW_TRACKING_URI): start the server, fix the path, or use tracking=local."
         ) from exc
+
+
+@contextmanager
+def _fail_fast():
+    """No retries and a short timeout for MLflow HTTP requests inside the block."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {key: os.environ.get(key) for key in keys}
+    os.environ.update({key: os.environ.get(key) or value for key, value in keys.items()})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def sweep_context() -> tuple[str, str, str] | None:
