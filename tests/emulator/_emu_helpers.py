@@ -82,13 +82,20 @@ def keras_reference(model, feeds):
     return [np.asarray(o) for o in out]
 
 
+def _output_order(name):
+    # The TF frontend names the outputs Identity, Identity_1, ..., Identity_10 in TF's order,
+    # and stores them sorted as strings.
+    base, _, suffix = name.partition("_")
+    return (base, int(suffix) if suffix.isdigit() else 0)
+
+
 def emulate(mlmodel, feeds, compute_units="cpu_only"):
-    """Run the emulator; outputs in program order."""
+    """Run the emulator; outputs in the order of the Keras model's outputs."""
     from precision_sweep.emulator import Emulator
 
     emu = Emulator(mlmodel, compute_units=compute_units)
     outs = emu.predict(feeds)
-    return [np.asarray(outs[n]) for n in emu.output_names], emu
+    return [np.asarray(outs[n]) for n in sorted(emu.output_names, key=_output_order)], emu
 
 
 def assert_matches_tf(got, ref, rtol=1e-4, top1=True):

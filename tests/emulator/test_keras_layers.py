@@ -90,14 +90,21 @@ def layer_cases():
         "GRU_unrolled": lambda: _seq((5, 3), L.GRU(4, unroll=True)),
         "SimpleRNN_unrolled": lambda: _seq((5, 3), L.SimpleRNN(4, unroll=True)),
     }
-    for act in [
+    return cases
+
+
+ACTIVATIONS = [
         "relu", "sigmoid", "tanh", "softmax", "softplus", "softsign", "selu", "elu",
         "exponential", "silu", "swish", "hard_sigmoid", "hard_silu", "leaky_relu", "relu6",
         "mish", "log_softmax", "linear",
-    ]:
-        cases[f"activation_{act}"] = (lambda a: lambda: _seq((6,), L.Activation(a)))(act)
-    cases["activation_gelu_approximate"] = lambda: _lambda(lambda x: keras.activations.gelu(x, approximate=True))
-    math_ops = {
+]
+
+
+def math_ops():
+    """tf.math / tf ops, each a function of one (2, 6, 5) float tensor."""
+    import tensorflow as tf
+
+    return {
         "abs": tf.math.abs, "exp": tf.math.exp, "log": lambda x: tf.math.log(tf.abs(x) + 0.1),
         "sqrt": lambda x: tf.math.sqrt(tf.abs(x)), "rsqrt": lambda x: tf.math.rsqrt(tf.abs(x) + 0.1),
         "square": tf.math.square, "sin": tf.math.sin, "cos": tf.math.cos, "tan": tf.math.tan,
@@ -123,12 +130,11 @@ def layer_cases():
         "strided_slice": lambda x: x[:, 1::2, ::-1],
         "pad_reflect": lambda x: tf.pad(x, [[0, 0], [1, 1], [2, 2]], mode="REFLECT"),
     }
-    for name, fn in math_ops.items():
-        cases[f"tf_{name}"] = (lambda f: lambda: _lambda(f))(fn)
-    return cases
 
 
 CASES = layer_cases()
+MATH_NAMES = sorted(math_ops())
+ACTIVATION_NAMES = ACTIVATIONS + ["gelu_approximate"]
 
 
 def _feeds(model, shapes, rng):
@@ -187,3 +193,44 @@ def test_reciprocal_follows_mil_inverse_epsilon():
     x = np.abs(np.random.default_rng(2).standard_normal(shapes[0])).astype(np.float32) + 0.5
     (got,), _ = H.emulate(mlmodel, {"input_0": x})
     np.testing.assert_allclose(got, 1.0 / (x + np.float32(1e-4)), rtol=1e-6)
+
+
+def _grouped(branches, shape):
+    """One multi-output model (one conversion) whose outputs are ``branches`` of one input."""
+    import keras
+
+    inp = keras.Input(shape)
+    model = keras.Model(inp, [keras.layers.Lambda(fn, name=name)(inp) for name, fn in branches])
+    shapes = [(2, *shape)]
+    mlmodel = H.convert(model, shapes)
+    feeds = {"input_0": np.random.default_rng(1).standard_normal(shapes[0]).astype(np.float32)}
+    ref = H.keras_reference(model, feeds)
+    got, _ = H.emulate(mlmodel, feeds)
+    assert len(got) == len(ref) == len(branches)
+    return {name: (g, r) for (name, _), g, r in zip(branches, got, ref)}
+
+
+@pytest.fixture(scope="module")
+def activation_outputs():
+    import keras
+
+    branches = [(a, (lambda a: lambda x: keras.activations.get(a)(x))(a)) for a in ACTIVATIONS]
+    branches.append(("gelu_approximate", lambda x: keras.activations.gelu(x, approximate=True)))
+    return _grouped(branches, (6,))
+
+
+@pytest.fixture(scope="module")
+def math_outputs():
+    return _grouped(sorted(math_ops().items()), (6, 5))
+
+
+@pytest.mark.parametrize("name", ACTIVATION_NAMES)
+def test_activation_matches_tf(name, activation_outputs):
+    got, ref = activation_outputs[name]
+    H.assert_matches_tf(got, ref, top1=False)
+
+
+@pytest.mark.parametrize("name", MATH_NAMES)
+def test_tf_math_op_matches_tf(name, math_outputs):
+    got, ref = math_outputs[name]
+    H.assert_matches_tf(got, ref, top1=False)
