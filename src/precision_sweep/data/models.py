@@ -290,9 +290,9 @@ def _builtin(cfg, dataset, cache_dir: Path) -> LoadedModel:
             "versions": [tf.__version__, keras.__version__],
         }
     )
-    if key in _MEMO:
-        return _MEMO[key]
     path = cache_dir / "models" / f"{cfg.builder}-{key}.keras"
+    if str(path) in _MEMO:  # per cache file: another cache dir gets its own copy
+        return _MEMO[str(path)]
     if path.exists():
         model = keras.models.load_model(path, safe_mode=True)
     else:
@@ -300,7 +300,7 @@ def _builtin(cfg, dataset, cache_dir: Path) -> LoadedModel:
         model = builder(dataset, epochs=cfg.epochs, seed=cfg.seed)
         _atomic_save(model, path)
     loaded = _wrap(cfg, model, path)
-    _MEMO[key] = loaded
+    _MEMO[str(path)] = loaded
     return loaded
 
 
