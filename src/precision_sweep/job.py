@@ -169,7 +169,13 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
         )
 
     runtime = select_runtime(cfg.runtime.name, converted.path, cfg.compute_units.name, probe=dataset.x_test)
-    run.set_tags({"runtime": runtime.name, **({"runtime_note": runtime.note} if runtime.note else {})})
+    run.set_tags(
+        {
+            "runtime": runtime.name,
+            "precision_sweep.stage": "evaluate",  # lets a watcher see what a RUNNING job is doing
+            **({"runtime_note": runtime.note} if runtime.note else {}),
+        }
+    )
     run.log_params({"runtime": runtime.name})
     start = time.perf_counter()
     outputs = run_batches(

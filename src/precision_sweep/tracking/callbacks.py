@@ -40,6 +40,11 @@ class SweepTrackingCallback(Callback):
         self.experiment_id: str | None = None
         self.progress: SweepProgress | None = None
 
+    def __getstate__(self) -> dict:
+        # Launchers pickle the callbacks into every worker; the sweep's state (client, progress
+        # thread) belongs to the launching process only.
+        return {"client": None, "parent_run_id": None, "experiment_id": None, "progress": None}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from precision_sweep.app import report_user_error
         from precision_sweep.errors import UserInputError

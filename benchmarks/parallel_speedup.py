@@ -1,0 +1,49 @@
+"""Wall time of the 12-job digits grid on 1 vs 2 joblib workers, in one run.
+
+Both sweeps use hydra/launcher=parallel (the joblib launcher) with the same warm caches (the
+digits model and baseline are prepared first), each into a fresh store, and the script prints
+the ratio 1-worker time / 2-worker time.
+
+    python benchmarks/parallel_speedup.py
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GRID = ["precision=fp32,fp16,int8", "target=ios15,ios16,ios17,ios18"]
+
+
+def sweep(workdir: Path, cache: Path, args: list[str]) -> float:
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "precision_sweep", "-m", *args, f"paths.cache={cache}",
+         "runtime.progress=false", "progress=false"],
+        cwd=workdir, env=env, capture_output=True, text=True,
+    )
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"sweep failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return seconds
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp, cache = Path(tmp), Path(tmp) / "cache"
+        sweep(tmp / "warm", cache, ["precision=fp32", "target=ios16"])  # train + baseline once
+        one = sweep(tmp / "one", cache, ["hydra/launcher=parallel", "hydra.launcher.n_jobs=1", *GRID])
+        two = sweep(tmp / "two", cache, ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *GRID])
+    print(f"12-job digits grid, joblib 1 worker : {one:6.1f} s")
+    print(f"12-job digits grid, joblib 2 workers: {two:6.1f} s")
+    print(f"speedup (1 worker / 2 workers)      : {one / two:5.2f}x  on {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
