@@ -1,55 +1,12 @@
-"""Shared fixtures: real Hydra compositions, real sweeps in subprocesses, a real MLflow store.
-
-Every test writes under its own ``tmp_path`` (``paths.outputs=<tmp>``); nothing touches the
-repository's ``outputs/``.
+"""Shared fixtures. Every test writes under its own ``tmp_path``; nothing touches the
+repository's ``outputs/``. Helpers live in ``sweep_testing``.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
-SWEEPS = REPO / "sweeps"
-
-
-def run_cli(args: list[str], cwd: Path, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a console command of this package (``precision-sweep``/``precision-pick``) for real."""
-    module = {"precision-sweep": "precision_sweep", "precision-pick": "precision_sweep.pick.cli"}[args[0]]
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    for key in ("PRECISION_SWEEP_TRACKING_URI", "PRECISION_SWEEP_EXPERIMENT_ID", "PRECISION_SWEEP_PARENT_RUN_ID", "MLFLOW_TRACKING_URI"):
-        if env is None or key not in env:
-            full_env.pop(key, None)
-    return subprocess.run(
-        [sys.executable, "-m", module, *args[1:]],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
-
-
-def compose(overrides: list[str] | None = None, config_name: str = "config"):
-    """Compose the real primary config (as a job would see it) with ``overrides``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    import precision_sweep.config  # noqa: F401  (schemas)
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=overrides or [])
-
-
-def mlflow_client(outputs: Path):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow.db'}")
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONF, SWEEPS, compose
+from sweep_testing import CONF, SWEEPS, compose
 
 
 def test_defaults_are_the_documented_ones():

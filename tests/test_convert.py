@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import compose
+from sweep_testing import compose
 
 
 @pytest.fixture(scope="module")

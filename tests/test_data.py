@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from conftest import compose
+from sweep_testing import compose
 
 
 def test_digits_split_is_seeded_and_stratified():

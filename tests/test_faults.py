@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import compose, mlflow_client
+from sweep_testing import compose, mlflow_client
 
 
 def test_fingerprint_ignores_where_and_how_but_not_what():
@@ -68,7 +68,7 @@ def test_job_count_follows_the_sweep_overrides():
     from precision_sweep.tracking.progress import count_jobs
 
     from hydra import compose as hydra_compose, initialize_config_dir
-    from conftest import SWEEPS
+    from sweep_testing import SWEEPS
 
     with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
         cfg = hydra_compose("default", return_hydra_config=True)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import compose, mlflow_client, run_cli
+from sweep_testing import compose, mlflow_client, run_cli
 
 
 def _job_cfg(outputs, cache, *overrides):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mlflow_client, run_cli
+from sweep_testing import mlflow_client, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from sweep_testing import run_cli
 
 
 def _store(outputs, deltas):

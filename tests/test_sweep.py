@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SWEEPS, mlflow_client, run_cli
+from sweep_testing import SWEEPS, mlflow_client, run_cli
 
 METRICS = {
     "accuracy", "baseline_accuracy", "accuracy_delta", "agreement", "max_abs_diff",

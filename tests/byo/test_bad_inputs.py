@@ -24,7 +24,7 @@ from byo_helpers import (
     write_image_folder,
     write_npz,
 )
-from conftest import compose, run_cli
+from sweep_testing import compose, run_cli
 
 
 @pytest.fixture(scope="module")

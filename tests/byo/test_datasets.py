@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from byo_helpers import random_samples, write_image_folder, write_npz
-from conftest import compose
+from sweep_testing import compose
 
 
 def _npz_cfg(path, *overrides):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from byo_helpers import grouped_conv, keras3_gru, random_samples, write_npz
-from conftest import mlflow_client, run_cli
+from sweep_testing import mlflow_client, run_cli
 
 
 def _convert_error(model) -> Exception:

@@ -23,7 +23,7 @@ from byo_helpers import (
     write_image_folder,
     write_npz,
 )
-from conftest import compose, mlflow_client, run_cli
+from sweep_testing import compose, mlflow_client, run_cli
 
 GRID = ["-m", "precision=fp32,fp16", "target=ios16", "runtime=emulator", "runtime.progress=false"]
 

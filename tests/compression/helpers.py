@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import compose
+from sweep_testing import compose
 
 # Valid recipe -> op types its program must hold, per target (None: no compressed weights).
 EXPECTED_OPS = {

@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import compose
+from sweep_testing import compose
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ WORKER = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s", stream=sys.stdout)
     logging.getLogger("coremltools").setLevel(logging.ERROR)
-    from conftest import compose
+    from sweep_testing import compose
     from test_cache import _loaded
     from precision_sweep.convert import convert_variant
     model = _loaded(Path({model!r}))

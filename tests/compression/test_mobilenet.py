@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import compose
+from sweep_testing import compose
 from helpers import EXPECTED_OPS, convert_and_run, mobilenet, valid_cells
 
 pytestmark = pytest.mark.slow

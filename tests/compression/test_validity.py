@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import CONF, SWEEPS, compose, mlflow_client, run_cli
+from sweep_testing import CONF, SWEEPS, compose, mlflow_client, run_cli
 from helpers import RECIPES
 
 TARGETS = ["ios15", "ios16", "ios17", "ios18", "macos12", "macos13", "macos14", "macos15"]

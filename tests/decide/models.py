@@ -17,7 +17,7 @@ from precision_sweep.hashing import hash_arrays
 
 
 def digits_data():
-    from conftest import compose
+    from sweep_testing import compose
     from precision_sweep.data import load_dataset
 
     return load_dataset(compose().dataset)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import compose, mlflow_client
+from sweep_testing import compose, mlflow_client
 from models import digits_data, int8_sensitive_model, overflow_model
 
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import compose, mlflow_client
+from sweep_testing import compose, mlflow_client
 
 
 def _run(outputs, cache, *overrides):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import mlflow_client, run_cli
+from sweep_testing import mlflow_client, run_cli
 
 
 def _store(outputs, runs):
