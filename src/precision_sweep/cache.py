@@ -36,23 +36,18 @@ def load_npy(path: Path) -> np.ndarray | None:
 
 
 @contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block.
+def file_lock(path: Path, timeout: float = 3600) -> Iterator[None]:
+    """Hold an exclusive lock file ``path`` for the block (``filelock``, cross-process).
 
     Guards the compute-then-publish of one cache entry, so that two workers of a parallel
-    launcher do not compute it twice: the second waits, then finds the entry. ``fcntl.flock``
-    is POSIX (Linux and macOS) and is released by the OS if the holder dies.
+    launcher do not compute it twice: the second waits, then finds the entry.
     """
-    import fcntl
+    from filelock import FileLock
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with FileLock(str(path), timeout=timeout):
+        yield
 
 
 def save_bytes_atomic(path: Path, data: bytes) -> None:

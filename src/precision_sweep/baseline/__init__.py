@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from precision_sweep.cache import load_npy, save_npy_atomic
+from precision_sweep.cache import file_lock, load_npy, save_npy_atomic
 from precision_sweep.data.models import LoadedModel, predict_probabilities
-from precision_sweep.locks import entry_lock
 
 
 def baseline_path(cache_dir: Path, model: LoadedModel, dataset_hash: str) -> Path:
@@ -27,7 +26,7 @@ def baseline_outputs(model: LoadedModel, x_test: np.ndarray, dataset_hash: str, 
     cached = load_npy(path)
     if cached is not None and cached.shape[0] == len(x_test):
         return cached
-    with entry_lock(path):
+    with file_lock(path.with_suffix(".lock")):
         cached = load_npy(path)  # another worker may have written it while we waited
         if cached is not None and cached.shape[0] == len(x_test):
             return cached

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from precision_sweep.cache import file_lock
 from precision_sweep.data.validate import check_model_path
 from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_arrays, hash_config
@@ -293,12 +294,13 @@ def _builtin(cfg, dataset, cache_dir: Path) -> LoadedModel:
     path = cache_dir / "models" / f"{cfg.builder}-{key}.keras"
     if str(path) in _MEMO:  # per cache file: another cache dir gets its own copy
         return _MEMO[str(path)]
-    if path.exists():
-        model = keras.models.load_model(path, safe_mode=True)
-    else:
-        log.info("training builtin model %s (first use; cached at %s)", cfg.builder, path)
-        model = builder(dataset, epochs=cfg.epochs, seed=cfg.seed)
-        _atomic_save(model, path)
+    if not path.exists():
+        # One worker trains; the others wait for the lock and then load its file.
+        with file_lock(path.with_suffix(".lock")):
+            if not path.exists():
+                log.info("training builtin model %s (first use; cached at %s)", cfg.builder, path)
+                _atomic_save(builder(dataset, epochs=cfg.epochs, seed=cfg.seed), path)
+    model = keras.models.load_model(path, safe_mode=True)
     loaded = _wrap(cfg, model, path)
     _MEMO[str(path)] = loaded
     return loaded
