@@ -411,3 +411,12 @@ def test_depthwise_fp16_accumulates_like_im2col():
     np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
     np.testing.assert_allclose(conv_ops.conv(x.astype(np.float32), w.astype(np.float32), groups=5, strides=[2, 1]),
                                conv_ops.conv_reference(x, w, groups=5, strides=[2, 1]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pad_type,ceil_mode", [("valid", False), ("same", False), ("custom", True), ("valid", True)])
+def test_max_pool_tap_reduction_equals_its_plain_twin(pad_type, ceil_mode):
+    from precision_sweep.emulator.ops.pool import max_pool, max_pool_reference
+
+    x = np.random.default_rng(3).standard_normal((2, 3, 11, 9)).astype(np.float32)
+    kwargs = dict(kernel_sizes=[3, 2], strides=[2, 2], pad_type=pad_type, pad=[1, 1, 0, 1], ceil_mode=ceil_mode)
+    np.testing.assert_array_equal(max_pool(x, **kwargs), max_pool_reference(x, **kwargs))
