@@ -9,6 +9,13 @@ stores them by reference (the module-level singleton's name, or the tensor's pri
 shape), so unpickling yields the very same type objects and ``is`` comparisons in coremltools'
 passes hold.
 
+Control flow: a ``while_loop``/``cond`` op keeps the Python functions that built its blocks
+(``_cond``/``_body``, ``_true_fn``/``_false_fn``: closures of the TF frontend, e.g.
+``StatelessWhile.<locals>.cond``), which pickle cannot store. They are used once, to build the
+blocks, and never again; the pickler stores the built blocks and puts a placeholder returning
+``None`` in their place: exactly the dummy functions coremltools' own milproto loader gives
+such ops (``_existing_blocks``). This is logged at INFO.
+
 Safety: unpickling runs code named in the file. These files are written only by precision-sweep
 into its own cache directory (``paths.cache``) and read back only from there; never point
 ``paths.cache`` at a directory others can write. The format is versioned by the cache key
@@ -18,8 +25,12 @@ into its own cache directory (``paths.cache``) and read back only from there; ne
 from __future__ import annotations
 
 import io
+import logging
 import pickle
+import types as pytypes
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _TYPES_MODULE = "coremltools.converters.mil.mil.types"
 
@@ -53,12 +64,34 @@ def _mil_list(elem_type, init_length, dynamic_length):
     return types.list(elem_type, init_length=init_length, dynamic_length=dynamic_length)
 
 
+def _built_block_placeholder(*args, **kwargs) -> None:
+    """Stands for a block-building closure once the blocks are built (see the module doc)."""
+    return None
+
+
+def _block_builder_placeholder():
+    return _built_block_placeholder
+
+
+def _is_block_builder(obj: Any) -> bool:
+    # A closure defined inside the MIL frontends or op definitions: the loop/branch builders.
+    return (
+        isinstance(obj, pytypes.FunctionType)
+        and "<locals>" in obj.__qualname__
+        and (obj.__module__ or "").startswith("coremltools.converters.mil")
+    )
+
+
 class _ProgramPickler(pickle.Pickler):
     def __init__(self, file):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._scalars = _scalar_names()
+        self.placeholders: set[str] = set()
 
     def reducer_override(self, obj: Any):
+        if _is_block_builder(obj):
+            self.placeholders.add(obj.__qualname__)
+            return _block_builder_placeholder, ()
         if not (isinstance(obj, type) and obj.__module__.startswith(_TYPES_MODULE)):
             return NotImplemented
         from coremltools.converters.mil.mil import types
@@ -74,7 +107,14 @@ class _ProgramPickler(pickle.Pickler):
 
 def dumps_program(program) -> bytes:
     buffer = io.BytesIO()
-    _ProgramPickler(buffer).dump(program)
+    pickler = _ProgramPickler(buffer)
+    pickler.dump(program)
+    if pickler.placeholders:
+        log.info(
+            "program cache: stored the nested blocks of control-flow ops without the closures "
+            "that built them (%s); they are not needed once the blocks exist",
+            ", ".join(sorted(pickler.placeholders)),
+        )
     return buffer.getvalue()
 
 
