@@ -6,16 +6,23 @@ Dtype rules (the same under every profile):
 * every op's result is cast to the dtype its output declares, so fp16 tensors are stored as
   ``float16`` (overflow becomes +-inf, tiny values flush exactly as float16 rounding does);
 * how fp16 ops compute in between is the compute-unit profile's business (:mod:`.numerics`).
+
+Nested blocks (``while_loop``/``cond``) run through :func:`run_block`, the same loop over the
+block's steps on a scope that sees the enclosing values; the same dtype rules hold there (block
+inputs are cast to their declared dtypes, every op output to its own). A list value
+(:class:`~precision_sweep.emulator.ops.control_flow.TensorList`) is cast element-wise.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections import ChainMap
+from typing import Any, Mapping
 
 import numpy as np
 
 from precision_sweep.emulator.numerics import ACCUMULATING_OPS, Profile
-from precision_sweep.emulator.program import Plan, Step
+from precision_sweep.emulator.ops.control_flow import TensorList
+from precision_sweep.emulator.program import Block, Plan, Step
 
 FLOAT16 = np.dtype(np.float16)
 
@@ -28,7 +35,15 @@ def _upcast(value: Any) -> Any:
     return value
 
 
+def _cast(value: Any, dtype: np.dtype) -> Any:
+    if isinstance(value, TensorList):
+        return value.astype(dtype)
+    return np.asarray(value).astype(dtype, copy=False)
+
+
 def _wants_upcast(step: Step, profile: Profile | None) -> bool:
+    if step.blocks:
+        return False  # control flow computes nothing itself; its block ops decide
     if profile is None:
         return True
     if step.op_type in ACCUMULATING_OPS:
@@ -36,11 +51,36 @@ def _wants_upcast(step: Step, profile: Profile | None) -> bool:
     return profile.upcast_elementwise
 
 
+def run_block(block: Block, env: Mapping[str, Any], profile: Profile | None, *values: Any) -> tuple:
+    """Run a nested block on ``values`` (its inputs, in order) and return its outputs.
+
+    The block's own values live in a fresh scope chained to ``env``, so its ops see the
+    enclosing block's values and nothing it computes leaks out.
+    """
+    if len(values) != len(block.inputs):
+        raise RuntimeError(f"block takes {len(block.inputs)} inputs, got {len(values)}")
+    scope: ChainMap = ChainMap({}, env)
+    for (name, dtype), value in zip(block.inputs, values):
+        scope[name] = _cast(value, dtype)
+    for step in block.steps:
+        run_step(step, scope, profile)
+    return tuple(scope[name] for name in block.outputs)
+
+
+def _block_callable(block: Block, env: Mapping[str, Any], profile: Profile | None):
+    def call(*values: Any) -> tuple:
+        return run_block(block, env, profile, *values)
+
+    return call
+
+
 def run_step(step: Step, env: dict[str, Any], profile: Profile | None) -> None:
     """Execute one step, reading its inputs from ``env`` and writing its outputs there."""
     kwargs = dict(step.const_kwargs)
     for arg, names in step.var_kwargs.items():
         kwargs[arg] = [env[n] for n in names] if isinstance(names, list) else env[names]
+    for arg, block in step.blocks.items():
+        kwargs[arg] = _block_callable(block, env, profile)
     if any(dtype == FLOAT16 for _, dtype in step.outputs) and _wants_upcast(step, profile):
         kwargs = {k: _upcast(v) for k, v in kwargs.items()}
     try:
@@ -55,7 +95,7 @@ def run_step(step: Step, env: dict[str, Any], profile: Profile | None) -> None:
         )
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         for (name, dtype), value in zip(step.outputs, results):
-            env[name] = np.asarray(value).astype(dtype, copy=False)
+            env[name] = _cast(value, dtype)
 
 
 def execute(

@@ -8,6 +8,12 @@ Compilation resolves every op to its registered kernel (refusing unknown ops up 
 before any data runs), turns constant inputs into numpy values once, and folds ops whose
 inputs are all constant (the ``constexpr_*`` weight decompression ops in particular), so that
 prediction is a plain loop over the remaining steps.
+
+Ops with nested blocks (``while_loop``, ``cond``) stay one step of that loop: each of their
+blocks is compiled the same way into a :class:`Block` sub-plan kept on the step, and the
+executor hands the kernel one callable per block under the spec's argument name
+(``_cond``/``_body``, ``_true_fn``/``_false_fn``). Block ops read outer variables by name, so
+MIL's lexical scoping is kept as it is; such steps are never folded.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ class UnsupportedOpError(NotImplementedError):
     """The program contains a MIL op type that has no emulator kernel."""
 
 
+# The spec's argument name of each nested block of a control-flow op, in ``op.blocks`` order.
+BLOCK_ARGUMENTS = {"while_loop": ("_cond", "_body"), "cond": ("_true_fn", "_false_fn")}
+
+
 @dataclass
 class Step:
     """One MIL operation, ready to execute."""
@@ -37,6 +47,17 @@ class Step:
     # argument name -> variable name, or list of variable names for tuple inputs (concat).
     var_kwargs: dict[str, str | list[str]]
     outputs: list[tuple[str, np.dtype]]
+    # spec argument name -> compiled nested block (control-flow ops only).
+    blocks: dict[str, "Block"] = field(default_factory=dict)
+
+
+@dataclass
+class Block:
+    """A compiled nested block: named inputs (bound per call), ordered steps, outputs."""
+
+    inputs: list[tuple[str, np.dtype]]
+    steps: list[Step]
+    outputs: list[str]
 
 
 @dataclass
@@ -57,6 +78,15 @@ def numpy_dtype(mil_dtype) -> np.dtype:
     from coremltools.converters.mil.mil import types
 
     return np.dtype(types.nptype_from_builtin(mil_dtype))
+
+
+def var_dtype(var) -> np.dtype:
+    """The numpy dtype of a variable; a list variable (``List[...]``) gives its elements'."""
+    from coremltools.converters.mil.mil.var import ListVar
+
+    if isinstance(var, ListVar):
+        return numpy_dtype(var.elem_type.get_primitive())
+    return numpy_dtype(var.dtype)
 
 
 def load_program(source) -> tuple[Any, int | None]:
@@ -98,49 +128,82 @@ def compile_plan(program, function_name: str = "main") -> Plan:
     from precision_sweep.emulator import ops  # noqa: F401  (registers the kernels)
 
     function = program.functions[function_name]
-    _refuse_unsupported(function.operations)
+    _refuse_unsupported(list(_walk(function.operations)))
     plan = Plan(
-        inputs={
-            name: (tuple(var.shape), numpy_dtype(var.dtype))
-            for name, var in function.inputs.items()
-        },
+        inputs={name: (tuple(var.shape), var_dtype(var)) for name, var in function.inputs.items()},
         outputs=[var.name for var in function.outputs],
     )
-    for op in function.operations:
+    plan.steps = _compile_operations(function.operations, plan)
+    return plan
+
+
+def _walk(operations):
+    """Every op of ``operations`` and, depth first, of their nested blocks."""
+    for op in operations:
+        yield op
+        for block in op.blocks:
+            yield from _walk(block.operations)
+
+
+def _compile_operations(operations, plan: Plan) -> list[Step]:
+    """Steps of one block; constants (folded ones too) go to ``plan.constants``.
+
+    MIL variable names are unique across a function's blocks, so one constant table serves
+    the top level and every nested block.
+    """
+    from precision_sweep.emulator.executor import run_step
+
+    steps: list[Step] = []
+    for op in operations:
         if op.op_type == "const":
             plan.constants[op.outputs[0].name] = _const_value(op.outputs[0])
             plan.producers[op.outputs[0].name] = ("const", op.name)
             continue
+        block_args = BLOCK_ARGUMENTS.get(op.op_type, ()) if op.blocks else ()
         const_kwargs: dict[str, Any] = {}
         var_kwargs: dict[str, str | list[str]] = {}
         for arg, value in op.inputs.items():
+            if arg.startswith("_") and op.blocks:
+                continue  # _cond/_body/_existing_blocks: the blocks themselves stand for them
             if isinstance(value, (list, tuple)):
                 var_kwargs[arg] = [v.name for v in value]
             elif value.name in plan.constants:
                 const_kwargs[arg] = plan.constants[value.name]
             else:
                 var_kwargs[arg] = value.name
+        if op.blocks and len(block_args) != len(op.blocks):
+            raise UnsupportedOpError(
+                f"MIL op {op.op_type!r} (op {op.name!r}) has {len(op.blocks)} nested blocks; the "
+                "emulator only knows the blocks of " + ", ".join(sorted(BLOCK_ARGUMENTS)) + "."
+            )
         step = Step(
             op_type=op.op_type,
             name=op.name,
             fn=KERNELS[op.op_type],
             const_kwargs=const_kwargs,
             var_kwargs=var_kwargs,
-            outputs=[(out.name, numpy_dtype(out.dtype)) for out in op.outputs],
+            outputs=[(out.name, var_dtype(out)) for out in op.outputs],
+            blocks={
+                arg: Block(
+                    inputs=[(v.name, var_dtype(v)) for v in block.inputs],
+                    steps=_compile_operations(block.operations, plan),
+                    outputs=[v.name for v in block.outputs],
+                )
+                for arg, block in zip(block_args, op.blocks)
+            },
         )
         for out_name, _ in step.outputs:
             plan.producers[out_name] = (op.op_type, op.name)
-        if _all_constant(var_kwargs, plan.constants):
-            # Weight decompression and other constant subgraphs run once, at load time.
+        if not step.blocks and _all_constant(var_kwargs, plan.constants):
+            # Weight decompression and other constant subgraphs run once, at load time. Never
+            # a control-flow op: its blocks may read non-constant outer variables.
             env = dict(plan.constants)
-            from precision_sweep.emulator.executor import run_step
-
             run_step(step, env, profile=None)
             for out_name, _ in step.outputs:
                 plan.constants[out_name] = env[out_name]
             continue
-        plan.steps.append(step)
-    return plan
+        steps.append(step)
+    return steps
 
 
 def _all_constant(var_kwargs, constants) -> bool:

@@ -6,6 +6,7 @@ Importing this package registers every kernel in :data:`precision_sweep.emulator
 from precision_sweep.emulator.ops import (  # noqa: F401
     activation,
     constexpr_ops,
+    control_flow,
     conv,
     elementwise_binary,
     elementwise_unary,
