@@ -108,12 +108,6 @@ def test_tf_keras_gru_on_sequences(tmp_path):
         tmp_path, "model=tf_keras", f"model.path={tmp_path / 'gru.h5'}", "dataset=npz",
         f"dataset.path={data}", "dataset.test_size=1.0",
     )
-    errors = " ".join(r.data.tags.get("error_message", "") for r in children)
-    if "while_loop" in errors or "pickle" in errors:
-        # The GRU converts (see test_tf_keras_gru_converts_where_keras3_does_not), but its program
-        # is a while_loop over TensorLists: the emulator has no kernels for those ops yet and the
-        # frontend program cache cannot pickle loop bodies.
-        pytest.xfail(f"tf_keras GRU program cannot be executed on this platform yet: {errors[:300]}")
     _assert_measured(children, result, n_samples=20)
 
 

@@ -60,8 +60,15 @@ class Emulator:
         return list(self.plan.outputs)
 
     def op_types(self) -> set[str]:
-        """Op types executed at prediction time (folded constant ops excluded)."""
-        return {step.op_type for step in self.plan.steps}
+        """Op types executed at prediction time, nested blocks included (folded constant ops excluded)."""
+
+        def walk(steps):
+            for step in steps:
+                yield step.op_type
+                for block in step.blocks.values():
+                    yield from walk(block.steps)
+
+        return set(walk(self.plan.steps))
 
     def predict(self, feeds: dict[str, np.ndarray], capture: bool = False):
         """Run the program on a batch.

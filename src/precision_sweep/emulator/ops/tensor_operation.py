@@ -13,7 +13,11 @@ def _ints(values):
 
 @kernel("concat")
 def concat(values, axis, interleave=False):
+    """Join ``values`` along ``axis``; 0-D values (all of them, ranks must agree) give a 1-D
+    tensor of one element each, as the spec's type and value inference do."""
     axis = int(axis)
+    if all(np.ndim(v) == 0 for v in values):
+        return np.stack(values, axis=0)
     if not interleave:
         return np.concatenate(values, axis=axis)
     stacked = np.stack(values, axis=axis + 1 if axis >= 0 else axis)
