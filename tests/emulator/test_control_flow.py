@@ -237,3 +237,30 @@ def test_concat_of_scalars_is_a_vector():
     got = concat([np.int32(7), np.array(6, np.int32)], axis=0)
     np.testing.assert_array_equal(got, np.array([7, 6], np.int32))
     assert concat([np.float32(1.5)], axis=-1).shape == (1,)
+
+
+@pytest.mark.parametrize("layer", ["GRU", "LSTM", "SimpleRNN"])
+def test_keras3_unrolled_rnn_with_flexible_batch_matches_tf(layer):
+    # A flexible batch keeps shape(x)[0] a runtime value: the zero initial state is built by
+    # concat of 0-D values (..._zeros_packed), which the emulator must stack per the spec.
+    import coremltools as ct
+    import keras
+    import tensorflow as tf
+
+    quiet()
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((STEPS, FEATURES))
+    x = getattr(keras.layers, layer)(6, unroll=True)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax")(x))
+    fn = tf.function(lambda a: model(a, training=False)).get_concrete_function(
+        tf.TensorSpec((None, STEPS, FEATURES), tf.float32, name="input_0")
+    )
+    batch = ct.RangeDim(lower_bound=1, upper_bound=8, default=1)
+    mlmodel = ct.convert(
+        [fn], source="tensorflow", convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
+        compute_precision=ct.precision.FLOAT32,
+        inputs=[ct.TensorType(name="input_0", shape=(batch, STEPS, FEATURES))],
+    )
+    x = np.random.default_rng(2).normal(size=(BATCH, STEPS, FEATURES)).astype(np.float32)
+    (got,), emu = emulate(mlmodel, {"input_0": x})
+    assert_matches_tf(got, np.asarray(model(x, training=False)))
