@@ -46,8 +46,14 @@ def test_tf_keras_gru_fp16_stays_close_and_lists_keep_their_declared_dtype():
     ref = np.asarray(model(x, training=False))
     got = np.asarray(next(iter(outputs.values())), dtype=np.float32)
     assert np.max(np.abs(got - ref)) < 5e-3
+    assert all(isinstance(v, np.ndarray) for _, v in intermediates.values())  # tensors only
+    from precision_sweep.emulator.executor import run_step
+
+    env = {**emu.plan.constants, "input_0": x}
+    for step in emu.plan.steps:
+        run_step(step, env, emu.profile)
     declared = {name: dtype for step in emu.plan.steps for name, dtype in step.outputs}
-    lists = {n: v for n, (_, v) in intermediates.items() if isinstance(v, cf.TensorList)}
+    lists = {n: v for n, v in env.items() if isinstance(v, cf.TensorList) and n in declared}
     assert lists
     for name, ls in lists.items():
         assert ls.dtype == declared[name]

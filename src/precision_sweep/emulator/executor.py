@@ -106,8 +106,9 @@ def execute(
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, np.ndarray]]]:
     """Run the plan on ``feeds``.
 
-    Returns the program outputs and, if ``capture``, every intermediate value keyed by MIL
-    variable name as ``(op type, value)``.
+    Returns the program outputs and, if ``capture``, every top-level intermediate tensor keyed
+    by MIL variable name as ``(op type, value)`` (list values and values inside nested blocks
+    are not captured).
     """
     env: dict[str, Any] = dict(plan.constants)
     for name, (_, dtype) in plan.inputs.items():
@@ -118,5 +119,8 @@ def execute(
             run_step(step, env, profile)
             if capture:
                 for name, _ in step.outputs:
-                    intermediates[name] = (step.op_type, env[name])
+                    # Tensors only: a list value is not an array for calibration or drift to
+                    # compare, and a loop's tensors are captured as the loop's outputs.
+                    if not isinstance(env[name], TensorList):
+                        intermediates[name] = (step.op_type, env[name])
     return {name: env[name] for name in plan.outputs}, intermediates
