@@ -270,3 +270,31 @@ def test_keras3_unrolled_rnn_with_flexible_batch_matches_tf(layer):
     x = np.random.default_rng(2).normal(size=(BATCH, STEPS, FEATURES)).astype(np.float32)
     (got,), emu = emulate(mlmodel, {"input_0": x})
     assert_matches_tf(got, np.asarray(model(x, training=False)))
+
+
+def test_frontend_cache_pickles_a_while_loop_program_that_converts_identically():
+    # program_store replaces the frontend's block-building closures by placeholders.
+    import copy
+
+    import coremltools as ct
+    import tensorflow as tf
+
+    from precision_sweep.convert.program_store import dumps_program, loads_program
+
+    quiet()
+    model = _tf_keras_rnn("GRU")
+    fn = tf.function(lambda a: model(a, training=False)).get_concrete_function(
+        tf.TensorSpec((None, STEPS, FEATURES), tf.float32, name="x")
+    )
+    program = ct.convert(
+        [fn], source="tensorflow", convert_to="milinternal", minimum_deployment_target=ct.target.iOS17,
+        inputs=[ct.TensorType(name="x", shape=(ct.RangeDim(1, 8, 1), STEPS, FEATURES))],
+        pass_pipeline=ct.PassPipeline.EMPTY,
+    )
+    restored = loads_program(dumps_program(program))
+    specs = [
+        ct.convert(copy.deepcopy(p), convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
+                   minimum_deployment_target=ct.target.iOS17, skip_model_load=True).get_spec()
+        for p in (program, restored)
+    ]
+    assert specs[0].mlProgram == specs[1].mlProgram
