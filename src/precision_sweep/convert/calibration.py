@@ -11,10 +11,13 @@ quantize/dequantize insertion is coremltools' own passes, in the same order and 
 spec version as ``linear_quantize_activations``, so the program is the one coremltools builds
 on a Mac from the same statistics.
 
-One deliberate difference: coremltools 9.0's ``ModelDebugger.record_intermediate_output``
+Two deliberate differences: coremltools 9.0's ``ModelDebugger.record_intermediate_output``
 overwrites the range with each sample's before comparing, so on a Mac the ranges are those of
 the *last* calibration sample. We take the min/max over the whole calibration split, which is
-what its docstring describes.
+what its docstring describes. And a tensor whose values all lie within +-``MIN_RANGE`` (dead or
+vanishing activations, common in untrained networks) gets the range +-``MIN_RANGE``: with a
+smaller one the int8 scale rounds to 0 in fp16 and coremltools' ``quantize`` op refuses the
+model ("scale cannot be 0"). Any such tensor quantizes to (almost) all zeros either way.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+
+# Smallest activation range kept: its int8 scale (range / 255 at worst) is 2**-23, twice the
+# smallest fp16 subnormal, so it survives the cast to fp16.
+MIN_RANGE = 255 * 2.0**-23
 
 # Dtypes Core ML can return as model outputs (ModelDebugger skips the others, e.g. bool).
 _RECORDED_DTYPES = (np.float16, np.float32, np.float64, np.int32)
@@ -72,6 +79,9 @@ def activation_stats(mlmodel, samples: np.ndarray, batch_size: int = 32) -> dict
                 continue
             _update(stats, name, value)
     _adjust_concat_surrounding_activation_stats(_concat_groups(mlmodel), stats)
+    for entry in stats.values():
+        if max(abs(entry["rmin"]), abs(entry["rmax"])) < MIN_RANGE:
+            entry["rmin"], entry["rmax"] = min(entry["rmin"], -MIN_RANGE), max(entry["rmax"], MIN_RANGE)
     return stats
 
 
