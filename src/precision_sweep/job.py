@@ -143,8 +143,9 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
 
     cache_dir = Path(cfg.paths.cache)
     dataset, model = load_inputs(cfg.model, cfg.dataset, cache_dir)
-    run.log_params({"dataset_hash": dataset.content_hash, "model_hash": model.content_hash})
-    run.log_params({**dataset.run_params, **model.run_params})
+    run.log_params(
+        {"dataset_hash": dataset.content_hash, "model_hash": model.content_hash, **dataset.run_params, **model.run_params}
+    )
     _resume_or_claim(cfg, run, model.content_hash, dataset.content_hash)
     baseline = baseline_outputs(model, dataset.x_test, dataset.content_hash, cache_dir)
 

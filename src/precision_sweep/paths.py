@@ -13,6 +13,3 @@ def config_dir() -> Path:
         return Path(override).resolve()
     return Path(__file__).resolve().parents[2] / "conf"
 
-
-def sweeps_dir() -> Path:
-    return config_dir().parent / "sweeps"

@@ -13,7 +13,6 @@ unless the config opts out with ``model.safe_mode=false``, which the run records
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import numpy as np
 from precision_sweep.cache import file_lock
 from precision_sweep.data.validate import check_model_path
 from precision_sweep.errors import UserInputError
-from precision_sweep.hashing import hash_arrays, hash_config
+from precision_sweep.hashing import hash_arrays, hash_config, hash_path
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +60,6 @@ class LoadedModel:
 
 def _content_hash(model) -> str:
     return hash_arrays(model.get_weights(), extra=model.to_json())
-
-
-def _hash_path(path: Path, extra: Any) -> str:
-    """Hash of a model file or directory's bytes plus the config choices that change the model."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        with open(file, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
 
 
 def _atomic_save(model, path: Path) -> None:
@@ -317,7 +303,7 @@ def _keras(cfg, path: Path) -> LoadedModel:
     if not isinstance(model, keras.Model):
         raise UserInputError(f"model.path={path} loaded as {type(model).__name__}, not a Keras model.")
     loaded = _wrap(cfg, model, path)
-    loaded.content_hash = _hash_path(path, ["keras", loaded.output_name, list(loaded.input_shape)])
+    loaded.content_hash = hash_path(path, ["keras", loaded.output_name, list(loaded.input_shape)])
     if lambdas:
         loaded.run_params["model_lambda_layers"] = ",".join(lambdas)
     return loaded
@@ -368,7 +354,7 @@ def _saved_model(cfg, path: Path) -> LoadedModel:
         input_name=input_name,
         input_shape=shape,
         outputs_are=cfg.outputs_are,
-        content_hash=_hash_path(path, ["saved_model", cfg.signature, names[index], list(shape)]),
+        content_hash=hash_path(path, ["saved_model", cfg.signature, names[index], list(shape)]),
         path=path,
         input_dtype=dtype,
         n_outputs=_n_outputs(out_shape, names[index], where),
@@ -413,7 +399,7 @@ def _tf_keras(cfg, path: Path) -> LoadedModel:
         input_name=input_name,
         input_shape=shape,
         outputs_are=cfg.outputs_are,
-        content_hash=_hash_path(path, ["tf_keras", names[index], list(shape)]),
+        content_hash=hash_path(path, ["tf_keras", names[index], list(shape)]),
         path=path,
         input_dtype=dtype,
         n_outputs=_n_outputs(model.outputs[0].shape, names[index], where),
