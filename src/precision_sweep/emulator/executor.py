@@ -21,15 +21,18 @@ from typing import Any, Mapping
 import numpy as np
 
 from precision_sweep.emulator.numerics import ACCUMULATING_OPS, Profile
+from precision_sweep.emulator.ops._compiled import float16_to_float32, float32_to_float16
+from precision_sweep.emulator.ops._threads import single_threaded_blas
 from precision_sweep.emulator.ops.control_flow import TensorList
 from precision_sweep.emulator.program import Block, Plan, Step
 
 FLOAT16 = np.dtype(np.float16)
+FLOAT32 = np.dtype(np.float32)
 
 
 def _upcast(value: Any) -> Any:
     if isinstance(value, np.ndarray) and value.dtype == FLOAT16:
-        return value.astype(np.float32)
+        return float16_to_float32(value)
     if isinstance(value, list):
         return [_upcast(v) for v in value]
     return value
@@ -38,7 +41,10 @@ def _upcast(value: Any) -> Any:
 def _cast(value: Any, dtype: np.dtype) -> Any:
     if isinstance(value, TensorList):
         return value.astype(dtype)
-    return np.asarray(value).astype(dtype, copy=False)
+    value = np.asarray(value)
+    if dtype == FLOAT16 and value.dtype == FLOAT32:
+        return float32_to_float16(value)  # numpy's cast, bit for bit, without its slow path
+    return value.astype(dtype, copy=False)
 
 
 def _wants_upcast(step: Step, profile: Profile | None) -> bool:
@@ -108,16 +114,19 @@ def execute(
 
     Returns the program outputs and, if ``capture``, every top-level intermediate tensor keyed
     by MIL variable name as ``(op type, value)`` (list values and values inside nested blocks
-    are not captured).
+    are not captured). Without ``capture``, each value is dropped after its last reader.
     """
     env: dict[str, Any] = dict(plan.constants)
     for name, (_, dtype) in plan.inputs.items():
         env[name] = np.asarray(feeds[name]).astype(dtype, copy=False)
     intermediates: dict[str, tuple[str, np.ndarray]] = {}
-    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        for step in plan.steps:
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"), single_threaded_blas():
+        for step, released in zip(plan.steps, plan.releases):
             run_step(step, env, profile)
-            if capture:
+            if not capture:
+                for name in released:
+                    del env[name]
+            else:
                 for name, _ in step.outputs:
                     # Tensors only: a list value is not an array for calibration or drift to
                     # compare, and a loop's tensors are captured as the loop's outputs.

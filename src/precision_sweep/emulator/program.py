@@ -71,6 +71,8 @@ class Plan:
     # variable name -> (op type, op name) of every op the plan knows, folded ones included.
     producers: dict[str, tuple[str, str]] = field(default_factory=dict)
     spec_version: int | None = None
+    # Per top-level step, the values no later step reads (freed after it unless capturing).
+    releases: list[list[str]] = field(default_factory=list)
 
 
 def numpy_dtype(mil_dtype) -> np.dtype:
@@ -134,7 +136,39 @@ def compile_plan(program, function_name: str = "main") -> Plan:
         outputs=[var.name for var in function.outputs],
     )
     plan.steps = _compile_operations(function.operations, plan)
+    plan.releases = _releases(plan)
     return plan
+
+
+def _names_read(step: Step):
+    """Every variable ``step`` reads, its nested blocks' reads included."""
+    for names in step.var_kwargs.values():
+        yield from names if isinstance(names, list) else [names]
+    for block in step.blocks.values():
+        for inner in block.steps:
+            yield from _names_read(inner)
+        yield from block.outputs
+
+
+def _releases(plan: Plan) -> list[list[str]]:
+    """For each top-level step, the values whose last reader it is (or that nothing reads).
+
+    Freeing them as the run goes keeps the peak memory near the largest live set instead of
+    the sum of every tensor, and lets the allocator reuse warm buffers.
+    """
+    keep = set(plan.outputs) | set(plan.constants)
+    last_use: dict[str, int] = {name: -1 for name in plan.inputs}
+    for index, step in enumerate(plan.steps):
+        for name, _ in step.outputs:
+            last_use.setdefault(name, index)
+        for name in _names_read(step):
+            if name in last_use:
+                last_use[name] = index
+    releases: list[list[str]] = [[] for _ in plan.steps]
+    for name, index in last_use.items():
+        if name not in keep and index >= 0:
+            releases[index].append(name)
+    return releases
 
 
 def _walk(operations):

@@ -153,6 +153,6 @@ def _share_cores_between_workers(config: DictConfig) -> None:
     cores = os.cpu_count() or 1
     workers = cores if int(n_jobs) < 0 else max(1, int(n_jobs))
     share = str(max(1, cores // workers))
-    for key in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for key in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(key, share)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")

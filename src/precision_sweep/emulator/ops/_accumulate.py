@@ -1,6 +1,6 @@
 """Sums and contractions whose accumulation precision follows the operand dtype.
 
-float32 operands accumulate in float32 (BLAS). float16 operands accumulate in float16, the
+float32 operands accumulate in float32 (BLAS, split across threads by :mod:`._threads`). float16 operands accumulate in float16, the
 way an fp16 multiply-accumulate array does: the reduced axis is cut into short blocks, each
 block's products are summed exactly enough (fp32) and rounded to fp16, and the running total
 is kept in fp16, rounding after every block.
@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from precision_sweep.emulator.ops._fp16 import round_float16_in_float32, round_to_float16
+from precision_sweep.emulator.ops import _threads
+from precision_sweep.emulator.ops._compiled import (
+    float16_to_float32,
+    round_float16_in_float32,
+)
+from precision_sweep.emulator.ops._compiled import float32_to_float16 as round_to_float16
 
 FP16_BLOCK = 8
 
@@ -23,12 +28,12 @@ FP16_BLOCK = 8
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` with dtype-driven accumulation (see module docstring)."""
     if a.dtype != np.float16 and b.dtype != np.float16:
-        return np.matmul(a, b)
+        return _threads.matmul(a, b)
     k = a.shape[-1]
     nblocks = -(-k // FP16_BLOCK)
     pad = nblocks * FP16_BLOCK - k
-    a32 = a.astype(np.float32)
-    b32 = b.astype(np.float32)
+    a32 = float16_to_float32(a) if a.dtype == np.float16 else a.astype(np.float32)
+    b32 = float16_to_float32(b) if b.dtype == np.float16 else b.astype(np.float32)
     if pad:  # zero products add exactly nothing
         a32 = np.concatenate([a32, np.zeros(a32.shape[:-1] + (pad,), np.float32)], axis=-1)
         b32 = np.concatenate([b32, np.zeros(b32.shape[:-2] + (pad, b32.shape[-1]), np.float32)], axis=-2)
@@ -49,7 +54,7 @@ def reduce_sum(x: np.ndarray, axes, keepdims: bool) -> np.ndarray:
     axes = tuple(range(x.ndim)) if axes is None else tuple(a % x.ndim for a in np.atleast_1d(axes))
     keep = [a for a in range(x.ndim) if a not in axes]
     moved = np.transpose(x, keep + list(axes))
-    flat = moved.reshape(moved.shape[: len(keep)] + (-1,)).astype(np.float32)
+    flat = float16_to_float32(moved.reshape(moved.shape[: len(keep)] + (-1,)))
     total = np.zeros(flat.shape[:-1], dtype=np.float32)
     for start in range(0, flat.shape[-1], FP16_BLOCK):
         part = round_float16_in_float32(flat[..., start : start + FP16_BLOCK].sum(axis=-1))

@@ -13,7 +13,8 @@ import itertools
 import numpy as np
 
 from precision_sweep.emulator.ops import _accumulate
-from precision_sweep.emulator.ops._fp16 import round_float16_in_float32, round_to_float16
+from precision_sweep.emulator.ops._compiled import depthwise_conv2d, round_float16_in_float32
+from precision_sweep.emulator.ops._compiled import float32_to_float16 as round_to_float16
 from precision_sweep.emulator.ops._spatial import pad_amounts, windows
 from precision_sweep.emulator.registry import kernel
 
@@ -104,7 +105,8 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     """N-d convolution, channels first. BLAS-backed, no per-pixel Python loops.
 
     * 1x1 stride-1 convs are a batched matmul on the input as it is;
-    * depthwise convs (``groups == C_in``) are per-tap multiply-adds;
+    * depthwise convs (``groups == C_in``) are per-tap multiply-adds, compiled for 2-D fp32
+      (:func:`~precision_sweep.emulator.ops._compiled.depthwise_conv2d`);
     * everything else is im2col (one strided copy per kernel tap) + batched matmul per group,
       whose result is already channels-first.
     """
@@ -113,11 +115,18 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     if x.dtype != np.float16:
         x = x.astype(np.float32, copy=False)
     weight = weight.astype(x.dtype, copy=False)
+    c_out = weight.shape[0]
+    if nd == 2 and groups == x.shape[1] > 1 and x.dtype == np.float32:
+        # fp32 depthwise: the compiled twin of _depthwise (same sums, padding read in place)
+        pads = pad_amounts(pad_type, x.shape[2:], weight.shape[2:], strides, dilations, pad)
+        y = depthwise_conv2d(x, weight, strides, dilations, pads)
+        if bias is not None:
+            y += bias.reshape((c_out, 1, 1)).astype(np.float32, copy=False)
+        return y
     xp = _padded(x, weight, strides, pad_type, pad, dilations)
     kernel_shape = tuple(weight.shape[2:])
     out_shape = _out_shape(xp, kernel_shape, strides, dilations)
     n, c = xp.shape[:2]
-    c_out = weight.shape[0]
     cg, og = c // groups, c_out // groups
     if groups == c and groups > 1:
         y = _depthwise(xp, weight, strides, dilations, out_shape)

@@ -1,0 +1,176 @@
+"""Compiled (numba) twins of the emulator's hottest numpy paths.
+
+Each function here computes exactly what a plain numpy function elsewhere computes, bit for
+bit, and is tested against it (``tests/emulator/test_compiled.py``):
+
+* :func:`float32_to_float16` is ``x.astype(np.float16)``. It follows numpy's own conversion
+  (``npy_floatbits_to_halfbits``: round to nearest even, overflow to inf, NaN payload kept),
+  but runs on all cores and has no slow path for fp16 subnormals, where numpy's cast costs
+  tens of ns per element;
+* :func:`float16_to_float32` is ``x.astype(np.float32)`` (a 65,536-entry table that numpy
+  itself filled);
+* :func:`depthwise_conv2d` is the 2-D depthwise convolution of ``conv.conv_reference`` with
+  fp32 accumulation, taps summed in the same row-major order as the numpy per-tap path. Each
+  (image, channel) plane is padded in a small per-task buffer, so no padded copy of the whole
+  tensor is made.
+
+Kernels are compiled on first use and cached on disk (numba ``cache=True``), so a new
+process pays the compile time once per machine, not once per job.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+_HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+# Below this many elements a plain numpy call is cheaper than entering a parallel kernel.
+PARALLEL_MIN_SIZE = 1 << 14
+
+
+@njit(cache=True, inline="always")
+def _half_bits(f):
+    """numpy's ``npy_floatbits_to_halfbits`` for one float32 bit pattern (uint32)."""
+    h_sgn = np.uint16((f & np.uint32(0x80000000)) >> np.uint32(16))
+    f_exp = f & np.uint32(0x7F800000)
+    if f_exp >= np.uint32(0x47800000):
+        if f_exp == np.uint32(0x7F800000):
+            f_sig = f & np.uint32(0x007FFFFF)
+            if f_sig != 0:
+                ret = np.uint16(np.uint32(0x7C00) + (f_sig >> np.uint32(13)))
+                if ret == np.uint16(0x7C00):
+                    ret = np.uint16(ret + np.uint16(1))
+                return np.uint16(h_sgn + ret)
+        return np.uint16(h_sgn + np.uint16(0x7C00))
+    if f_exp <= np.uint32(0x38000000):
+        if f_exp < np.uint32(0x33000000):
+            return h_sgn
+        e = f_exp >> np.uint32(23)
+        f_sig = np.uint32(0x00800000) + (f & np.uint32(0x007FFFFF))
+        f_sig = f_sig >> (np.uint32(113) - e)
+        if ((f_sig & np.uint32(0x3FFF)) != np.uint32(0x1000)) or ((f & np.uint32(0x7FF)) != 0):
+            f_sig = f_sig + np.uint32(0x1000)
+        return np.uint16(h_sgn + np.uint16(f_sig >> np.uint32(13)))
+    h_exp = np.uint16((f_exp - np.uint32(0x38000000)) >> np.uint32(13))
+    f_sig = f & np.uint32(0x007FFFFF)
+    if (f_sig & np.uint32(0x3FFF)) != np.uint32(0x1000):
+        f_sig = f_sig + np.uint32(0x1000)
+    h_sig = np.uint16(np.uint16(f_sig >> np.uint32(13)) + h_exp)
+    return np.uint16(h_sgn + h_sig)
+
+
+@njit(cache=True, parallel=True)
+def _to_half_bits(bits, out):
+    for i in prange(bits.size):
+        out[i] = _half_bits(bits[i])
+
+
+@njit(cache=True, parallel=True)
+def _round_in_float32(bits, table, out):
+    for i in prange(bits.size):
+        out[i] = table[_half_bits(bits[i])]
+
+
+@njit(cache=True, parallel=True)
+def _from_half_bits(bits, table, out):
+    for i in prange(bits.size):
+        out[i] = table[bits[i]]
+
+
+def float32_to_float16(x: np.ndarray) -> np.ndarray:
+    """``x.astype(np.float16)`` for a float32 array, same bits (see module docstring)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.size < PARALLEL_MIN_SIZE:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return x.astype(np.float16)
+    bits = np.ascontiguousarray(x).reshape(-1).view(np.uint32)
+    out = np.empty(x.size, dtype=np.uint16)
+    _to_half_bits(bits, out)
+    return out.view(np.float16).reshape(x.shape)
+
+
+def float16_to_float32(x: np.ndarray) -> np.ndarray:
+    """``x.astype(np.float32)`` for a float16 array (exact)."""
+    x = np.asarray(x, dtype=np.float16)
+    if x.size < PARALLEL_MIN_SIZE:
+        return x.astype(np.float32)
+    bits = np.ascontiguousarray(x).reshape(-1).view(np.uint16)
+    out = np.empty(x.size, dtype=np.float32)
+    _from_half_bits(bits, _HALF_TO_FLOAT, out)
+    return out.reshape(x.shape)
+
+
+def round_float16_in_float32(x: np.ndarray) -> np.ndarray:
+    """``x.astype(np.float16).astype(np.float32)`` for a float32 array, in one pass."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.size < PARALLEL_MIN_SIZE:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return x.astype(np.float16).astype(np.float32)
+    bits = np.ascontiguousarray(x).reshape(-1).view(np.uint32)
+    out = np.empty(x.size, dtype=np.float32)
+    _round_in_float32(bits, _HALF_TO_FLOAT, out)
+    return out.reshape(x.shape)
+
+
+@njit(cache=True, parallel=True)
+def _depthwise2d(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp):
+    """One (image, channel) plane per task: copy it into a zero-padded flat buffer, then each
+    tap is one contiguous multiply-add of the buffer shifted by the tap's offset, over every
+    column of the rows the outputs read; the output positions are picked out at the end."""
+    n, c_in, h, wd = x.shape
+    c_out, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    span = ((oh - 1) * sh + 1) * wp
+    size = hp * wp + (kw - 1) * dw  # slack: the last tap's shift runs past the grid's end
+    for task in prange(n * c_out):
+        i = task // c_out
+        co = task % c_out
+        plane = x[i, co // mult]
+        grid = np.zeros(size, dtype=np.float32)
+        for y in range(h):
+            dst = grid[(y + pt) * wp + pl : (y + pt) * wp + pl + wd]
+            src = plane[y]
+            for j in range(wd):
+                dst[j] = src[j]
+        acc = np.zeros(span, dtype=np.float32)
+        for ky in range(kh):
+            for kx in range(kw):
+                weight = w[co, ky, kx]
+                shifted = grid[ky * dh * wp + kx * dw : ky * dh * wp + kx * dw + span]
+                for j in range(span):
+                    acc[j] += shifted[j] * weight
+        for oy in range(oh):
+            row = out[i, co, oy]
+            picked = acc[oy * sh * wp : oy * sh * wp + (ow - 1) * sw + 1]
+            if sw == 1:
+                for ox in range(ow):
+                    row[ox] = picked[ox]
+            else:
+                for ox in range(ow):
+                    row[ox] = picked[ox * sw]
+
+
+def depthwise_conv2d(x, weight, strides, dilations, pads) -> np.ndarray:
+    """Depthwise 2-D conv of float32 ``x`` (N, C, H, W); ``weight`` (C*mult, 1, KH, KW).
+
+    ``pads`` is ``[(top, bottom), (left, right)]``; padded positions read as zero. Returns
+    float32 (N, C*mult, OH, OW) without bias.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    w = np.ascontiguousarray(weight.reshape(weight.shape[0], *weight.shape[2:]), dtype=np.float32)
+    (pt, pb), (pl, pr) = pads
+    (sh, sw), (dh, dw) = strides, dilations
+    kh, kw = w.shape[1:]
+    hp, wp = x.shape[2] + pt + pb, x.shape[3] + pl + pr
+    oh = (hp - ((kh - 1) * dh + 1)) // sh + 1
+    ow = (wp - ((kw - 1) * dw + 1)) // sw + 1
+    out = np.empty((x.shape[0], w.shape[0], oh, ow), dtype=np.float32)
+    _depthwise2d(x, w, out, w.shape[0] // x.shape[1], sh, sw, dh, dw, pt, pl, hp, wp)
+    return out
+
+
+def threads() -> int:
+    """Threads numba's parallel kernels use (``NUMBA_NUM_THREADS``, default: all cores)."""
+    return numba.get_num_threads()

@@ -1,0 +1,96 @@
+"""One pool of threads for the emulator's parallel work: BLAS calls and the compiled kernels.
+
+OpenBLAS's worker threads spin for a while after every call, waiting for the next one. The
+compiled kernels (:mod:`._compiled`) run on numba's own threads, and on a machine with few
+cores the two pools fight over them: a depthwise conv run just after a 1x1 conv took three
+times as long as the same conv run alone. So while a program runs (:func:`single_threaded_blas`),
+OpenBLAS gets one thread and :func:`matmul` splits large products into row or batch chunks,
+each one a plain single-threaded ``np.matmul`` into its slice of the output, on a small thread
+pool whose idle threads sleep. That is how OpenBLAS's own threads share a product too (by
+blocks of rows and columns); each output element is still one BLAS dot product over the whole
+reduced axis in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+# Below this many multiply-adds a product is not worth splitting.
+SPLIT_MIN_WORK = 1 << 21
+
+
+def workers() -> int:
+    """Threads for parallel work: numba's count, which follows ``NUMBA_NUM_THREADS``."""
+    import numba
+
+    return max(1, min(numba.get_num_threads(), os.cpu_count() or 1))
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="precision-sweep-emulator")
+
+
+@functools.lru_cache(maxsize=1)
+def _controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Limit BLAS to one thread inside the block (parallelism comes from :func:`matmul`)."""
+    with _controller().limit(limits=1, user_api="blas"):
+        yield
+
+
+def _chunks(length: int, parts: int) -> list[slice]:
+    bounds = np.linspace(0, length, parts + 1).astype(int)
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.matmul(a, b)`` for float operands, split across the pool when it is large.
+
+    Splits along the leading batch axis of the result when there is one, else along the rows
+    of ``a``; operands are broadcast as ``np.matmul`` does.
+    """
+    parts = workers()
+    if a.ndim < 2 or b.ndim < 2 or parts == 1:
+        return np.matmul(a, b)
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    work = int(np.prod(shape, dtype=np.int64)) * a.shape[-1]
+    if work < SPLIT_MIN_WORK:
+        return np.matmul(a, b)
+    out = np.empty(shape, dtype=np.result_type(a, b))
+    if len(shape) > 2 and shape[0] >= parts:
+        a_full = np.broadcast_to(a, shape[:-2] + a.shape[-2:]) if a.ndim == len(shape) else a
+        b_full = np.broadcast_to(b, shape[:-2] + b.shape[-2:]) if b.ndim == len(shape) else b
+
+        def run(part: slice) -> None:
+            a_part = a_full[part] if a_full.ndim == len(shape) else a_full
+            b_part = b_full[part] if b_full.ndim == len(shape) else b_full
+            np.matmul(a_part, b_part, out=out[part])
+
+        pieces = _chunks(shape[0], parts)
+    elif shape[-2] >= parts:
+
+        def run(part: slice) -> None:
+            np.matmul(a[..., part, :], b, out=out[..., part, :])
+
+        pieces = _chunks(shape[-2], parts)
+    else:
+
+        def run(part: slice) -> None:
+            np.matmul(a, b[..., :, part], out=out[..., :, part])
+
+        pieces = _chunks(shape[-1], parts)
+    for future in [_pool().submit(run, piece) for piece in pieces]:
+        future.result()
+    return out

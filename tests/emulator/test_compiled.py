@@ -1,0 +1,94 @@
+"""The compiled kernels give numpy's own bits (ops/_compiled.py against plain numpy twins)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from precision_sweep.emulator.ops import _compiled
+from precision_sweep.emulator.ops._spatial import pad_amounts
+from precision_sweep.emulator.ops.conv import _depthwise, _out_shape, _padded, conv_reference
+
+# Large enough to take the parallel kernels, not numpy's fallback for small arrays.
+BIG = 2 * _compiled.PARALLEL_MIN_SIZE
+
+
+def _special_float32() -> np.ndarray:
+    """float32 values around every fp16 rounding decision, plus random bit patterns."""
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    exact = halves.astype(np.float32)
+    finite = exact[np.isfinite(exact)]
+    ordered = np.unique(finite)
+    midpoints = (ordered[:-1].astype(np.float64) + ordered[1:]) / 2  # exact ties in float32
+    ties = midpoints.astype(np.float32)
+    around = np.concatenate([np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf))])
+    rng = np.random.default_rng(0)
+    random_bits = rng.integers(0, 1 << 32, size=1 << 20, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    edges = np.array(
+        [65504, 65519.99, 65520, 1e9, np.inf, -np.inf, np.nan, 2.0**-24, 2.0**-25, 2.0**-26, 5.9604645e-08, 0.0, -0.0],
+        dtype=np.float32,
+    )
+    payload_nans = np.array([0x7F800001, 0xFFC00001, 0x7FFFFFFF, 0x7F802000], dtype=np.uint32).view(np.float32)
+    return np.concatenate([exact, ties, around, random_bits, edges, payload_nans])
+
+
+def test_float32_to_float16_gives_numpys_bits():
+    values = _special_float32()
+    assert values.size > BIG
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = values.astype(np.float16).view(np.uint16)
+    got = _compiled.float32_to_float16(values).view(np.uint16)
+    mismatches = np.flatnonzero(got != expected)
+    assert mismatches.size == 0, f"{mismatches.size} differ, e.g. {values[mismatches[:5]]}"
+
+
+def test_round_in_float32_equals_two_numpy_casts():
+    values = _special_float32()
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = values.astype(np.float16).astype(np.float32)
+    got = _compiled.round_float16_in_float32(values)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_float16_to_float32_is_exact_for_every_half():
+    halves = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), 2).view(np.float16)
+    got = _compiled.float16_to_float32(halves)
+    assert np.array_equal(got.view(np.uint32), halves.astype(np.float32).view(np.uint32))
+
+
+def test_casts_keep_shape_and_accept_non_contiguous_input():
+    x = np.random.default_rng(1).normal(size=(32, 64, 40)).astype(np.float32).transpose(2, 0, 1)
+    assert not x.flags.c_contiguous and x.size > BIG
+    assert np.array_equal(_compiled.float32_to_float16(x), x.astype(np.float16))
+    h = x.astype(np.float16)
+    assert h[:, ::2].size > BIG
+    assert np.array_equal(_compiled.float16_to_float32(h[:, ::2]), h[:, ::2].astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, strides, dilations, pad_type, mult",
+    [
+        ((4, 24, 17, 19), (3, 3), (1, 1), (1, 1), "same", 1),
+        ((4, 24, 17, 19), (3, 3), (2, 2), (1, 1), "same", 1),
+        ((3, 16, 20, 20), (5, 5), (2, 1), (1, 1), "valid", 1),
+        ((3, 16, 20, 20), (3, 3), (1, 1), (2, 3), "same", 1),
+        ((2, 8, 15, 15), (3, 2), (1, 2), (1, 1), "custom", 2),
+        ((64, 32, 6, 6), (3, 3), (1, 1), (1, 1), "same", 1),
+        ((64, 32, 3, 3), (3, 3), (2, 2), (1, 1), "same", 1),
+    ],
+)
+def test_depthwise_matches_the_numpy_path_bit_for_bit(shape, kernel, strides, dilations, pad_type, mult):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=shape).astype(np.float32)
+    weight = rng.normal(size=(shape[1] * mult, 1) + kernel).astype(np.float32)
+    pad = [1, 0, 2, 1] if pad_type == "custom" else None
+    xp = _padded(x, weight, list(strides), pad_type, pad, list(dilations))
+    out_shape = _out_shape(xp, kernel, strides, dilations)
+    expected = _depthwise(xp, weight, list(strides), list(dilations), out_shape)
+    pads = pad_amounts(pad_type, shape[2:], kernel, strides, dilations, pad)
+    got = _compiled.depthwise_conv2d(x, weight, strides, dilations, pads)
+    assert got.shape == expected.shape
+    assert np.array_equal(got, expected)
+    if x.size < 5000:  # the direct definition, one output at a time
+        reference = conv_reference(x, weight, None, list(strides), pad_type, pad, list(dilations), groups=shape[1])
+        np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
