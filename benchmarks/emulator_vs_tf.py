@@ -1,30 +1,35 @@
 """Emulator vs TensorFlow inference time and peak memory (MobileNetV2, ResNet50).
 
 For each model (random weights, 96x96 input, batch 32) this converts an fp32 and an fp16
-ML program, times TF inference (``model(x, training=False)`` after warm-up, best of a few)
-and the emulator on the fp32 program (``cpu_only``) and on the fp16 program under each
-profile, and prints time ratios emulator/TF. Peak memory is the ``tracemalloc`` peak of
-numpy allocations during the emulator's warm-up prediction (numpy reports its buffers to
-tracemalloc), next to the process RSS high-water mark. The slow fp16-accumulation profile
-(``cpu_and_ne``) is timed once after its warm-up.
+ML program, times TF inference (``model(x, training=False)`` in a ``tf.function``, after
+warm-up, best of a few) and the emulator on the fp32 program (``cpu_only``) and on the fp16
+program under each profile, and prints time ratios emulator/TF.
 
-Timings are wall-clock: on a machine shared with other CPU-heavy processes both TF and the
-(multi-threaded BLAS) emulator slow down, unevenly; compare ratios from a quiet machine.
+Peak memory is measured the same way for both sides: the process's resident-set high-water
+mark is reset (``/proc/self/clear_refs``), one inference runs, and the peak is reported as
+the growth of the high-water mark over the resident set before it. That counts every
+allocation (TF's allocator, numpy buffers, numba and BLAS scratch), not just numpy's.
+
+Timings are wall-clock: on a machine shared with other CPU-heavy processes both sides slow
+down, unevenly; compare ratios from a quiet machine. The BLAS kernel set in use is printed:
+where ``OPENBLAS_CORETYPE`` pins an older kernel set than the CPU supports (set on some
+machines for old OpenBLAS builds), unset it for this command alone to compare with TF's
+oneDNN on equal terms::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/emulator_vs_tf.py
 
 Usage::
 
-    PYTHONPATH=src python benchmarks/emulator_vs_tf.py [--models MobileNetV2 ResNet50]
-        [--batch 32] [--size 96] [--repeats 3]
+    python benchmarks/emulator_vs_tf.py [--models MobileNetV2 ResNet50]
+        [--batch 32] [--size 96] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -49,16 +54,28 @@ def best_time(fn, repeats, warm_up=True):
     return min(times)
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="utf-8") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def peak_mib(fn):
-    tracemalloc.start()
+    """Peak resident memory that one call of ``fn`` adds, in MiB (see module docstring)."""
+    with open("/proc/self/clear_refs", "w", encoding="utf-8") as clear:
+        clear.write("5")  # reset VmHWM to the current VmRSS
+    before = _status_kib("VmRSS")
     fn()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return peak / 2**20
+    return (_status_kib("VmHWM") - before) / 1024
 
 
-def rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def blas_kernels() -> str:
+    from threadpoolctl import threadpool_info
+
+    found = [f"{i['internal_api']} {i.get('architecture')} ({i['num_threads']} threads)" for i in threadpool_info()]
+    return ", ".join(found) or "none found"
 
 
 def main(argv=None):
@@ -66,7 +83,7 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=["MobileNetV2", "ResNet50"])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
     import keras
@@ -75,6 +92,7 @@ def main(argv=None):
     import _emu_helpers as H
     from precision_sweep.emulator import Emulator
 
+    print(f"BLAS: {blas_kernels()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     rows = []
     for name in args.models:
         keras.utils.set_random_seed(0)
@@ -86,30 +104,33 @@ def main(argv=None):
         tensor = tf.constant(x)
         infer = tf.function(lambda t: model(t, training=False))
         t_tf = best_time(lambda: infer(tensor).numpy(), args.repeats)
-        print(f"{name}: TF {t_tf * 1000:.0f} ms  (RSS high-water {rss_mib():.0f} MiB)", flush=True)
+        tf_peak = peak_mib(lambda: infer(tensor).numpy())
+        print(f"{name}: TF {t_tf * 1000:.0f} ms  peak {tf_peak:.0f} MiB", flush=True)
         programs = {p: H.convert(model, [shape], precision=p) for p in ("fp32", "fp16")}
         runs = [("fp32", "cpu_only")] + [("fp16", p) for p in PROFILES]
         for precision, units in runs:
             emu = Emulator(programs[precision], compute_units=units)
             feeds = {emu.input_names[0]: x}
-            peak = peak_mib(lambda: emu.predict(feeds))  # doubles as the warm-up
+            emu.predict(feeds)  # warm-up: compiles or loads the numba kernels
+            peak = peak_mib(lambda: emu.predict(feeds))
             repeats = 1 if units == "cpu_and_ne" else args.repeats
             t_emu = best_time(lambda: emu.predict(feeds), repeats, warm_up=False)
-            ratio = t_emu / t_tf
-            rows.append((name, precision, units, t_emu, ratio, peak))
+            rows.append((name, precision, units, t_emu, t_emu / t_tf, peak, peak / tf_peak))
             print(
                 f"{name}: emulator {precision} {units:<12} {t_emu * 1000:7.0f} ms  "
-                f"ratio {ratio:5.2f}  peak {peak:6.0f} MiB  (RSS high-water {rss_mib():.0f} MiB)",
+                f"ratio {t_emu / t_tf:5.2f}  peak {peak:6.0f} MiB ({peak / tf_peak:.2f}x TF)",
                 flush=True,
             )
-    print("\nmodel         program profile       time_ms  emu/TF  peak_MiB")
-    for name, precision, units, t_emu, ratio, peak in rows:
-        print(f"{name:<13} {precision:<7} {units:<12} {t_emu * 1000:8.0f} {ratio:7.2f} {peak:9.0f}")
-    for name, precision, units, _, ratio, _ in rows:
+    print("\nmodel         program profile       time_ms  emu/TF  peak_MiB  peak/TF")
+    for name, precision, units, t_emu, ratio, peak, peak_ratio in rows:
+        print(f"{name:<13} {precision:<7} {units:<12} {t_emu * 1000:8.0f} {ratio:7.2f} {peak:9.0f} {peak_ratio:8.2f}")
+    for name, precision, units, _, ratio, _, peak_ratio in rows:
         limit = 2.0 if precision == "fp32" else (3.0 if units == "cpu_only" else None)
         if limit is not None:
             status = "ok" if ratio <= limit else "ABOVE TARGET"
-            print(f"target {name} {precision} {units}: {ratio:.2f} <= {limit} {status}")
+            print(f"target {name} {precision} {units}: time {ratio:.2f} <= {limit} {status}")
+        status = "ok" if peak_ratio <= 2.0 else "ABOVE TARGET"
+        print(f"target {name} {precision} {units}: peak memory {peak_ratio:.2f} <= 2.0 x TF {status}")
 
 
 if __name__ == "__main__":

@@ -92,3 +92,62 @@ def test_depthwise_matches_the_numpy_path_bit_for_bit(shape, kernel, strides, di
     if x.size < 5000:  # the direct definition, one output at a time
         reference = conv_reference(x, weight, None, list(strides), pad_type, pad, list(dilations), groups=shape[1])
         np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("lo, hi", [(0, 6), (0, np.inf), (-1.5, 2.0**-20), (-np.inf, 65504), (-0.0, 0.0)])
+@pytest.mark.parametrize("ties_to_bounds", [True, False])
+def test_clip_float16_gives_the_rounded_float32_result_on_every_half(lo, hi, ties_to_bounds):
+    halves = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), 2).view(np.float16)
+    wide = halves.astype(np.float32)
+    if ties_to_bounds:
+        expected = np.minimum(np.maximum(wide, np.float32(lo)), np.float32(hi))
+    else:
+        expected = np.clip(wide, np.float32(lo), np.float32(hi))
+    got = _compiled.clip_float16(halves, lo, hi, ties_to_bounds)
+    assert got.dtype == np.float16
+    assert np.array_equal(got.view(np.uint16), expected.astype(np.float16).view(np.uint16))
+
+
+def test_value_exact_ops_give_the_same_bits_as_computing_in_fp32():
+    """The executor hands these ops float16 as is; rounding their fp32 result agrees."""
+    from precision_sweep.emulator.ops.activation import relu, relu6
+    from precision_sweep.emulator.ops.elementwise_unary import clip
+    from precision_sweep.emulator.ops.tensor_operation import concat, pad
+
+    halves = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), 2).view(np.float16).reshape(8, 4, -1)
+    wide = halves.astype(np.float32)
+    cases = [
+        (relu(halves), relu(wide)),
+        (relu6(halves), relu6(wide)),
+        (clip(halves, np.float16(-2), np.float16(3.5)), clip(wide, np.float32(-2), np.float32(3.5))),
+        (pad(halves, np.array([1, 2, 0, 3])), pad(wide, np.array([1, 2, 0, 3]))),
+        (concat([halves, halves[:, :1]], axis=1), concat([wide, wide[:, :1]], axis=1)),
+    ]
+    for native, computed in cases:
+        assert native.dtype == np.float16
+        assert np.array_equal(native.view(np.uint16), computed.astype(np.float16).view(np.uint16))
+
+
+def test_add_float16_rounds_the_float32_sum_once():
+    rng = np.random.default_rng(3)
+    halves = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), 2).view(np.float16)
+    others = rng.permutation(halves)
+    got = _compiled.add_float16(halves, others)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = (halves.astype(np.float32) + others.astype(np.float32)).astype(np.float16)
+        numpy_half = halves + others
+    assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))
+    finite = np.isfinite(numpy_half)
+    assert np.array_equal(got[finite].view(np.uint16), numpy_half[finite].view(np.uint16))
+
+
+def test_add_kernel_takes_float16_with_and_without_broadcasting():
+    from precision_sweep.emulator.ops.elementwise_binary import add
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4, 8, 6)).astype(np.float16)
+    bias = rng.normal(size=(8, 1)).astype(np.float16)
+    with np.errstate(over="ignore"):
+        assert np.array_equal(add(x, x), (x.astype(np.float32) * 2).astype(np.float16))
+        broadcast = add(x, bias)
+    assert np.array_equal(broadcast.astype(np.float16), (x.astype(np.float32) + bias.astype(np.float32)).astype(np.float16))

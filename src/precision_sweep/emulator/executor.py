@@ -20,7 +20,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from precision_sweep.emulator.numerics import ACCUMULATING_OPS, Profile
+from precision_sweep.emulator.numerics import (
+    ACCUMULATING_OPS,
+    SINGLE_ROUNDING_OPS,
+    VALUE_EXACT_OPS,
+    Profile,
+)
 from precision_sweep.emulator.ops._compiled import float16_to_float32, float32_to_float16
 from precision_sweep.emulator.ops._threads import single_threaded_blas
 from precision_sweep.emulator.ops.control_flow import TensorList
@@ -50,6 +55,8 @@ def _cast(value: Any, dtype: np.dtype) -> Any:
 def _wants_upcast(step: Step, profile: Profile | None) -> bool:
     if step.blocks:
         return False  # control flow computes nothing itself; its block ops decide
+    if step.op_type in VALUE_EXACT_OPS or step.op_type in SINGLE_ROUNDING_OPS:
+        return False  # the same bits either way (see numerics)
     if profile is None:
         return True
     if step.op_type in ACCUMULATING_OPS:

@@ -14,6 +14,13 @@ bit-exact copies of any device:
     kept in float16), which is how a Neural Engine style fp16 MAC array loses precision.
 
 fp32 ops are computed in fp32 under every profile.
+
+Ops that only move or select values (:data:`VALUE_EXACT_OPS`: reshapes, slices, concat, pad,
+relu, relu6, clip, ...) take their fp16 inputs as they are under every profile: each output
+element is an input element or an fp16 constant, so computing them in fp32 and rounding would
+give the same bits, at the cost of two casts. ``add`` (:data:`SINGLE_ROUNDING_OPS`) takes
+them as they are too: its kernel rounds the float32 sum to float16 once, which is what both
+computing in fp32 and float16 arithmetic give.
 """
 
 from __future__ import annotations
@@ -45,6 +52,41 @@ ACCUMULATING_OPS = frozenset(
         "scaled_dot_product_attention",
     }
 )
+
+
+# Op types whose every output element is one of the input elements or a constant of the
+# program's dtype: float16 in, the same float16 bits out, whatever the profile.
+VALUE_EXACT_OPS = frozenset(
+    {
+        "reshape",
+        "reshape_like",
+        "transpose",
+        "squeeze",
+        "expand_dims",
+        "slice_by_index",
+        "slice_by_size",
+        "depth_to_space",
+        "space_to_depth",
+        "pixel_shuffle",
+        "pixel_unshuffle",
+        "flatten2d",
+        "reverse",
+        "concat",
+        "stack",
+        "split",
+        "tile",
+        "pad",
+        "identity",
+        "relu",
+        "relu6",
+        "clip",
+    }
+)
+
+
+# Op types whose kernel, given float16 operands, returns the float32 result rounded once to
+# float16 (or the float32 result, which the executor rounds): the same bits as upcasting.
+SINGLE_ROUNDING_OPS = frozenset({"add"})
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from precision_sweep.emulator.ops._compiled import clip_float16
 from precision_sweep.emulator.registry import kernel
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -22,11 +23,15 @@ def _erf_array(x: np.ndarray) -> np.ndarray:
 
 @kernel("relu")
 def relu(x):
+    if x.dtype == np.float16:
+        return clip_float16(x, 0, np.inf, ties_to_bounds=True)
     return np.maximum(x, 0)
 
 
 @kernel("relu6")
 def relu6(x):
+    if x.dtype == np.float16:
+        return clip_float16(x, 0, 6, ties_to_bounds=False)
     return np.clip(x, 0, 6)
 
 

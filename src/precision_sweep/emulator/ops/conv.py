@@ -9,6 +9,7 @@ against.
 from __future__ import annotations
 
 import itertools
+import threading
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from precision_sweep.emulator.ops._compiled import depthwise_conv2d, round_float
 from precision_sweep.emulator.ops._compiled import float32_to_float16 as round_to_float16
 from precision_sweep.emulator.ops._spatial import pad_amounts, windows
 from precision_sweep.emulator.registry import kernel
+
+
+# Output positions per image up to which a conv's products are folded across the batch.
+FOLD_MAX_POSITIONS = 16
 
 
 def _defaults(x, weight, strides, dilations):
@@ -90,11 +95,30 @@ def _depthwise(xp, weight, strides, dilations, out_shape):
     return y
 
 
+_scratch = threading.local()
+
+
+def _scratch_array(shape, dtype) -> np.ndarray:
+    """A reusable buffer for im2col columns, which live only until their matmul returns.
+
+    Writing the columns into fresh memory every time costs a page fault per 4 KiB (about as
+    much as the copy itself); this thread's buffer grows to the largest columns seen, once.
+    """
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = _scratch.buffer = np.empty(size, dtype=np.uint8)
+    return buffer[:size].view(dtype).reshape(shape)
+
+
 def _columns(xp, kernel_shape, strides, dilations, out_shape, groups):
-    """im2col in channels-first order: (N, G, cg*K, prod(out)), row index ci*K + tap."""
+    """im2col in channels-first order: (N, G, cg*K, prod(out)), row index ci*K + tap.
+
+    The result is a view of this thread's scratch buffer: valid until the next call.
+    """
     n, c = xp.shape[:2]
     taps = _taps(kernel_shape)
-    cols = np.empty((n, c, len(taps)) + out_shape, dtype=xp.dtype)
+    cols = _scratch_array((n, c, len(taps)) + out_shape, xp.dtype)
     for i, tap in enumerate(taps):
         cols[:, :, i] = _tap_view(xp, tap, out_shape, strides, dilations)
     return cols.reshape(n, groups, (c // groups) * len(taps), -1)
@@ -104,7 +128,8 @@ def _columns(xp, kernel_shape, strides, dilations, out_shape, groups):
 def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
     """N-d convolution, channels first. BLAS-backed, no per-pixel Python loops.
 
-    * 1x1 stride-1 convs are a batched matmul on the input as it is;
+    * 1x1 stride-1 convs are a batched matmul on the input as it is (one matmul over the whole
+      batch when an image has at most ``FOLD_MAX_POSITIONS`` output positions);
     * depthwise convs (``groups == C_in``) are per-tap multiply-adds, compiled for 2-D fp32
       (:func:`~precision_sweep.emulator.ops._compiled.depthwise_conv2d`);
     * everything else is im2col (one strided copy per kernel tap) + batched matmul per group,
@@ -136,7 +161,14 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
         else:
             cols = _columns(xp, kernel_shape, strides, dilations, out_shape, groups)
         w = weight.reshape(groups, og, -1)
-        if groups == 1:
+        positions = int(np.prod(out_shape))
+        if groups == 1 and positions <= FOLD_MAX_POSITIONS:
+            # Few output positions per image: one product over the whole batch's columns
+            # instead of N thin ones (2x faster on ResNet50's 3x3 stage).
+            folded = np.ascontiguousarray(cols[:, 0].transpose(1, 0, 2)).reshape(cols.shape[2], -1)
+            y = _accumulate.matmul(w[0], folded).reshape(c_out, n, positions).transpose(1, 0, 2)
+            y = np.ascontiguousarray(y)
+        elif groups == 1:
             y = _accumulate.matmul(w[0], cols[:, 0])  # (N, C_out, prod(out))
         else:
             y = _accumulate.matmul(w, cols)  # (N, G, og, prod(out))

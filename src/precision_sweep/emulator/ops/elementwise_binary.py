@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from precision_sweep.emulator.ops._compiled import add_float16, float16_to_float32
 from precision_sweep.emulator.registry import kernel
 
 
@@ -24,7 +25,6 @@ def _mod(x, y):
 
 
 _BINARY = {
-    "add": np.add,
     "sub": np.subtract,
     "mul": np.multiply,
     "real_div": _real_div,
@@ -55,3 +55,15 @@ def _make(fn):
 
 for _op_type, _fn in _BINARY.items():
     kernel(_op_type)(_make(_fn))
+
+
+@kernel("add")
+def add(x, y):
+    """``x + y``. float16 operands come as they are under every profile (numerics
+    ``SINGLE_ROUNDING_OPS``): the result is their float32 sum, rounded to float16."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype == np.float16 and y.dtype == np.float16:
+        if x.shape == y.shape:
+            return add_float16(x, y)
+        return np.add(float16_to_float32(x), float16_to_float32(y))  # the executor rounds it
+    return np.add(x, y)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from precision_sweep.emulator.ops.activation import _erf_array
+from precision_sweep.emulator.ops._compiled import clip_float16
 from precision_sweep.emulator.registry import kernel
 
 
@@ -45,6 +46,8 @@ for _op_type, _fn in {
 
 @kernel("clip")
 def clip(x, alpha, beta):
+    if x.dtype == np.float16 and np.ndim(alpha) == 0 and np.ndim(beta) == 0:
+        return clip_float16(x, alpha, beta, ties_to_bounds=True)
     return np.minimum(np.maximum(x, alpha), beta)
 
 
