@@ -5,10 +5,13 @@ ML program, times TF inference (``model(x, training=False)`` in a ``tf.function`
 warm-up, best of a few) and the emulator on the fp32 program (``cpu_only``) and on the fp16
 program under each profile, and prints time ratios emulator/TF.
 
-Peak memory is measured the same way for both sides: the process's resident-set high-water
-mark is reset (``/proc/self/clear_refs``), one inference runs, and the peak is reported as
-the growth of the high-water mark over the resident set before it. That counts every
-allocation (TF's allocator, numpy buffers, numba and BLAS scratch), not just numpy's.
+Peak memory is measured the same way for both sides, as the memory it takes to load the model
+and run it: freed heap memory is returned to the system (``malloc_trim``), the process's
+resident-set high-water mark is reset (``/proc/self/clear_refs``), then the side loads its
+model (TF: builds the Keras model and traces the inference function; emulator: loads the
+program) and runs a warm-up and one more inference. The peak is the growth of the high-water
+mark over the resident set before. It counts every allocation (TF's allocator and weights,
+numpy buffers, numba and BLAS scratch), not just numpy's.
 
 Timings are wall-clock: on a machine shared with other CPU-heavy processes both sides slow
 down, unevenly; compare ratios from a quiet machine. The BLAS kernel set in use is printed:
@@ -27,6 +30,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import sys
 import time
@@ -63,12 +68,14 @@ def _status_kib(field: str) -> int:
 
 
 def peak_mib(fn):
-    """Peak resident memory that one call of ``fn`` adds, in MiB (see module docstring)."""
+    """``(fn(), peak resident memory that fn adds in MiB)`` (see module docstring)."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     with open("/proc/self/clear_refs", "w", encoding="utf-8") as clear:
         clear.write("5")  # reset VmHWM to the current VmRSS
     before = _status_kib("VmRSS")
-    fn()
-    return (_status_kib("VmHWM") - before) / 1024
+    result = fn()
+    return result, (_status_kib("VmHWM") - before) / 1024
 
 
 def blas_kernels() -> str:
@@ -95,24 +102,34 @@ def main(argv=None):
     print(f"BLAS: {blas_kernels()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     rows = []
     for name in args.models:
-        keras.utils.set_random_seed(0)
-        model = getattr(keras.applications, name)(
-            weights=None, input_shape=(args.size, args.size, 3), classes=1000
-        )
         shape = (args.batch, args.size, args.size, 3)
         x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
         tensor = tf.constant(x)
-        infer = tf.function(lambda t: model(t, training=False))
+
+        def load_and_run_tf():
+            keras.utils.set_random_seed(0)
+            model = getattr(keras.applications, name)(
+                weights=None, input_shape=(args.size, args.size, 3), classes=1000
+            )
+            infer = tf.function(lambda t: model(t, training=False))
+            infer(tensor).numpy()
+            infer(tensor).numpy()
+            return model, infer
+
+        (model, infer), tf_peak = peak_mib(load_and_run_tf)
         t_tf = best_time(lambda: infer(tensor).numpy(), args.repeats)
-        tf_peak = peak_mib(lambda: infer(tensor).numpy())
         print(f"{name}: TF {t_tf * 1000:.0f} ms  peak {tf_peak:.0f} MiB", flush=True)
         programs = {p: H.convert(model, [shape], precision=p) for p in ("fp32", "fp16")}
         runs = [("fp32", "cpu_only")] + [("fp16", p) for p in PROFILES]
         for precision, units in runs:
-            emu = Emulator(programs[precision], compute_units=units)
-            feeds = {emu.input_names[0]: x}
-            emu.predict(feeds)  # warm-up: compiles or loads the numba kernels
-            peak = peak_mib(lambda: emu.predict(feeds))
+            def load_and_run_emulator():
+                emu = Emulator(programs[precision], compute_units=units)
+                feeds = {emu.input_names[0]: x}
+                emu.predict(feeds)  # warm-up: compiles or loads the numba kernels
+                emu.predict(feeds)
+                return emu, feeds
+
+            (emu, feeds), peak = peak_mib(load_and_run_emulator)
             repeats = 1 if units == "cpu_and_ne" else args.repeats
             t_emu = best_time(lambda: emu.predict(feeds), repeats, warm_up=False)
             rows.append((name, precision, units, t_emu, t_emu / t_tf, peak, peak / tf_peak))
