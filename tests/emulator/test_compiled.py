@@ -151,3 +151,24 @@ def test_add_kernel_takes_float16_with_and_without_broadcasting():
         assert np.array_equal(add(x, x), (x.astype(np.float32) * 2).astype(np.float16))
         broadcast = add(x, bias)
     assert np.array_equal(broadcast.astype(np.float16), (x.astype(np.float32) + bias.astype(np.float32)).astype(np.float16))
+
+
+@pytest.mark.parametrize("lo, hi", [(0, 6), (0, np.inf), (-0.0, 0.0)])
+@pytest.mark.parametrize("ties_to_bounds", [True, False])
+def test_clip_float32_gives_numpys_bits(lo, hi, ties_to_bounds):
+    values = _special_float32()
+    got = _compiled.clip_float32(values, lo, hi, ties_to_bounds)
+    if ties_to_bounds:
+        expected = np.minimum(np.maximum(values, np.float32(lo)), np.float32(hi))
+    else:
+        expected = np.clip(values, np.float32(lo), np.float32(hi))
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_add_channel_bias_equals_numpys_broadcast_add():
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=(8, 24, 17, 19)).astype(np.float32)
+    bias = rng.normal(size=24).astype(np.float32)
+    expected = y + bias.reshape(24, 1, 1)
+    _compiled.add_channel_bias(y, bias)
+    assert y.size > BIG and np.array_equal(y, expected)

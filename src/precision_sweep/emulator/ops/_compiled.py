@@ -12,6 +12,8 @@ bit, and is tested against it (``tests/emulator/test_compiled.py``):
 * :func:`clip_float16` is relu, relu6 and clip on a float16 array: the bits that computing
   them in float32 and rounding gives (numpy's float16 min/max run in software, and keep -0
   where its float32 ones give +0);
+* :func:`clip_float32` is the same for float32 (numpy's runs on one core);
+* :func:`add_channel_bias` is a conv's ``y += bias`` on all cores;
 * :func:`add_float16` is the float32 sum of two float16 arrays rounded to float16, in two
   compiled passes instead of three casts and an add;
 * :func:`depthwise_conv2d` is the 2-D depthwise convolution of ``conv.conv_reference`` with
@@ -150,6 +152,52 @@ def clip_float16(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> n
     hi_bits = np.array([hi16]).view(np.uint16)[0]
     _clip_half(bits, _HALF_TO_FLOAT, np.float32(lo16), np.float32(hi16), lo_bits, hi_bits, ties_to_bounds, out)
     return out.view(np.float16).reshape(x.shape)
+
+
+@njit(cache=True, parallel=True)
+def _clip_single(x, lo, hi, ties_to_bounds, out):
+    for i in prange(x.size):
+        value = x[i]
+        if value < lo or (ties_to_bounds and value == lo):
+            value = lo
+        if value > hi or (ties_to_bounds and value == hi):
+            value = hi
+        out[i] = value
+
+
+def clip_float32(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> np.ndarray:
+    """:func:`clip_float16` for a float32 ``x``: the same bits as numpy, on all cores.
+
+    ``ties_to_bounds`` as there: ``np.minimum(np.maximum(x, lo), hi)`` (True) or ``np.clip``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.size < PARALLEL_MIN_SIZE:
+        if ties_to_bounds:
+            return np.minimum(np.maximum(x, np.float32(lo)), np.float32(hi))
+        return np.clip(x, np.float32(lo), np.float32(hi))
+    out = np.empty(x.size, dtype=np.float32)
+    _clip_single(np.ascontiguousarray(x).reshape(-1), np.float32(lo), np.float32(hi), ties_to_bounds, out)
+    return out.reshape(x.shape)
+
+
+@njit(cache=True, parallel=True)
+def _add_channel_bias(planes, bias):
+    n_c, size = planes.shape
+    channels = bias.size
+    for plane in prange(n_c):
+        value = bias[plane % channels]
+        row = planes[plane]
+        for j in range(size):
+            row[j] += value
+
+
+def add_channel_bias(y: np.ndarray, bias: np.ndarray) -> None:
+    """``y += bias.reshape(C, 1, ...)`` in place for a C-contiguous float32 ``y`` (N, C, ...)."""
+    if y.size < PARALLEL_MIN_SIZE or not y.flags.c_contiguous:
+        y += bias.reshape((-1,) + (1,) * (y.ndim - 2)).astype(y.dtype, copy=False)
+        return
+    planes = y.reshape(y.shape[0] * y.shape[1], -1)
+    _add_channel_bias(planes, np.ascontiguousarray(bias, dtype=np.float32).reshape(-1))
 
 
 @njit(cache=True, parallel=True)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from precision_sweep.emulator.ops._compiled import clip_float16
+from precision_sweep.emulator.ops._compiled import clip_float16, clip_float32
 from precision_sweep.emulator.registry import kernel
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -25,6 +25,8 @@ def _erf_array(x: np.ndarray) -> np.ndarray:
 def relu(x):
     if x.dtype == np.float16:
         return clip_float16(x, 0, np.inf, ties_to_bounds=True)
+    if x.dtype == np.float32:
+        return clip_float32(x, 0, np.inf, ties_to_bounds=True)
     return np.maximum(x, 0)
 
 
@@ -32,6 +34,8 @@ def relu(x):
 def relu6(x):
     if x.dtype == np.float16:
         return clip_float16(x, 0, 6, ties_to_bounds=False)
+    if x.dtype == np.float32:
+        return clip_float32(x, 0, 6, ties_to_bounds=False)
     return np.clip(x, 0, 6)
 
 

@@ -14,7 +14,7 @@ import threading
 import numpy as np
 
 from precision_sweep.emulator.ops import _accumulate
-from precision_sweep.emulator.ops._compiled import depthwise_conv2d, round_float16_in_float32
+from precision_sweep.emulator.ops._compiled import add_channel_bias, depthwise_conv2d, round_float16_in_float32
 from precision_sweep.emulator.ops._compiled import float32_to_float16 as round_to_float16
 from precision_sweep.emulator.ops._spatial import pad_amounts, windows
 from precision_sweep.emulator.registry import kernel
@@ -146,7 +146,7 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
         pads = pad_amounts(pad_type, x.shape[2:], weight.shape[2:], strides, dilations, pad)
         y = depthwise_conv2d(x, weight, strides, dilations, pads)
         if bias is not None:
-            y += bias.reshape((c_out, 1, 1)).astype(np.float32, copy=False)
+            add_channel_bias(y, bias)
         return y
     xp = _padded(x, weight, strides, pad_type, pad, dilations)
     kernel_shape = tuple(weight.shape[2:])
@@ -174,8 +174,10 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
             y = _accumulate.matmul(w, cols)  # (N, G, og, prod(out))
         y = y.reshape((n, c_out) + out_shape)
     if bias is not None:
-        b = bias.reshape((c_out,) + (1,) * nd).astype(y.dtype, copy=False)
-        y += b
+        if y.dtype == np.float32:
+            add_channel_bias(y, bias)
+        else:
+            y += bias.reshape((c_out,) + (1,) * nd).astype(y.dtype, copy=False)
     return y
 
 
