@@ -172,3 +172,28 @@ def test_add_channel_bias_equals_numpys_broadcast_add():
     expected = y + bias.reshape(24, 1, 1)
     _compiled.add_channel_bias(y, bias)
     assert y.size > BIG and np.array_equal(y, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize(
+    "shape, kernel, strides, dilations, pad_type",
+    [
+        ((4, 6, 13, 11), (3, 3), (1, 1), (1, 1), "same"),
+        ((4, 6, 13, 11), (7, 7), (2, 2), (1, 1), "same"),
+        ((3, 5, 12, 12), (3, 2), (2, 1), (2, 1), "valid"),
+        ((2, 4, 9, 9), (3, 3), (1, 2), (1, 1), "custom"),
+    ],
+)
+def test_im2col_matches_the_numpy_columns(dtype, shape, kernel, strides, dilations, pad_type):
+    x = np.random.default_rng(6).normal(size=shape).astype(dtype)
+    weight = np.zeros((8, shape[1]) + kernel, dtype=dtype)
+    pad = [1, 0, 2, 1] if pad_type == "custom" else None
+    xp = _padded(x, weight, list(strides), pad_type, pad, list(dilations))
+    out_shape = _out_shape(xp, kernel, strides, dilations)
+    from precision_sweep.emulator.ops.conv import _columns
+
+    expected = _columns(xp, kernel, list(strides), list(dilations), out_shape, 1).copy()
+    pads = pad_amounts(pad_type, shape[2:], kernel, strides, dilations, pad)
+    out = np.full((shape[0], shape[1], kernel[0] * kernel[1]) + out_shape, np.nan, dtype=dtype)
+    _compiled.im2col2d(x, kernel, strides, dilations, pads, out)
+    assert np.array_equal(out.reshape(expected.shape), expected)

@@ -13,6 +13,7 @@ bit, and is tested against it (``tests/emulator/test_compiled.py``):
   them in float32 and rounding gives (numpy's float16 min/max run in software, and keep -0
   where its float32 ones give +0);
 * :func:`clip_float32` is the same for float32 (numpy's runs on one core);
+* :func:`im2col2d` is ``conv._columns`` for 2-D convs (one parallel copy, no padded tensor);
 * :func:`add_channel_bias` is a conv's ``y += bias`` on all cores;
 * :func:`add_float16` is the float32 sum of two float16 arrays rounded to float16, in two
   compiled passes instead of three casts and an add;
@@ -21,15 +22,24 @@ bit, and is tested against it (``tests/emulator/test_compiled.py``):
   (image, channel) plane is padded in a small per-task buffer, so no padded copy of the whole
   tensor is made.
 
+The OpenMP threads wait passively between kernels (``OMP_WAIT_POLICY``, see below).
 Kernels are compiled on first use and cached on disk (numba ``cache=True``), so a new
 process pays the compile time once per machine, not once per job.
 """
 
 from __future__ import annotations
 
-import numba
+import os
+
+# numba's parallel kernels run on OpenMP threads that by default spin after each kernel,
+# taking the cores from the BLAS thread pool (ops/_threads.py): ResNet50 ran 1.35x slower.
+# Passive waiting must be asked for before OpenMP starts, i.e. before the first kernel runs;
+# a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange  # noqa: E402
 
 _HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
@@ -275,6 +285,51 @@ def depthwise_conv2d(x, weight, strides, dilations, pads) -> np.ndarray:
     ow = (wp - ((kw - 1) * dw + 1)) // sw + 1
     out = np.empty((x.shape[0], w.shape[0], oh, ow), dtype=np.float32)
     _depthwise2d(x, w, out, w.shape[0] // x.shape[1], sh, sw, dh, dw, pt, pl, hp, wp)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _im2col2d(x, out, kh, kw, sh, sw, dh, dw, pt, pl, hp, wp):
+    """x (N, C, H, W) into out (N, C, KH*KW, OH, OW), both viewed as same-width integers."""
+    n, c, h, wd = x.shape
+    oh, ow = out.shape[3], out.shape[4]
+    for task in prange(n * c):
+        i = task // c
+        ch = task % c
+        plane = x[i, ch]
+        grid = np.zeros(hp * wp, dtype=x.dtype)
+        for y in range(h):
+            dst = grid[(y + pt) * wp + pl : (y + pt) * wp + pl + wd]
+            src = plane[y]
+            for j in range(wd):
+                dst[j] = src[j]
+        for ky in range(kh):
+            for kx in range(kw):
+                tap = out[i, ch, ky * kw + kx]
+                for oy in range(oh):
+                    start = (oy * sh + ky * dh) * wp + kx * dw
+                    row = tap[oy]
+                    if sw == 1:
+                        src_row = grid[start : start + ow]
+                        for ox in range(ow):
+                            row[ox] = src_row[ox]
+                    else:
+                        for ox in range(ow):
+                            row[ox] = grid[start + ox * sw]
+
+
+def im2col2d(x, kernel_shape, strides, dilations, pads, out) -> np.ndarray:
+    """Fill ``out`` (N, C, KH*KW, OH, OW) with the 2-D conv columns of ``x`` (N, C, H, W).
+
+    The compiled twin of ``conv._columns`` (a pure copy, so any 2- or 4-byte dtype): padded
+    positions are zero, row index ci*K + tap. Returns ``out``.
+    """
+    bits = {2: np.uint16, 4: np.uint32}[x.dtype.itemsize]
+    (pt, pb), (pl, pr) = pads
+    (sh, sw), (dh, dw) = strides, dilations
+    hp, wp = x.shape[2] + pt + pb, x.shape[3] + pl + pr
+    source = np.ascontiguousarray(x).view(bits)
+    _im2col2d(source, out.view(bits), kernel_shape[0], kernel_shape[1], sh, sw, dh, dw, pt, pl, hp, wp)
     return out
 
 

@@ -14,7 +14,12 @@ import threading
 import numpy as np
 
 from precision_sweep.emulator.ops import _accumulate
-from precision_sweep.emulator.ops._compiled import add_channel_bias, depthwise_conv2d, round_float16_in_float32
+from precision_sweep.emulator.ops._compiled import (
+    add_channel_bias,
+    depthwise_conv2d,
+    im2col2d,
+    round_float16_in_float32,
+)
 from precision_sweep.emulator.ops._compiled import float32_to_float16 as round_to_float16
 from precision_sweep.emulator.ops._spatial import pad_amounts, windows
 from precision_sweep.emulator.registry import kernel
@@ -132,8 +137,9 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
       batch when an image has at most ``FOLD_MAX_POSITIONS`` output positions);
     * depthwise convs (``groups == C_in``) are per-tap multiply-adds, compiled for 2-D fp32
       (:func:`~precision_sweep.emulator.ops._compiled.depthwise_conv2d`);
-    * everything else is im2col (one strided copy per kernel tap) + batched matmul per group,
-      whose result is already channels-first.
+    * everything else is im2col + batched matmul per group, whose result is already
+      channels-first; 2-D im2col is compiled
+      (:func:`~precision_sweep.emulator.ops._compiled.im2col2d`, twin of :func:`_columns`).
     """
     nd, strides, dilations = _defaults(x, weight, strides, dilations)
     groups = int(groups)
@@ -148,36 +154,57 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
         if bias is not None:
             add_channel_bias(y, bias)
         return y
-    xp = _padded(x, weight, strides, pad_type, pad, dilations)
     kernel_shape = tuple(weight.shape[2:])
-    out_shape = _out_shape(xp, kernel_shape, strides, dilations)
-    n, c = xp.shape[:2]
+    pointwise = all(k == 1 for k in kernel_shape) and all(s == 1 for s in strides)
+    n, c = x.shape[:2]
     cg, og = c // groups, c_out // groups
+    if nd == 2 and not pointwise and not (groups == c and groups > 1) and x.dtype.itemsize in (2, 4):
+        # compiled im2col: no padded copy of x, one parallel pass into the scratch buffer
+        pads = pad_amounts(pad_type, x.shape[2:], kernel_shape, strides, dilations, pad)
+        padded_shape = tuple(s + a + b for s, (a, b) in zip(x.shape[2:], pads))
+        out_shape = tuple(
+            (size - ((k - 1) * d + 1)) // st + 1
+            for size, k, st, d in zip(padded_shape, kernel_shape, strides, dilations)
+        )
+        cols = _scratch_array((n, c, int(np.prod(kernel_shape))) + out_shape, x.dtype)
+        im2col2d(x, kernel_shape, strides, dilations, pads, cols)
+        cols = cols.reshape(n, groups, cg * int(np.prod(kernel_shape)), -1)
+        return _conv_products(cols, weight, bias, n, c_out, groups, og, out_shape)
+    xp = _padded(x, weight, strides, pad_type, pad, dilations)
+    out_shape = _out_shape(xp, kernel_shape, strides, dilations)
     if groups == c and groups > 1:
         y = _depthwise(xp, weight, strides, dilations, out_shape)
+        return _with_bias(y, bias)
+    if pointwise:
+        cols = xp.reshape(n, groups, cg, -1)
     else:
-        if all(k == 1 for k in kernel_shape) and all(s == 1 for s in strides):
-            cols = xp.reshape(n, groups, cg, -1)
-        else:
-            cols = _columns(xp, kernel_shape, strides, dilations, out_shape, groups)
-        w = weight.reshape(groups, og, -1)
-        positions = int(np.prod(out_shape))
-        if groups == 1 and positions <= FOLD_MAX_POSITIONS:
-            # Few output positions per image: one product over the whole batch's columns
-            # instead of N thin ones (2x faster on ResNet50's 3x3 stage).
-            folded = np.ascontiguousarray(cols[:, 0].transpose(1, 0, 2)).reshape(cols.shape[2], -1)
-            y = _accumulate.matmul(w[0], folded).reshape(c_out, n, positions).transpose(1, 0, 2)
-            y = np.ascontiguousarray(y)
-        elif groups == 1:
-            y = _accumulate.matmul(w[0], cols[:, 0])  # (N, C_out, prod(out))
-        else:
-            y = _accumulate.matmul(w, cols)  # (N, G, og, prod(out))
-        y = y.reshape((n, c_out) + out_shape)
+        cols = _columns(xp, kernel_shape, strides, dilations, out_shape, groups)
+    return _conv_products(cols, weight, bias, n, c_out, groups, og, out_shape)
+
+
+def _conv_products(cols, weight, bias, n, c_out, groups, og, out_shape):
+    """The conv as matmuls of the weights with the columns (N, G, cg*K, prod(out)), plus bias."""
+    w = weight.reshape(groups, og, -1)
+    positions = int(np.prod(out_shape))
+    if groups == 1 and positions <= FOLD_MAX_POSITIONS:
+        # Few output positions per image: one product over the whole batch's columns
+        # instead of N thin ones (2x faster on ResNet50's 3x3 stage).
+        folded = np.ascontiguousarray(cols[:, 0].transpose(1, 0, 2)).reshape(cols.shape[2], -1)
+        y = _accumulate.matmul(w[0], folded).reshape(c_out, n, positions).transpose(1, 0, 2)
+        y = np.ascontiguousarray(y)
+    elif groups == 1:
+        y = _accumulate.matmul(w[0], cols[:, 0])  # (N, C_out, prod(out))
+    else:
+        y = _accumulate.matmul(w, cols)  # (N, G, og, prod(out))
+    return _with_bias(y.reshape((n, c_out) + out_shape), bias)
+
+
+def _with_bias(y, bias):
     if bias is not None:
         if y.dtype == np.float32:
             add_channel_bias(y, bias)
         else:
-            y += bias.reshape((c_out,) + (1,) * nd).astype(y.dtype, copy=False)
+            y += bias.reshape((-1,) + (1,) * (y.ndim - 2)).astype(y.dtype, copy=False)
     return y
 
 
