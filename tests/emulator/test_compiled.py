@@ -197,3 +197,43 @@ def test_im2col_matches_the_numpy_columns(dtype, shape, kernel, strides, dilatio
     out = np.full((shape[0], shape[1], kernel[0] * kernel[1]) + out_shape, np.nan, dtype=dtype)
     _compiled.im2col2d(x, kernel, strides, dilations, pads, out)
     assert np.array_equal(out.reshape(expected.shape), expected)
+
+
+def test_round_half_gives_numpys_bits():
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def round_all(values, out):
+        for i in prange(values.size):
+            out[i] = _compiled._round_half(values[i])
+
+    values = _special_float32()
+    got = np.empty_like(values)
+    round_all(values, got)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = values.astype(np.float16).astype(np.float32)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, strides, pad_type, mult",
+    [
+        ((4, 24, 17, 19), (3, 3), (1, 1), "same", 1),
+        ((4, 24, 17, 19), (3, 3), (2, 2), "same", 1),
+        ((3, 16, 20, 20), (5, 5), (1, 2), "valid", 2),
+    ],
+)
+def test_depthwise_fp16_blocks_match_the_numpy_path_bit_for_bit(shape, kernel, strides, pad_type, mult):
+    from precision_sweep.emulator.ops._accumulate import FP16_BLOCK
+
+    rng = np.random.default_rng(9)
+    x = (rng.normal(size=shape) * 30).astype(np.float16)
+    weight = rng.normal(size=(shape[1] * mult, 1) + kernel).astype(np.float16)
+    xp = _padded(x, weight, list(strides), pad_type, None, [1, 1])
+    expected = _depthwise(xp, weight, list(strides), [1, 1], _out_shape(xp, kernel, strides, (1, 1)))
+    pads = pad_amounts(pad_type, shape[2:], kernel, strides, (1, 1), None)
+    got = _compiled.depthwise_conv2d(
+        x.astype(np.float32), weight.astype(np.float32), strides, (1, 1), pads, FP16_BLOCK
+    )
+    assert expected.dtype == np.float16
+    assert np.array_equal(got.astype(np.float16).view(np.uint16), expected.view(np.uint16))

@@ -359,10 +359,15 @@ def test_normalizations_closed_form():
 # ---------------------------------------------------------------- fp16 accumulation
 # (the fp16 casts are checked bit for bit in test_compiled.py)
 def _fp16_block_matmul_reference(a, b, block):
-    """Plain definition: fp32 sums of ``block`` products, rounded, added in float16."""
+    """Plain definition: each block's products summed in order in fp32 (from zero), rounded to
+    fp16, and added to a float16 running total."""
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
     total = None
     for start in range(0, a.shape[-1], block):
-        part = np.matmul(a[..., start : start + block].astype(np.float32), b[..., start : start + block, :].astype(np.float32))
+        part = np.zeros(shape, np.float32)
+        for k in range(start, min(a.shape[-1], start + block)):
+            part = part + a32[..., :, k : k + 1] * b32[..., k : k + 1, :]
         part = part.astype(np.float16)
         total = part if total is None else total + part
     return total
@@ -371,7 +376,7 @@ def _fp16_block_matmul_reference(a, b, block):
 def test_fp16_accumulating_matmul_and_sum_follow_definition():
     from precision_sweep.emulator.ops import _accumulate
 
-    for shape_a, shape_b, scale in [((5, 37), (37, 6), 1.0), ((3, 4, 19), (19, 7), 1e-4), ((2, 16), (4, 16, 3), 30.0)]:
+    for shape_a, shape_b, scale in [((5, 37), (37, 6), 1.0), ((3, 4, 19), (19, 7), 1e-4), ((2, 16), (4, 16, 3), 30.0), ((9, 21), (3, 21, 2), 3.0)]:
         a = (RNG.standard_normal(shape_a) * scale).astype(np.float16)
         b = RNG.standard_normal(shape_b).astype(np.float16)
         got = _accumulate.matmul(a, b)

@@ -1,9 +1,10 @@
 """Sums and contractions whose accumulation precision follows the operand dtype.
 
-float32 operands accumulate in float32 (BLAS, split across threads by :mod:`._threads`). float16 operands accumulate in float16, the
-way an fp16 multiply-accumulate array does: the reduced axis is cut into short blocks, each
-block's products are summed exactly enough (fp32) and rounded to fp16, and the running total
-is kept in fp16, rounding after every block.
+float32 operands accumulate in float32 (BLAS, split across threads by :mod:`._threads`).
+float16 operands accumulate in float16, the way an fp16 multiply-accumulate array does
+(compiled: :func:`._compiled.fp16_block_matmul`): the reduced axis is cut into short blocks, each
+block's products are summed in fp32, in order, and rounded to fp16, and the running total is
+kept in fp16, rounding after every block.
 
 The fp16 running sums are computed on float32 values that are rounded to fp16 after every
 addition. That is bit-identical to float16 addition: the exact sum of two fp16 numbers
@@ -18,7 +19,7 @@ import numpy as np
 from precision_sweep.emulator.ops import _threads
 from precision_sweep.emulator.ops._compiled import (
     float16_to_float32,
-    round_float16_in_float32,
+    fp16_block_matmul,
 )
 from precision_sweep.emulator.ops._compiled import float32_to_float16 as round_to_float16
 
@@ -29,22 +30,9 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` with dtype-driven accumulation (see module docstring)."""
     if a.dtype != np.float16 and b.dtype != np.float16:
         return _threads.matmul(a, b)
-    k = a.shape[-1]
-    nblocks = -(-k // FP16_BLOCK)
-    pad = nblocks * FP16_BLOCK - k
     a32 = float16_to_float32(a) if a.dtype == np.float16 else a.astype(np.float32)
     b32 = float16_to_float32(b) if b.dtype == np.float16 else b.astype(np.float32)
-    if pad:  # zero products add exactly nothing
-        a32 = np.concatenate([a32, np.zeros(a32.shape[:-1] + (pad,), np.float32)], axis=-1)
-        b32 = np.concatenate([b32, np.zeros(b32.shape[:-2] + (pad, b32.shape[-1]), np.float32)], axis=-2)
-    # (..., M, nb, 8) -> (nb, ..., M, 8) contiguous; b is (..., nb, 8, N) already.
-    a_blocks = np.ascontiguousarray(np.moveaxis(a32.reshape(a32.shape[:-1] + (nblocks, FP16_BLOCK)), -2, 0))
-    b_blocks = b32.reshape(b32.shape[:-2] + (nblocks, FP16_BLOCK, b32.shape[-1]))
-    total = None
-    for i in range(nblocks):
-        part = round_float16_in_float32(np.matmul(a_blocks[i], b_blocks[..., i, :, :]))
-        total = part if total is None else round_float16_in_float32(total + part)
-    return round_to_float16(total)
+    return round_to_float16(fp16_block_matmul(a32, b32, FP16_BLOCK))
 
 
 def reduce_sum(x: np.ndarray, axes, keepdims: bool) -> np.ndarray:
@@ -55,10 +43,9 @@ def reduce_sum(x: np.ndarray, axes, keepdims: bool) -> np.ndarray:
     keep = [a for a in range(x.ndim) if a not in axes]
     moved = np.transpose(x, keep + list(axes))
     flat = float16_to_float32(moved.reshape(moved.shape[: len(keep)] + (-1,)))
-    total = np.zeros(flat.shape[:-1], dtype=np.float32)
-    for start in range(0, flat.shape[-1], FP16_BLOCK):
-        part = round_float16_in_float32(flat[..., start : start + FP16_BLOCK].sum(axis=-1))
-        total = round_float16_in_float32(total + part)
+    # the same blockwise sums as matmul: the products with ones are the values themselves
+    ones = np.ones((flat.shape[-1], 1), dtype=np.float32)
+    total = fp16_block_matmul(flat[..., None, :], ones, FP16_BLOCK)[..., 0, 0]
     total = round_to_float16(total)
     if keepdims:
         shape = [1 if a in axes else n for a, n in enumerate(x.shape)]

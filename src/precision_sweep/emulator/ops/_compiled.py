@@ -13,6 +13,9 @@ bit, and is tested against it (``tests/emulator/test_compiled.py``):
   them in float32 and rounding gives (numpy's float16 min/max run in software, and keep -0
   where its float32 ones give +0);
 * :func:`clip_float32` is the same for float32 (numpy's runs on one core);
+* :func:`fp16_block_matmul` is the fp16-accumulating matmul and sum of ``_accumulate``
+  (its reference twin is the plain numpy loop in the tests), with the float32 -> nearest
+  float16 rounding done in bit arithmetic in registers (``_round_half``);
 * :func:`im2col2d` is ``conv._columns`` for 2-D convs (one parallel copy, no padded tensor);
 * :func:`add_channel_bias` is a conv's ``y += bias`` on all cores;
 * :func:`add_float16` is the float32 sum of two float16 arrays rounded to float16, in two
@@ -39,12 +42,34 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numba  # noqa: E402
 import numpy as np
-from numba import njit, prange  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba import njit, prange, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 _HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 
 # Below this many elements a plain numpy call is cheaper than entering a parallel kernel.
 PARALLEL_MIN_SIZE = 1 << 14
+
+
+@intrinsic
+def _float_bits(typingctx, value):
+    """The bits of a float32 as a uint32 (a bitcast, no conversion)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def _bits_float(typingctx, value):
+    """The float32 whose bits are a uint32."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.uint32), codegen
 
 
 @njit(cache=True, inline="always")
@@ -76,6 +101,83 @@ def _half_bits(f):
         f_sig = f_sig + np.uint32(0x1000)
     h_sig = np.uint16(np.uint16(f_sig >> np.uint32(13)) + h_exp)
     return np.uint16(h_sgn + h_sig)
+
+
+@njit(cache=True, inline="always")
+def _round_half(x):
+    """float32 ``x`` rounded to the nearest float16 value, as float32 (numpy's bits).
+
+    Written without branches so that loops over it vectorize: fp16-subnormal magnitudes round
+    to a multiple of 2**-24 by adding and subtracting 0.5 (whose ulp is 2**-24); larger ones
+    round their significand to 10 bits, ties to even, and become inf past 65504; NaN keeps
+    the top 10 payload bits (at least one set), as numpy's cast does.
+    """
+    bits = _float_bits(x)
+    magnitude_bits = bits & np.uint32(0x7FFFFFFF)
+    sign = bits & np.uint32(0x80000000)
+    magnitude = _bits_float(magnitude_bits)
+    subnormal = _float_bits((magnitude + np.float32(0.5)) - np.float32(0.5))
+    odd = (magnitude_bits >> np.uint32(13)) & np.uint32(1)
+    normal = (magnitude_bits + np.uint32(0x0FFF) + odd) & np.uint32(0xFFFFE000)
+    normal = np.uint32(0x7F800000) if normal >= np.uint32(0x47800000) else normal  # > 65504
+    payload = (magnitude_bits & np.uint32(0x007FFFFF)) >> np.uint32(13)
+    payload = np.uint32(1) if payload == np.uint32(0) else payload
+    nan = np.uint32(0x7F800000) | (payload << np.uint32(13))
+    rounded = subnormal if magnitude < np.float32(6.103515625e-05) else normal
+    rounded = nan if magnitude_bits > np.uint32(0x7F800000) else rounded
+    return _bits_float(rounded | sign)
+
+
+@njit(cache=True, parallel=True)
+def _fp16_block_matmul(a, b, out, block):
+    batches, m, k = out.shape[0], a.shape[1], a.shape[2]
+    n = b.shape[2]
+    for task in prange(batches * m):
+        batch = task // m
+        i = task % m
+        rows_a = a[min(batch, a.shape[0] - 1), i]
+        rows_b = b[min(batch, b.shape[0] - 1)]
+        total = out[batch, i]
+        part = np.empty(n, dtype=np.float32)
+        for start in range(0, k, block):
+            part[:] = 0.0
+            for kk in range(start, min(k, start + block)):
+                weight = rows_a[kk]
+                row = rows_b[kk]
+                for j in range(n):
+                    part[j] += weight * row[j]
+            if start == 0:
+                for j in range(n):
+                    total[j] = _round_half(part[j])
+            else:
+                for j in range(n):
+                    total[j] = _round_half(total[j] + _round_half(part[j]))
+
+
+def fp16_block_matmul(a: np.ndarray, b: np.ndarray, block: int) -> np.ndarray:
+    """``a @ b`` with fp16 accumulation, for float32 operands holding the fp16 values.
+
+    The reduced axis is cut into blocks of ``block``; each block's products are summed in
+    float32 in order, rounded to fp16, and added to an fp16 running total (rounded after
+    every block). Batch dimensions broadcast as in ``np.matmul``. Returns float32 holding
+    fp16 values.
+    """
+    if b.shape[-1] < a.shape[-2]:
+        # Few columns, many rows: compute the transpose, so the vectorized inner loop runs
+        # along the longer side (the same products, summed in the same order).
+        return np.swapaxes(fp16_block_matmul(np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2), block), -1, -2)
+    batch_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    m, n = a.shape[-2], b.shape[-1]
+
+    def flat(operand):
+        if all(d == 1 for d in operand.shape[:-2]):
+            return np.ascontiguousarray(operand, dtype=np.float32).reshape((1,) + operand.shape[-2:])
+        full = np.broadcast_to(operand, batch_shape + operand.shape[-2:])
+        return np.ascontiguousarray(full, dtype=np.float32).reshape((-1,) + operand.shape[-2:])
+
+    out = np.empty((int(np.prod(batch_shape, dtype=np.int64)), m, n), dtype=np.float32)
+    _fp16_block_matmul(flat(a), flat(b), out, block)
+    return out.reshape(batch_shape + (m, n))
 
 
 @njit(cache=True, parallel=True)
@@ -232,7 +334,7 @@ def add_float16(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True)
-def _depthwise2d(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp):
+def _depthwise2d(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, block):
     """One (image, channel) plane per task: copy it into a zero-padded flat buffer, then each
     tap is one contiguous multiply-add of the buffer shifted by the tap's offset, over every
     column of the rows the outputs read; the output positions are picked out at the end."""
@@ -252,12 +354,25 @@ def _depthwise2d(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp):
             for j in range(wd):
                 dst[j] = src[j]
         acc = np.zeros(span, dtype=np.float32)
+        total = np.zeros(span if block > 0 else 0, dtype=np.float32)
         for ky in range(kh):
             for kx in range(kw):
                 weight = w[co, ky, kx]
                 shifted = grid[ky * dh * wp + kx * dw : ky * dh * wp + kx * dw + span]
                 for j in range(span):
                     acc[j] += shifted[j] * weight
+                tap = ky * kw + kx + 1
+                if block > 0 and (tap % block == 0 or tap == kh * kw):
+                    # fp16 accumulation: the block's fp32 sum, rounded, joins the fp16 total
+                    if tap <= block:
+                        for j in range(span):
+                            total[j] = _round_half(acc[j])
+                    else:
+                        for j in range(span):
+                            total[j] = _round_half(total[j] + _round_half(acc[j]))
+                    acc[:] = 0.0
+        if block > 0:
+            acc = total
         for oy in range(oh):
             row = out[i, co, oy]
             picked = acc[oy * sh * wp : oy * sh * wp + (ow - 1) * sw + 1]
@@ -269,11 +384,13 @@ def _depthwise2d(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp):
                     row[ox] = picked[ox * sw]
 
 
-def depthwise_conv2d(x, weight, strides, dilations, pads) -> np.ndarray:
+def depthwise_conv2d(x, weight, strides, dilations, pads, fp16_block: int = 0) -> np.ndarray:
     """Depthwise 2-D conv of float32 ``x`` (N, C, H, W); ``weight`` (C*mult, 1, KH, KW).
 
     ``pads`` is ``[(top, bottom), (left, right)]``; padded positions read as zero. Returns
-    float32 (N, C*mult, OH, OW) without bias.
+    float32 (N, C*mult, OH, OW) without bias. With ``fp16_block`` > 0 the taps are summed in
+    blocks of that many (fp32 within a block, rounded to fp16, added to an fp16 running
+    total), as ``conv._depthwise`` does for fp16 operands; the result holds fp16 values.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     w = np.ascontiguousarray(weight.reshape(weight.shape[0], *weight.shape[2:]), dtype=np.float32)
@@ -284,7 +401,7 @@ def depthwise_conv2d(x, weight, strides, dilations, pads) -> np.ndarray:
     oh = (hp - ((kh - 1) * dh + 1)) // sh + 1
     ow = (wp - ((kw - 1) * dw + 1)) // sw + 1
     out = np.empty((x.shape[0], w.shape[0], oh, ow), dtype=np.float32)
-    _depthwise2d(x, w, out, w.shape[0] // x.shape[1], sh, sw, dh, dw, pt, pl, hp, wp)
+    _depthwise2d(x, w, out, w.shape[0] // x.shape[1], sh, sw, dh, dw, pt, pl, hp, wp, fp16_block)
     return out
 
 

@@ -55,20 +55,22 @@ def _chunks(length: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.matmul(a, b)`` for float operands, split across the pool when it is large.
 
     Splits along the leading batch axis of the result when there is one, else along the rows
-    of ``a``; operands are broadcast as ``np.matmul`` does.
+    of ``a``; operands are broadcast as ``np.matmul`` does. ``out``, if given, receives the
+    result (as in ``np.matmul``).
     """
     parts = workers()
-    if a.ndim < 2 or b.ndim < 2 or parts == 1:
-        return np.matmul(a, b)
+    if a.ndim < 2 or b.ndim < 2:
+        return np.matmul(a, b, out=out)
     shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
     work = int(np.prod(shape, dtype=np.int64)) * a.shape[-1]
-    if work < SPLIT_MIN_WORK:
-        return np.matmul(a, b)
-    out = np.empty(shape, dtype=np.result_type(a, b))
+    if parts == 1 or work < SPLIT_MIN_WORK:
+        return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty(shape, dtype=np.result_type(a, b))
     if len(shape) > 2 and shape[0] >= parts:
         a_full = np.broadcast_to(a, shape[:-2] + a.shape[-2:]) if a.ndim == len(shape) else a
         b_full = np.broadcast_to(b, shape[:-2] + b.shape[-2:]) if b.ndim == len(shape) else b

@@ -17,6 +17,7 @@ from precision_sweep.emulator.ops import _accumulate
 from precision_sweep.emulator.ops._compiled import (
     add_channel_bias,
     depthwise_conv2d,
+    float16_to_float32,
     im2col2d,
     round_float16_in_float32,
 )
@@ -135,7 +136,7 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
 
     * 1x1 stride-1 convs are a batched matmul on the input as it is (one matmul over the whole
       batch when an image has at most ``FOLD_MAX_POSITIONS`` output positions);
-    * depthwise convs (``groups == C_in``) are per-tap multiply-adds, compiled for 2-D fp32
+    * depthwise convs (``groups == C_in``) are per-tap multiply-adds, compiled for 2-D
       (:func:`~precision_sweep.emulator.ops._compiled.depthwise_conv2d`);
     * everything else is im2col + batched matmul per group, whose result is already
       channels-first; 2-D im2col is compiled
@@ -147,13 +148,16 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
         x = x.astype(np.float32, copy=False)
     weight = weight.astype(x.dtype, copy=False)
     c_out = weight.shape[0]
-    if nd == 2 and groups == x.shape[1] > 1 and x.dtype == np.float32:
-        # fp32 depthwise: the compiled twin of _depthwise (same sums, padding read in place)
+    if nd == 2 and groups == x.shape[1] > 1:
+        # 2-D depthwise: the compiled twin of _depthwise (same sums, fp16 blocks included)
         pads = pad_amounts(pad_type, x.shape[2:], weight.shape[2:], strides, dilations, pad)
+        if x.dtype == np.float16:
+            y = depthwise_conv2d(
+                float16_to_float32(x), float16_to_float32(weight), strides, dilations, pads, _accumulate.FP16_BLOCK
+            )
+            return _with_bias(round_to_float16(y), bias)
         y = depthwise_conv2d(x, weight, strides, dilations, pads)
-        if bias is not None:
-            add_channel_bias(y, bias)
-        return y
+        return _with_bias(y, bias)
     kernel_shape = tuple(weight.shape[2:])
     pointwise = all(k == 1 for k in kernel_shape) and all(s == 1 for s in strides)
     n, c = x.shape[:2]
