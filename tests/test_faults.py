@@ -64,6 +64,58 @@ def test_job_past_its_time_limit_fails_alone(outputs, shared_cache, monkeypatch)
     assert run.info.status == "FAILED" and run.data.tags["error_class"] == "JobTimeout"
 
 
+def test_memory_limit_caps_what_the_block_adds_and_is_restored():
+    import signal
+
+    import numpy as np
+
+    from precision_sweep.limits import JobMemoryExceeded, job_limits
+
+    handler = signal.getsignal(signal.SIGUSR1)
+    kept = []
+    with pytest.raises(JobMemoryExceeded, match="max_memory_gb=0.25"):
+        with job_limits(max_memory_gb=0.25):
+            kept.append(np.ones(64 * 2**20, dtype=np.uint8))  # 64 MiB: within the allowance
+            time.sleep(0.3)
+            for _ in range(20):  # then 50 MiB at a time, touched, up to 1 GiB
+                kept.append(np.ones(50 * 2**20, dtype=np.uint8))
+                time.sleep(0.1)
+    assert sum(a.nbytes for a in kept) < (64 + 20 * 50) * 2**20  # stopped before the end
+    assert signal.getsignal(signal.SIGUSR1) == handler
+    kept.clear()
+    with job_limits(max_memory_gb=0.25):  # a block that stays within it runs to the end
+        np.ones(64 * 2**20, dtype=np.uint8)
+        time.sleep(0.2)
+
+
+def test_job_past_its_memory_limit_fails_alone(outputs, shared_cache, monkeypatch):
+    import numpy as np
+
+    from precision_sweep.job import run_job
+    from precision_sweep import runtime as runtime_module
+
+    overrides = [f"paths.outputs={outputs}", f"paths.cache={shared_cache}", "runtime.progress=false",
+                 "precision=fp32", "limits.max_memory_gb=1"]
+    run_job(compose(overrides))  # a normal job fits in the allowance
+    original = runtime_module.run_batches
+
+    def hungry_batches(*args, **kwargs):
+        workspace = np.ones(int(1.5 * 2**30), dtype=np.uint8)  # an evaluation holding 1.5 GiB
+        time.sleep(0.5)
+        del workspace
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runtime_module, "run_batches", hungry_batches)
+    from precision_sweep.limits import JobMemoryExceeded
+
+    with pytest.raises(JobMemoryExceeded, match="max_memory_gb=1"):
+        run_job(compose(overrides + ["target=ios17"]))
+    client = mlflow_client(outputs)
+    runs = client.search_runs([client.get_experiment_by_name("precision-sweep").experiment_id])
+    by_status = sorted((run.info.status, run.data.tags.get("error_class", "")) for run in runs)
+    assert by_status == [("FAILED", "JobMemoryExceeded"), ("FINISHED", "")]
+
+
 def test_job_count_follows_the_sweep_overrides():
     from precision_sweep.tracking.progress import count_jobs
 

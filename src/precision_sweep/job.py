@@ -59,6 +59,16 @@ class Reused(Exception):
         self.source = source
 
 
+def _import_libraries() -> None:
+    """Import the heavy libraries before a limit is armed: a limit's exception raised during
+    an import would leave a half-imported module that breaks every later job of the process
+    (and their memory is not the job's to count)."""
+    import coremltools  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    from precision_sweep.emulator.ops import _compiled  # noqa: F401
+
+
 def run_job(cfg: DictConfig) -> dict | None:
     """Run one job; return its metrics (None when skipped or failed in a multirun)."""
     try:
@@ -67,6 +77,8 @@ def run_job(cfg: DictConfig) -> dict | None:
         from precision_sweep.app import report_user_error
 
         report_user_error(exc)
+    if cfg.limits.timeout_minutes or cfg.limits.max_memory_gb:
+        _import_libraries()
     try:
         with job_limits(cfg.limits.timeout_minutes, cfg.limits.max_memory_gb):
             metrics = evaluate(cfg, run)

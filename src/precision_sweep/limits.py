@@ -1,10 +1,17 @@
 """Per-job limits, so that a job that runs too long or needs too much memory fails alone.
 
-``timeout_minutes`` arms SIGALRM for the job (it raises :class:`JobTimeout`);
-``max_memory_gb`` lowers the process's address-space soft limit for the job's duration (an
-allocation past it raises MemoryError in numpy). SIGTERM (a cluster scheduler cancelling the
-job) raises :class:`JobTerminated` so the run is closed as KILLED instead of left RUNNING.
-Everything is restored when the job ends. POSIX only; signals need the main thread.
+``timeout_minutes`` arms SIGALRM for the job (it raises :class:`JobTimeout`, again every half
+second until the job stops, since Python drops an exception raised inside a weakref callback).
+``max_memory_gb`` caps how much the job may grow the process's resident memory (RSS) over
+what it held when the job started: a watchdog thread reads the RSS every 50 ms and, past the
+allowance, interrupts the main thread with SIGUSR1, which raises :class:`JobMemoryExceeded`. Resident memory is what the machine runs out of; an address-space limit
+(RLIMIT_AS) was tried first and failed normal jobs, since every new thread reserves tens of
+MiB of address space it never uses. A single allocation larger than the machine's free
+memory can still be killed by the kernel before the watchdog looks.
+SIGTERM (a cluster scheduler cancelling the job) raises :class:`JobTerminated` so the run is
+closed as KILLED instead of left RUNNING. Everything is restored when the job ends. POSIX
+only; signals need the main thread, so a job run in another thread gets neither the timeout
+nor the memory cap.
 """
 
 from __future__ import annotations
@@ -14,7 +21,13 @@ import signal
 import threading
 
 
-class JobTimeout(TimeoutError):
+class JobLimitExceeded(BaseException):
+    """A job limit was hit. A BaseException, like KeyboardInterrupt, because the signal that
+    raises it can land anywhere, including inside a library's ``except Exception`` (importing
+    coremltools is full of them), which must not swallow it. The run is recorded FAILED."""
+
+
+class JobTimeout(JobLimitExceeded):
     """The job ran past ``limits.timeout_minutes``."""
 
 
@@ -22,41 +35,95 @@ class JobTerminated(BaseException):
     """The job's process received SIGTERM."""
 
 
+class JobMemoryExceeded(JobLimitExceeded):
+    """The job's resident memory grew past ``limits.max_memory_gb``."""
+
+
+WATCH_INTERVAL_SECONDS = 0.05
+# A limit's signal is repeated this often until the job has stopped (see job_limits).
+RETRY_SECONDS = 0.5
+
+
+def resident_bytes() -> int:
+    """The process's resident memory (VmRSS), 0 where /proc is missing."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class _MemoryWatch(threading.Thread):
+    """Signals the main thread once the RSS has grown past ``allowance`` bytes."""
+
+    def __init__(self, allowance: int):
+        super().__init__(name="precision-sweep-memory-watch", daemon=True)
+        self.allowance = allowance
+        self.baseline = resident_bytes()
+        self.grown = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        interval = WATCH_INTERVAL_SECONDS
+        while not self._stop_event.wait(interval):
+            self.grown = max(self.grown, resident_bytes() - self.baseline)
+            if self.grown > self.allowance:
+                # again every RETRY_SECONDS until the job ends: Python ignores an exception
+                # raised inside a weakref callback or __del__
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+                interval = RETRY_SECONDS
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
 @contextlib.contextmanager
 def job_limits(timeout_minutes: float | None = None, max_memory_gb: float | None = None):
     main = threading.current_thread() is threading.main_thread()
     restore: list = []
+    active = threading.Event()  # set while the limits apply; handlers do nothing once cleared
+    active.set()
     if main and hasattr(signal, "SIGTERM"):
         def _terminated(signum, frame):
             raise JobTerminated("the job received SIGTERM")
 
         restore.append((signal.SIGTERM, signal.signal(signal.SIGTERM, _terminated)))
     if main and timeout_minutes:
-        seconds = max(1, int(round(float(timeout_minutes) * 60)))
-
         def _timeout(signum, frame):
+            if not active.is_set():
+                return
+            # Python ignores an exception raised while it runs a weakref callback or __del__
+            # (seen: inside SQLAlchemy's garbage-collection hook), so fire again shortly.
+            signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
             raise JobTimeout(f"the job ran longer than limits.timeout_minutes={timeout_minutes}")
 
         restore.append((signal.SIGALRM, signal.signal(signal.SIGALRM, _timeout)))
-        signal.alarm(seconds)
-    memory_restore = None
-    if max_memory_gb:
-        import resource
+        signal.setitimer(signal.ITIMER_REAL, max(0.1, float(timeout_minutes) * 60))
+    watch = None
+    if main and max_memory_gb:
+        watch = _MemoryWatch(int(float(max_memory_gb) * 1024**3))
 
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        limit = int(float(max_memory_gb) * 1024**3)
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-        memory_restore = (soft, hard)
+        def _exceeded(signum, frame):
+            if not active.is_set():
+                return
+            raise JobMemoryExceeded(
+                f"the job grew the process's resident memory by {watch.grown / 1024**3:.2f} GiB, "
+                f"past limits.max_memory_gb={max_memory_gb}"
+            )
+
+        restore.append((signal.SIGUSR1, signal.signal(signal.SIGUSR1, _exceeded)))
+        watch.start()
     try:
         yield
     finally:
+        active.clear()
+        if watch is not None:
+            watch.stop()
         if main and timeout_minutes:
-            signal.alarm(0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in restore:
             signal.signal(signum, handler)
-        if memory_restore is not None:
-            import resource
-
-            resource.setrlimit(resource.RLIMIT_AS, memory_restore)
