@@ -5,7 +5,9 @@ converted model. It follows the op definitions in coremltools'
 ``converters/mil/mil/ops/defs/`` (one kernel module per op family, mirroring those files),
 honours the dtype every op declares (fp16 tensors really are float16) and emulates the
 numerics of a compute-unit class (:mod:`precision_sweep.emulator.numerics`). It is an
-emulation, not a bit-exact copy of any Apple device.
+emulation, not a bit-exact copy of any Apple device. Kernels are numpy (BLAS for matmul and
+conv); the hottest paths have compiled numba twins that give the same bits
+(:mod:`precision_sweep.emulator.ops._compiled`).
 """
 
 from __future__ import annotations

@@ -40,8 +40,7 @@ import os
 # a value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numba  # noqa: E402
-import numpy as np
+import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
 from numba import njit, prange, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
@@ -448,8 +447,3 @@ def im2col2d(x, kernel_shape, strides, dilations, pads, out) -> np.ndarray:
     source = np.ascontiguousarray(x).view(bits)
     _im2col2d(source, out.view(bits), kernel_shape[0], kernel_shape[1], sh, sw, dh, dw, pt, pl, hp, wp)
     return out
-
-
-def threads() -> int:
-    """Threads numba's parallel kernels use (``NUMBA_NUM_THREADS``, default: all cores)."""
-    return numba.get_num_threads()
