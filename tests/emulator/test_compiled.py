@@ -237,3 +237,16 @@ def test_depthwise_fp16_blocks_match_the_numpy_path_bit_for_bit(shape, kernel, s
     )
     assert expected.dtype == np.float16
     assert np.array_equal(got.astype(np.float16).view(np.uint16), expected.view(np.uint16))
+
+
+@pytest.mark.parametrize("shape_a, shape_b", [((2, 40, 100), (100, 70)), ((64, 37), (4, 37, 5)), ((3, 1, 9, 17), (2, 17, 30))])
+def test_fp16_block_matmul_matches_its_plain_twin(shape_a, shape_b):
+    from precision_sweep.emulator.ops._accumulate import FP16_BLOCK, matmul, matmul_reference
+
+    rng = np.random.default_rng(10)
+    a = (rng.normal(size=shape_a) * 20).astype(np.float16)
+    b = rng.normal(size=shape_b).astype(np.float16)
+    got = matmul(a, b)
+    expected = matmul_reference(a, b, FP16_BLOCK)
+    assert got.dtype == np.float16 and got.shape == expected.shape
+    assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))

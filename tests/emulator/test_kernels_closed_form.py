@@ -359,18 +359,9 @@ def test_normalizations_closed_form():
 # ---------------------------------------------------------------- fp16 accumulation
 # (the fp16 casts are checked bit for bit in test_compiled.py)
 def _fp16_block_matmul_reference(a, b, block):
-    """Plain definition: each block's products summed in order in fp32 (from zero), rounded to
-    fp16, and added to a float16 running total."""
-    a32, b32 = a.astype(np.float32), b.astype(np.float32)
-    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
-    total = None
-    for start in range(0, a.shape[-1], block):
-        part = np.zeros(shape, np.float32)
-        for k in range(start, min(a.shape[-1], start + block)):
-            part = part + a32[..., :, k : k + 1] * b32[..., k : k + 1, :]
-        part = part.astype(np.float16)
-        total = part if total is None else total + part
-    return total
+    from precision_sweep.emulator.ops._accumulate import matmul_reference
+
+    return matmul_reference(a, b, block)
 
 
 def test_fp16_accumulating_matmul_and_sum_follow_definition():

@@ -35,6 +35,22 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return round_to_float16(fp16_block_matmul(a32, b32, FP16_BLOCK))
 
 
+def matmul_reference(a: np.ndarray, b: np.ndarray, block: int = FP16_BLOCK) -> np.ndarray:
+    """Plain twin of the fp16 path of :func:`matmul` (tests only): each block's products
+    summed in order in fp32 (from zero), rounded to fp16, added to a float16 running total."""
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    total = None
+    with np.errstate(over="ignore"):
+        for start in range(0, a.shape[-1], block):
+            part = np.zeros(shape, np.float32)
+            for k in range(start, min(a.shape[-1], start + block)):
+                part = part + a32[..., :, k : k + 1] * b32[..., k : k + 1, :]
+            part = part.astype(np.float16)
+            total = part if total is None else total + part
+    return total
+
+
 def reduce_sum(x: np.ndarray, axes, keepdims: bool) -> np.ndarray:
     """Sum over ``axes`` with dtype-driven accumulation."""
     if x.dtype != np.float16:
