@@ -83,7 +83,7 @@ def test_depthwise_matches_the_numpy_path_bit_for_bit(shape, kernel, strides, di
     weight = rng.normal(size=(shape[1] * mult, 1) + kernel).astype(np.float32)
     pad = [1, 0, 2, 1] if pad_type == "custom" else None
     xp = _padded(x, weight, list(strides), pad_type, pad, list(dilations))
-    out_shape = _out_shape(xp, kernel, strides, dilations)
+    out_shape = _out_shape(xp.shape[2:], kernel, strides, dilations)
     expected = _depthwise(xp, weight, list(strides), list(dilations), out_shape)
     pads = pad_amounts(pad_type, shape[2:], kernel, strides, dilations, pad)
     got = _compiled.depthwise_conv2d(x, weight, strides, dilations, pads)
@@ -189,7 +189,7 @@ def test_im2col_matches_the_numpy_columns(dtype, shape, kernel, strides, dilatio
     weight = np.zeros((8, shape[1]) + kernel, dtype=dtype)
     pad = [1, 0, 2, 1] if pad_type == "custom" else None
     xp = _padded(x, weight, list(strides), pad_type, pad, list(dilations))
-    out_shape = _out_shape(xp, kernel, strides, dilations)
+    out_shape = _out_shape(xp.shape[2:], kernel, strides, dilations)
     from precision_sweep.emulator.ops.conv import _columns
 
     expected = _columns(xp, kernel, list(strides), list(dilations), out_shape, 1).copy()
@@ -230,7 +230,7 @@ def test_depthwise_fp16_blocks_match_the_numpy_path_bit_for_bit(shape, kernel, s
     x = (rng.normal(size=shape) * 30).astype(np.float16)
     weight = rng.normal(size=(shape[1] * mult, 1) + kernel).astype(np.float16)
     xp = _padded(x, weight, list(strides), pad_type, None, [1, 1])
-    expected = _depthwise(xp, weight, list(strides), [1, 1], _out_shape(xp, kernel, strides, (1, 1)))
+    expected = _depthwise(xp, weight, list(strides), [1, 1], _out_shape(xp.shape[2:], kernel, strides, (1, 1)))
     pads = pad_amounts(pad_type, shape[2:], kernel, strides, (1, 1), None)
     got = _compiled.depthwise_conv2d(
         x.astype(np.float32), weight.astype(np.float32), strides, (1, 1), pads, FP16_BLOCK

@@ -17,10 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from precision_sweep.emulator.ops import _threads
-from precision_sweep.emulator.ops._compiled import (
-    float16_to_float32,
-    fp16_block_matmul,
-)
+from precision_sweep.emulator.ops._compiled import float16_to_float32, fp16_block_matmul
 from precision_sweep.emulator.ops._compiled import float32_to_float16 as round_to_float16
 
 FP16_BLOCK = 8

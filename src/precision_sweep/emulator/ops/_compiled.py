@@ -186,9 +186,9 @@ def _to_half_bits(bits, out):
 
 
 @njit(cache=True, parallel=True)
-def _round_in_float32(bits, table, out):
-    for i in prange(bits.size):
-        out[i] = table[_half_bits(bits[i])]
+def _round_in_float32(x, out):
+    for i in prange(x.size):
+        out[i] = _round_half(x[i])
 
 
 @njit(cache=True, parallel=True)
@@ -226,25 +226,32 @@ def round_float16_in_float32(x: np.ndarray) -> np.ndarray:
     if x.size < PARALLEL_MIN_SIZE:
         with np.errstate(over="ignore", invalid="ignore"):
             return x.astype(np.float16).astype(np.float32)
-    bits = np.ascontiguousarray(x).reshape(-1).view(np.uint32)
     out = np.empty(x.size, dtype=np.float32)
-    _round_in_float32(bits, _HALF_TO_FLOAT, out)
+    _round_in_float32(np.ascontiguousarray(x).reshape(-1), out)
     return out.reshape(x.shape)
+
+
+@njit(cache=True, inline="always")
+def _clip_choice(value, lo, hi, ties_to_bounds):
+    """Which value clipping keeps: 0 the element, 1 ``lo``, 2 ``hi``.
+
+    Max with lo, then min with hi, as the float32 computation does; NaN compares false
+    everywhere and is kept, as numpy propagates it.
+    """
+    choice = 0
+    if value < lo or (ties_to_bounds and value == lo):
+        value = lo
+        choice = 1
+    if value > hi or (ties_to_bounds and value == hi):
+        choice = 2
+    return choice
 
 
 @njit(cache=True, parallel=True)
 def _clip_half(bits, table, lo, hi, lo_bits, hi_bits, ties_to_bounds, out):
     for i in prange(bits.size):
-        # max with lo, then min with hi, as the float32 computation does; NaN compares false
-        # everywhere and is kept, as numpy propagates it.
-        value = table[bits[i]]
-        kept = bits[i]
-        if value < lo or (ties_to_bounds and value == lo):
-            value = lo
-            kept = lo_bits
-        if value > hi or (ties_to_bounds and value == hi):
-            kept = hi_bits
-        out[i] = kept
+        choice = _clip_choice(table[bits[i]], lo, hi, ties_to_bounds)
+        out[i] = bits[i] if choice == 0 else (lo_bits if choice == 1 else hi_bits)
 
 
 def clip_float16(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> np.ndarray:
@@ -268,12 +275,8 @@ def clip_float16(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> n
 @njit(cache=True, parallel=True)
 def _clip_single(x, lo, hi, ties_to_bounds, out):
     for i in prange(x.size):
-        value = x[i]
-        if value < lo or (ties_to_bounds and value == lo):
-            value = lo
-        if value > hi or (ties_to_bounds and value == hi):
-            value = hi
-        out[i] = value
+        choice = _clip_choice(x[i], lo, hi, ties_to_bounds)
+        out[i] = x[i] if choice == 0 else (lo if choice == 1 else hi)
 
 
 def clip_float32(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> np.ndarray:

@@ -57,10 +57,11 @@ def _tap_view(xp, tap, out_shape, strides, dilations):
     return xp[(slice(None), slice(None)) + index]
 
 
-def _out_shape(xp, kernel_shape, strides, dilations):
+def _out_shape(padded_sizes, kernel_shape, strides, dilations):
+    """Output spatial shape of a conv over inputs of ``padded_sizes`` (padding included)."""
     return tuple(
         (size - ((k - 1) * d + 1)) // s + 1
-        for size, k, s, d in zip(xp.shape[2:], kernel_shape, strides, dilations)
+        for size, k, s, d in zip(padded_sizes, kernel_shape, strides, dilations)
     )
 
 
@@ -147,49 +148,39 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     if x.dtype != np.float16:
         x = x.astype(np.float32, copy=False)
     weight = weight.astype(x.dtype, copy=False)
-    c_out = weight.shape[0]
-    if nd == 2 and groups == x.shape[1] > 1:
-        # 2-D depthwise: the compiled twin of _depthwise (same sums, fp16 blocks included)
-        pads = pad_amounts(pad_type, x.shape[2:], weight.shape[2:], strides, dilations, pad)
-        if x.dtype == np.float16:
-            y = depthwise_conv2d(
-                float16_to_float32(x), float16_to_float32(weight), strides, dilations, pads, _accumulate.FP16_BLOCK
-            )
-            return _with_bias(round_to_float16(y), bias)
-        y = depthwise_conv2d(x, weight, strides, dilations, pads)
-        return _with_bias(y, bias)
-    kernel_shape = tuple(weight.shape[2:])
-    pointwise = all(k == 1 for k in kernel_shape) and all(s == 1 for s in strides)
     n, c = x.shape[:2]
-    cg, og = c // groups, c_out // groups
-    if nd == 2 and not pointwise and not (groups == c and groups > 1) and x.dtype.itemsize in (2, 4):
-        # compiled im2col: no padded copy of x, one parallel pass into the scratch buffer
+    kernel_shape = tuple(weight.shape[2:])
+    depthwise = groups == c > 1
+    pointwise = all(k == 1 for k in kernel_shape) and all(s == 1 for s in strides)
+    if nd == 2 and (depthwise or not pointwise):  # the compiled kernels: no padded copy of x
         pads = pad_amounts(pad_type, x.shape[2:], kernel_shape, strides, dilations, pad)
-        padded_shape = tuple(s + a + b for s, (a, b) in zip(x.shape[2:], pads))
-        out_shape = tuple(
-            (size - ((k - 1) * d + 1)) // st + 1
-            for size, k, st, d in zip(padded_shape, kernel_shape, strides, dilations)
-        )
+        if depthwise:  # the compiled twin of _depthwise (same sums, fp16 blocks included)
+            if x.dtype == np.float16:
+                y = depthwise_conv2d(
+                    float16_to_float32(x), float16_to_float32(weight), strides, dilations, pads, _accumulate.FP16_BLOCK
+                )
+                return _with_bias(round_to_float16(y), bias)
+            return _with_bias(depthwise_conv2d(x, weight, strides, dilations, pads), bias)
+        out_shape = _out_shape([s + a + b for s, (a, b) in zip(x.shape[2:], pads)], kernel_shape, strides, dilations)
         cols = _scratch_array((n, c, int(np.prod(kernel_shape))) + out_shape, x.dtype)
-        im2col2d(x, kernel_shape, strides, dilations, pads, cols)
-        cols = cols.reshape(n, groups, cg * int(np.prod(kernel_shape)), -1)
-        return _conv_products(cols, weight, bias, n, c_out, groups, og, out_shape)
+        im2col2d(x, kernel_shape, strides, dilations, pads, cols)  # the twin of _columns
+        return _conv_products(cols.reshape(n, groups, -1, int(np.prod(out_shape))), weight, bias, out_shape)
     xp = _padded(x, weight, strides, pad_type, pad, dilations)
-    out_shape = _out_shape(xp, kernel_shape, strides, dilations)
-    if groups == c and groups > 1:
-        y = _depthwise(xp, weight, strides, dilations, out_shape)
-        return _with_bias(y, bias)
+    out_shape = _out_shape(xp.shape[2:], kernel_shape, strides, dilations)
+    if depthwise:
+        return _with_bias(_depthwise(xp, weight, strides, dilations, out_shape), bias)
     if pointwise:
-        cols = xp.reshape(n, groups, cg, -1)
+        cols = xp.reshape(n, groups, c // groups, -1)
     else:
         cols = _columns(xp, kernel_shape, strides, dilations, out_shape, groups)
-    return _conv_products(cols, weight, bias, n, c_out, groups, og, out_shape)
+    return _conv_products(cols, weight, bias, out_shape)
 
 
-def _conv_products(cols, weight, bias, n, c_out, groups, og, out_shape):
+def _conv_products(cols, weight, bias, out_shape):
     """The conv as matmuls of the weights with the columns (N, G, cg*K, prod(out)), plus bias."""
-    w = weight.reshape(groups, og, -1)
-    positions = int(np.prod(out_shape))
+    n, groups, _, positions = cols.shape
+    c_out = weight.shape[0]
+    w = weight.reshape(groups, c_out // groups, -1)
     if groups == 1 and positions <= FOLD_MAX_POSITIONS:
         # Few output positions per image: one product over the whole batch's columns
         # instead of N thin ones (2x faster on ResNet50's 3x3 stage).
