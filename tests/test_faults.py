@@ -116,6 +116,16 @@ def test_job_past_its_memory_limit_fails_alone(outputs, shared_cache, monkeypatc
     assert by_status == [("FAILED", "JobMemoryExceeded"), ("FINISHED", "")]
 
 
+@pytest.mark.parametrize("override", ["limits.max_memory_gb=-1", "limits.timeout_minutes=0"])
+def test_a_limit_that_is_not_positive_is_refused_before_anything_is_stored(outputs, override):
+    from sweep_testing import run_cli
+
+    result = run_cli(["precision-sweep", f"paths.outputs={outputs}", "precision=fp32", override], cwd=outputs)
+    assert result.returncode == 2
+    assert "is not a positive number" in result.stderr and "=null for no limit" in result.stderr
+    assert not (outputs / "mlflow.db").exists()
+
+
 def test_job_count_follows_the_sweep_overrides():
     from precision_sweep.tracking.progress import count_jobs
 

@@ -16,7 +16,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from precision_sweep.errors import SkipJob, UserInputError
-from precision_sweep.limits import JobTerminated, job_limits
+from precision_sweep.limits import JobTerminated, check_limits, job_limits
 from precision_sweep.tracking import store
 from precision_sweep.tracking.job_run import JobRun
 
@@ -72,6 +72,7 @@ def _import_libraries() -> None:
 def run_job(cfg: DictConfig) -> dict | None:
     """Run one job; return its metrics (None when skipped or failed in a multirun)."""
     try:
+        check_limits(cfg.limits.timeout_minutes, cfg.limits.max_memory_gb)
         run = open_job_run(cfg)
     except UserInputError as exc:
         from precision_sweep.app import report_user_error
