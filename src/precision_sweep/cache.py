@@ -50,19 +50,6 @@ def file_lock(path: Path, timeout: float = 3600) -> Iterator[None]:
         yield
 
 
-def save_bytes_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def publish_dir_atomic(source: Path, path: Path) -> None:
     """Copy the directory ``source`` to ``path`` so readers see all of it or nothing.
 

@@ -38,7 +38,7 @@ def overflow(data, workdir):
 
     model = overflow_model(data)
     target = compose(["target=ios16"]).target
-    return model, _convert(model, "fp16", workdir), fp32_twin(model, target, workdir)
+    return model, _convert(model, "fp16", workdir), fp32_twin(model, target)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def sensitive(data, workdir):
 
     model = int8_sensitive_model(data)
     target = compose(["target=ios16"]).target
-    return model, _convert(model, "int8", workdir), fp32_twin(model, target, workdir)
+    return model, _convert(model, "int8", workdir), fp32_twin(model, target)
 
 
 def _diagnose(model, variant, reference, x):

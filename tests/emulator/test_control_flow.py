@@ -272,14 +272,14 @@ def test_keras3_unrolled_rnn_with_flexible_batch_matches_tf(layer):
     assert_matches_tf(got, np.asarray(model(x, training=False)))
 
 
-def test_frontend_cache_pickles_a_while_loop_program_that_converts_identically():
-    # program_store replaces the frontend's block-building closures by placeholders.
-    import copy
-
+def test_frontend_cache_keeps_a_while_loop_program_in_memory_only(tmp_path):
+    # milproto keeps no list lengths: a recurrent program read back would convert to other list
+    # declarations than a plain ct.convert, so the store refuses it and the converter keeps it
+    # in memory (tests/compression/test_cache.py checks stored programs convert identically).
     import coremltools as ct
     import tensorflow as tf
 
-    from precision_sweep.convert.program_store import dumps_program, loads_program
+    from precision_sweep.convert.program_store import ProgramNotStorable, save_program
 
     quiet()
     model = _tf_keras_rnn("GRU")
@@ -291,10 +291,6 @@ def test_frontend_cache_pickles_a_while_loop_program_that_converts_identically()
         inputs=[ct.TensorType(name="x", shape=(ct.RangeDim(1, 8, 1), STEPS, FEATURES))],
         pass_pipeline=ct.PassPipeline.EMPTY,
     )
-    restored = loads_program(dumps_program(program))
-    specs = [
-        ct.convert(copy.deepcopy(p), convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
-                   minimum_deployment_target=ct.target.iOS17, skip_model_load=True).get_spec()
-        for p in (program, restored)
-    ]
-    assert specs[0].mlProgram == specs[1].mlProgram
+    assert "while_loop" in {op.op_type for op in program.functions["main"].operations}
+    with pytest.raises(ProgramNotStorable, match="list|nested blocks"):
+        save_program(program, tmp_path / "entry")

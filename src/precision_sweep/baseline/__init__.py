@@ -1,7 +1,7 @@
 """Stage 2: the FP32 TensorFlow baseline predictions on the test split.
 
-Cached by model and dataset content hashes (and the TensorFlow version), so a sweep computes
-them once however many jobs it runs.
+Cached by model and dataset content hashes (and the TensorFlow and Keras versions, which run
+the model), so a sweep computes them once however many jobs it runs.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from precision_sweep.data.models import LoadedModel, predict_probabilities
 
 
 def baseline_path(cache_dir: Path, model: LoadedModel, dataset_hash: str) -> Path:
+    import keras
     import tensorflow as tf
 
-    return Path(cache_dir) / "baseline" / f"{model.content_hash}-{dataset_hash}-tf{tf.__version__}.npy"
+    name = f"{model.content_hash}-{dataset_hash}-tf{tf.__version__}-keras{keras.__version__}.npy"
+    return Path(cache_dir) / "baseline" / name
 
 
 def baseline_outputs(model: LoadedModel, x_test: np.ndarray, dataset_hash: str, cache_dir: Path) -> np.ndarray:

@@ -2,12 +2,13 @@
 
 Three levels, each memoized in the process and, when a cache directory is given, stored
 content-addressed under ``<cache>/convert/`` (keys: model content hash, target, compute
-precision, batch bound, coremltools/TensorFlow/Keras versions) behind a file lock, so the
-workers of a parallel launcher compute each entry once:
+precision with its fp32 op selection, batch bound, input name, coremltools/TensorFlow/Keras
+versions and :data:`CACHE_REVISION`) behind a file lock, so the workers of a parallel launcher
+compute each entry once:
 
 1. **frontend**: ``ct.convert(..., convert_to="milinternal")`` with an empty pass pipeline, the
    MIL program straight from the TensorFlow frontend, once per (model, target, fp16/fp32 I/O).
-   On disk as a pickle (see :mod:`program_store` for why and when that is safe).
+   On disk in coremltools' milproto form (see :mod:`program_store`: loading runs no code).
 2. **base**: the frontend program (deep copy) through coremltools' default pipeline and
    backend at the recipe's compute precision, once per (model, target, compute precision),
    on disk as an ``.mlpackage``. Uncompressed recipes (fp32, fp16, fp16_mixed) are a copy of it.
@@ -16,6 +17,10 @@ workers of a parallel launcher compute each entry once:
 
 The fp32 base package of the same model and target is the size reference of
 ``compression_ratio`` and ``bits_per_weight``.
+
+When coremltools raises inside a level, the error is re-raised as :class:`ConversionStepFailed`
+carrying a :class:`BuildStep` (level, recipe, target, cache entry, where its input came from),
+so :mod:`doctor` can say what was being built.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ import logging
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from precision_sweep.cache import file_lock, publish_dir_atomic, save_bytes_atomic
+from precision_sweep.cache import file_lock, publish_dir_atomic
 from precision_sweep.convert.recipes import FLOAT32, ComputeSpec, compress_weights, compute_spec, is_compressed
 from precision_sweep.convert.targets import coremltools_target, effective_target_name
 from precision_sweep.data.models import LoadedModel
+from precision_sweep.errors import SkipJob, UserInputError
 from precision_sweep.hashing import hash_config
 
 log = logging.getLogger(__name__)
@@ -80,12 +87,49 @@ def weights_size(path: Path) -> int:
     return sum(p.stat().st_size for d in path.rglob("weights") if d.is_dir() for p in d.rglob("*") if p.is_file())
 
 
+# Part of every cache key: bump it when code here or in ``recipes`` changes what an entry holds
+# (the library versions in the keys cover changes in coremltools, TensorFlow and Keras).
+CACHE_REVISION = 2
+
+
 def _versions() -> dict:
     import coremltools as ct
     import keras
     import tensorflow as tf
 
-    return {"coremltools": ct.__version__, "tensorflow": tf.__version__, "keras": keras.__version__}
+    return {"coremltools": ct.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "precision_sweep_cache": CACHE_REVISION}
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """What the converter was building when coremltools failed (for the doctor's message)."""
+
+    stage: str  # "frontend", "base" or "compression"
+    model: str
+    target: str
+    compute: str  # the compute precision key, e.g. "float16" or "float16-mixed-<hash>"
+    recipe: str | None = None  # the precision recipe's name, when a variant was being built
+    entry: Path | None = None  # the cache entry being written
+    source: str = ""  # where the stage's input came from, e.g. "frontend program read from <path>"
+
+
+class ConversionStepFailed(Exception):
+    """coremltools raised while the converter built ``step``; the cause is ``__cause__``."""
+
+    def __init__(self, step: BuildStep):
+        super().__init__(f"{step.stage} of {step.model} for {step.target} at {step.compute} failed")
+        self.step = step
+
+
+@contextmanager
+def _building(step: BuildStep):
+    try:
+        yield
+    except (UserInputError, SkipJob):
+        raise
+    except Exception as exc:
+        raise ConversionStepFailed(step) from exc
 
 
 def _scratch_dir() -> Path:
@@ -95,8 +139,8 @@ def _scratch_dir() -> Path:
     return _SCRATCH[0]
 
 
-def frontend_program(model: LoadedModel, target_name: str, compute: ComputeSpec, max_batch: int, cache_dir: Path | None = None):
-    """The MIL program of ``model`` for ``target_name`` straight from the TF frontend (cached)."""
+def _frontend(model: LoadedModel, target_name: str, compute: ComputeSpec, max_batch: int, cache_dir: Path | None):
+    """(program, where it came from): see :func:`frontend_program`."""
     import coremltools as ct
 
     io_precision = "float32" if compute.precision == "float32" else "float16"
@@ -107,37 +151,64 @@ def frontend_program(model: LoadedModel, target_name: str, compute: ComputeSpec,
     if key in _FRONTEND:
         return _FRONTEND[key]
 
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / "convert" / "frontend" / f"{model.name}-{target_name}-{io_precision}io-{key}.milprogram"
+
     def build():
         log.info("frontend: converting %s for %s (%s I/O)", model.name, target_name, io_precision)
         batch = ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
-        return ct.convert(
-            model.keras_model,
-            source="tensorflow",
-            convert_to="milinternal",
-            inputs=[ct.TensorType(name=model.input_name, shape=(batch, *model.input_shape))],
-            minimum_deployment_target=coremltools_target(target_name),
-            compute_precision=compute.frontend_value(),
-            pass_pipeline=ct.PassPipeline.EMPTY,
-        )
+        with _building(BuildStep("frontend", model.name, target_name, io_precision, entry=path,
+                                 source="the TensorFlow model")):
+            return ct.convert(
+                model.keras_model,
+                source="tensorflow",
+                convert_to="milinternal",
+                inputs=[ct.TensorType(name=model.input_name, shape=(batch, *model.input_shape))],
+                minimum_deployment_target=coremltools_target(target_name),
+                compute_precision=compute.frontend_value(),
+                pass_pipeline=ct.PassPipeline.EMPTY,
+            )
 
-    if cache_dir is None:
-        program = build()
+    if path is None:
+        entry = (build(), "the frontend program built in this process")
     else:
-        from precision_sweep.convert.program_store import dumps_program, loads_program
+        from precision_sweep.convert.program_store import ProgramNotStorable, load_program, save_program
 
-        path = Path(cache_dir) / "convert" / "frontend" / f"{model.name}-{target_name}-{io_precision}io-{key}.milpickle"
         with file_lock(path.with_suffix(".lock")):
             if path.exists():
-                program = loads_program(path.read_bytes())
+                entry = (load_program(path), f"the cached frontend program {path}")
             else:
-                program = build()
-                save_bytes_atomic(path, dumps_program(program))
-    _FRONTEND[key] = program
-    return program
+                entry = (build(), "the frontend program built in this process")
+                with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                    try:
+                        save_program(entry[0], Path(tmp) / "program")
+                    except ProgramNotStorable as exc:
+                        log.info("frontend: %s for %s kept in memory only (%s)", model.name, target_name, exc)
+                    else:
+                        publish_dir_atomic(Path(tmp) / "program", path)
+    _FRONTEND[key] = entry
+    return entry
 
 
-def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max_batch: int, cache_dir: Path | None = None) -> Path:
-    """The saved package of ``model`` converted at ``compute`` for ``target_name`` (cached)."""
+def frontend_program(model: LoadedModel, target_name: str, compute: ComputeSpec, max_batch: int, cache_dir: Path | None = None):
+    """The MIL program of ``model`` for ``target_name`` straight from the TF frontend (cached).
+
+    One program per (model, target, fp16 or fp32 I/O): the frontend uses the compute precision
+    only to choose the I/O dtype, so FLOAT16 and every fp32-op selection share it. Callers get
+    the shared object: deep-copy it before passes change it.
+    """
+    return _frontend(model, target_name, compute, max_batch, cache_dir)[0]
+
+
+def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max_batch: int,
+                 cache_dir: Path | None = None, recipe: str | None = None) -> Path:
+    """The saved package of ``model`` converted at ``compute`` for ``target_name`` (cached).
+
+    ``compute`` may keep ops in fp32 (mixed precision): each selection is its own entry, so a
+    repair that converts many selections converts each once, across jobs and processes.
+    ``recipe`` only names the recipe in error messages.
+    """
     import coremltools as ct
 
     key = hash_config(
@@ -152,14 +223,16 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
             log.info("base: converting %s for %s at %s", model.name, target_name, compute.key)
-            program = copy.deepcopy(frontend_program(model, target_name, compute, max_batch, cache_dir))
-            mlmodel = ct.convert(
-                program,
-                convert_to="mlprogram",
-                compute_precision=compute.coremltools_value(),
-                minimum_deployment_target=coremltools_target(target_name),
-                skip_model_load=True,
-            )
+            program, source = _frontend(model, target_name, compute, max_batch, cache_dir)
+            step = BuildStep("base", model.name, target_name, compute.key, recipe, path if cache_dir else None, source)
+            with _building(step):
+                mlmodel = ct.convert(
+                    copy.deepcopy(program),
+                    convert_to="mlprogram",
+                    compute_precision=compute.coremltools_value(),
+                    minimum_deployment_target=coremltools_target(target_name),
+                    skip_model_load=True,
+                )
             with tempfile.TemporaryDirectory(dir=root) as tmp:
                 staged = Path(tmp) / "model.mlpackage"
                 mlmodel.save(str(staged))
@@ -200,21 +273,25 @@ def convert_variant(
 
     start = time.perf_counter()
     target_name = target.coremltools_target
-    base = base_package(model, target_name, compute_spec(precision), max_batch, cache_dir)
+    compute = compute_spec(precision)
+    base = base_package(model, target_name, compute, max_batch, cache_dir, recipe=precision.name)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.exists():
         shutil.rmtree(out_path)
     if is_compressed(precision):
-        mlmodel = ct.models.MLModel(str(base), skip_model_load=True)
-        mlmodel = compress_weights(mlmodel, precision, calibration)
+        step = BuildStep("compression", model.name, target_name, compute.key, precision.name,
+                         source=f"the base package {base}")
+        with _building(step):
+            mlmodel = ct.models.MLModel(str(base), skip_model_load=True)
+            mlmodel = compress_weights(mlmodel, precision, calibration)
         mlmodel.save(str(out_path))
         spec_version = mlmodel.get_spec().specificationVersion
     else:
         shutil.copytree(base, out_path)
         spec_version = ct.utils.load_spec(str(out_path)).specificationVersion
     seconds = time.perf_counter() - start
-    reference = base_package(model, target_name, FLOAT32, max_batch, cache_dir)
+    reference = base_package(model, target_name, FLOAT32, max_batch, cache_dir, recipe="fp32")
     return ConvertedModel(
         path=out_path,
         spec_version=spec_version,

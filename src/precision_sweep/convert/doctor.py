@@ -6,6 +6,13 @@ implemented``, with the node's name) or, for failures inside its op translators,
 a Python error; the node being translated is then found in the traceback (the ``node``
 local of the TF frontend's ``convert_graph``). TF node names start with the Keras layer's
 name (``functional_1/gconv_1/StatefulPartitionedCall``), which gives the layer.
+
+Failures after the TF frontend (coremltools' graph passes on the frontend program, or its
+compression passes on a base package) are not about a TF op: the converter wraps them in
+:class:`~precision_sweep.convert.converter.ConversionStepFailed`, and the message names the
+failing pass (found in the traceback: the ``pass_name`` local of coremltools'
+``apply_pipeline``, or the pass object of ``_apply_graph_pass``) and what was being built:
+level, recipe, target, cache entry, and where its input came from.
 """
 
 from __future__ import annotations
@@ -54,6 +61,52 @@ def _failing_node(exc: BaseException) -> tuple[str | None, str | None]:
     return outermost or (None, None)
 
 
+def _failing_pass(exc: BaseException) -> str | None:
+    """The coremltools graph pass that raised ``exc`` (innermost), e.g. "'common::const_elimination'
+    of the default pipeline", or None when no pass was running."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "apply_pipeline" and isinstance(frame.f_locals.get("pass_name"), str):
+            found = f"{frame.f_locals['pass_name']!r} of the {frame.f_locals.get('pass_pipeline')} pipeline"
+        elif frame.f_code.co_name == "_apply_graph_pass" and frame.f_locals.get("cur_graph_pass") is not None:
+            found = repr(type(frame.f_locals["cur_graph_pass"]).__name__)
+        tb = tb.tb_next
+    return found
+
+
+def _explain_step(step, exc: BaseException, cause: str) -> str:
+    """The message for a failure after the TF frontend (see the module docstring)."""
+    failing = _failing_pass(exc)
+    what = {"base": "converting the frontend program into the base package",
+            "compression": "compressing the base package",
+            "frontend": "running the TF frontend"}[step.stage]
+    recipe = f" for precision={step.recipe}" if step.recipe else ""
+    entry = f", to be cached as {step.entry}" if step.entry else ""
+    where = f"coremltools' graph pass {failing}" if failing else "coremltools"
+    message = (
+        f"{where} failed while {what} of model={step.model}{recipe} at target {step.target} "
+        f"(compute {step.compute}; input: {step.source}{entry}): {cause}. This failed inside "
+        "coremltools, after the TF ops were translated, so no layer of the model is to blame. Fix: "
+    )
+    if "cached" in step.source:
+        message += (
+            f"delete {step.source.split()[-1]} (precision-sweep rebuilds it) and rerun; if it fails again, "
+        )
+    if step.stage == "compression":
+        message += (
+            f"check the precision={step.recipe} settings against coremltools.optimize.coreml's docs, "
+            "try another target, and report it with the error.txt of this run."
+        )
+    else:
+        message += (
+            f"check that ct.convert alone converts the model for {step.target} at this compute "
+            "precision, and report it to coremltools with the error.txt of this run."
+        )
+    return message
+
+
 def _layer_of(node_name: str | None, layers: list) -> Any:
     """The layer whose name is a component of ``node_name`` (TF appends ``_<n>`` to it)."""
     if not node_name:
@@ -95,6 +148,11 @@ def explain_conversion_error(exc: BaseException, model: Any) -> BaseException:
         the failure and how to fix it; ``exc`` itself when it already is a user error, a skip or
         an interruption.
     """
+    from precision_sweep.convert.converter import ConversionStepFailed
+
+    step = None
+    if isinstance(exc, ConversionStepFailed):
+        step, exc = exc.step, exc.__cause__
     if isinstance(exc, (UserInputError, SkipJob)) or not isinstance(exc, Exception):
         return exc
     layers = _layers(model)
@@ -106,6 +164,10 @@ def explain_conversion_error(exc: BaseException, model: Any) -> BaseException:
     where = f"{_describe(layer)}, {at}" if layer is not None else at
     cause = f"coremltools raised {type(exc).__name__}: {first}"
 
+    if step is not None and (step.stage != "frontend" or (op is None and _failing_pass(exc))):
+        error = ConversionError(_explain_step(step, exc, cause))
+        error.__cause__ = exc
+        return error
     recurrent = [lay for lay in layers if _recurrent(lay) and _is_keras3(lay)]
     if recurrent and (layer is None or layer in recurrent or (op or "") in _LOOP_OPS or "while" in (node or "").lower()):
         target = layer if layer in recurrent else recurrent[0]

@@ -21,24 +21,18 @@ from precision_sweep.diagnose.layers import LayerMapper
 log = logging.getLogger(__name__)
 
 
-def fp32_precision():
-    """The ``precision=fp32`` config (conf/precision/fp32.yaml) as a typed node."""
-    from precision_sweep.convert.schema import ComputePrecision, PrecisionConfig
+def fp32_twin(model, target, max_batch: int = 1024, cache_dir: Path | None = None) -> Path:
+    """The FP32 package of ``model`` for ``target``: the converter's cached fp32 base package,
+    which every job has already built as its size reference."""
+    from precision_sweep.convert.converter import base_package
+    from precision_sweep.convert.recipes import FLOAT32
 
-    return OmegaConf.structured(PrecisionConfig(name="fp32", compute_precision=ComputePrecision.float32))
-
-
-def fp32_twin(model, target, out_dir: Path, max_batch: int = 1024) -> Path:
-    """Convert ``model`` at FP32 for ``target`` into ``out_dir``; return the package path."""
-    from precision_sweep.convert import convert_variant
-
-    path = Path(out_dir) / f"{model.name}-fp32-{target.name}-reference.mlpackage"
-    return convert_variant(model, fp32_precision(), target, path, max_batch=max_batch).path
+    return base_package(model, target.coremltools_target, FLOAT32, max_batch, cache_dir, recipe="fp32")
 
 
 def run_diagnosis(cfg, model, dataset, package: Path, work_dir: Path) -> DriftReport:
     """The drift report of ``package`` against the FP32 twin, on the diagnostic batch."""
-    reference = fp32_twin(model, cfg.target, work_dir, cfg.model.max_batch)
+    reference = fp32_twin(model, cfg.target, cfg.model.max_batch, Path(cfg.paths.cache))
     batch = dataset.x_test[: int(cfg.diagnosis.samples)]
     return diagnose(
         package, reference, batch, cfg.compute_units.name,

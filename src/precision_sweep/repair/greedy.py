@@ -17,7 +17,6 @@ the ``_cast_fp16`` suffix (fp16), or the op name in the fp16 program (int8).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -33,7 +32,6 @@ from precision_sweep.diagnose.layers import LayerMapper, sanitize
 log = logging.getLogger(__name__)
 
 WEIGHT_OPS = {"conv", "conv_transpose", "linear", "matmul", "einsum"}
-_FRONTEND: dict[tuple, object] = {}
 
 
 @dataclass
@@ -70,38 +68,15 @@ def calibration_data(dataset, samples: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(x[:samples]), np.asarray(y[:samples])
 
 
-def _frontend(model, target_name: str, max_batch: int):
-    """The TF frontend's MIL program with fp16 I/O (memoized): each round converts a copy."""
-    import coremltools as ct
+def fp16_with_fp32_ops(model, target_name: str, keep: set[str], max_batch: int = 1024,
+                       cache_dir: Path | None = None) -> Path:
+    """The package with fp16 compute except the ops named in ``keep`` (sanitized names), built
+    by the converter's cached base level: each selection is converted once, across jobs."""
+    from precision_sweep.convert.converter import base_package
+    from precision_sweep.convert.recipes import ComputeSpec
 
-    key = (model.content_hash, target_name, max_batch)
-    if key not in _FRONTEND:
-        batch = ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
-        _FRONTEND[key] = ct.convert(
-            model.keras_model,
-            source="tensorflow",
-            convert_to="milinternal",
-            inputs=[ct.TensorType(name=model.input_name, shape=(batch, *model.input_shape))],
-            minimum_deployment_target=getattr(ct.target, target_name),
-            compute_precision=ct.precision.FLOAT16,
-            pass_pipeline=ct.PassPipeline.EMPTY,
-        )
-    return _FRONTEND[key]
-
-
-def fp16_with_fp32_ops(model, target_name: str, keep: set[str], max_batch: int = 1024):
-    """An MLModel with fp16 compute except the ops named in ``keep`` (sanitized names)."""
-    import coremltools as ct
-
-    program = copy.deepcopy(_frontend(model, target_name, max_batch))
-    selector = ct.transform.FP16ComputePrecision(op_selector=lambda op: sanitize(op.name) not in keep)
-    return ct.convert(
-        program,
-        convert_to="mlprogram",
-        compute_precision=selector,
-        minimum_deployment_target=getattr(ct.target, target_name),
-        skip_model_load=True,
-    )
+    compute = ComputeSpec("float16", (), tuple(sorted(keep)))
+    return base_package(model, target_name, compute, max_batch, cache_dir, recipe="fp16 repair")
 
 
 def _value(v):
@@ -153,7 +128,8 @@ def _choose(table, keep: set[str], widen: int, name_column: str, op_types: set[s
 
 def repair(model, target_name: str, kind: str, start_path: Path, reference: Capture | None,
            reference_program, x_cal: np.ndarray, y_cal: np.ndarray, settings, out_path: Path,
-           compute_units: str = "all", weight_quantization=None, max_batch: int = 1024) -> RepairResult:
+           compute_units: str = "all", weight_quantization=None, max_batch: int = 1024,
+           cache_dir: Path | None = None) -> RepairResult:
     """Greedy mixed-precision repair of the program at ``start_path``.
 
     Parameters
@@ -174,6 +150,9 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
         An :class:`~precision_sweep.repair.schema.AutoRepairConfig`.
     out_path
         Where the repaired package is saved (may equal ``start_path``).
+    cache_dir
+        ``paths.cache``: the mixed-precision programs of each round are the converter's cached
+        base packages.
     """
     from precision_sweep.convert.converter import package_size
     from precision_sweep.data.models import predict_probabilities
@@ -190,7 +169,10 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
 
     fp16_base = None
     if kind == "int8":
-        fp16_base = fp16_with_fp32_ops(model, target_name, set(), max_batch)
+        import coremltools as ct
+
+        fp16_base = ct.models.MLModel(str(fp16_with_fp32_ops(model, target_name, set(), max_batch, cache_dir)),
+                                      skip_model_load=True)
 
     keep: list[str] = []
     current = start_path
@@ -224,11 +206,10 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
             break
         keep.extend(chosen)
         if kind == "fp16":
-            mlmodel = fp16_with_fp32_ops(model, target_name, set(keep), max_batch)
+            current = fp16_with_fp32_ops(model, target_name, set(keep), max_batch, cache_dir)
         else:
-            mlmodel = int8_with_fp16_ops(fp16_base, weight_quantization, set(keep))
-        current = scratch / f"round{number + 1}.mlpackage"
-        mlmodel.save(str(current))
+            current = scratch / f"round{number + 1}.mlpackage"
+            int8_with_fp16_ops(fp16_base, weight_quantization, set(keep)).save(str(current))
     if n_candidates == 0:
         program = Emulator(start_path, compute_units=compute_units)
         names = capture(program, x_diag[:1])
@@ -268,13 +249,13 @@ def repair_in_job(cfg, run, model, dataset, converted):
     settings = cfg.precision.auto_repair
     start = time.perf_counter()
     kind = "int8" if cfg.precision.get("weight_quantization") else "fp16"
-    work = Path(converted.path).parent / "repair"
-    reference = fp32_twin(model, cfg.target, work, cfg.model.max_batch)
+    reference = fp32_twin(model, cfg.target, cfg.model.max_batch, Path(cfg.paths.cache))
     x_cal, y_cal = calibration_data(dataset, int(settings.calib_samples))
     result = repair(
         model, cfg.target.coremltools_target, kind, Path(converted.path), None, reference, x_cal, y_cal,
         settings, Path(converted.path), cfg.compute_units.name,
         weight_quantization=cfg.precision.get("weight_quantization"), max_batch=cfg.model.max_batch,
+        cache_dir=Path(cfg.paths.cache),
     )
     seconds = time.perf_counter() - start
     last = result.rounds[-1]
