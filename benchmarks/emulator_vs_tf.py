@@ -1,9 +1,11 @@
 """Emulator vs TensorFlow inference time and peak memory (MobileNetV2, ResNet50).
 
-For each model (random weights, 96x96 input, batch 32) this converts an fp32 and an fp16
-ML program, times TF inference (``model(x, training=False)`` in a ``tf.function``, after
-warm-up, best of a few) and the emulator on the fp32 program (``cpu_only``) and on the fp16
-program under each profile, and prints time ratios emulator/TF.
+For each model (random weights, batch 32) and input size (96x96 and 224x224) this converts an
+fp32 and an fp16 ML program, times TF inference (``model(x, training=False)`` in a
+``tf.function``, after warm-up, best of a few) and the emulator on the fp32 program and on the
+fp16 program under every compute-unit model and Neural Engine generation, and prints time
+ratios emulator/TF. Targets (issue 11): fp32 <= 1.5, ``cpu_and_gpu`` <= 2.0, the ANE models
+(``cpu_and_ne``, ``all``) <= 3.0, peak memory <= 2x TF's.
 
 Peak memory is measured the same way for both sides, as the memory it takes to load the model
 and run it: freed heap memory is returned to the system (``malloc_trim``), the process's
@@ -24,7 +26,7 @@ oneDNN on equal terms::
 Usage::
 
     python benchmarks/emulator_vs_tf.py [--models MobileNetV2 ResNet50]
-        [--batch 32] [--size 96] [--repeats 5]
+        [--batch 32] [--sizes 96 224] [--repeats 3] [--devices m1 m2 m5]
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests" / "emulator"))
 
-PROFILES = ("cpu_only", "cpu_and_gpu", "cpu_and_ne")
+FP16_UNITS = ("cpu_only", "cpu_and_gpu")
+ANE_UNITS = ("cpu_and_ne", "all")
+TARGETS = {"fp32": 1.5, "cpu_and_gpu": 2.0, "ane": 3.0}
 
 
 def best_time(fn, repeats, warm_up=True):
@@ -85,12 +89,32 @@ def blas_kernels() -> str:
     return ", ".join(found) or "none found"
 
 
+def _runs(devices):
+    yield "fp32", "cpu_only", "m1"
+    for units in FP16_UNITS:
+        yield "fp16", units, "m1"
+    for units in ANE_UNITS:
+        for device in devices:
+            yield "fp16", units, device
+
+
+def _target(precision, units):
+    if precision == "fp32":
+        return TARGETS["fp32"]
+    if units == "cpu_and_gpu":
+        return TARGETS["cpu_and_gpu"]
+    if units in ANE_UNITS:
+        return TARGETS["ane"]
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["MobileNetV2", "ResNet50"])
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[96, 224])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--devices", nargs="+", default=["m1", "m2", "m5"])
     args = parser.parse_args(argv)
 
     import keras
@@ -101,53 +125,50 @@ def main(argv=None):
 
     print(f"BLAS: {blas_kernels()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     rows = []
-    for name in args.models:
-        shape = (args.batch, args.size, args.size, 3)
-        x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-        tensor = tf.constant(x)
+    for size in args.sizes:
+        for name in args.models:
+            shape = (args.batch, size, size, 3)
+            x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+            tensor = tf.constant(x)
 
-        def load_and_run_tf():
-            keras.utils.set_random_seed(0)
-            model = getattr(keras.applications, name)(
-                weights=None, input_shape=(args.size, args.size, 3), classes=1000
-            )
-            infer = tf.function(lambda t: model(t, training=False))
-            infer(tensor).numpy()
-            infer(tensor).numpy()
-            return model, infer
+            def load_and_run_tf():
+                keras.utils.set_random_seed(0)
+                model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=1000)
+                infer = tf.function(lambda t: model(t, training=False))
+                infer(tensor).numpy()
+                infer(tensor).numpy()
+                return model, infer
 
-        (model, infer), tf_peak = peak_mib(load_and_run_tf)
-        t_tf = best_time(lambda: infer(tensor).numpy(), args.repeats)
-        print(f"{name}: TF {t_tf * 1000:.0f} ms  peak {tf_peak:.0f} MiB", flush=True)
-        programs = {p: H.convert(model, [shape], precision=p) for p in ("fp32", "fp16")}
-        runs = [("fp32", "cpu_only")] + [("fp16", p) for p in PROFILES]
-        for precision, units in runs:
-            def load_and_run_emulator():
-                emu = Emulator(programs[precision], compute_units=units)
-                feeds = {emu.input_names[0]: x}
-                emu.predict(feeds)  # warm-up: compiles or loads the numba kernels
-                emu.predict(feeds)
-                return emu, feeds
+            (model, infer), tf_peak = peak_mib(load_and_run_tf)
+            t_tf = best_time(lambda: infer(tensor).numpy(), args.repeats)
+            print(f"{name} {size}x{size}: TF {t_tf * 1000:.0f} ms  peak {tf_peak:.0f} MiB", flush=True)
+            programs = {p: H.convert(model, [shape], precision=p) for p in ("fp32", "fp16")}
+            for precision, units, device in _runs(args.devices):
+                def load_and_run_emulator():
+                    emu = Emulator(programs[precision], compute_units=units, device=device)
+                    feeds = {emu.input_names[0]: x}
+                    emu.predict(feeds)  # warm-up: compiles or loads the numba kernels
+                    emu.predict(feeds)
+                    return emu, feeds
 
-            (emu, feeds), peak = peak_mib(load_and_run_emulator)
-            repeats = 1 if units == "cpu_and_ne" else args.repeats
-            t_emu = best_time(lambda: emu.predict(feeds), repeats, warm_up=False)
-            rows.append((name, precision, units, t_emu, t_emu / t_tf, peak, peak / tf_peak))
-            print(
-                f"{name}: emulator {precision} {units:<12} {t_emu * 1000:7.0f} ms  "
-                f"ratio {t_emu / t_tf:5.2f}  peak {peak:6.0f} MiB ({peak / tf_peak:.2f}x TF)",
-                flush=True,
-            )
-    print("\nmodel         program profile       time_ms  emu/TF  peak_MiB  peak/TF")
-    for name, precision, units, t_emu, ratio, peak, peak_ratio in rows:
-        print(f"{name:<13} {precision:<7} {units:<12} {t_emu * 1000:8.0f} {ratio:7.2f} {peak:9.0f} {peak_ratio:8.2f}")
-    for name, precision, units, _, ratio, _, peak_ratio in rows:
-        limit = 2.0 if precision == "fp32" else (3.0 if units == "cpu_only" else None)
-        if limit is not None:
-            status = "ok" if ratio <= limit else "ABOVE TARGET"
-            print(f"target {name} {precision} {units}: time {ratio:.2f} <= {limit} {status}")
-        status = "ok" if peak_ratio <= 2.0 else "ABOVE TARGET"
-        print(f"target {name} {precision} {units}: peak memory {peak_ratio:.2f} <= 2.0 x TF {status}")
+                (emu, feeds), peak = peak_mib(load_and_run_emulator)
+                t_emu = best_time(lambda: emu.predict(feeds), args.repeats, warm_up=False)
+                label = units if units in FP16_UNITS or precision == "fp32" else f"{units}/{device}"
+                rows.append((name, size, precision, label, _target(precision, units), t_emu, t_emu / t_tf, peak, peak / tf_peak))
+                print(
+                    f"{name} {size}: emulator {precision} {label:<15} {t_emu * 1000:7.0f} ms  "
+                    f"ratio {t_emu / t_tf:5.2f}  peak {peak:6.0f} MiB ({peak / tf_peak:.2f}x TF)",
+                    flush=True,
+                )
+            del programs, model, infer
+            gc.collect()
+    print("\nmodel         size program profile          time_ms  emu/TF  target  peak/TF")
+    for name, size, precision, label, target, t_emu, ratio, peak, peak_ratio in rows:
+        mark = "" if target is None else (" ok" if ratio <= target else " ABOVE TARGET")
+        print(f"{name:<13} {size:4d} {precision:<7} {label:<16} {t_emu * 1000:8.0f} {ratio:7.2f} "
+              f"{'-' if target is None else target:>7} {peak_ratio:8.2f}{mark}")
+    above = [r for r in rows if r[4] is not None and r[6] > r[4]] + [r for r in rows if r[8] > 2.0]
+    print(f"\n{len(rows)} runs; {len(above)} above a target (time, or peak memory > 2x TF)")
 
 
 if __name__ == "__main__":

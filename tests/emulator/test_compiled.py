@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from precision_sweep.emulator.ops import _compiled
+from precision_sweep.emulator.ops import _compiled, _conv_kernels
 from precision_sweep.emulator.ops._spatial import pad_amounts
-from precision_sweep.emulator.ops.conv import _depthwise, _out_shape, _padded, conv_reference
+from precision_sweep.emulator.ops.conv import _out_shape, _padded
 
 # Large enough to take the parallel kernels, not numpy's fallback for small arrays.
 BIG = 2 * _compiled.PARALLEL_MIN_SIZE
@@ -63,35 +63,6 @@ def test_casts_keep_shape_and_accept_non_contiguous_input():
     h = x.astype(np.float16)
     assert h[:, ::2].size > BIG
     assert np.array_equal(_compiled.float16_to_float32(h[:, ::2]), h[:, ::2].astype(np.float32))
-
-
-@pytest.mark.parametrize(
-    "shape, kernel, strides, dilations, pad_type, mult",
-    [
-        ((4, 24, 17, 19), (3, 3), (1, 1), (1, 1), "same", 1),
-        ((4, 24, 17, 19), (3, 3), (2, 2), (1, 1), "same", 1),
-        ((3, 16, 20, 20), (5, 5), (2, 1), (1, 1), "valid", 1),
-        ((3, 16, 20, 20), (3, 3), (1, 1), (2, 3), "same", 1),
-        ((2, 8, 15, 15), (3, 2), (1, 2), (1, 1), "custom", 2),
-        ((64, 32, 6, 6), (3, 3), (1, 1), (1, 1), "same", 1),
-        ((64, 32, 3, 3), (3, 3), (2, 2), (1, 1), "same", 1),
-    ],
-)
-def test_depthwise_matches_the_numpy_path_bit_for_bit(shape, kernel, strides, dilations, pad_type, mult):
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=shape).astype(np.float32)
-    weight = rng.normal(size=(shape[1] * mult, 1) + kernel).astype(np.float32)
-    pad = [1, 0, 2, 1] if pad_type == "custom" else None
-    xp = _padded(x, weight, list(strides), pad_type, pad, list(dilations))
-    out_shape = _out_shape(xp.shape[2:], kernel, strides, dilations)
-    expected = _depthwise(xp, weight, list(strides), list(dilations), out_shape)
-    pads = pad_amounts(pad_type, shape[2:], kernel, strides, dilations, pad)
-    got = _compiled.depthwise_conv2d(x, weight, strides, dilations, pads)
-    assert got.shape == expected.shape
-    assert np.array_equal(got, expected)
-    if x.size < 5000:  # the direct definition, one output at a time
-        reference = conv_reference(x, weight, None, list(strides), pad_type, pad, list(dilations), groups=shape[1])
-        np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("lo, hi", [(0, 6), (0, np.inf), (-1.5, 2.0**-20), (-np.inf, 65504), (-0.0, 0.0)])
@@ -184,7 +155,8 @@ def test_add_channel_bias_equals_numpys_broadcast_add():
         ((2, 4, 9, 9), (3, 3), (1, 2), (1, 1), "custom"),
     ],
 )
-def test_im2col_matches_the_numpy_columns(dtype, shape, kernel, strides, dilations, pad_type):
+@pytest.mark.parametrize("tap_major", [False, True])
+def test_im2col_matches_the_numpy_columns(dtype, shape, kernel, strides, dilations, pad_type, tap_major):
     x = np.random.default_rng(6).normal(size=shape).astype(dtype)
     weight = np.zeros((8, shape[1]) + kernel, dtype=dtype)
     pad = [1, 0, 2, 1] if pad_type == "custom" else None
@@ -192,10 +164,12 @@ def test_im2col_matches_the_numpy_columns(dtype, shape, kernel, strides, dilatio
     out_shape = _out_shape(xp.shape[2:], kernel, strides, dilations)
     from precision_sweep.emulator.ops.conv import _columns
 
-    expected = _columns(xp, kernel, list(strides), list(dilations), out_shape, 1).copy()
+    expected = _columns(xp, kernel, list(strides), list(dilations), out_shape, 1, tap_major).copy()
     pads = pad_amounts(pad_type, shape[2:], kernel, strides, dilations, pad)
-    out = np.full((shape[0], shape[1], kernel[0] * kernel[1]) + out_shape, np.nan, dtype=dtype)
-    _compiled.im2col2d(x, kernel, strides, dilations, pads, out)
+    taps = kernel[0] * kernel[1]
+    layout = (shape[0], taps, shape[1]) if tap_major else (shape[0], shape[1], taps)
+    out = np.full(layout + out_shape, np.nan, dtype=dtype)
+    _conv_kernels.im2col2d(x, kernel, strides, dilations, pads, out, tap_major)
     assert np.array_equal(out.reshape(expected.shape), expected)
 
 
@@ -215,38 +189,3 @@ def test_round_half_gives_numpys_bits():
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
-@pytest.mark.parametrize(
-    "shape, kernel, strides, pad_type, mult",
-    [
-        ((4, 24, 17, 19), (3, 3), (1, 1), "same", 1),
-        ((4, 24, 17, 19), (3, 3), (2, 2), "same", 1),
-        ((3, 16, 20, 20), (5, 5), (1, 2), "valid", 2),
-    ],
-)
-def test_depthwise_fp16_blocks_match_the_numpy_path_bit_for_bit(shape, kernel, strides, pad_type, mult):
-    from precision_sweep.emulator.ops._accumulate import FP16_BLOCK
-
-    rng = np.random.default_rng(9)
-    x = (rng.normal(size=shape) * 30).astype(np.float16)
-    weight = rng.normal(size=(shape[1] * mult, 1) + kernel).astype(np.float16)
-    xp = _padded(x, weight, list(strides), pad_type, None, [1, 1])
-    expected = _depthwise(xp, weight, list(strides), [1, 1], _out_shape(xp.shape[2:], kernel, strides, (1, 1)))
-    pads = pad_amounts(pad_type, shape[2:], kernel, strides, (1, 1), None)
-    got = _compiled.depthwise_conv2d(
-        x.astype(np.float32), weight.astype(np.float32), strides, (1, 1), pads, FP16_BLOCK
-    )
-    assert expected.dtype == np.float16
-    assert np.array_equal(got.astype(np.float16).view(np.uint16), expected.view(np.uint16))
-
-
-@pytest.mark.parametrize("shape_a, shape_b", [((2, 40, 100), (100, 70)), ((64, 37), (4, 37, 5)), ((3, 1, 9, 17), (2, 17, 30))])
-def test_fp16_block_matmul_matches_its_plain_twin(shape_a, shape_b):
-    from precision_sweep.emulator.ops._accumulate import FP16_BLOCK, matmul, matmul_reference
-
-    rng = np.random.default_rng(10)
-    a = (rng.normal(size=shape_a) * 20).astype(np.float16)
-    b = rng.normal(size=shape_b).astype(np.float16)
-    got = matmul(a, b)
-    expected = matmul_reference(a, b, FP16_BLOCK)
-    assert got.dtype == np.float16 and got.shape == expected.shape
-    assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))

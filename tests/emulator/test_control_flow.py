@@ -51,7 +51,7 @@ def test_tf_keras_gru_fp16_stays_close_and_lists_keep_their_declared_dtype():
 
     env = {**emu.plan.constants, "input_0": x}
     for step in emu.plan.steps:
-        run_step(step, env, emu.profile)
+        run_step(step, env)
     declared = {name: dtype for step in emu.plan.steps for name, dtype in step.outputs}
     lists = {n: v for n, v in env.items() if isinstance(v, cf.TensorList) and n in declared}
     assert lists

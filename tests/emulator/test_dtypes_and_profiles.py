@@ -1,4 +1,4 @@
-"""Declared dtypes, fp16 overflow, and the error ordering of the compute-unit profiles."""
+"""Declared dtypes, fp16 overflow, and the error ordering of the compute-unit models."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_fp16_overflow_gives_inf_and_fp32_stays_finite():
     assert np.all(np.isfinite(out32))
     np.testing.assert_allclose(out32, want, rtol=1e-5)
     for units in ("cpu_only", "cpu_and_gpu", "cpu_and_ne"):
-        emu = Emulator(H.convert(model, [(2, 8)], precision="fp16"), compute_units=units)
+        emu = Emulator(H.convert(model, [(2, 8)], precision="fp16"), compute_units=units, device="m5")
         outputs, inter = emu.predict({"input_0": x}, capture=True)
         (out16,) = outputs.values()
         assert np.all(np.isinf(out16)), units
@@ -75,7 +75,10 @@ def _deep_model(depth=20, width=64):
     return keras.Sequential(layers)
 
 
-def test_profile_error_ordering_on_deep_fp16_model():
+def test_error_ordering_follows_the_accumulators_on_long_sums():
+    """coremltools #2625 (ResNet18, M4): CPU_ONLY is further from fp32 than ALL. In the models,
+    the CPU's fp16 running sums lose more than the ANE's wide accumulator, and the GPU's fp32
+    sums least."""
     from precision_sweep.emulator import Emulator
 
     model = _deep_model()
@@ -86,10 +89,9 @@ def test_profile_error_ordering_on_deep_fp16_model():
     H.assert_matches_tf(ref32, reference, rtol=1e-4, top1=False)
     fp16 = H.convert(model, [shape], precision="fp16")
     errors = {}
-    for units in ("cpu_only", "cpu_and_gpu", "cpu_and_ne"):
-        out = Emulator(fp16, compute_units=units).predict({"input_0": x})
+    for units in ("cpu_only", "cpu_and_gpu", "all"):
+        out = Emulator(fp16, compute_units=units, device="m1").predict({"input_0": x})
         (got,) = out.values()
         assert got.dtype == np.float16
         errors[units] = float(np.mean(np.abs(got.astype(np.float64) - reference)))
-    assert errors["cpu_only"] <= errors["cpu_and_gpu"] <= errors["cpu_and_ne"], errors
-    assert errors["cpu_only"] < errors["cpu_and_ne"], errors
+    assert errors["cpu_and_gpu"] <= errors["all"] < errors["cpu_only"], errors

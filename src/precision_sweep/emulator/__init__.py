@@ -3,9 +3,10 @@
 Core ML prediction only exists on macOS; everywhere else this is how precision-sweep runs a
 converted model. It follows the op definitions in coremltools'
 ``converters/mil/mil/ops/defs/`` (one kernel module per op family, mirroring those files),
-honours the dtype every op declares (fp16 tensors really are float16) and emulates the
-numerics of a compute-unit class (:mod:`precision_sweep.emulator.numerics`). It is an
-emulation, not a bit-exact copy of any Apple device. Kernels are numpy (BLAS for matmul and
+honours the dtype every op declares (fp16 tensors really are float16) and computes each op
+under the numerics model of the unit it is placed on (:mod:`.numerics`, :mod:`.placement`):
+the Neural Engine of a chip generation (:mod:`.devices`), the GPU or the CPU, as measured
+and published. It is an emulation of measured behaviour, not Apple's implementation. Kernels are numpy (BLAS for matmul and
 conv); the hottest paths have compiled numba twins that give the same bits
 (:mod:`precision_sweep.emulator.ops._compiled`).
 """
@@ -16,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from precision_sweep.emulator.devices import DEFAULT_DEVICE, GENERATIONS
 from precision_sweep.emulator.executor import execute
-from precision_sweep.emulator.numerics import PROFILES, get_profile
-from precision_sweep.emulator.program import (
-    Plan,
-    UnsupportedOpError,
-    compile_plan,
-    load_program,
-)
+from precision_sweep.emulator.numerics import COMPUTE_UNITS, NUMERICS_VERSION, unit_models
+from precision_sweep.emulator.placement import fractions, place
+from precision_sweep.emulator.plan import Plan
+from precision_sweep.emulator.program import UnsupportedOpError, compile_plan, load_program
 from precision_sweep.emulator.registry import supported_ops
 
-__all__ = ["Emulator", "UnsupportedOpError", "PROFILES", "supported_ops"]
+__all__ = ["COMPUTE_UNITS", "DEFAULT_DEVICE", "DEVICES", "Emulator", "NUMERICS_VERSION", "UnsupportedOpError", "supported_ops"]
+
+DEVICES = tuple(GENERATIONS)
 
 
 class Emulator:
@@ -37,7 +38,12 @@ class Emulator:
     path_or_mlmodel
         A saved ``.mlpackage`` path, a ``coremltools.models.MLModel`` or a pymil ``Program``.
     compute_units
-        Numerics profile: ``cpu_only``, ``cpu_and_gpu``, ``cpu_and_ne`` or ``all``.
+        ``cpu_only``, ``cpu_and_gpu``, ``cpu_and_ne`` or ``all`` (Core ML's names).
+    device
+        The Neural Engine generation (``m1``, ``m2`` or ``m5``, see :mod:`.devices`): its op
+        support, limits and numerics. The CPU and GPU models are the same on every device.
+    gpu_low_precision_accumulation
+        Core ML's ``allowLowPrecisionAccumulationOnGPU``: fp16 sums on the GPU.
     function_name
         The program function to run.
 
@@ -45,13 +51,24 @@ class Emulator:
     ------
     UnsupportedOpError
         At construction, if the program holds an op type without a kernel.
+    ValueError
+        For an unknown ``compute_units`` or ``device`` (the message lists the choices).
     """
 
-    def __init__(self, path_or_mlmodel: Any, compute_units: str = "all", function_name: str = "main"):
+    def __init__(self, path_or_mlmodel: Any, compute_units: str = "all", device: str = DEFAULT_DEVICE,
+                 gpu_low_precision_accumulation: bool = False, function_name: str = "main"):
+        self.models = unit_models(compute_units, device, gpu_low_precision_accumulation)
         program, self.spec_version = load_program(path_or_mlmodel)
-        self.profile = get_profile(compute_units)
-        self.plan: Plan = compile_plan(program, function_name)
+        self.plan: Plan = compile_plan(program, function_name, lambda op, nested: place(op, self.models, nested))
         self.plan.spec_version = self.spec_version
+
+    @property
+    def compute_units(self) -> str:
+        return self.models.compute_units
+
+    @property
+    def device(self) -> str:
+        return self.models.device
 
     @property
     def input_names(self) -> list[str]:
@@ -63,14 +80,21 @@ class Emulator:
 
     def op_types(self) -> set[str]:
         """Op types executed at prediction time, nested blocks included (folded constant ops excluded)."""
+        return {step.op_type for step in self.plan.all_steps()}
 
-        def walk(steps):
-            for step in steps:
-                yield step.op_type
-                for block in step.blocks.values():
-                    yield from walk(block.steps)
+    def placements(self) -> list[dict]:
+        """One row per executed op: ``op``, ``op_type``, ``unit``, ``reason``, ``macs`` (per
+        sample). An estimate of Core ML's placement (see :mod:`.placement`)."""
+        return [
+            {"op": s.name, "op_type": s.op_type, "unit": s.placement.unit, "reason": s.placement.reason,
+             "macs": s.placement.macs}
+            for s in self.plan.all_steps()
+            if s.placement is not None
+        ]
 
-        return set(walk(self.plan.steps))
+    def placement_fractions(self) -> dict[str, float]:
+        """``ane_op_fraction`` and ``ane_mac_fraction`` of the executed ops."""
+        return fractions(s.placement for s in self.plan.all_steps() if s.placement is not None)
 
     def predict(self, feeds: dict[str, np.ndarray], capture: bool = False):
         """Run the program on a batch.
@@ -88,5 +112,5 @@ class Emulator:
             raise KeyError(
                 f"missing input(s) {sorted(missing)}; the program's inputs are {self.input_names}"
             )
-        outputs, intermediates = execute(self.plan, feeds, self.profile, capture=capture)
+        outputs, intermediates = execute(self.plan, feeds, capture=capture)
         return (outputs, intermediates) if capture else outputs

@@ -1,11 +1,14 @@
 """The executor: a plain ordered loop over the plan's steps with a dict of named values.
 
-Dtype rules (the same under every profile):
+Dtype rules (the same under every numerics model):
 
 * feeds are cast to the dtype each program input declares;
 * every op's result is cast to the dtype its output declares, so fp16 tensors are stored as
   ``float16`` (overflow becomes +-inf, tiny values flush exactly as float16 rounding does);
-* how fp16 ops compute in between is the compute-unit profile's business (:mod:`.numerics`).
+* how an fp16 op computes in between is the business of the unit model its step is placed
+  on (:mod:`.numerics`, :mod:`.placement`): whether multi-step kernels see fp32 copies, the
+  :class:`~.ops._accumulate.Accumulator` accumulating kernels sum with, and on the Neural
+  Engine the datapath rules (:mod:`.datapath`).
 
 Nested blocks (``while_loop``/``cond``) run through :func:`run_block`, the same loop over the
 block's steps on a scope that sees the enclosing values; the same dtype rules hold there (block
@@ -20,26 +23,28 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from precision_sweep.emulator.numerics import (
-    ACCUMULATING_OPS,
-    SINGLE_ROUNDING_OPS,
-    VALUE_EXACT_OPS,
-    Profile,
+from precision_sweep.emulator import datapath
+from precision_sweep.emulator.numerics import ACCUMULATING_OPS, MAC_OPS, SINGLE_ROUNDING_OPS, VALUE_EXACT_OPS
+from precision_sweep.emulator.ops._accumulate import FP32
+from precision_sweep.emulator.ops._compiled import (
+    float16_nan_to_zero,
+    float16_to_float32,
+    float32_to_float16,
+    float32_to_float16_nan_zero,
 )
-from precision_sweep.emulator.ops._compiled import float16_to_float32, float32_to_float16
 from precision_sweep.emulator.ops._threads import single_threaded_blas
 from precision_sweep.emulator.ops.control_flow import TensorList
-from precision_sweep.emulator.program import Block, Plan, Step
+from precision_sweep.emulator.plan import Block, Plan, Step
 
 FLOAT16 = np.dtype(np.float16)
 FLOAT32 = np.dtype(np.float32)
 
 
-def _upcast(value: Any) -> Any:
+def _upcast(value: Any, flush: bool = False) -> Any:
     if isinstance(value, np.ndarray) and value.dtype == FLOAT16:
-        return float16_to_float32(value)
+        return float16_to_float32(value, flush)
     if isinstance(value, list):
-        return [_upcast(v) for v in value]
+        return [_upcast(v, flush) for v in value]
     return value
 
 
@@ -52,19 +57,27 @@ def _cast(value: Any, dtype: np.dtype) -> Any:
     return value.astype(dtype, copy=False)
 
 
-def _wants_upcast(step: Step, profile: Profile | None) -> bool:
+def _store_from_ane(value: Any, dtype: np.dtype) -> Any:
+    """:func:`_cast` of an ANE op's result, with its NaNs (indeterminate forms) as +0."""
+    value = np.asarray(value)
+    if dtype == FLOAT16 and value.dtype == FLOAT32:
+        return float32_to_float16_nan_zero(value)
+    if value.dtype == FLOAT16 and dtype == FLOAT16:
+        return float16_nan_to_zero(value)
+    return _cast(datapath.indeterminate_to_zero(value), dtype)
+
+
+def _wants_upcast(step: Step) -> bool:
     if step.blocks:
         return False  # control flow computes nothing itself; its block ops decide
     if step.op_type in VALUE_EXACT_OPS or step.op_type in SINGLE_ROUNDING_OPS:
         return False  # the same bits either way (see numerics)
-    if profile is None:
-        return True
-    if step.op_type in ACCUMULATING_OPS:
-        return profile.upcast_accumulating
-    return profile.upcast_elementwise
+    if step.op_type in ACCUMULATING_OPS or step.placement is None:
+        return True  # accumulators take fp32 copies of the fp16 values
+    return step.placement.model.fp32_intermediates
 
 
-def run_block(block: Block, env: Mapping[str, Any], profile: Profile | None, *values: Any) -> tuple:
+def run_block(block: Block, env: Mapping[str, Any], *values: Any) -> tuple:
     """Run a nested block on ``values`` (its inputs, in order) and return its outputs.
 
     The block's own values live in a fresh scope chained to ``env``, so its ops see the
@@ -76,26 +89,37 @@ def run_block(block: Block, env: Mapping[str, Any], profile: Profile | None, *va
     for (name, dtype), value in zip(block.inputs, values):
         scope[name] = _cast(value, dtype)
     for step in block.steps:
-        run_step(step, scope, profile)
+        run_step(step, scope)
     return tuple(scope[name] for name in block.outputs)
 
 
-def _block_callable(block: Block, env: Mapping[str, Any], profile: Profile | None):
+def _block_callable(block: Block, env: Mapping[str, Any]):
     def call(*values: Any) -> tuple:
-        return run_block(block, env, profile, *values)
+        return run_block(block, env, *values)
 
     return call
 
 
-def run_step(step: Step, env: dict[str, Any], profile: Profile | None) -> None:
+def run_step(step: Step, env: dict[str, Any]) -> None:
     """Execute one step, reading its inputs from ``env`` and writing its outputs there."""
     kwargs = dict(step.const_kwargs)
     for arg, names in step.var_kwargs.items():
         kwargs[arg] = [env[n] for n in names] if isinstance(names, list) else env[names]
     for arg, block in step.blocks.items():
-        kwargs[arg] = _block_callable(block, env, profile)
-    if any(dtype == FLOAT16 for _, dtype in step.outputs) and _wants_upcast(step, profile):
-        kwargs = {k: _upcast(v) for k, v in kwargs.items()}
+        kwargs[arg] = _block_callable(block, env)
+    model = step.placement.model if step.placement is not None else None
+    on_ane = model is not None and model.ane_datapath
+    if on_ane and step.coerce:
+        for arg in step.coerce:
+            kwargs[arg] = datapath.coerce_nan(kwargs[arg])
+    fp16 = any(dtype == FLOAT16 for _, dtype in step.outputs)
+    if fp16 and _wants_upcast(step):
+        # M1-class engines flush fp16 subnormal operands inside the multiply-accumulate.
+        flush = on_ane and step.op_type in MAC_OPS and model.accumulation.flush_subnormals
+        kwargs = {k: _upcast(v, flush) for k, v in kwargs.items()}
+    accumulator = step.accumulator if fp16 else FP32
+    if step.op_type in ACCUMULATING_OPS:
+        kwargs["accumulator"] = accumulator
     try:
         result = step.fn(**kwargs)
     except Exception as exc:  # add the op's identity to any kernel failure
@@ -106,15 +130,21 @@ def run_step(step: Step, env: dict[str, Any], profile: Profile | None) -> None:
             f"kernel for {step.op_type!r} returned {len(results)} values, "
             f"the program declares {len(step.outputs)}"
         )
-    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        store = _cast
+        if on_ane and fp16:
+            adjust = datapath.RULES.get(step.op_type)
+            if adjust is not None and len(results) == 1:
+                results = (adjust(kwargs, results[0], model, accumulator),)
+            if step.op_type not in VALUE_EXACT_OPS:  # those only move values: no new NaN
+                store = _store_from_ane
         for (name, dtype), value in zip(step.outputs, results):
-            env[name] = _cast(value, dtype)
+            env[name] = store(value, dtype)
 
 
 def execute(
     plan: Plan,
     feeds: dict[str, np.ndarray],
-    profile: Profile,
     capture: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, np.ndarray]]]:
     """Run the plan on ``feeds``.
@@ -129,7 +159,7 @@ def execute(
     intermediates: dict[str, tuple[str, np.ndarray]] = {}
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"), single_threaded_blas():
         for step, released in zip(plan.steps, plan.releases):
-            run_step(step, env, profile)
+            run_step(step, env)
             if not capture:
                 for name in released:
                     del env[name]

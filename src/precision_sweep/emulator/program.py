@@ -19,12 +19,13 @@ MIL's lexical scoping is kept as it is; such steps are never folded.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from precision_sweep.emulator.ops._accumulate import Accumulator
+from precision_sweep.emulator.plan import Block, Plan, Step
 from precision_sweep.emulator.registry import KERNELS, supported_ops
 
 
@@ -34,45 +35,6 @@ class UnsupportedOpError(NotImplementedError):
 
 # The spec's argument name of each nested block of a control-flow op, in ``op.blocks`` order.
 BLOCK_ARGUMENTS = {"while_loop": ("_cond", "_body"), "cond": ("_true_fn", "_false_fn")}
-
-
-@dataclass
-class Step:
-    """One MIL operation, ready to execute."""
-
-    op_type: str
-    name: str
-    fn: Callable
-    const_kwargs: dict[str, Any]
-    # argument name -> variable name, or list of variable names for tuple inputs (concat).
-    var_kwargs: dict[str, str | list[str]]
-    outputs: list[tuple[str, np.dtype]]
-    # spec argument name -> compiled nested block (control-flow ops only).
-    blocks: dict[str, "Block"] = field(default_factory=dict)
-
-
-@dataclass
-class Block:
-    """A compiled nested block: named inputs (bound per call), ordered steps, outputs."""
-
-    inputs: list[tuple[str, np.dtype]]
-    steps: list[Step]
-    outputs: list[str]
-
-
-@dataclass
-class Plan:
-    """A compiled MIL function: inputs, constants, ordered steps and outputs."""
-
-    inputs: dict[str, tuple[tuple, np.dtype]]
-    outputs: list[str]
-    constants: dict[str, np.ndarray] = field(default_factory=dict)
-    steps: list[Step] = field(default_factory=list)
-    # variable name -> (op type, op name) of every op the plan knows, folded ones included.
-    producers: dict[str, tuple[str, str]] = field(default_factory=dict)
-    spec_version: int | None = None
-    # Per top-level step, the values no later step reads (freed after it unless capturing).
-    releases: list[list[str]] = field(default_factory=list)
 
 
 def numpy_dtype(mil_dtype) -> np.dtype:
@@ -125,8 +87,13 @@ def _const_value(var) -> Any:
     return value
 
 
-def compile_plan(program, function_name: str = "main") -> Plan:
-    """Compile one function of a pymil program into a :class:`Plan`."""
+def compile_plan(program, function_name: str = "main", placer: Callable | None = None) -> Plan:
+    """Compile one function of a pymil program into a :class:`Plan`.
+
+    ``placer(op, in_control_flow)`` returns the :class:`~.placement.Placement` of each op that
+    remains a step (constants and folded ops run at load time, in fp32); without it, every
+    step computes in fp32 from fp32 copies (no unit model).
+    """
     from precision_sweep.emulator import ops  # noqa: F401  (registers the kernels)
 
     function = program.functions[function_name]
@@ -135,9 +102,29 @@ def compile_plan(program, function_name: str = "main") -> Plan:
         inputs={name: (tuple(var.shape), var_dtype(var)) for name, var in function.inputs.items()},
         outputs=[var.name for var in function.outputs],
     )
-    plan.steps = _compile_operations(function.operations, plan)
+    plan.steps = _compile_operations(function.operations, plan, placer, False)
     plan.releases = _releases(plan)
+    _mark_boundaries(plan)
     return plan
+
+
+def _mark_boundaries(plan: Plan) -> None:
+    """Set each Neural Engine step's ``coerce``: the arguments produced off the engine (by
+    another unit or the program inputs), where NaN becomes +inf on the way in."""
+    on_ane = {
+        name
+        for step in plan.all_steps()
+        if step.placement is not None and step.placement.model.ane_datapath
+        for name, _ in step.outputs
+    }
+    for step in plan.all_steps():
+        if step.placement is None or not step.placement.model.ane_datapath:
+            continue
+        step.coerce = tuple(
+            arg
+            for arg, names in step.var_kwargs.items()
+            if any(n not in on_ane and n not in plan.constants for n in (names if isinstance(names, list) else [names]))
+        )
 
 
 def _names_read(step: Step):
@@ -179,7 +166,7 @@ def _walk(operations):
             yield from _walk(block.operations)
 
 
-def _compile_operations(operations, plan: Plan) -> list[Step]:
+def _compile_operations(operations, plan: Plan, placer: Callable | None, in_control_flow: bool) -> list[Step]:
     """Steps of one block; constants (folded ones too) go to ``plan.constants``.
 
     MIL variable names are unique across a function's blocks, so one constant table serves
@@ -220,7 +207,7 @@ def _compile_operations(operations, plan: Plan) -> list[Step]:
             blocks={
                 arg: Block(
                     inputs=[(v.name, var_dtype(v)) for v in block.inputs],
-                    steps=_compile_operations(block.operations, plan),
+                    steps=_compile_operations(block.operations, plan, placer, True),
                     outputs=[v.name for v in block.outputs],
                 )
                 for arg, block in zip(block_args, op.blocks)
@@ -232,10 +219,13 @@ def _compile_operations(operations, plan: Plan) -> list[Step]:
             # Weight decompression and other constant subgraphs run once, at load time. Never
             # a control-flow op: its blocks may read non-constant outer variables.
             env = dict(plan.constants)
-            run_step(step, env, profile=None)
+            run_step(step, env)
             for out_name, _ in step.outputs:
                 plan.constants[out_name] = env[out_name]
             continue
+        if placer is not None:
+            step.placement = placer(op, in_control_flow)
+            step.accumulator = Accumulator(step.placement.model.accumulation)
         steps.append(step)
     return steps
 

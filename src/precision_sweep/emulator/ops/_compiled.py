@@ -13,17 +13,9 @@ bit, and is tested against it (``tests/emulator/test_compiled.py``):
   them in float32 and rounding gives (numpy's float16 min/max run in software, and keep -0
   where its float32 ones give +0);
 * :func:`clip_float32` is the same for float32 (numpy's runs on one core);
-* :func:`fp16_block_matmul` is the fp16-accumulating matmul and sum of ``_accumulate``
-  (its reference twin is the plain numpy loop in the tests), with the float32 -> nearest
-  float16 rounding done in bit arithmetic in registers (``_round_half``);
-* :func:`im2col2d` is ``conv._columns`` for 2-D convs (one parallel copy, no padded tensor);
 * :func:`add_channel_bias` is a conv's ``y += bias`` on all cores;
 * :func:`add_float16` is the float32 sum of two float16 arrays rounded to float16, in two
   compiled passes instead of three casts and an add;
-* :func:`depthwise_conv2d` is the 2-D depthwise convolution of ``conv.conv_reference`` with
-  fp32 accumulation, taps summed in the same row-major order as the numpy per-tap path. Each
-  (image, channel) plane is padded in a small per-task buffer, so no padded copy of the whole
-  tensor is made.
 
 The OpenMP threads wait passively between kernels (``OMP_WAIT_POLICY``, see below).
 Kernels are compiled on first use and cached on disk (numba ``cache=True``), so a new
@@ -34,18 +26,17 @@ from __future__ import annotations
 
 import os
 
-# numba's parallel kernels run on OpenMP threads that by default spin after each kernel,
-# taking the cores from the BLAS thread pool (ops/_threads.py): ResNet50 ran 1.35x slower.
-# Passive waiting must be asked for before OpenMP starts, i.e. before the first kernel runs;
-# a value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from precision_sweep.emulator.ops import _half  # noqa: F401  (sets OMP_WAIT_POLICY first)
 
 import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
 from numba import njit, prange, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
+
 _HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+# The same table with fp16 subnormals and -0 read as +0 (MAC operands on M1-class engines).
+_HALF_TO_FLOAT_FLUSHED = np.where(np.abs(_HALF_TO_FLOAT) < np.float32(2.0**-14), np.float32(0.0), _HALF_TO_FLOAT)
 
 # Below this many elements a plain numpy call is cheaper than entering a parallel kernel.
 PARALLEL_MIN_SIZE = 1 << 14
@@ -128,61 +119,22 @@ def _round_half(x):
 
 
 @njit(cache=True, parallel=True)
-def _fp16_block_matmul(a, b, out, block):
-    batches, m, k = out.shape[0], a.shape[1], a.shape[2]
-    n = b.shape[2]
-    for task in prange(batches * m):
-        batch = task // m
-        i = task % m
-        rows_a = a[min(batch, a.shape[0] - 1), i]
-        rows_b = b[min(batch, b.shape[0] - 1)]
-        total = out[batch, i]
-        part = np.empty(n, dtype=np.float32)
-        for start in range(0, k, block):
-            part[:] = 0.0
-            for kk in range(start, min(k, start + block)):
-                weight = rows_a[kk]
-                row = rows_b[kk]
-                for j in range(n):
-                    part[j] += weight * row[j]
-            if start == 0:
-                for j in range(n):
-                    total[j] = _round_half(part[j])
-            else:
-                for j in range(n):
-                    total[j] = _round_half(total[j] + _round_half(part[j]))
-
-
-def fp16_block_matmul(a: np.ndarray, b: np.ndarray, block: int) -> np.ndarray:
-    """``a @ b`` with fp16 accumulation, for float32 operands holding the fp16 values.
-
-    The reduced axis is cut into blocks of ``block``; each block's products are summed in
-    float32 in order, rounded to fp16, and added to an fp16 running total (rounded after
-    every block). Batch dimensions broadcast as in ``np.matmul``. Returns float32 holding
-    fp16 values.
-    """
-    if b.shape[-1] < a.shape[-2]:
-        # Few columns, many rows: compute the transpose, so the vectorized inner loop runs
-        # along the longer side (the same products, summed in the same order).
-        return np.swapaxes(fp16_block_matmul(np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2), block), -1, -2)
-    batch_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    m, n = a.shape[-2], b.shape[-1]
-
-    def flat(operand):
-        if all(d == 1 for d in operand.shape[:-2]):
-            return np.ascontiguousarray(operand, dtype=np.float32).reshape((1,) + operand.shape[-2:])
-        full = np.broadcast_to(operand, batch_shape + operand.shape[-2:])
-        return np.ascontiguousarray(full, dtype=np.float32).reshape((-1,) + operand.shape[-2:])
-
-    out = np.empty((int(np.prod(batch_shape, dtype=np.int64)), m, n), dtype=np.float32)
-    _fp16_block_matmul(flat(a), flat(b), out, block)
-    return out.reshape(batch_shape + (m, n))
-
-
-@njit(cache=True, parallel=True)
 def _to_half_bits(bits, out):
     for i in prange(bits.size):
         out[i] = _half_bits(bits[i])
+
+
+@njit(cache=True, parallel=True)
+def _to_half_bits_nan_zero(bits, out):
+    for i in prange(bits.size):
+        out[i] = np.uint16(0) if (bits[i] & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else _half_bits(bits[i])
+
+
+@njit(cache=True, parallel=True)
+def _half_nan_zero(bits):
+    for i in prange(bits.size):
+        if (bits[i] & np.uint16(0x7FFF)) > np.uint16(0x7C00):
+            bits[i] = np.uint16(0)
 
 
 @njit(cache=True, parallel=True)
@@ -209,14 +161,32 @@ def float32_to_float16(x: np.ndarray) -> np.ndarray:
     return out.view(np.float16).reshape(x.shape)
 
 
-def float16_to_float32(x: np.ndarray) -> np.ndarray:
-    """``x.astype(np.float32)`` for a float16 array (exact)."""
+def float32_to_float16_nan_zero(x: np.ndarray) -> np.ndarray:
+    """:func:`float32_to_float16` with NaN becoming +0 (the Neural Engine's indeterminate forms)."""
+    x = np.asarray(x, dtype=np.float32)
+    bits = np.ascontiguousarray(x).reshape(-1).view(np.uint32)
+    out = np.empty(x.size, dtype=np.uint16)
+    _to_half_bits_nan_zero(bits, out)
+    return out.view(np.float16).reshape(x.shape)
+
+
+def float16_nan_to_zero(x: np.ndarray) -> np.ndarray:
+    """A float16 array with its NaNs replaced by +0 (a copy; the input is left as it is)."""
+    out = np.array(x, dtype=np.float16, order="C", copy=True)
+    _half_nan_zero(out.reshape(-1).view(np.uint16))
+    return out
+
+
+def float16_to_float32(x: np.ndarray, flush: bool = False) -> np.ndarray:
+    """``x.astype(np.float32)`` for a float16 array (exact); with ``flush``, fp16 subnormals
+    and -0 become +0."""
     x = np.asarray(x, dtype=np.float16)
-    if x.size < PARALLEL_MIN_SIZE:
-        return x.astype(np.float32)
+    table = _HALF_TO_FLOAT_FLUSHED if flush else _HALF_TO_FLOAT
     bits = np.ascontiguousarray(x).reshape(-1).view(np.uint16)
+    if x.size < PARALLEL_MIN_SIZE:
+        return table[bits].reshape(x.shape)
     out = np.empty(x.size, dtype=np.float32)
-    _from_half_bits(bits, _HALF_TO_FLOAT, out)
+    _from_half_bits(bits, table, out)
     return out.reshape(x.shape)
 
 
@@ -333,120 +303,3 @@ def add_float16(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = np.empty(x.size, dtype=np.uint16)
     _to_half_bits(sums.view(np.uint32), out)
     return out.view(np.float16).reshape(x.shape)
-
-
-@njit(cache=True, parallel=True)
-def _depthwise2d(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, block):
-    """One (image, channel) plane per task: copy it into a zero-padded flat buffer, then each
-    tap is one contiguous multiply-add of the buffer shifted by the tap's offset, over every
-    column of the rows the outputs read; the output positions are picked out at the end."""
-    n, c_in, h, wd = x.shape
-    c_out, kh, kw = w.shape
-    oh, ow = out.shape[2], out.shape[3]
-    span = ((oh - 1) * sh + 1) * wp
-    size = hp * wp + (kw - 1) * dw  # slack: the last tap's shift runs past the grid's end
-    for task in prange(n * c_out):
-        i = task // c_out
-        co = task % c_out
-        plane = x[i, co // mult]
-        grid = np.zeros(size, dtype=np.float32)
-        for y in range(h):
-            dst = grid[(y + pt) * wp + pl : (y + pt) * wp + pl + wd]
-            src = plane[y]
-            for j in range(wd):
-                dst[j] = src[j]
-        acc = np.zeros(span, dtype=np.float32)
-        total = np.zeros(span if block > 0 else 0, dtype=np.float32)
-        for ky in range(kh):
-            for kx in range(kw):
-                weight = w[co, ky, kx]
-                shifted = grid[ky * dh * wp + kx * dw : ky * dh * wp + kx * dw + span]
-                for j in range(span):
-                    acc[j] += shifted[j] * weight
-                tap = ky * kw + kx + 1
-                if block > 0 and (tap % block == 0 or tap == kh * kw):
-                    # fp16 accumulation: the block's fp32 sum, rounded, joins the fp16 total
-                    if tap <= block:
-                        for j in range(span):
-                            total[j] = _round_half(acc[j])
-                    else:
-                        for j in range(span):
-                            total[j] = _round_half(total[j] + _round_half(acc[j]))
-                    acc[:] = 0.0
-        if block > 0:
-            acc = total
-        for oy in range(oh):
-            row = out[i, co, oy]
-            picked = acc[oy * sh * wp : oy * sh * wp + (ow - 1) * sw + 1]
-            if sw == 1:
-                for ox in range(ow):
-                    row[ox] = picked[ox]
-            else:
-                for ox in range(ow):
-                    row[ox] = picked[ox * sw]
-
-
-def depthwise_conv2d(x, weight, strides, dilations, pads, fp16_block: int = 0) -> np.ndarray:
-    """Depthwise 2-D conv of float32 ``x`` (N, C, H, W); ``weight`` (C*mult, 1, KH, KW).
-
-    ``pads`` is ``[(top, bottom), (left, right)]``; padded positions read as zero. Returns
-    float32 (N, C*mult, OH, OW) without bias. With ``fp16_block`` > 0 the taps are summed in
-    blocks of that many (fp32 within a block, rounded to fp16, added to an fp16 running
-    total), as ``conv._depthwise`` does for fp16 operands; the result holds fp16 values.
-    """
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    w = np.ascontiguousarray(weight.reshape(weight.shape[0], *weight.shape[2:]), dtype=np.float32)
-    (pt, pb), (pl, pr) = pads
-    (sh, sw), (dh, dw) = strides, dilations
-    kh, kw = w.shape[1:]
-    hp, wp = x.shape[2] + pt + pb, x.shape[3] + pl + pr
-    oh = (hp - ((kh - 1) * dh + 1)) // sh + 1
-    ow = (wp - ((kw - 1) * dw + 1)) // sw + 1
-    out = np.empty((x.shape[0], w.shape[0], oh, ow), dtype=np.float32)
-    _depthwise2d(x, w, out, w.shape[0] // x.shape[1], sh, sw, dh, dw, pt, pl, hp, wp, fp16_block)
-    return out
-
-
-@njit(cache=True, parallel=True)
-def _im2col2d(x, out, kh, kw, sh, sw, dh, dw, pt, pl, hp, wp):
-    """x (N, C, H, W) into out (N, C, KH*KW, OH, OW), both viewed as same-width integers."""
-    n, c, h, wd = x.shape
-    oh, ow = out.shape[3], out.shape[4]
-    for task in prange(n * c):
-        i = task // c
-        ch = task % c
-        plane = x[i, ch]
-        grid = np.zeros(hp * wp, dtype=x.dtype)
-        for y in range(h):
-            dst = grid[(y + pt) * wp + pl : (y + pt) * wp + pl + wd]
-            src = plane[y]
-            for j in range(wd):
-                dst[j] = src[j]
-        for ky in range(kh):
-            for kx in range(kw):
-                tap = out[i, ch, ky * kw + kx]
-                for oy in range(oh):
-                    start = (oy * sh + ky * dh) * wp + kx * dw
-                    row = tap[oy]
-                    if sw == 1:
-                        src_row = grid[start : start + ow]
-                        for ox in range(ow):
-                            row[ox] = src_row[ox]
-                    else:
-                        for ox in range(ow):
-                            row[ox] = grid[start + ox * sw]
-
-
-def im2col2d(x, kernel_shape, strides, dilations, pads, out) -> np.ndarray:
-    """Fill ``out`` (N, C, KH*KW, OH, OW) with the 2-D conv columns of ``x`` (N, C, H, W).
-
-    The compiled twin of ``conv._columns`` (a pure copy, so any 2- or 4-byte dtype): padded
-    positions are zero, row index ci*K + tap. Returns ``out``.
-    """
-    bits = {2: np.uint16, 4: np.uint32}[x.dtype.itemsize]
-    (pt, pb), (pl, pr) = pads
-    (sh, sw), (dh, dw) = strides, dilations
-    hp, wp = x.shape[2] + pt + pb, x.shape[3] + pl + pr
-    source = np.ascontiguousarray(x).view(bits)
-    _im2col2d(source, out.view(bits), kernel_shape[0], kernel_shape[1], sh, sw, dh, dw, pt, pl, hp, wp)
-    return out

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from precision_sweep.emulator.ops._compiled import clip_float16, clip_float32
+from precision_sweep.emulator.ops._accumulate import FP32
 from precision_sweep.emulator.registry import kernel
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -122,7 +123,7 @@ def gelu(x, mode="EXACT"):
 
 
 @kernel("softmax")
-def softmax(x, axis=-1):
+def softmax(x, axis=-1, *, accumulator=FP32):
     shifted = x - np.max(x, axis=int(axis), keepdims=True)
     e = np.exp(shifted)
-    return e / np.sum(e, axis=int(axis), keepdims=True)
+    return e / accumulator.sum(e, (int(axis),), keepdims=True)

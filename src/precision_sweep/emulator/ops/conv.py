@@ -2,8 +2,11 @@
 
 Layout is channels-first: x (N, C_in, *D), weight (C_out, C_in/groups, *K) for conv.
 The optimized conv is im2col over a strided window view plus one batched matmul across
-groups; :func:`conv_reference` is the plain loop-over-output-positions twin it is tested
-against.
+groups, summed by the op's accumulator (``_accumulate``); :func:`conv_reference` is the plain
+loop-over-output-positions twin it is tested against. For the fp16 accumulation models the
+reduced axis runs tap by tap, input channels inner (the Neural Engine's lanes are channels:
+a tile holds 4 input channels of one tap). ``conv_transpose`` is the same conv over the
+stride-dilated input with the flipped kernel.
 """
 
 from __future__ import annotations
@@ -13,16 +16,10 @@ import threading
 
 import numpy as np
 
-from precision_sweep.emulator.ops import _accumulate
-from precision_sweep.emulator.ops._compiled import (
-    add_channel_bias,
-    depthwise_conv2d,
-    float16_to_float32,
-    im2col2d,
-    round_float16_in_float32,
-)
-from precision_sweep.emulator.ops._compiled import float32_to_float16 as round_to_float16
-from precision_sweep.emulator.ops._spatial import pad_amounts, windows
+from precision_sweep.emulator.ops._accumulate import FP32
+from precision_sweep.emulator.ops._compiled import add_channel_bias
+from precision_sweep.emulator.ops._conv_kernels import depthwise_conv2d, im2col2d
+from precision_sweep.emulator.ops._spatial import pad_amounts
 from precision_sweep.emulator.registry import kernel
 
 
@@ -65,13 +62,10 @@ def _out_shape(padded_sizes, kernel_shape, strides, dilations):
     )
 
 
-def _depthwise(xp, weight, strides, dilations, out_shape):
-    """groups == C_in: per-tap multiply-adds over (N, C, *out), in cache-sized batch chunks.
-
-    fp16 operands sum the taps in blocks of ``_accumulate.FP16_BLOCK`` (fp32 within a block,
-    fp16 running total), the same accumulation order as the im2col path.
-    """
-    n, c = xp.shape[:2]
+def _depthwise(xp, weight, strides, dilations, out_shape, accumulator=FP32):
+    """groups == C_in: each output channel sums its taps in row-major order through the
+    accumulator (plain twin of the compiled 2-D kernel; also the N-d path)."""
+    c = xp.shape[1]
     mult = weight.shape[0] // c
     if mult > 1:  # depth multiplier: output channel c*mult + j reads input channel c
         xp = np.repeat(xp, mult, axis=1)
@@ -79,27 +73,18 @@ def _depthwise(xp, weight, strides, dilations, out_shape):
     taps = _taps(weight.shape[2:])
     w = weight.reshape(c, len(taps)).astype(np.float32)
     w = w.reshape((c, len(taps)) + (1,) * len(out_shape))
-    fp16 = xp.dtype == np.float16
-    y = np.empty((n, c) + out_shape, dtype=np.float16 if fp16 else np.result_type(xp.dtype, np.float32))
-    per_image = c * int(np.prod(out_shape))
-    chunk = max(1, (1 << 18) // max(per_image, 1))
-    block = _accumulate.FP16_BLOCK if fp16 else len(taps)
-    tmp = np.empty((min(chunk, n), c) + out_shape, dtype=np.float32)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        part = xp[start:stop]
-        acc = np.zeros((stop - start, c) + out_shape, dtype=np.float32)
-        total = None
-        t = tmp[: stop - start]
-        for i, tap in enumerate(taps):
-            np.multiply(_tap_view(part, tap, out_shape, strides, dilations), w[:, i], out=t)
-            acc += t
-            if fp16 and ((i + 1) % block == 0 or i + 1 == len(taps)):
-                rounded = round_float16_in_float32(acc)
-                total = rounded if total is None else round_float16_in_float32(total + rounded)
-                acc[...] = 0
-        y[start:stop] = round_to_float16(total) if fp16 else acc
-    return y
+    terms = [_tap_view(xp, tap, out_shape, strides, dilations) * w[:, i] for i, tap in enumerate(taps)]
+    return accumulator.sum_terms(terms, saturate=len(taps) >= 2)
+
+
+_MODES = {"fp32": 0, "fp16": 1, "tiles": 2}
+
+
+def _depthwise_compiled(x, weight, strides, dilations, pads, accumulator):
+    spec = accumulator.spec
+    saturating = spec.kind == "tiles" and int(np.prod(weight.shape[2:])) >= 2
+    return depthwise_conv2d(x, weight, strides, dilations, pads, _MODES[spec.kind], spec.tile,
+                            (spec.ceiling or 0.0) if saturating else 0.0, spec.flush_subnormals, spec.ties == "away")
 
 
 _scratch = threading.local()
@@ -118,22 +103,43 @@ def _scratch_array(shape, dtype) -> np.ndarray:
     return buffer[:size].view(dtype).reshape(shape)
 
 
-def _columns(xp, kernel_shape, strides, dilations, out_shape, groups):
-    """im2col in channels-first order: (N, G, cg*K, prod(out)), row index ci*K + tap.
-
-    The result is a view of this thread's scratch buffer: valid until the next call.
-    """
+def _columns(xp, kernel_shape, strides, dilations, out_shape, groups, tap_major=False):
+    """im2col: (N, G, cg*K, prod(out)), row index ci*K + tap, or tap*cg + ci when
+    ``tap_major``. The result may be a view of this thread's scratch buffer: valid until the
+    next call."""
     n, c = xp.shape[:2]
     taps = _taps(kernel_shape)
+    if tap_major:
+        cols = _scratch_array((n, len(taps), c) + out_shape, xp.dtype)
+        for i, tap in enumerate(taps):
+            cols[:, i] = _tap_view(xp, tap, out_shape, strides, dilations)
+        return _tap_major_groups(cols, groups)
     cols = _scratch_array((n, c, len(taps)) + out_shape, xp.dtype)
     for i, tap in enumerate(taps):
         cols[:, :, i] = _tap_view(xp, tap, out_shape, strides, dilations)
     return cols.reshape(n, groups, (c // groups) * len(taps), -1)
 
 
+def _tap_major_groups(cols, groups):
+    """(N, K, C, *out) tap-major columns as (N, G, K*cg, prod(out))."""
+    n, k, c = cols.shape[:3]
+    if groups == 1:
+        return cols.reshape(n, 1, k * c, -1)
+    grouped = cols.reshape(n, k, groups, c // groups, -1).transpose(0, 2, 1, 3, 4)
+    return np.ascontiguousarray(grouped).reshape(n, groups, k * (c // groups), -1)
+
+
+def _weight_rows(weight, groups, tap_major):
+    """The weights as (G, C_out/G, cg*K) in the order of the columns' rows."""
+    c_out = weight.shape[0]
+    if tap_major:
+        weight = np.moveaxis(weight, 1, -1)  # (C_out, *K, cg)
+    return np.ascontiguousarray(weight).reshape(groups, c_out // groups, -1)
+
+
 @kernel("conv")
-def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
-    """N-d convolution, channels first. BLAS-backed, no per-pixel Python loops.
+def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1, *, accumulator=FP32):
+    """N-d convolution, channels first. BLAS-backed or compiled, no per-pixel Python loops.
 
     * 1x1 stride-1 convs are a batched matmul on the input as it is (one matmul over the whole
       batch when an image has at most ``FOLD_MAX_POSITIONS`` output positions);
@@ -145,61 +151,66 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     """
     nd, strides, dilations = _defaults(x, weight, strides, dilations)
     groups = int(groups)
-    if x.dtype != np.float16:
-        x = x.astype(np.float32, copy=False)
-    weight = weight.astype(x.dtype, copy=False)
+    x = x.astype(np.float32, copy=False)
+    weight = weight.astype(np.float32, copy=False)
     n, c = x.shape[:2]
     kernel_shape = tuple(weight.shape[2:])
     depthwise = groups == c > 1
     pointwise = all(k == 1 for k in kernel_shape) and all(s == 1 for s in strides)
+    tap_major = accumulator.rounds_to_fp16
     if nd == 2 and (depthwise or not pointwise):  # the compiled kernels: no padded copy of x
         pads = pad_amounts(pad_type, x.shape[2:], kernel_shape, strides, dilations, pad)
-        if depthwise:  # the compiled twin of _depthwise (same sums, fp16 blocks included)
-            if x.dtype == np.float16:
-                y = depthwise_conv2d(
-                    float16_to_float32(x), float16_to_float32(weight), strides, dilations, pads, _accumulate.FP16_BLOCK
-                )
-                return _with_bias(round_to_float16(y), bias)
-            return _with_bias(depthwise_conv2d(x, weight, strides, dilations, pads), bias)
+        if depthwise:
+            y = _depthwise_compiled(x, weight, strides, dilations, pads, accumulator)
+            return _with_bias(y, bias, accumulator)
         out_shape = _out_shape([s + a + b for s, (a, b) in zip(x.shape[2:], pads)], kernel_shape, strides, dilations)
-        cols = _scratch_array((n, c, int(np.prod(kernel_shape))) + out_shape, x.dtype)
-        im2col2d(x, kernel_shape, strides, dilations, pads, cols)  # the twin of _columns
-        return _conv_products(cols.reshape(n, groups, -1, int(np.prod(out_shape))), weight, bias, out_shape)
+        k = int(np.prod(kernel_shape))
+        layout = (n, k, c) if tap_major else (n, c, k)
+        cols = _scratch_array(layout + out_shape, x.dtype)
+        im2col2d(x, kernel_shape, strides, dilations, pads, cols, tap_major)  # the twin of _columns
+        if tap_major:
+            cols = _tap_major_groups(cols, groups)
+        else:
+            cols = cols.reshape(n, groups, -1, int(np.prod(out_shape)))
+        return _conv_products(cols, _weight_rows(weight, groups, tap_major), bias, out_shape, accumulator)
     xp = _padded(x, weight, strides, pad_type, pad, dilations)
     out_shape = _out_shape(xp.shape[2:], kernel_shape, strides, dilations)
     if depthwise:
-        return _with_bias(_depthwise(xp, weight, strides, dilations, out_shape), bias)
+        return _with_bias(_depthwise(xp, weight, strides, dilations, out_shape, accumulator), bias, accumulator)
     if pointwise:
         cols = xp.reshape(n, groups, c // groups, -1)
     else:
-        cols = _columns(xp, kernel_shape, strides, dilations, out_shape, groups)
-    return _conv_products(cols, weight, bias, out_shape)
+        cols = _columns(xp, kernel_shape, strides, dilations, out_shape, groups, tap_major)
+    return _conv_products(cols, _weight_rows(weight, groups, tap_major), bias, out_shape, accumulator)
 
 
-def _conv_products(cols, weight, bias, out_shape):
-    """The conv as matmuls of the weights with the columns (N, G, cg*K, prod(out)), plus bias."""
-    n, groups, _, positions = cols.shape
-    c_out = weight.shape[0]
-    w = weight.reshape(groups, c_out // groups, -1)
+def _conv_products(cols, w, bias, out_shape, accumulator):
+    """The conv as matmuls of the weights (G, og, cg*K) with the columns (N, G, cg*K,
+    prod(out)), plus bias. A conv of one term per output (1x1, one input channel) does not
+    pass the ANE's MAC ceiling."""
+    n, groups, terms, positions = cols.shape
+    c_out = w.shape[0] * w.shape[1]
+    saturate = terms >= 2
     if groups == 1 and positions <= FOLD_MAX_POSITIONS:
         # Few output positions per image: one product over the whole batch's columns
         # instead of N thin ones (2x faster on ResNet50's 3x3 stage).
-        folded = np.ascontiguousarray(cols[:, 0].transpose(1, 0, 2)).reshape(cols.shape[2], -1)
-        y = _accumulate.matmul(w[0], folded).reshape(c_out, n, positions).transpose(1, 0, 2)
+        folded = np.ascontiguousarray(cols[:, 0].transpose(1, 0, 2)).reshape(terms, -1)
+        y = accumulator.matmul(w[0], folded, saturate).reshape(c_out, n, positions).transpose(1, 0, 2)
         y = np.ascontiguousarray(y)
     elif groups == 1:
-        y = _accumulate.matmul(w[0], cols[:, 0])  # (N, C_out, prod(out))
+        y = accumulator.matmul(w[0], cols[:, 0], saturate)  # (N, C_out, prod(out))
     else:
-        y = _accumulate.matmul(w, cols)  # (N, G, og, prod(out))
-    return _with_bias(y.reshape((n, c_out) + out_shape), bias)
+        y = accumulator.matmul(w, cols, saturate)  # (N, G, og, prod(out))
+    return _with_bias(y.reshape((n, c_out) + out_shape), bias, accumulator)
 
 
-def _with_bias(y, bias):
-    if bias is not None:
-        if y.dtype == np.float32:
-            add_channel_bias(y, bias)
-        else:
-            y += bias.reshape((-1,) + (1,) * (y.ndim - 2)).astype(y.dtype, copy=False)
+def _with_bias(y, bias, accumulator):
+    if bias is None:
+        return y
+    if accumulator.rounds_to_fp16:
+        return accumulator.add_bias(y, bias, channel_axis=1)
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    add_channel_bias(y, bias)
     return y
 
 
@@ -239,11 +250,14 @@ def conv_transpose(
     strides=None,
     dilations=None,
     groups=1,
+    *,
+    accumulator=FP32,
 ):
     """Transposed conv; weight is (C_in, C_out/groups, *K) as the MIL spec states.
 
-    Computed as the scatter-add of every input position's kernel-weighted contribution,
-    then cropped by the padding (or to ``output_shape``).
+    Computed as :func:`conv` over the input dilated by the strides and padded by the kernel
+    extent, with the kernel flipped and its in/out channels swapped per group (the same sums,
+    through the same accumulator), then cropped by the padding (or to ``output_shape``).
     """
     nd, strides, dilations = _defaults(x, weight, strides, dilations)
     groups = int(groups)
@@ -255,17 +269,14 @@ def conv_transpose(
     c_out = og * groups
     effective = [(k - 1) * d + 1 for k, d in zip(kernel_shape, dilations)]
     full = [(i - 1) * s + e for i, s, e in zip(in_sp, strides, effective)]
-    y = np.zeros((n, c_out, *full), dtype=np.float32 if x.dtype != np.float64 else x.dtype)
-    # contribution[n, g, og, *in, *K] = sum_cg x[n, g, cg, *in] * w[g, cg, og, *K]
-    xg = x.reshape((n, groups, cg) + tuple(in_sp)).astype(np.float32)
-    wg = weight.reshape((groups, cg, og) + tuple(kernel_shape)).astype(np.float32)
-    for kpos in itertools.product(*[range(k) for k in kernel_shape]):
-        w_k = wg[(slice(None), slice(None), slice(None)) + kpos]  # (G, cg, og)
-        contrib = np.einsum("ngc...,gco->ngo...", xg, w_k).reshape((n, c_out) + tuple(in_sp))
-        index = tuple(
-            slice(kp * d, kp * d + (i - 1) * s + 1, s) for kp, d, i, s in zip(kpos, dilations, in_sp, strides)
-        )
-        y[(slice(None), slice(None)) + index] += contrib
+    dilated = np.zeros((n, c_in) + tuple((i - 1) * s + 1 for i, s in zip(in_sp, strides)), dtype=np.float32)
+    dilated[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)] = x
+    # (C_in, og, *K) -> per group (og, cg, *K), flipped spatially
+    w = weight.reshape((groups, cg, og) + tuple(kernel_shape)).swapaxes(1, 2)
+    w = np.flip(w, axis=tuple(range(3, 3 + nd))).reshape((c_out, cg) + tuple(kernel_shape))
+    pads = [(e - 1, e - 1) for e in effective]
+    y = conv(dilated, np.ascontiguousarray(w), None, [1] * nd, "custom", [p for pair in pads for p in pair],
+             dilations, groups, accumulator=accumulator)
     if output_shape is not None and str(pad_type) != "custom":
         target = [int(v) for v in np.asarray(output_shape).reshape(-1)][-nd:]
         crops = []
@@ -281,7 +292,4 @@ def conv_transpose(
     else:
         crops = [(0, 0)] * nd
     index = tuple(slice(b, f - a) for (b, a), f in zip(crops, full))
-    y = y[(slice(None), slice(None)) + index]
-    if bias is not None:
-        y = y + bias.reshape((c_out,) + (1,) * nd)
-    return y
+    return _with_bias(np.ascontiguousarray(y[(slice(None), slice(None)) + index]), bias, accumulator)

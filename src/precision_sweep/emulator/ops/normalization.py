@@ -1,10 +1,14 @@
-"""Normalization ops (spec: ops/defs/iOS15/normalization.py, iOS17/normalization.py)."""
+"""Normalization ops (spec: ops/defs/iOS15/normalization.py, iOS17/normalization.py).
+
+Means and sums of squares go through the op's accumulator (``_accumulate``); batch_norm
+(inference: a per-channel affine map) sums nothing.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from precision_sweep.emulator.ops import _accumulate
+from precision_sweep.emulator.ops._accumulate import FP32
 from precision_sweep.emulator.registry import kernel
 
 
@@ -12,9 +16,9 @@ def _channel(values, rank):
     return values.reshape((1, -1) + (1,) * (rank - 2))
 
 
-def _mean(x, axes):
+def _mean(x, axes, accumulator):
     count = float(np.prod([x.shape[a] for a in axes]))
-    return _accumulate.reduce_sum(x, axes, True) / np.asarray(count, dtype=x.dtype)
+    return accumulator.sum(x, axes, True, scale=1.0 / count)
 
 
 @kernel("batch_norm")
@@ -29,10 +33,10 @@ def batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
 
 
 @kernel("instance_norm")
-def instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
+def instance_norm(x, gamma=None, beta=None, epsilon=1e-5, *, accumulator=FP32):
     axes = tuple(range(2, x.ndim))
-    mean = _mean(x, axes)
-    var = _mean((x - mean) ** 2, axes)
+    mean = _mean(x, axes, accumulator)
+    var = _mean((x - mean) ** 2, axes, accumulator)
     y = (x - mean) / np.sqrt(var + epsilon)
     if gamma is not None:
         y = y * _channel(gamma, x.ndim)
@@ -42,10 +46,10 @@ def instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
 
 
 @kernel("layer_norm")
-def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
+def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5, *, accumulator=FP32):
     axes = tuple(range(x.ndim)) if axes is None else tuple(int(a) % x.ndim for a in np.asarray(axes).reshape(-1))
-    mean = _mean(x, axes)
-    var = _mean((x - mean) ** 2, axes)
+    mean = _mean(x, axes, accumulator)
+    var = _mean((x - mean) ** 2, axes, accumulator)
     y = (x - mean) / np.sqrt(var + epsilon)
     # gamma/beta have the shape of the normalized (trailing) axes
     if gamma is not None:
@@ -56,17 +60,17 @@ def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
 
 
 @kernel("l2_norm")
-def l2_norm(x, axes=None, epsilon=1e-6):
+def l2_norm(x, axes=None, epsilon=1e-6, *, accumulator=FP32):
     axes = tuple(range(1, x.ndim)) if axes is None else tuple(int(a) % x.ndim for a in np.asarray(axes).reshape(-1))
-    norm = np.sqrt(np.maximum(_accumulate.reduce_sum(x * x, axes, True), epsilon))
+    norm = np.sqrt(np.maximum(accumulator.sum(x * x, axes, True), epsilon))
     return x / norm
 
 
 @kernel("local_response_norm")
-def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, accumulator=FP32):
     size = int(size)
     sq = (x * x).astype(np.float32)
     half = (size - 1) // 2
     padded = np.pad(sq, [(0, 0), (half, size - 1 - half)] + [(0, 0)] * (x.ndim - 2))
-    window = sum(padded[:, i : i + x.shape[1]] for i in range(size))
+    window = accumulator.sum_terms([padded[:, i : i + x.shape[1]] for i in range(size)])
     return x / (k + alpha / size * window) ** beta

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from precision_sweep.emulator.ops import _accumulate
+from precision_sweep.emulator.ops._accumulate import FP32
 from precision_sweep.emulator.ops._spatial import pad_amounts, windows
 from precision_sweep.emulator.registry import kernel
 
@@ -67,12 +67,17 @@ def max_pool_reference(x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=F
     return win.max(axis=_window_axes(len(ks)))
 
 
+def _window_taps(win, nd):
+    return [win[(Ellipsis,) + tap] for tap in itertools.product(*[range(k) for k in win.shape[-nd:]])]
+
+
 @kernel("avg_pool")
-def avg_pool(x, kernel_sizes, strides, pad_type, pad=None, exclude_padding_from_average=False, ceil_mode=False):
+def avg_pool(x, kernel_sizes, strides, pad_type, pad=None, exclude_padding_from_average=False, ceil_mode=False,
+             *, accumulator=FP32):
     win, pads, ks, st = _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, 0)
     axes = _window_axes(len(ks))
-    if win.dtype == np.float16:  # fp16 accumulation order matters: the blockwise sum
-        total = _accumulate.reduce_sum(win, axes, keepdims=False)
+    if accumulator.rounds_to_fp16:  # the order of the taps matters: the model's sum of them
+        total = accumulator.sum_terms(_window_taps(win, len(ks)))
     else:
         total = _reduce_taps(win, len(ks), np.add)
     if exclude_padding_from_average:
@@ -84,6 +89,6 @@ def avg_pool(x, kernel_sizes, strides, pad_type, pad=None, exclude_padding_from_
 
 
 @kernel("l2_pool")
-def l2_pool(x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False):
+def l2_pool(x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False, *, accumulator=FP32):
     win, _, ks, _ = _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, 0)
-    return np.sqrt(_accumulate.reduce_sum(win * win, _window_axes(len(ks)), keepdims=False))
+    return np.sqrt(accumulator.sum_terms([t * t for t in _window_taps(win, len(ks))]))

@@ -1,10 +1,14 @@
-"""Reductions (spec: ops/defs/iOS15/reduction.py). ``axes=None`` reduces every axis."""
+"""Reductions (spec: ops/defs/iOS15/reduction.py). ``axes=None`` reduces every axis.
+
+Sums go through the op's accumulator (``_accumulate``); max, min, prod and arg reductions
+are exact or not sums, and stay plain numpy.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from precision_sweep.emulator.ops import _accumulate
+from precision_sweep.emulator.ops._accumulate import FP32
 from precision_sweep.emulator.registry import kernel
 
 
@@ -19,14 +23,14 @@ def _count(x, axes):
 
 
 @kernel("reduce_sum")
-def reduce_sum(x, axes=None, keep_dims=False):
-    return _accumulate.reduce_sum(x, _axes(x, axes), bool(keep_dims))
+def reduce_sum(x, axes=None, keep_dims=False, *, accumulator=FP32):
+    return accumulator.sum(x, _axes(x, axes), bool(keep_dims))
 
 
 @kernel("reduce_mean")
-def reduce_mean(x, axes=None, keep_dims=False):
+def reduce_mean(x, axes=None, keep_dims=False, *, accumulator=FP32):
     axes = _axes(x, axes)
-    return _accumulate.reduce_sum(x, axes, bool(keep_dims)) / np.asarray(_count(x, axes), dtype=x.dtype)
+    return accumulator.sum(x, axes, bool(keep_dims), scale=1.0 / _count(x, axes))
 
 
 @kernel("reduce_prod")
@@ -45,30 +49,30 @@ def reduce_min(x, axes=None, keep_dims=False):
 
 
 @kernel("reduce_sum_square")
-def reduce_sum_square(x, axes=None, keep_dims=False):
-    return _accumulate.reduce_sum(x * x, _axes(x, axes), bool(keep_dims))
+def reduce_sum_square(x, axes=None, keep_dims=False, *, accumulator=FP32):
+    return accumulator.sum(x * x, _axes(x, axes), bool(keep_dims))
 
 
 @kernel("reduce_l1_norm")
-def reduce_l1_norm(x, axes=None, keep_dims=False):
-    return _accumulate.reduce_sum(np.abs(x), _axes(x, axes), bool(keep_dims))
+def reduce_l1_norm(x, axes=None, keep_dims=False, *, accumulator=FP32):
+    return accumulator.sum(np.abs(x), _axes(x, axes), bool(keep_dims))
 
 
 @kernel("reduce_l2_norm")
-def reduce_l2_norm(x, axes=None, keep_dims=False):
-    return np.sqrt(_accumulate.reduce_sum(x * x, _axes(x, axes), bool(keep_dims)))
+def reduce_l2_norm(x, axes=None, keep_dims=False, *, accumulator=FP32):
+    return np.sqrt(accumulator.sum(x * x, _axes(x, axes), bool(keep_dims)))
 
 
 @kernel("reduce_log_sum")
-def reduce_log_sum(x, axes=None, keep_dims=False):
-    return np.log(_accumulate.reduce_sum(x, _axes(x, axes), bool(keep_dims)))
+def reduce_log_sum(x, axes=None, keep_dims=False, *, accumulator=FP32):
+    return np.log(accumulator.sum(x, _axes(x, axes), bool(keep_dims)))
 
 
 @kernel("reduce_log_sum_exp")
-def reduce_log_sum_exp(x, axes=None, keep_dims=False):
+def reduce_log_sum_exp(x, axes=None, keep_dims=False, *, accumulator=FP32):
     axes = _axes(x, axes)
     peak = np.max(x, axis=axes, keepdims=True)
-    total = _accumulate.reduce_sum(np.exp(x - peak), axes, True)
+    total = accumulator.sum(np.exp(x - peak), axes, True)
     out = np.log(total) + peak
     return out if keep_dims else np.squeeze(out, axis=axes)
 

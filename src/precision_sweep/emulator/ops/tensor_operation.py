@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from precision_sweep.emulator.ops._accumulate import FP32
 from precision_sweep.emulator.registry import kernel
 
 
@@ -108,11 +109,11 @@ def one_hot(indices, one_hot_vector_size, axis=-1, on_value=1, off_value=0):
 
 
 @kernel("cumsum")
-def cumsum(x, axis=0, exclusive=False, reverse=False):
+def cumsum(x, axis=0, exclusive=False, reverse=False, *, accumulator=FP32):
     """Cumulative sum; ``exclusive`` shifts in a zero, ``reverse`` sums from the end."""
     axis = int(axis)
     data = np.flip(x, axis=axis) if reverse else x
-    out = np.cumsum(data, axis=axis, dtype=x.dtype)
+    out = accumulator.cumsum(data, axis).astype(x.dtype, copy=False)
     if exclusive:
         zero = np.zeros_like(np.take(out, [0], axis=axis))
         out = np.concatenate([zero, np.delete(out, -1, axis=axis)], axis=axis)

@@ -1,0 +1,310 @@
+"""Compiled (numba) sums of the fp16 accumulation models (see ``_accumulate.py``).
+
+Operands are float32 arrays holding fp16 values, so every product is exact in float32 (11 + 11
+significant bits). Rounding to fp16 is :func:`._half.round_half` (the CPU's conversion
+instructions, ties to even). Two models:
+
+* **tiles** (the ANE): the reduced axis is cut into tiles of ``tile`` consecutive terms; within
+  a tile the terms are added in order, each sum computed in float32 and rounded to fp16; the
+  tiles' fp16 results are added to a float32 accumulator, whose value leaves through the
+  output port (:func:`_port`): rounded to fp16 (ties away from zero when ``away``), the MAC
+  ceiling, and on M1-class devices subnormal outputs flushed to +0;
+* **fp16** (the CPU, the GPU's low-precision accumulation): one running sum along the reduced
+  axis, each ``sum + product`` computed in float32 and rounded to fp16.
+
+Each kernel has a plain numpy twin in ``_accumulate.py`` and is tested bit for bit against it.
+The matmul kernels vectorize along the output columns and share each row of ``b`` between
+four rows of ``a``; ``tiles_matmul_tracked`` also records each output's largest and smallest
+partial sum, for the MAC ceiling. On x86 the fp16 rounding (``vcvtps2ph``/``vcvtph2ps``) is
+what bounds these kernels: the tiles model rounds three times per four products.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from precision_sweep.emulator.ops._half import round_half, round_half_away
+
+ROWS = 4  # rows of ``a`` computed together (each loaded row of ``b`` serves all of them)
+# Fused multiply-adds are allowed: a product of two fp16 values is exact in float32, so
+# ``fma(w, x, s)`` rounds ``s + w * x`` exactly as the separate multiply and add do.
+_CONTRACT = {"contract"}
+
+
+FP16_TINY = np.float32(2.0**-14)
+INF = np.float32(np.inf)
+
+
+@njit(cache=True, inline="always")
+def _port(acc, high, low, ceiling, flush, away):
+    """The ANE's output port: round ``acc`` to fp16 (ties away when ``away``); with a
+    ``ceiling`` > 0, +-inf when the output or a partial (``high``/``low``) reached it (+inf
+    first); with ``flush``, fp16-subnormal outputs (and -0) become +0."""
+    value = round_half_away(acc) if away else round_half(acc)
+    if ceiling > 0:
+        if high >= ceiling or value >= ceiling:
+            value = INF
+        elif low <= -ceiling or value <= -ceiling:
+            value = -INF
+    if flush and abs(value) < FP16_TINY:
+        value = np.float32(0.0)
+    return value
+
+
+@njit(cache=True, inline="always")
+def _tile_sum(rows_a, r, b, t0, t1, j):
+    """One tile's fp16 sum for output (r, j): terms t0..t1-1 added in order."""
+    s = rows_a[r, t0] * b[t0, j]
+    for t in range(t0 + 1, t1):
+        s = round_half(s + rows_a[r, t] * b[t, j])
+    return round_half(s)
+
+
+@njit(cache=True, parallel=True, fastmath=_CONTRACT)
+def _tiles_matmul(a, b, out, tile, ceiling, flush, away):
+    """Untracked: the ceiling checks the outputs only (the caller made sure no partial can
+    reach it)."""
+    batches, m = out.shape[0], out.shape[1]
+    k, n = a.shape[2], b.shape[2]
+    blocks = (m + ROWS - 1) // ROWS
+    full = k - k % tile if tile == 4 else 0
+    zero = np.float32(0.0)
+    for task in prange(batches * blocks):
+        batch = task // blocks
+        r0 = (task % blocks) * ROWS
+        nr = min(ROWS, m - r0)
+        rows_a = np.zeros((ROWS, k), dtype=np.float32)
+        rows_a[:nr] = a[min(batch, a.shape[0] - 1), r0 : r0 + nr]
+        bb = b[min(batch, b.shape[0] - 1)]
+        acc = np.zeros((ROWS, n), dtype=np.float32)
+        acc0, acc1, acc2, acc3 = acc[0], acc[1], acc[2], acc[3]
+        for t in range(0, full, 4):  # the common case, unrolled: tiles of 4, 4 rows at once
+            b0, b1, b2, b3 = bb[t], bb[t + 1], bb[t + 2], bb[t + 3]
+            w00, w01, w02, w03 = rows_a[0, t], rows_a[0, t + 1], rows_a[0, t + 2], rows_a[0, t + 3]
+            w10, w11, w12, w13 = rows_a[1, t], rows_a[1, t + 1], rows_a[1, t + 2], rows_a[1, t + 3]
+            w20, w21, w22, w23 = rows_a[2, t], rows_a[2, t + 1], rows_a[2, t + 2], rows_a[2, t + 3]
+            w30, w31, w32, w33 = rows_a[3, t], rows_a[3, t + 1], rows_a[3, t + 2], rows_a[3, t + 3]
+            for j in range(n):
+                x0, x1, x2, x3 = b0[j], b1[j], b2[j], b3[j]
+                acc0[j] += round_half(round_half(round_half(w00 * x0 + w01 * x1) + w02 * x2) + w03 * x3)
+                acc1[j] += round_half(round_half(round_half(w10 * x0 + w11 * x1) + w12 * x2) + w13 * x3)
+                acc2[j] += round_half(round_half(round_half(w20 * x0 + w21 * x1) + w22 * x2) + w23 * x3)
+                acc3[j] += round_half(round_half(round_half(w30 * x0 + w31 * x1) + w32 * x2) + w33 * x3)
+        for t0 in range(full, k, tile):  # other tile widths, and the last partial tile
+            t1 = min(k, t0 + tile)
+            for r in range(nr):
+                row = acc[r]
+                for j in range(n):
+                    row[j] += _tile_sum(rows_a, r, bb, t0, t1, j)
+        for r in range(nr):
+            target = out[batch, r0 + r]
+            row = acc[r]
+            for j in range(n):
+                target[j] = _port(row[j], zero, zero, ceiling, flush, away)
+
+
+@njit(cache=True, parallel=True, fastmath=_CONTRACT)
+def _tiles_matmul_tracked(a, b, out, tile, ceiling, flush, away):
+    """Tracked: every partial sum is checked against the ceiling."""
+    batches, m = out.shape[0], out.shape[1]
+    k, n = a.shape[2], b.shape[2]
+    for task in prange(batches * m):
+        batch = task // m
+        i = task % m
+        rows_a = np.zeros((1, k), dtype=np.float32)
+        rows_a[0] = a[min(batch, a.shape[0] - 1), i]
+        bb = b[min(batch, b.shape[0] - 1)]
+        acc = np.zeros(n, dtype=np.float32)
+        hi = np.zeros(n, dtype=np.float32)
+        lo = np.zeros(n, dtype=np.float32)
+        for t0 in range(0, k, tile):
+            t1 = min(k, t0 + tile)
+            for j in range(n):
+                acc[j] += _tile_sum(rows_a, 0, bb, t0, t1, j)
+                hi[j] = max(hi[j], acc[j])
+                lo[j] = min(lo[j], acc[j])
+        for j in range(n):
+            out[batch, i, j] = _port(acc[j], hi[j], lo[j], ceiling, flush, away)
+
+
+@njit(cache=True, parallel=True, fastmath=_CONTRACT)
+def _fp16_matmul(a, b, out):
+    batches, m = out.shape[0], out.shape[1]
+    k, n = a.shape[2], b.shape[2]
+    blocks = (m + ROWS - 1) // ROWS
+    for task in prange(batches * blocks):
+        batch = task // blocks
+        r0 = (task % blocks) * ROWS
+        nr = min(ROWS, m - r0)
+        rows_a = np.zeros((ROWS, k), dtype=np.float32)
+        rows_a[:nr] = a[min(batch, a.shape[0] - 1), r0 : r0 + nr]
+        bb = b[min(batch, b.shape[0] - 1)]
+        acc = np.zeros((ROWS, n), dtype=np.float32)
+        acc0, acc1, acc2, acc3 = acc[0], acc[1], acc[2], acc[3]
+        for t in range(k):
+            row_b = bb[t]
+            w0, w1, w2, w3 = rows_a[0, t], rows_a[1, t], rows_a[2, t], rows_a[3, t]
+            for j in range(n):
+                x = row_b[j]
+                acc0[j] = round_half(acc0[j] + w0 * x)
+                acc1[j] = round_half(acc1[j] + w1 * x)
+                acc2[j] = round_half(acc2[j] + w2 * x)
+                acc3[j] = round_half(acc3[j] + w3 * x)
+        out[batch, r0 : r0 + nr] = acc[:nr]
+
+
+@njit(cache=True, parallel=True, fastmath=_CONTRACT)
+def _tiles_sum_rows(x, out, tile, away, scale):
+    """Sum over the first axis of ``x`` (L, R) into ``out`` (R,), the tiles model, times ``scale``
+    before the port rounding (no ceiling: reductions hold the fp16 range)."""
+    length, size = x.shape
+    chunk = 256
+    zero = np.float32(0.0)
+    for task in prange((size + chunk - 1) // chunk):
+        c0 = task * chunk
+        c1 = min(size, c0 + chunk)
+        acc = np.zeros(c1 - c0, dtype=np.float32)
+        part = np.zeros(c1 - c0, dtype=np.float32)
+        for t0 in range(0, length, tile):
+            t1 = min(length, t0 + tile)
+            first = x[t0]
+            for j in range(c1 - c0):
+                part[j] = first[c0 + j]
+            for t in range(t0 + 1, t1):
+                row = x[t]
+                for j in range(c1 - c0):
+                    part[j] = round_half(part[j] + row[c0 + j])
+            for j in range(c1 - c0):
+                acc[j] += round_half(part[j])
+        for j in range(c1 - c0):
+            out[c0 + j] = _port(acc[j] * scale, zero, zero, zero, False, away)
+
+
+@njit(cache=True, parallel=True, fastmath=_CONTRACT)
+def _fp16_sum_rows(x, out, scale):
+    """Sum over the first axis of ``x`` (L, R): an fp16 running sum, times ``scale``, rounded."""
+    length, size = x.shape
+    chunk = 256
+    for task in prange((size + chunk - 1) // chunk):
+        c0 = task * chunk
+        c1 = min(size, c0 + chunk)
+        acc = np.zeros(c1 - c0, dtype=np.float32)
+        for t in range(length):
+            row = x[t]
+            for j in range(c1 - c0):
+                acc[j] = round_half(acc[j] + row[c0 + j])
+        for j in range(c1 - c0):
+            out[c0 + j] = round_half(acc[j] * scale)
+
+
+def _flat(operand: np.ndarray, batch_shape: tuple) -> np.ndarray:
+    if all(d == 1 for d in operand.shape[:-2]):
+        return np.ascontiguousarray(operand, dtype=np.float32).reshape((1,) + operand.shape[-2:])
+    full = np.broadcast_to(operand, batch_shape + operand.shape[-2:])
+    return np.ascontiguousarray(full, dtype=np.float32).reshape((-1,) + operand.shape[-2:])
+
+
+def _prepare(a: np.ndarray, b: np.ndarray):
+    batch_shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    batches = int(np.prod(batch_shape, dtype=np.int64))
+    return batch_shape, batches, _flat(a, batch_shape), _flat(b, batch_shape)
+
+
+def tiles_matmul(a: np.ndarray, b: np.ndarray, tile: int = 4, away: bool = False, ceiling: float = 0.0,
+                 flush: bool = False, track: bool = False) -> np.ndarray:
+    """``a @ b`` in the tiles model (module docstring), batch dims broadcast as np.matmul,
+    through the output port (:func:`_port`): ``ceiling`` (0 for none) on the outputs, and on
+    every partial sum when ``track``; ``flush`` turns fp16-subnormal outputs into +0.
+    Returns float32 holding fp16 values."""
+    if not track and b.shape[-1] < a.shape[-2]:
+        # Few columns, many rows: the transpose has the same tiles and vectorizes better.
+        out = tiles_matmul(np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2), tile, away, ceiling, flush)
+        return np.swapaxes(out, -1, -2)
+    batch_shape, batches, fa, fb = _prepare(a, b)
+    m, n = a.shape[-2], b.shape[-1]
+    out = np.empty((batches, m, n), dtype=np.float32)
+    kernel = _tiles_matmul_tracked if track else _tiles_matmul
+    kernel(fa, fb, out, tile, np.float32(ceiling), flush, away)
+    return out.reshape(batch_shape + (m, n))
+
+
+def fp16_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` with one fp16 running sum per output (module docstring)."""
+    if b.shape[-1] < a.shape[-2]:
+        return np.swapaxes(fp16_matmul(np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2)), -1, -2)
+    batch_shape, batches, fa, fb = _prepare(a, b)
+    m, n = a.shape[-2], b.shape[-1]
+    out = np.empty((batches, m, n), dtype=np.float32)
+    _fp16_matmul(fa, fb, out)
+    return out.reshape(batch_shape + (m, n))
+
+
+def tiles_sum_rows(x: np.ndarray, tile: int, away: bool, scale: float = 1.0) -> np.ndarray:
+    """The tiles-model sum over the first axis of a 2-D float32 ``x``, times ``scale``."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(x.shape[1], dtype=np.float32)
+    _tiles_sum_rows(x, out, tile, away, np.float32(scale))
+    return out
+
+
+def fp16_sum_rows(x: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """The fp16-running-sum over the first axis of a 2-D float32 ``x``, times ``scale``."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(x.shape[1], dtype=np.float32)
+    _fp16_sum_rows(x, out, np.float32(scale))
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _add_bias_planes(planes, bias, out):
+    """out[p] = fp16(planes[p] + bias[p % C]): (N*C, positions) planes, channels-first."""
+    channels = bias.size
+    for p in prange(planes.shape[0]):
+        value = bias[p % channels]
+        row = planes[p]
+        target = out[p]
+        for j in range(row.size):
+            target[j] = round_half(row[j] + value)
+
+
+@njit(cache=True, parallel=True)
+def _add_bias_last(rows, bias, out):
+    """out[r] = fp16(rows[r] + bias): a bias over the last axis."""
+    for r in prange(rows.shape[0]):
+        row = rows[r]
+        target = out[r]
+        for j in range(row.size):
+            target[j] = round_half(row[j] + bias[j])
+
+
+def add_bias_rounded(y: np.ndarray, bias: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    """``fp16(y + bias)`` (ties to even) for float32 ``y``: the bias per channel of axis 1
+    (``channel_axis=1``, channels-first) or over the last axis (``None``)."""
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
+    out = np.empty_like(y)
+    if channel_axis is None:
+        _add_bias_last(y.reshape(-1, y.shape[-1]), bias, out.reshape(-1, y.shape[-1]))
+    else:
+        planes = int(np.prod(y.shape[:2]))
+        _add_bias_planes(y.reshape(planes, -1), bias, out.reshape(planes, -1))
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _abs_max_rows(x, out):
+    for r in prange(x.shape[0]):
+        row = x[r]
+        peak = np.float32(0.0)
+        for j in range(row.size):
+            peak = max(peak, abs(row[j]))
+        out[r] = peak
+
+
+def abs_max_last_axis(x: np.ndarray) -> np.ndarray:
+    """``np.max(np.abs(x), axis=-1)`` for float32 ``x``, in one parallel pass (NaN is ignored)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty(int(np.prod(x.shape[:-1], dtype=np.int64)), dtype=np.float32)
+    _abs_max_rows(x.reshape(-1, x.shape[-1]), out)
+    return out.reshape(x.shape[:-1])

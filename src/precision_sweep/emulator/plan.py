@@ -1,0 +1,74 @@
+"""The compiled form of a program that the loader builds and the executor runs.
+
+A :class:`Plan` is a flat, ordered list of :class:`Step` (one MIL op each, constants already
+resolved), with nested :class:`Block` sub-plans for control flow. Each step carries the
+placement the emulator chose for it (unit model, reason) and the accumulator its sums use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from precision_sweep.emulator.ops._accumulate import FP32, Accumulator
+from precision_sweep.emulator.placement import Placement
+
+
+@dataclass
+class Step:
+    """One MIL operation, ready to execute."""
+
+    op_type: str
+    name: str
+    fn: Callable
+    const_kwargs: dict[str, Any]
+    # argument name -> variable name, or list of variable names for tuple inputs (concat).
+    var_kwargs: dict[str, str | list[str]]
+    outputs: list[tuple[str, np.dtype]]
+    # spec argument name -> compiled nested block (control-flow ops only).
+    blocks: dict[str, "Block"] = field(default_factory=dict)
+    # Where the op runs and how its fp16 arithmetic behaves (None: computed in fp32, e.g. while
+    # constants are folded at load time).
+    placement: Placement | None = None
+    # The sums of an accumulating op with fp16 outputs (fp32-typed ops always use FP32).
+    accumulator: Accumulator = FP32
+    # Arguments whose values enter the Neural Engine from another unit or the program inputs
+    # (NaN -> +inf there, datapath.coerce_nan).
+    coerce: tuple[str, ...] = ()
+
+
+@dataclass
+class Block:
+    """A compiled nested block: named inputs (bound per call), ordered steps, outputs."""
+
+    inputs: list[tuple[str, np.dtype]]
+    steps: list[Step]
+    outputs: list[str]
+
+
+@dataclass
+class Plan:
+    """A compiled MIL function: inputs, constants, ordered steps and outputs."""
+
+    inputs: dict[str, tuple[tuple, np.dtype]]
+    outputs: list[str]
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    # variable name -> (op type, op name) of every op the plan knows, folded ones included.
+    producers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    spec_version: int | None = None
+    # Per top-level step, the values no later step reads (freed after it unless capturing).
+    releases: list[list[str]] = field(default_factory=list)
+
+    def all_steps(self):
+        """Every step, nested blocks' steps included, depth first."""
+
+        def walk(steps):
+            for step in steps:
+                yield step
+                for block in step.blocks.values():
+                    yield from walk(block.steps)
+
+        return walk(self.steps)

@@ -1,0 +1,208 @@
+"""Accumulators: the compiled sums equal their plain twins bit for bit, under every model,
+and the kernels that sum go through them (conv, depthwise conv, conv_transpose, pools)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from precision_sweep.emulator.numerics import FP16_ACCUMULATION, FP32_ACCUMULATION, Accumulation
+from precision_sweep.emulator.ops import _accumulate as acc
+from precision_sweep.emulator.ops import _accumulate_kernels as compiled
+
+RNG = np.random.default_rng(11)
+TILES_M1 = Accumulation("tiles", tile=4, ceiling=32768.0, flush_subnormals=True, ties="even")
+TILES_M5 = Accumulation("tiles", tile=4, ceiling=32768.0, flush_subnormals=False, ties="away")
+MODELS = {"fp32": FP32_ACCUMULATION, "fp16": FP16_ACCUMULATION, "tiles_m1": TILES_M1, "tiles_m5": TILES_M5}
+
+
+def _halves(shape, scale=1.0):
+    return (RNG.standard_normal(shape) * scale).astype(np.float16).astype(np.float32)
+
+
+def _every_half_and_its_neighbours():
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    finite = np.sort(halves[np.isfinite(halves)])
+    midpoints = ((finite[:-1].astype(np.float64) + finite[1:]) / 2).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        return np.concatenate([
+            halves, midpoints, np.nextafter(midpoints, np.float32(np.inf)), np.nextafter(midpoints, np.float32(-np.inf)),
+            np.array([65519.99, 65520.0, 70000.0, -65520.0, 2.0**-25, 3 * 2.0**-26], np.float32),
+            RNG.standard_normal(200_000).astype(np.float32) * 3000,
+        ])
+
+
+def test_round_half_is_numpys_cast_and_round_half_away_breaks_ties_outward():
+    from numba import njit
+
+    from precision_sweep.emulator.ops._half import round_half, round_half_away
+
+    @njit
+    def both(x, even, away):
+        for i in range(x.size):
+            even[i] = round_half(x[i])
+            away[i] = round_half_away(x[i])
+
+    x = _every_half_and_its_neighbours()
+    even, away = np.empty_like(x), np.empty_like(x)
+    both(x, even, away)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = x.astype(np.float16).astype(np.float32)
+    same = lambda a, b: np.all((a.view(np.uint32) == b.view(np.uint32)) | (np.isnan(a) & np.isnan(b)))  # noqa: E731
+    assert same(even, want)
+    assert same(away, acc.round_half_away_reference(x))
+    ties = np.float32([2049.0, -2049.0, 2051.0, 0.5 + 2.0**-12, 65520.0])
+    np.testing.assert_array_equal(acc.round_half_away_reference(ties), [2050.0, -2050.0, 2052.0, 0.5 + 2.0**-11, np.inf])
+
+
+@pytest.mark.parametrize("shape_a, shape_b", [((5, 11), (11, 7)), ((3, 4, 9), (9, 6)), ((2, 1, 8, 13), (3, 13, 5)),
+                                              ((7, 40), (40, 3)), ((9, 64), (64, 33))])
+@pytest.mark.parametrize("away", [False, True])
+@pytest.mark.parametrize("ceiling, flush", [(0.0, False), (300.0, True), (32768.0, False)])
+def test_tiles_matmul_matches_its_plain_twin(shape_a, shape_b, away, ceiling, flush):
+    a, b = _halves(shape_a, 30), _halves(shape_b, 30)
+    a[..., 0] = 2.0**-20  # subnormal products and outputs, for the flush
+    tracked = acc.tiles_matmul_reference(a, b, 4, away, ceiling, flush)
+    got = compiled.tiles_matmul(a, b, 4, away, ceiling, flush, track=True)
+    assert got.shape == tracked.shape and np.array_equal(got.view(np.uint32), tracked.view(np.uint32))
+    # untracked, the ceiling sees the outputs only: equal whenever no partial crossed it
+    untracked = compiled.tiles_matmul(a, b, 4, away, ceiling, flush)
+    only_outputs = acc.tiles_matmul_reference(a, b, 4, away, 0.0, flush)
+    if ceiling:
+        only_outputs = np.where(only_outputs >= ceiling, np.inf, np.where(only_outputs <= -ceiling, -np.inf, only_outputs))
+    assert np.array_equal(untracked.view(np.uint32), only_outputs.astype(np.float32).view(np.uint32))
+    odd = compiled.tiles_matmul(a, b, 3, away, ceiling, flush, track=True)  # the generic tile loop
+    assert np.array_equal(odd.view(np.uint32), acc.tiles_matmul_reference(a, b, 3, away, ceiling, flush).view(np.uint32))
+
+
+@pytest.mark.parametrize("shape_a, shape_b", [((5, 11), (11, 7)), ((3, 4, 19), (19, 6)), ((64, 37), (4, 37, 5))])
+def test_fp16_matmul_and_sums_match_their_plain_twins(shape_a, shape_b):
+    a, b = _halves(shape_a, 20), _halves(shape_b)
+    assert np.array_equal(compiled.fp16_matmul(a, b), acc.fp16_matmul_reference(a, b))
+    rows = _halves((37, 300), 100)
+    assert np.array_equal(compiled.fp16_sum_rows(rows, 0.25), acc.fp16_sum_reference(rows, 0.25))
+    for away in (False, True):
+        assert np.array_equal(compiled.tiles_sum_rows(rows, 4, away, 0.5), acc.tiles_sum_reference(rows, 4, away, 0.5))
+
+
+def test_the_fp16_running_sum_stalls_where_the_tiles_do_not():
+    # 16000 ones: an fp16 running sum stops at 2048, the wide accumulator is exact
+    ones = np.ones((1, 16000), np.float32)
+    column = np.ones((16000, 1), np.float32)
+    assert acc.Accumulator(FP16_ACCUMULATION).matmul(ones, column)[0, 0] == 2048.0
+    assert acc.Accumulator(TILES_M1).matmul(ones, column)[0, 0] == 16000.0
+    assert acc.Accumulator(FP32_ACCUMULATION).matmul(ones, column)[0, 0] == 16000.0
+
+
+def test_the_mac_ceiling_uses_tracked_partials_only_when_a_bound_says_they_could_cross():
+    accumulator = acc.Accumulator(TILES_M1)
+    small = _halves((4, 64), 1.0), _halves((64, 5), 1.0)
+    assert acc._bounded(*small, 32768.0)
+    # a partial of 40000 cancelled back to 0 by the last tile: inf, although the sum is 0
+    a = np.float32([[20000.0, 20000.0, 0, 0, -20000.0, -20000.0, 0, 0]])
+    assert not acc._bounded(a, np.ones((8, 1), np.float32), 32768.0)
+    assert accumulator.matmul(a, np.ones((8, 1), np.float32))[0, 0] == np.inf
+    assert accumulator.matmul(a, np.ones((8, 1), np.float32), saturate=False)[0, 0] == 0.0
+    assert acc.Accumulator(TILES_M5).matmul(np.float32([[32752.0]]), np.float32([[1.0]]))[0, 0] == 32752.0
+    assert acc.Accumulator(TILES_M5).matmul(np.float32([[-32768.0]]), np.float32([[1.0]]))[0, 0] == -np.inf
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize(
+    "shape, kernel, strides, dilations, pad_type, mult",
+    [
+        ((4, 24, 17, 19), (3, 3), (1, 1), (1, 1), "same", 1),
+        ((4, 24, 17, 19), (3, 3), (2, 2), (1, 1), "same", 1),
+        ((3, 16, 20, 20), (5, 5), (2, 1), (1, 1), "valid", 1),
+        ((3, 16, 20, 20), (3, 3), (1, 1), (2, 3), "same", 1),
+        ((2, 8, 15, 15), (3, 2), (1, 2), (1, 1), "custom", 2),
+        ((64, 32, 3, 3), (3, 3), (2, 2), (1, 1), "same", 1),
+    ],
+)
+def test_compiled_depthwise_matches_the_numpy_path_bit_for_bit(model, shape, kernel, strides, dilations, pad_type, mult):
+    from precision_sweep.emulator.ops._spatial import pad_amounts
+    from precision_sweep.emulator.ops.conv import _depthwise, _depthwise_compiled, _out_shape, _padded
+
+    x = _halves(shape, 20)
+    weight = _halves((shape[1] * mult, 1) + kernel)
+    pad = [1, 0, 2, 1] if pad_type == "custom" else None
+    x[0, 0, 0, :3] = [2.0**-20, -(2.0**-17), -0.0]  # subnormal operands and products
+    accumulator = acc.Accumulator(MODELS[model])
+    if accumulator.spec.flush_subnormals:  # the executor flushes MAC operands as it upcasts them
+        x, weight = acc.flush_subnormals(x), acc.flush_subnormals(weight)
+    xp = _padded(x, weight, list(strides), pad_type, pad, list(dilations))
+    expected = _depthwise(xp, weight, list(strides), list(dilations), _out_shape(xp.shape[2:], kernel, strides, dilations), accumulator)
+    pads = pad_amounts(pad_type, shape[2:], kernel, strides, dilations, pad)
+    got = _depthwise_compiled(x, weight, strides, dilations, pads, accumulator)
+    assert got.shape == expected.shape
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_conv_sums_four_channels_of_one_tap_per_tile(model):
+    """The im2col conv (compiled 2-D columns, tap-major for the fp16 models) equals the
+    accumulator's matmul over explicitly built tap-major columns."""
+    from precision_sweep.emulator.ops import conv as conv_ops
+    from precision_sweep.emulator.ops._spatial import windows
+
+    x = _halves((2, 8, 7, 6), 3)
+    w = _halves((5, 8, 3, 3))
+    accumulator = acc.Accumulator(MODELS[model])
+    got = conv_ops.conv(x, w, strides=[1, 1], pad_type="valid", accumulator=accumulator)
+    win = windows(x, (3, 3), (1, 1), (1, 1))  # (N, C, OH, OW, 3, 3)
+    n, c, oh, ow = win.shape[:4]
+    if accumulator.rounds_to_fp16:  # rows tap * C + channel
+        cols = np.ascontiguousarray(win.transpose(0, 4, 5, 1, 2, 3)).reshape(n, 9 * c, oh * ow)
+        rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(5, -1)
+    else:
+        cols = np.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c * 9, oh * ow)
+        rows = w.reshape(5, -1)
+    want = accumulator.matmul(rows, cols).reshape(n, 5, oh, ow)
+    assert np.array_equal(got, want)
+    exact = conv_ops.conv_reference(x, w, strides=[1, 1])
+    np.testing.assert_allclose(got, exact, rtol=0, atol=0.01 * np.abs(exact).max())
+
+
+def test_conv_transpose_is_the_scatter_of_its_definition():
+    from precision_sweep.emulator.ops import conv as conv_ops
+
+    x = RNG.standard_normal((2, 6, 5, 4)).astype(np.float32)
+    w = RNG.standard_normal((6, 2, 3, 2)).astype(np.float32)  # (C_in, C_out/groups, K), groups 3
+    strides, dilations, groups = (2, 3), (1, 2), 3
+    got = conv_ops.conv_transpose(x, w, strides=list(strides), dilations=list(dilations), groups=groups)
+    # definition: every input position scatters its kernel-weighted value
+    k = [(s - 1) * d + 1 for s, d in zip(w.shape[2:], dilations)]
+    full = [(i - 1) * s + e for i, s, e in zip(x.shape[2:], strides, k)]
+    want = np.zeros((2, 6, *full))
+    for n in range(2):
+        for ci in range(6):
+            g = ci // 2
+            for oi in range(2):
+                co = g * 2 + oi
+                for i in range(x.shape[2]):
+                    for j in range(x.shape[3]):
+                        for a in range(w.shape[2]):
+                            for b in range(w.shape[3]):
+                                want[n, co, i * strides[0] + a * dilations[0], j * strides[1] + b * dilations[1]] += x[n, ci, i, j] * w[ci, oi, a, b]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["fp16", "tiles_m1"])
+def test_pools_cumsum_and_sums_follow_the_model(model):
+    from precision_sweep.emulator.ops import pool, tensor_operation
+
+    accumulator = acc.Accumulator(MODELS[model])
+    x = _halves((2, 3, 8, 8), 50)
+    got = pool.avg_pool(x, [2, 2], [2, 2], "valid", accumulator=accumulator)
+    taps = [x[:, :, a::2, b::2] for a in (0, 1) for b in (0, 1)]
+    want = acc.fp16_sum_reference(np.stack(taps).reshape(4, -1)) if model == "fp16" else acc.tiles_sum_reference(np.stack(taps).reshape(4, -1))
+    np.testing.assert_array_equal(got, want.reshape(got.shape) / 4)
+    seq = _halves((3, 40), 100)
+    running = tensor_operation.cumsum(seq, axis=1, accumulator=accumulator)
+    assert running.shape == seq.shape and np.all(running == running.astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(running, np.cumsum(seq.astype(np.float64), axis=1), rtol=0.02, atol=1.0)
+    mean = accumulator.sum(np.full((4, 4096), 10.0, np.float32), (1,), scale=1 / 4096)
+    if model == "tiles_m1":
+        assert np.all(mean == 10.0)  # the wide accumulator holds 40960 exactly
+    else:
+        assert np.all(mean == 8.0)  # an fp16 running sum stalls at 2**15: 32768 + 10 rounds back
