@@ -160,7 +160,6 @@ def main(argv=None):
                     f"ratio {t_emu / t_tf:5.2f}  peak {peak:6.0f} MiB ({peak / tf_peak:.2f}x TF)",
                     flush=True,
                 )
-            del programs, model, infer
             gc.collect()
     print("\nmodel         size program profile          time_ms  emu/TF  target  peak/TF")
     for name, size, precision, label, target, t_emu, ratio, peak, peak_ratio in rows:

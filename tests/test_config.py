@@ -10,13 +10,14 @@ from sweep_testing import CONF, SWEEPS, compose
 
 def test_defaults_are_the_documented_ones():
     cfg = compose()
-    chosen = {g: cfg[g].name for g in ("model", "dataset", "precision", "target", "compute_units", "runtime")}
+    chosen = {g: cfg[g].name for g in ("model", "dataset", "precision", "target", "compute_units", "device", "runtime")}
     assert chosen == {
         "model": "digits_cnn",
         "dataset": "digits",
         "precision": "fp16",
         "target": "ios16",
         "compute_units": "all",
+        "device": "m1",
         "runtime": "auto",
     }
     assert cfg.tracking.uri.startswith("sqlite:///")
@@ -24,7 +25,7 @@ def test_defaults_are_the_documented_ones():
 
 
 def test_every_group_option_composes_and_opens_with_a_comment():
-    for group in ("model", "dataset", "precision", "target", "compute_units", "runtime", "tracking"):
+    for group in ("model", "dataset", "precision", "target", "compute_units", "device", "runtime", "tracking"):
         options = sorted((CONF / group).glob("*.yaml"))
         assert options, group
         for option in options:
@@ -39,6 +40,25 @@ def test_mistyped_key_fails_at_composition():
 
     with pytest.raises(ConfigCompositionException):
         compose(["precision.compute_precison=float32"])
+
+
+@pytest.mark.parametrize("override, choices", [("device=m9", ("m1", "m2", "m5")),
+                                               ("compute_units=gpu", ("cpu_only", "cpu_and_gpu", "cpu_and_ne", "all"))])
+def test_unknown_device_or_compute_units_fails_with_the_choices(override, choices):
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as info:
+        compose([override])
+    assert all(choice in str(info.value) for choice in choices)
+
+
+def test_a_wrong_device_or_compute_units_value_fails_at_composition():
+    from hydra.errors import ConfigCompositionException
+
+    for override in ("device.name=m9", "compute_units.name=gpu"):
+        with pytest.raises(ConfigCompositionException) as info:
+            compose([override])
+        assert "m1" in str(info.value.__cause__) or "cpu_only" in str(info.value.__cause__)
 
 
 def test_unknown_precision_fails_with_hydra_choices():

@@ -37,13 +37,26 @@ def test_unsupported_op_fails_the_job_with_error_txt(outputs, shared_cache, monk
 def test_single_job_runs_and_logs_to_a_run_without_parent(outputs, shared_cache):
     from precision_sweep.job import run_job
 
-    metrics = run_job(_job_cfg(outputs, shared_cache, "precision=fp16", "target=ios17", "runtime=emulator"))
+    from precision_sweep.emulator import NUMERICS_VERSION
+
+    metrics = run_job(_job_cfg(outputs, shared_cache, "precision=fp16", "target=ios17", "runtime=emulator", "device=m5"))
     assert metrics["agreement"] >= 0.99
     client = mlflow_client(outputs)
     (run,) = client.search_runs([client.get_experiment_by_name("precision-sweep").experiment_id])
     assert run.info.status == "FINISHED"
     assert "mlflow.parentRunId" not in run.data.tags
     assert run.data.params["effective_target"] == "ios17"
+    # the numerics model, the placement estimate and the cliff scan are part of every run
+    assert run.data.params["device"] == "m5" and run.data.params["numerics_version"] == NUMERICS_VERSION
+    assert run.data.metrics["ane_op_fraction"] > 0.9 and run.data.metrics["ane_mac_fraction"] == 1.0
+    assert run.data.metrics["cliff_count"] == 0 and run.data.tags["cliffs"] == "no numeric cliffs"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"placement.csv", "cliffs.csv"} <= artifacts
+    import pandas as pd
+
+    placement = pd.read_csv(client.download_artifacts(run.info.run_id, "placement.csv"))
+    assert list(placement.columns) == ["op", "output", "op_type", "layer", "unit", "reason", "macs"]
+    assert set(placement.loc[placement["op_type"] == "conv", "layer"]) == {"conv1", "conv2"}
 
 
 def test_failing_job_does_not_stop_the_sweep_and_the_parent_closes(tmp_path, shared_cache):

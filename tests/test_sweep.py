@@ -7,7 +7,6 @@ the tests then read the store back.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

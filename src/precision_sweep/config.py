@@ -19,7 +19,7 @@ from precision_sweep.convert.schema import PrecisionConfig, TargetConfig
 from precision_sweep.data.schema import DatasetConfig, ModelConfig
 from precision_sweep.diagnose.schema import DiagnosisConfig
 from precision_sweep.pick.schema import PickConfig
-from precision_sweep.runtime.schema import ComputeUnitsConfig, RuntimeConfig
+from precision_sweep.runtime.schema import ComputeUnitsConfig, DeviceConfig, RuntimeConfig
 from precision_sweep.tracking.schema import TrackingConfig
 
 
@@ -45,6 +45,7 @@ class Config:
     precision: PrecisionConfig = MISSING
     target: TargetConfig = MISSING
     compute_units: ComputeUnitsConfig = MISSING
+    device: DeviceConfig = MISSING
     runtime: RuntimeConfig = MISSING
     tracking: TrackingConfig = MISSING
     diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig)

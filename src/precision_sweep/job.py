@@ -47,7 +47,7 @@ def open_job_run(cfg: DictConfig) -> JobRun:
         uri = store.absolute_uri(cfg.tracking.uri)
         experiment_id = store.prepare_experiment(uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
         parent_run_id = None
-    run_name = f"{cfg.precision.name}-{cfg.target.name}-{cfg.compute_units.name}"
+    run_name = f"{cfg.precision.name}-{cfg.target.name}-{cfg.compute_units.name.value}"
     return JobRun(store.client_for(uri), experiment_id, parent_run_id, run_name)
 
 
@@ -130,19 +130,20 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
     from precision_sweep.convert.doctor import explain_conversion_error
     from precision_sweep.data import load_inputs
     from precision_sweep.metrics import compare
-    from precision_sweep.runtime import run_batches, select_runtime
+    from precision_sweep.runtime import execution_of, run_batches, select_runtime
 
     run.log_params(
         {
             "precision": cfg.precision.name,
             "target": cfg.target.name,
-            "compute_units": cfg.compute_units.name,
+            "compute_units": cfg.compute_units.name.value,
+            "device": cfg.device.name.value,
             "model": cfg.model.name,
             "dataset": cfg.dataset.name,
             "runtime_requested": cfg.runtime.name,
         }
     )
-    log.info("job %s/%s/%s started", cfg.precision.name, cfg.target.name, cfg.compute_units.name)
+    log.info("job %s/%s/%s started", cfg.precision.name, cfg.target.name, cfg.compute_units.name.value)
     job_dir = _job_dir(cfg)
     job_dir.mkdir(parents=True, exist_ok=True)
     config_path = job_dir / "resolved_config.yaml"
@@ -182,7 +183,7 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
             f"{effective} (spec {converted.spec_version}); it cannot deploy at {cfg.target.name}"
         )
 
-    runtime = select_runtime(cfg.runtime.name, converted.path, cfg.compute_units.name, probe=dataset.x_test)
+    runtime = select_runtime(cfg.runtime.name, converted.path, execution_of(cfg), probe=dataset.x_test)
     run.set_tags(
         {
             "runtime": runtime.name,
@@ -217,7 +218,20 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
         convert_seconds=converted.convert_seconds,
         eval_seconds=eval_seconds,
     )
+    from precision_sweep.diagnose.run import device_report
+    from precision_sweep.emulator import NUMERICS_VERSION
+
+    run.log_params({"numerics_version": NUMERICS_VERSION})
+    device_metrics, device_files, cliff_text = device_report(
+        cfg, model, dataset, converted.path, runtime.emulator, job_dir / "device"
+    )
+    metrics.update(device_metrics)
+    run.set_tags({"cliffs": cliff_text[:4900]})
+    if device_metrics.get("cliff_count"):
+        log.warning("%s/%s on %s: %s", cfg.precision.name, cfg.target.name, cfg.device.name.value, cliff_text)
     run.log_metrics(metrics)
+    for path in device_files:
+        run.log_artifact(path)
     predictions = job_dir / "predictions.npz"
     np.savez_compressed(predictions, outputs=outputs, baseline=baseline, labels=dataset.y_test)
     run.log_artifact(predictions)

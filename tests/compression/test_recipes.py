@@ -3,7 +3,6 @@ emulator, agrees with TensorFlow, and reports its size against the fp32 package.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from sweep_testing import compose

@@ -52,13 +52,13 @@ def sensitive(data, workdir):
 
 def _diagnose(model, variant, reference, x):
     from precision_sweep.diagnose.drift import diagnose
-    from precision_sweep.diagnose.layers import LayerMapper
+    from precision_sweep.data.layers import LayerMapper
 
-    return diagnose(variant, reference, x, "all", LayerMapper.from_keras(model.keras_model), threshold=0.05)
+    return diagnose(variant, reference, x, None, LayerMapper.from_keras(model.keras_model), threshold=0.05)
 
 
 def test_layer_mapper_follows_keras_scopes():
-    from precision_sweep.diagnose.layers import LayerMapper
+    from precision_sweep.data.layers import LayerMapper
 
     mapper = LayerMapper(["image", "conv1", "conv10", "pool", "dense"], "digits_cnn", input_names=["image"])
     assert mapper.layer_of("digits_cnn_1_conv1_1_BiasAdd_cast_fp16") == "conv1"

@@ -39,7 +39,6 @@ def _lambda(fn, shape=(6, 5)):
 
 def layer_cases():
     import keras
-    import tensorflow as tf
 
     L = keras.layers
     cases = {

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 
-from precision_sweep.emulator.ops import activation as act
 from precision_sweep.emulator.ops import conv as conv_ops
 from precision_sweep.emulator.ops import image_resizing as rs
 from precision_sweep.emulator.ops import normalization as norm

@@ -64,7 +64,12 @@ def main(argv: list[str] | None = None) -> None:
         ]
         print("ops that introduce the most error:")
         print(view.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print("logged drift.csv, drift.png and the drift_first_op/drift_first_layer tags to the run")
+    from precision_sweep.diagnose.cliffs import summary
+
+    cliffs = getattr(report, "cliffs", None)
+    if cliffs is not None:
+        print(f"numeric cliffs on the run's device: {summary(cliffs, limit=len(cliffs) or 1)}")
+    print("logged drift.csv, drift.png, cliffs.csv and the drift_first_op/drift_first_layer tags to the run")
 
 
 if __name__ == "__main__":

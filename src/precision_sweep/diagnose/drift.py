@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from precision_sweep.diagnose.layers import LayerMapper
+from precision_sweep.data.layers import LayerMapper
 
 _SUFFIX = re.compile(r"(_cast_fp16|_cast_fp32|_to_fp16|_to_fp32|_quantized)+$")
 # Ops that move or reorder values without computing: they carry error but never cause it.
@@ -43,11 +43,12 @@ class Capture:
     inputs_of: dict[str, list[str]]  # var -> variables its op read
 
 
-def capture(program: Any, x: np.ndarray, compute_units: str = "all") -> Capture:
-    """Run ``program`` (a package path, MLModel, pymil Program or Emulator) on ``x``."""
-    from precision_sweep.emulator import Emulator
+def capture(program: Any, x: np.ndarray, execution: Any = None) -> Capture:
+    """Run ``program`` (a package path, MLModel, pymil Program or Emulator) on ``x`` under
+    ``execution`` (an :class:`~precision_sweep.emulator.Execution`; default: all, m1)."""
+    from precision_sweep.emulator import Emulator, Execution
 
-    emulator = program if isinstance(program, Emulator) else Emulator(program, compute_units=compute_units)
+    emulator = program if isinstance(program, Emulator) else (execution or Execution()).emulator(program)
     with np.errstate(all="ignore"):
         outputs, values = emulator.predict({emulator.input_names[0]: x}, capture=True)
     inputs_of: dict[str, list[str]] = {}
@@ -185,6 +186,8 @@ class DriftReport:
     first_nonfinite_op: str
     first_nonfinite_layer: str
     ranked_layers: list[str]
+    # The numeric cliffs of the run's device (precision-diagnose fills it; see cliffs.py).
+    cliffs: pd.DataFrame | None = None
 
     def summary(self) -> str:
         if not self.first_op:
@@ -209,9 +212,10 @@ def report(table: pd.DataFrame) -> DriftReport:
     return DriftReport(table, op, layer, nan_op, nan_layer, rank_layers(table))
 
 
-def diagnose(variant: Any, reference: Any, x: np.ndarray, compute_units: str = "all",
+def diagnose(variant: Any, reference: Any, x: np.ndarray, execution: Any = None,
              mapper: LayerMapper | None = None, threshold: float = 0.05,
              reference_capture: Capture | None = None) -> DriftReport:
-    """Drift of ``variant`` against ``reference`` (FP32 program of the same model) on ``x``."""
-    ref = reference_capture or capture(reference, x, compute_units)
-    return report(drift_table(capture(variant, x, compute_units), ref, mapper, threshold))
+    """Drift of ``variant`` against ``reference`` (FP32 program of the same model) on ``x``,
+    both run under ``execution`` (an :class:`~precision_sweep.emulator.Execution`)."""
+    ref = reference_capture or capture(reference, x, execution)
+    return report(drift_table(capture(variant, x, execution), ref, mapper, threshold))

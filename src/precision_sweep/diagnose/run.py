@@ -5,6 +5,11 @@
 its ``resolved_config.yaml`` and ``.mlpackage`` artifacts (``precision-diagnose RUN_ID``).
 Both log ``drift.csv`` and ``drift.png`` and set the tags ``drift_first_op``,
 ``drift_first_layer`` (and ``drift_nonfinite_op``/``drift_nonfinite_layer`` when NaN/Inf appears).
+
+``device_report`` runs in every job: the placement of each op on the compute units
+(``placement.csv``, ``ane_op_fraction``, ``ane_mac_fraction``) and the numeric cliffs the
+variant would hit on the chosen device (``cliffs.csv``, ``cliff_count``, :mod:`.cliffs`);
+``diagnose_run`` reports the cliffs too.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from precision_sweep.diagnose.drift import DriftReport, diagnose
-from precision_sweep.diagnose.layers import LayerMapper
+from precision_sweep.data.layers import LayerMapper
+from precision_sweep.runtime import execution_of
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +36,53 @@ def fp32_twin(model, target, max_batch: int = 1024, cache_dir: Path | None = Non
     return base_package(model, target.coremltools_target, FLOAT32, max_batch, cache_dir, recipe="fp32")
 
 
+def _cliff_inputs(cfg, dataset) -> np.ndarray:
+    from precision_sweep.repair.greedy import calibration_data
+
+    x, _ = calibration_data(dataset, int(cfg.diagnosis.get("cliff_samples", 64)))
+    return x
+
+
+def cliffs_of(cfg, model, dataset, emulator):
+    """The cliff table of the variant ``emulator`` runs (see :mod:`.cliffs`)."""
+    from precision_sweep.diagnose.cliffs import cliff_report
+
+    reference = fp32_twin(model, cfg.target, cfg.model.max_batch, Path(cfg.paths.cache))
+    mapper = LayerMapper.from_keras(model.keras_model) if hasattr(model.keras_model, "layers") else None
+    return cliff_report(reference, _cliff_inputs(cfg, dataset), emulator, emulator.device, mapper)
+
+
+def device_report(cfg, model, dataset, package: Path, emulator, out_dir: Path) -> tuple[dict, list[Path], str]:
+    """Placement and numeric cliffs of a job's variant: ``(metrics, files, one-line summary)``.
+
+    ``emulator`` is the runtime's Emulator, or None when Core ML ran the program (the
+    estimate is then built here, beside Core ML's own plan)."""
+    from precision_sweep.diagnose.cliffs import summary
+    from precision_sweep.runtime import execution_of
+    from precision_sweep.runtime.placement_report import record_placement
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    emulator = emulator or execution_of(cfg).emulator(package)
+    mapper = LayerMapper.from_keras(model.keras_model) if hasattr(model.keras_model, "layers") else None
+    metrics, files = record_placement(emulator, package, emulator.compute_units, mapper, out_dir)
+    text = "cliff scanner off"
+    if int(cfg.diagnosis.get("cliff_samples", 64)) > 0:
+        table = cliffs_of(cfg, model, dataset, emulator)
+        path = out_dir / "cliffs.csv"
+        table.to_csv(path, index=False)
+        files.append(path)
+        metrics["cliff_count"] = float(len(table))
+        text = summary(table)
+    return metrics, files, text
+
+
 def run_diagnosis(cfg, model, dataset, package: Path, work_dir: Path) -> DriftReport:
     """The drift report of ``package`` against the FP32 twin, on the diagnostic batch."""
     reference = fp32_twin(model, cfg.target, cfg.model.max_batch, Path(cfg.paths.cache))
     batch = dataset.x_test[: int(cfg.diagnosis.samples)]
     return diagnose(
-        package, reference, batch, cfg.compute_units.name,
+        package, reference, batch, execution_of(cfg),
         LayerMapper.from_keras(model.keras_model), float(cfg.diagnosis.threshold),
     )
 
@@ -127,6 +174,10 @@ def diagnose_run(client, run_id: str, work_dir: Path, samples: int | None = None
         cfg.diagnosis.samples = samples
     if threshold is not None:
         cfg.diagnosis.threshold = threshold
+    if "device" not in cfg:  # runs logged before the device group existed
+        from precision_sweep.runtime.schema import DeviceConfig
+
+        cfg.device = OmegaConf.structured(DeviceConfig())
     package = Path(client.download_artifacts(run_id, packages[0], str(work_dir)))
     dataset = load_dataset(cfg.dataset)
     model = load_model(cfg.model, dataset, Path(cfg.paths.cache))
@@ -134,6 +185,12 @@ def diagnose_run(client, run_id: str, work_dir: Path, samples: int | None = None
     for path in write_report(report, work_dir / "diagnosis", float(cfg.diagnosis.threshold),
                              f"{cfg.model.name} {cfg.precision.name}/{cfg.target.name} (run {run_id[:8]})"):
         client.log_artifact(run_id, str(path))
+    from precision_sweep.runtime import execution_of
+
+    report.cliffs = cliffs_of(cfg, model, dataset, execution_of(cfg).emulator(package))
+    cliffs = work_dir / "diagnosis" / "cliffs.csv"
+    report.cliffs.to_csv(cliffs, index=False)
+    client.log_artifact(run_id, str(cliffs))
     for key, value in drift_tags(report).items():
         client.set_tag(run_id, key, value)
     return report

@@ -15,3 +15,6 @@ class DiagnosisConfig:
     threshold: float = 0.05
     # Test samples in the diagnostic batch.
     samples: int = 128
+    # Calibration samples the numeric cliff scanner runs the FP32 program on (every job;
+    # 0 turns the scanner off).
+    cliff_samples: int = 64

@@ -13,6 +13,7 @@ conv); the hottest paths have compiled numba twins that give the same bits
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,24 @@ from precision_sweep.emulator.plan import Plan
 from precision_sweep.emulator.program import UnsupportedOpError, compile_plan, load_program
 from precision_sweep.emulator.registry import supported_ops
 
-__all__ = ["COMPUTE_UNITS", "DEFAULT_DEVICE", "DEVICES", "Emulator", "NUMERICS_VERSION", "UnsupportedOpError", "supported_ops"]
+__all__ = ["COMPUTE_UNITS", "DEFAULT_DEVICE", "DEVICES", "Emulator", "Execution", "NUMERICS_VERSION",
+           "UnsupportedOpError", "supported_ops"]
 
 DEVICES = tuple(GENERATIONS)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where a program runs: Core ML's compute units, the Neural Engine generation, and
+    Core ML's ``allowLowPrecisionAccumulationOnGPU``."""
+
+    compute_units: str = "all"
+    device: str = DEFAULT_DEVICE
+    gpu_low_precision_accumulation: bool = False
+
+    def emulator(self, source: Any) -> "Emulator":
+        """An :class:`Emulator` of ``source`` (package path, MLModel or Program) here."""
+        return Emulator(source, self.compute_units, self.device, self.gpu_low_precision_accumulation)
 
 
 class Emulator:

@@ -10,6 +10,10 @@ same model). If the budget fails, the next ops to keep are chosen from the drift
 * otherwise the ops that introduce the most error (largest gain, see
   :func:`precision_sweep.diagnose.drift.rank_ops`).
 
+For fp16 recipes the ops the numeric cliff scanner flags for the device (an output past the
+ANE's MAC ceiling, an exp past its table, ...; :mod:`precision_sweep.diagnose.cliffs`) are the
+first candidates: the first widening keeps all of them.
+
 fp16 recipes keep ops in fp32 compute; int8 recipes keep the weights of weight-bearing ops in
 fp16. Ops are named as coremltools' op selector sees them: the saved program's op name without
 the ``_cast_fp16`` suffix (fp16), or the op name in the fp16 program (int8).
@@ -27,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from precision_sweep.diagnose.drift import Capture, capture, drift_table
-from precision_sweep.diagnose.layers import LayerMapper, sanitize
+from precision_sweep.data.layers import LayerMapper
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +132,8 @@ def _choose(table, keep: set[str], widen: int, name_column: str, op_types: set[s
 
 def repair(model, target_name: str, kind: str, start_path: Path, reference: Capture | None,
            reference_program, x_cal: np.ndarray, y_cal: np.ndarray, settings, out_path: Path,
-           compute_units: str = "all", weight_quantization=None, max_batch: int = 1024,
-           cache_dir: Path | None = None) -> RepairResult:
+           execution=None, weight_quantization=None, max_batch: int = 1024,
+           cache_dir: Path | None = None, cliff_ops: list[str] | None = None) -> RepairResult:
     """Greedy mixed-precision repair of the program at ``start_path``.
 
     Parameters
@@ -150,16 +154,22 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
         An :class:`~precision_sweep.repair.schema.AutoRepairConfig`.
     out_path
         Where the repaired package is saved (may equal ``start_path``).
+    execution
+        An :class:`~precision_sweep.emulator.Execution`: the compute units and device the
+        budget is checked under (default: all, m1).
     cache_dir
         ``paths.cache``: the mixed-precision programs of each round are the converter's cached
         base packages.
+    cliff_ops
+        Op names the cliff scanner flagged (fp16 only): kept all together in the first round.
     """
     from precision_sweep.convert.converter import package_size
     from precision_sweep.data.models import predict_probabilities
-    from precision_sweep.emulator import Emulator
+    from precision_sweep.emulator import Execution
 
     x_diag = x_cal[: int(settings.diagnostic_samples)]
-    reference = reference or capture(reference_program, x_diag, compute_units)
+    execution = execution or Execution()
+    reference = reference or capture(reference_program, x_diag, execution)
     tf_out = predict_probabilities(model, x_cal)
     tf_top1 = tf_out.argmax(-1)
     tf_accuracy = float(np.mean(tf_top1 == y_cal))
@@ -183,7 +193,7 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
     scratch = Path(out_path).parent / "repair"
     scratch.mkdir(parents=True, exist_ok=True)
     for number in range(int(settings.max_rounds) + 1):
-        emulator = Emulator(current, compute_units=compute_units)
+        emulator = execution.emulator(current)
         top1 = _predict(emulator, x_cal).argmax(-1)
         agreement = float(np.mean(top1 == tf_top1))
         drop_pp = 100 * (tf_accuracy - float(np.mean(top1 == y_cal)))
@@ -198,7 +208,11 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
             eligible = eligible[eligible["op_type"].isin(op_types)]
         n_candidates = max(n_candidates, eligible[name_column].nunique() if not eligible.empty else 0)
         layer_of.update(dict(zip(table[name_column], table["layer"])))
-        chosen = _choose(table, set(keep), int(settings.widen), name_column, op_types)
+        from precision_sweep.diagnose.drift import normalize
+
+        flagged = [normalize(op) for op in (cliff_ops or []) if kind == "fp16"]
+        flagged = [op for op in dict.fromkeys(flagged) if op not in keep and op in set(table[name_column])]
+        chosen = flagged or _choose(table, set(keep), int(settings.widen), name_column, op_types)
         if not chosen or number == int(settings.max_rounds):
             break
         if n_candidates and (len(keep) + len(chosen)) / n_candidates > settings.max_kept_fraction:
@@ -211,7 +225,7 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
             current = scratch / f"round{number + 1}.mlpackage"
             int8_with_fp16_ops(fp16_base, weight_quantization, set(keep)).save(str(current))
     if n_candidates == 0:
-        program = Emulator(start_path, compute_units=compute_units)
+        program = execution.emulator(start_path)
         names = capture(program, x_diag[:1])
         n_candidates = len([1 for n, (t, _) in names.values.items() if t != "cast" and (op_types is None or t in op_types)])
     out_path = Path(out_path)
@@ -245,17 +259,24 @@ def repair_in_job(cfg, run, model, dataset, converted):
     import coremltools as ct
 
     from precision_sweep.diagnose.run import fp32_twin
+    from precision_sweep.runtime import execution_of
 
     settings = cfg.precision.auto_repair
     start = time.perf_counter()
     kind = "int8" if cfg.precision.get("weight_quantization") else "fp16"
     reference = fp32_twin(model, cfg.target, cfg.model.max_batch, Path(cfg.paths.cache))
     x_cal, y_cal = calibration_data(dataset, int(settings.calib_samples))
+    cliff_ops = []
+    if kind == "fp16" and int(cfg.diagnosis.get("cliff_samples", 64)) > 0:
+        from precision_sweep.diagnose.run import cliffs_of
+
+        flagged = cliffs_of(cfg, model, dataset, execution_of(cfg).emulator(converted.path))
+        cliff_ops = list(flagged["op"])
     result = repair(
         model, cfg.target.coremltools_target, kind, Path(converted.path), None, reference, x_cal, y_cal,
-        settings, Path(converted.path), cfg.compute_units.name,
+        settings, Path(converted.path), execution_of(cfg),
         weight_quantization=cfg.precision.get("weight_quantization"), max_batch=cfg.model.max_batch,
-        cache_dir=Path(cfg.paths.cache),
+        cache_dir=Path(cfg.paths.cache), cliff_ops=cliff_ops,
     )
     seconds = time.perf_counter() - start
     last = result.rounds[-1]
@@ -273,6 +294,7 @@ def repair_in_job(cfg, run, model, dataset, converted):
     })
     record = {
         "kind": kind,
+        "cliff_ops": cliff_ops,
         "kept_ops": result.kept,
         "kept_layers": result.kept_layers,
         "candidate_ops": result.n_candidates,

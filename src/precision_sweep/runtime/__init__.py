@@ -12,7 +12,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,19 +28,30 @@ class Runtime:
     output_name: str
     predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
     note: str = ""
+    emulator: Any = None  # the Emulator, when the emulator runs the program (its placement)
 
 
-def _emulator(path: Path, compute_units: str) -> Runtime:
-    from precision_sweep.emulator import Emulator
+def execution_of(cfg):
+    """The :class:`~precision_sweep.emulator.Execution` a job's config asks for."""
+    from precision_sweep.emulator import Execution
 
-    emulator = Emulator(path, compute_units=compute_units)
-    return Runtime("emulator", emulator.input_names[0], emulator.output_names[0], emulator.predict)
+    units = cfg.compute_units
+    return Execution(
+        compute_units=getattr(units.name, "value", units.name),
+        device=getattr(cfg.device.name, "value", cfg.device.name),
+        gpu_low_precision_accumulation=bool(units.get("gpu_low_precision_accumulation", False)),
+    )
 
 
-def _coreml(path: Path, compute_units: str) -> Runtime:
+def _emulator(path: Path, execution) -> Runtime:
+    emulator = execution.emulator(path)
+    return Runtime("emulator", emulator.input_names[0], emulator.output_names[0], emulator.predict, emulator=emulator)
+
+
+def _coreml(path: Path, execution) -> Runtime:
     import coremltools as ct
 
-    mlmodel = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units.upper()))
+    mlmodel = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, execution.compute_units.upper()))
     spec = mlmodel.get_spec()
     return Runtime(
         "coreml",
@@ -50,30 +61,31 @@ def _coreml(path: Path, compute_units: str) -> Runtime:
     )
 
 
-def select_runtime(name: str, path: Path, compute_units: str, probe: np.ndarray | None = None) -> Runtime:
-    """Build the runtime ``name`` (auto, emulator, coreml) for the package at ``path``."""
+def select_runtime(name: str, path: Path, execution, probe: np.ndarray | None = None) -> Runtime:
+    """Build the runtime ``name`` (auto, emulator, coreml) for the package at ``path``, for an
+    :class:`~precision_sweep.emulator.Execution` (compute units, device)."""
     if name == "emulator":
-        return _emulator(path, compute_units)
+        return _emulator(path, execution)
     if name == "coreml":
         if sys.platform != "darwin":
             raise UserInputError(
                 "runtime=coreml needs macOS: Core ML prediction does not exist on "
                 f"{sys.platform}. Use runtime=auto or runtime=emulator."
             )
-        return _coreml(path, compute_units)
+        return _coreml(path, execution)
     if name == "auto":
         if sys.platform == "darwin":
             try:
-                runtime = _coreml(path, compute_units)
+                runtime = _coreml(path, execution)
                 if probe is not None:
                     runtime.predict({runtime.input_name: probe[:1]})
                 return runtime
             except Exception as exc:  # fall back, but say so in the run
                 log.warning("Core ML runtime unavailable (%s); using the emulator", exc)
-                fallback = _emulator(path, compute_units)
+                fallback = _emulator(path, execution)
                 fallback.note = f"coreml unavailable: {exc}"
                 return fallback
-        return _emulator(path, compute_units)
+        return _emulator(path, execution)
     raise UserInputError(f"Unknown runtime {name!r}: choose runtime=auto, emulator or coreml.")
 
 

@@ -1,17 +1,44 @@
-"""Config schemas of the ``compute_units`` and ``runtime`` groups."""
+"""Config schemas of the ``compute_units``, ``device`` and ``runtime`` groups.
+
+Names are enumerations, so a mistyped value fails at composition with the list of choices.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from omegaconf import MISSING
 
 
+class ComputeUnits(str, Enum):
+    cpu_only = "cpu_only"
+    cpu_and_gpu = "cpu_and_gpu"
+    cpu_and_ne = "cpu_and_ne"
+    all = "all"
+
+
+class Device(str, Enum):
+    """Neural Engine generations with published measurements (emulator/devices.py)."""
+
+    m1 = "m1"
+    m2 = "m2"
+    m5 = "m5"
+
+
 @dataclass
 class ComputeUnitsConfig:
-    name: str = MISSING
+    name: ComputeUnits = MISSING
     # Member of coremltools.ComputeUnit used by the real Core ML runtime.
     coreml: str = MISSING
+    # Core ML's allowLowPrecisionAccumulationOnGPU: the GPU sums in fp16 (emulator and Core ML).
+    gpu_low_precision_accumulation: bool = False
+
+
+@dataclass
+class DeviceConfig:
+    # The Neural Engine generation whose op support, limits and numerics the emulator follows.
+    name: Device = Device.m1
 
 
 @dataclass

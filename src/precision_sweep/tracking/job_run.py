@@ -6,7 +6,6 @@ class and message in tags and an ``error.txt`` artifact).
 
 from __future__ import annotations
 
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any

@@ -8,7 +8,6 @@ report to.
 from __future__ import annotations
 
 import threading
-import time
 
 from omegaconf import DictConfig
 

@@ -6,7 +6,9 @@ import pandas as pd
 
 from precision_sweep.tracking.job_run import OUTCOME_TAG, ROLE_TAG
 
-COLUMNS = ["precision", "target", "compute_units", "status", "accuracy", "accuracy_delta", "agreement", "model_size_bytes"]
+COLUMNS = ["precision", "target", "compute_units", "device", "status", "accuracy", "accuracy_delta", "agreement",
+           "model_size_bytes"]
+NO_CLIFFS = "no numeric cliffs"
 
 
 def child_runs(client, experiment_id: str, parent_run_id: str) -> list:
@@ -45,16 +47,20 @@ def runs_table(runs) -> pd.DataFrame:
                 "target": params.get("target"),
                 "effective_target": params.get("effective_target"),
                 "compute_units": params.get("compute_units"),
+                "device": params.get("device"),
                 "runtime": run.data.tags.get("runtime"),
                 "status": run_status(run),
                 "accuracy": metrics.get("accuracy"),
                 "accuracy_delta": metrics.get("accuracy_delta"),
                 "agreement": metrics.get("agreement"),
                 "model_size_bytes": metrics.get("model_size_bytes"),
+                "ane_op_fraction": metrics.get("ane_op_fraction"),
+                "cliff_count": metrics.get("cliff_count"),
                 "start_time": run.info.start_time,
                 "note": run.data.tags.get("skip_reason")
                 or run.data.tags.get("error_message")
-                or (f"reused run {run.data.tags['precision_sweep.reused_from']}" if "precision_sweep.reused_from" in run.data.tags else ""),
+                or (f"reused run {run.data.tags['precision_sweep.reused_from']}" if "precision_sweep.reused_from" in run.data.tags else "")
+                or ("" if run.data.tags.get("cliffs", NO_CLIFFS) == NO_CLIFFS else run.data.tags["cliffs"]),
                 **{f"metric:{k}": v for k, v in metrics.items()},
             }
         )
@@ -74,9 +80,20 @@ def format_table(table: pd.DataFrame) -> str:
     view.insert(view.columns.get_loc("accuracy_delta") + 1, "delta_ci", ci_column(table))
     view["agreement"] = view["agreement"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     view["model_size_bytes"] = view["model_size_bytes"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
+    _device_columns(view, table)
     view["note"] = view["note"].map(lambda v: v if len(v) <= 70 else v[:67] + "...")
     view = view.rename(columns={"accuracy_delta": "delta", "model_size_bytes": "size_bytes"})
     return view.to_string(index=False)
+
+
+def _device_columns(view: pd.DataFrame, table: pd.DataFrame) -> None:
+    """``ane``: the share of ops on the Neural Engine (estimated); ``cliffs``: how many ops cross
+    a numeric cliff of the device (details in each run's cliffs.csv and the note)."""
+    at = view.columns.get_loc("model_size_bytes") + 1
+    ane = table.get("ane_op_fraction", pd.Series(index=table.index, dtype=float))
+    cliffs = table.get("cliff_count", pd.Series(index=table.index, dtype=float))
+    view.insert(at, "ane", ["" if pd.isna(v) else f"{100 * v:.0f}%" for v in ane])
+    view.insert(at + 1, "cliffs", ["" if pd.isna(v) else f"{int(v)}" for v in cliffs])
 
 
 # --- The sweep's decision under the default budget (config group ``pick``) -----------------
@@ -161,5 +178,6 @@ def _format_frame(table: pd.DataFrame) -> pd.DataFrame:
     view.insert(view.columns.get_loc("accuracy_delta") + 1, "delta_ci", ci_column(table))
     view["agreement"] = view["agreement"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     view["model_size_bytes"] = view["model_size_bytes"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
+    _device_columns(view, table)
     view["note"] = table["note"]
     return view.rename(columns={"accuracy_delta": "delta", "model_size_bytes": "size_bytes"})

@@ -24,7 +24,6 @@ process pays the compile time once per machine, not once per job.
 
 from __future__ import annotations
 
-import os
 
 from precision_sweep.emulator.ops import _half  # noqa: F401  (sets OMP_WAIT_POLICY first)
 

@@ -35,7 +35,6 @@ def _defaults(x, weight, strides, dilations):
 
 
 def _padded(x, weight, strides, pad_type, pad, dilations):
-    nd = x.ndim - 2
     pads = pad_amounts(pad_type, x.shape[2:], weight.shape[2:], strides, dilations, pad)
     if any(p != (0, 0) for p in pads):
         x = np.pad(x, [(0, 0), (0, 0)] + pads)
