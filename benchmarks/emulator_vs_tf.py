@@ -16,7 +16,8 @@ mark over the resident set before. It counts every allocation (TF's allocator an
 numpy buffers, numba and BLAS scratch), not just numpy's.
 
 Timings are wall-clock: on a machine shared with other CPU-heavy processes both sides slow
-down, unevenly; compare ratios from a quiet machine. The BLAS kernel set in use is printed:
+down, unevenly; compare ratios from a quiet machine. TF is timed again after every emulator
+run and each ratio uses the best TF time seen so far, so slow phases do not favour one side. The BLAS kernel set in use is printed:
 where ``OPENBLAS_CORETYPE`` pins an older kernel set than the CPU supports (set on some
 machines for old OpenBLAS builds), unset it for this command alone to compare with TF's
 oneDNN on equal terms::
@@ -153,6 +154,9 @@ def main(argv=None):
 
                 (emu, feeds), peak = peak_mib(load_and_run_emulator)
                 t_emu = best_time(lambda: emu.predict(feeds), args.repeats, warm_up=False)
+                # TF again, right after: on a shared machine both sides drift, so each ratio
+                # uses the best TF time seen so far, next to this emulator run
+                t_tf = min(t_tf, best_time(lambda: infer(tensor).numpy(), args.repeats, warm_up=False))
                 label = units if units in FP16_UNITS or precision == "fp32" else f"{units}/{device}"
                 rows.append((name, size, precision, label, _target(precision, units), t_emu, t_emu / t_tf, peak, peak / tf_peak))
                 print(

@@ -51,7 +51,8 @@ def test_precision_diagnose_cli(outputs, shared_cache):
     assert f"run {run.info.run_id}:" in result.stdout and "ops that introduce the most error" in result.stdout
     tags = client.get_run(run.info.run_id).data.tags
     assert tags["drift_first_op"] and "drift_summary" in tags
-    assert {"drift.csv", "drift.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"drift.csv", "drift.png", "cliffs.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "numeric cliffs on the run's device: no numeric cliffs" in result.stdout
     missing = subprocess.run([sys.executable, "-m", "precision_sweep.diagnose.cli", "nope"],
                              cwd=outputs.parent, capture_output=True, text=True, timeout=600, env=env)
     assert missing.returncode == 2 and "no run with id 'nope'" in missing.stderr

@@ -206,3 +206,20 @@ def test_pools_cumsum_and_sums_follow_the_model(model):
         assert np.all(mean == 10.0)  # the wide accumulator holds 40960 exactly
     else:
         assert np.all(mean == 8.0)  # an fp16 running sum stalls at 2**15: 32768 + 10 rounds back
+
+
+def test_abs_max_and_the_rounded_bias_equal_numpy():
+    x = _halves((3, 5, 700), 100)
+    x[0, 0, 3] = np.nan  # ignored, as the bound needs
+    want = np.nanmax(np.abs(x), axis=-1)
+    assert np.array_equal(compiled.abs_max_last_axis(x), want)
+    y = _halves((2, 4, 3, 3), 1000)
+    bias = _halves((4,), 50)
+    with np.errstate(over="ignore"):
+        per_channel = (y + bias.reshape(4, 1, 1)).astype(np.float16).astype(np.float32)
+        last = (y + _halves((3,), 50)[None, None, None, :]).astype(np.float16).astype(np.float32)
+    assert np.array_equal(compiled.add_bias_rounded(y, bias, 1), per_channel)
+    b3 = _halves((3,), 50)
+    with np.errstate(over="ignore"):
+        last = (y + b3).astype(np.float16).astype(np.float32)
+    assert np.array_equal(compiled.add_bias_rounded(y, b3, None), last)

@@ -246,3 +246,17 @@ def test_the_model_tile_semantics_score_best_among_layout_independent_candidates
     assert len(scores) == 126
     best_independent = max(score for score, independent in scores.values() if independent)
     assert scores[(4, "contiguous", "sequential", "even")] == (best_independent, True) == (7, True)
+
+
+def test_the_readme_numerics_tables_are_the_generated_ones():
+    from pathlib import Path
+
+    from precision_sweep.emulator.numerics import behaviours_markdown, probes_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+    def block(name):
+        return readme.split(f"<!-- {name}:start -->\n")[1].split(f"\n<!-- {name}:end -->")[0]
+
+    assert block("numerics-table") == behaviours_markdown()
+    assert block("numerics-probes") == probes_markdown()

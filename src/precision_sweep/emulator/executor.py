@@ -77,6 +77,20 @@ def _wants_upcast(step: Step) -> bool:
     return step.placement.model.fp32_intermediates
 
 
+def _flushes_operands(step: Step) -> bool:
+    """M1-class engines flush fp16 subnormal operands inside the multiply-accumulate."""
+    model = step.placement.model if step.placement is not None else None
+    return model is not None and model.ane_datapath and step.op_type in MAC_OPS and model.accumulation.flush_subnormals
+
+
+def prepare(step: Step) -> None:
+    """Upcast once the fp16 constants (weights) of a step that computes from fp32 copies, as
+    :func:`run_step` would on every call."""
+    if any(dtype == FLOAT16 for _, dtype in step.outputs) and _wants_upcast(step):
+        flush = _flushes_operands(step)
+        step.const_kwargs = {k: _upcast(v, flush) for k, v in step.const_kwargs.items()}
+
+
 def run_block(block: Block, env: Mapping[str, Any], *values: Any) -> tuple:
     """Run a nested block on ``values`` (its inputs, in order) and return its outputs.
 
@@ -113,10 +127,9 @@ def run_step(step: Step, env: dict[str, Any]) -> None:
         for arg in step.coerce:
             kwargs[arg] = datapath.coerce_nan(kwargs[arg])
     fp16 = any(dtype == FLOAT16 for _, dtype in step.outputs)
-    if fp16 and _wants_upcast(step):
-        # M1-class engines flush fp16 subnormal operands inside the multiply-accumulate.
-        flush = on_ane and step.op_type in MAC_OPS and model.accumulation.flush_subnormals
-        kwargs = {k: _upcast(v, flush) for k, v in kwargs.items()}
+    if fp16 and _wants_upcast(step):  # constants were upcast once, by prepare()
+        flush = _flushes_operands(step)
+        kwargs = {k: _upcast(v, flush) if k in step.var_kwargs else v for k, v in kwargs.items()}
     accumulator = step.accumulator if fp16 else FP32
     if step.op_type in ACCUMULATING_OPS:
         kwargs["accumulator"] = accumulator

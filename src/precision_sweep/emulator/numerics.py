@@ -473,3 +473,9 @@ def probes_markdown() -> str:
     for p in PROBES:
         rows.append(f"| {p.what} | {p.device} | {p.measured} | {p.emulated} | {'yes' if p.reproduced else 'no'} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m precision_sweep.emulator.numerics: the README's tables
+    print(behaviours_markdown())
+    print()
+    print(probes_markdown())

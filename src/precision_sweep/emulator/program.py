@@ -172,7 +172,7 @@ def _compile_operations(operations, plan: Plan, placer: Callable | None, in_cont
     MIL variable names are unique across a function's blocks, so one constant table serves
     the top level and every nested block.
     """
-    from precision_sweep.emulator.executor import run_step
+    from precision_sweep.emulator.executor import prepare, run_step
 
     steps: list[Step] = []
     for op in operations:
@@ -226,6 +226,7 @@ def _compile_operations(operations, plan: Plan, placer: Callable | None, in_cont
         if placer is not None:
             step.placement = placer(op, in_control_flow)
             step.accumulator = Accumulator(step.placement.model.accumulation)
+        prepare(step)
         steps.append(step)
     return steps
 

@@ -14,7 +14,8 @@ instructions, ties to even). Two models:
 
 Each kernel has a plain numpy twin in ``_accumulate.py`` and is tested bit for bit against it.
 The matmul kernels vectorize along the output columns and share each row of ``b`` between
-four rows of ``a``; ``tiles_matmul_tracked`` also records each output's largest and smallest
+four rows of ``a`` (the tiles model through the generated ``_tiles_unrolled``, which keeps 16
+rounding chains in flight); ``tiles_matmul_tracked`` also records each output's largest and smallest
 partial sum, for the MAC ceiling. On x86 the fp16 rounding (``vcvtps2ph``/``vcvtph2ps``) is
 what bounds these kernels: the tiles model rounds three times per four products.
 """
@@ -25,6 +26,9 @@ import numpy as np
 from numba import njit, prange
 
 from precision_sweep.emulator.ops._half import round_half, round_half_away
+from precision_sweep.emulator.ops._tiles_unrolled import ROWS as UNROLLED_ROWS
+from precision_sweep.emulator.ops._tiles_unrolled import STEP as UNROLLED_STEP
+from precision_sweep.emulator.ops._tiles_unrolled import unrolled
 
 ROWS = 4  # rows of ``a`` computed together (each loaded row of ``b`` serves all of them)
 # Fused multiply-adds are allowed: a product of two fp16 values is exact in float32, so
@@ -64,34 +68,22 @@ def _tile_sum(rows_a, r, b, t0, t1, j):
 @njit(cache=True, parallel=True, fastmath=_CONTRACT)
 def _tiles_matmul(a, b, out, tile, ceiling, flush, away):
     """Untracked: the ceiling checks the outputs only (the caller made sure no partial can
-    reach it)."""
+    reach it). Tiles of 4 go through the generated, interleaved kernel (``_tiles_unrolled``)."""
     batches, m = out.shape[0], out.shape[1]
     k, n = a.shape[2], b.shape[2]
-    blocks = (m + ROWS - 1) // ROWS
-    full = k - k % tile if tile == 4 else 0
+    blocks = (m + UNROLLED_ROWS - 1) // UNROLLED_ROWS
+    full = k - k % UNROLLED_STEP if tile == 4 else 0
     zero = np.float32(0.0)
     for task in prange(batches * blocks):
         batch = task // blocks
-        r0 = (task % blocks) * ROWS
-        nr = min(ROWS, m - r0)
-        rows_a = np.zeros((ROWS, k), dtype=np.float32)
+        r0 = (task % blocks) * UNROLLED_ROWS
+        nr = min(UNROLLED_ROWS, m - r0)
+        rows_a = np.zeros((UNROLLED_ROWS, k), dtype=np.float32)
         rows_a[:nr] = a[min(batch, a.shape[0] - 1), r0 : r0 + nr]
         bb = b[min(batch, b.shape[0] - 1)]
-        acc = np.zeros((ROWS, n), dtype=np.float32)
-        acc0, acc1, acc2, acc3 = acc[0], acc[1], acc[2], acc[3]
-        for t in range(0, full, 4):  # the common case, unrolled: tiles of 4, 4 rows at once
-            b0, b1, b2, b3 = bb[t], bb[t + 1], bb[t + 2], bb[t + 3]
-            w00, w01, w02, w03 = rows_a[0, t], rows_a[0, t + 1], rows_a[0, t + 2], rows_a[0, t + 3]
-            w10, w11, w12, w13 = rows_a[1, t], rows_a[1, t + 1], rows_a[1, t + 2], rows_a[1, t + 3]
-            w20, w21, w22, w23 = rows_a[2, t], rows_a[2, t + 1], rows_a[2, t + 2], rows_a[2, t + 3]
-            w30, w31, w32, w33 = rows_a[3, t], rows_a[3, t + 1], rows_a[3, t + 2], rows_a[3, t + 3]
-            for j in range(n):
-                x0, x1, x2, x3 = b0[j], b1[j], b2[j], b3[j]
-                acc0[j] += round_half(round_half(round_half(w00 * x0 + w01 * x1) + w02 * x2) + w03 * x3)
-                acc1[j] += round_half(round_half(round_half(w10 * x0 + w11 * x1) + w12 * x2) + w13 * x3)
-                acc2[j] += round_half(round_half(round_half(w20 * x0 + w21 * x1) + w22 * x2) + w23 * x3)
-                acc3[j] += round_half(round_half(round_half(w30 * x0 + w31 * x1) + w32 * x2) + w33 * x3)
-        for t0 in range(full, k, tile):  # other tile widths, and the last partial tile
+        acc = np.zeros((UNROLLED_ROWS, n), dtype=np.float32)
+        unrolled(rows_a, bb, acc, full)
+        for t0 in range(full, k, tile):  # other tile widths, and the tiles past the unrolled steps
             t1 = min(k, t0 + tile)
             for r in range(nr):
                 row = acc[r]

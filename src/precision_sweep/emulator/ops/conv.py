@@ -25,6 +25,8 @@ from precision_sweep.emulator.registry import kernel
 
 # Output positions per image up to which a conv's products are folded across the batch.
 FOLD_MAX_POSITIONS = 16
+# Largest im2col buffer: a batch whose columns would be larger is convolved in chunks.
+COLUMNS_BYTES = 64 << 20
 
 
 def _defaults(x, weight, strides, dilations):
@@ -164,14 +166,20 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
             return _with_bias(y, bias, accumulator)
         out_shape = _out_shape([s + a + b for s, (a, b) in zip(x.shape[2:], pads)], kernel_shape, strides, dilations)
         k = int(np.prod(kernel_shape))
-        layout = (n, k, c) if tap_major else (n, c, k)
-        cols = _scratch_array(layout + out_shape, x.dtype)
-        im2col2d(x, kernel_shape, strides, dilations, pads, cols, tap_major)  # the twin of _columns
-        if tap_major:
-            cols = _tap_major_groups(cols, groups)
-        else:
-            cols = cols.reshape(n, groups, -1, int(np.prod(out_shape)))
-        return _conv_products(cols, _weight_rows(weight, groups, tap_major), bias, out_shape, accumulator)
+        rows = _weight_rows(weight, groups, tap_major)
+        # im2col in batch chunks whose columns fit COLUMNS_BYTES: the columns of a whole batch
+        # of large images would dominate the peak memory.
+        per_image = c * k * int(np.prod(out_shape)) * x.itemsize
+        chunk = max(1, min(n, COLUMNS_BYTES // max(per_image, 1)))
+        parts = []
+        for start in range(0, n, chunk):
+            part = x[start : start + chunk]
+            m = part.shape[0]
+            cols = _scratch_array(((m, k, c) if tap_major else (m, c, k)) + out_shape, x.dtype)
+            im2col2d(part, kernel_shape, strides, dilations, pads, cols, tap_major)  # the twin of _columns
+            cols = _tap_major_groups(cols, groups) if tap_major else cols.reshape(m, groups, -1, int(np.prod(out_shape)))
+            parts.append(_conv_products(cols, rows, bias, out_shape, accumulator))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
     xp = _padded(x, weight, strides, pad_type, pad, dilations)
     out_shape = _out_shape(xp.shape[2:], kernel_shape, strides, dilations)
     if depthwise:
