@@ -223,3 +223,12 @@ def test_abs_max_and_the_rounded_bias_equal_numpy():
     with np.errstate(over="ignore"):
         last = (y + b3).astype(np.float16).astype(np.float32)
     assert np.array_equal(compiled.add_bias_rounded(y, b3, None), last)
+
+
+def test_the_committed_unrolled_kernel_is_what_the_generator_writes():
+    from pathlib import Path
+
+    from precision_sweep.emulator.ops import _tiles_codegen
+
+    committed = Path(_tiles_codegen.__file__).with_name("_tiles_unrolled.py").read_text()
+    assert committed == _tiles_codegen.source()
