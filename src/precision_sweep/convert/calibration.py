@@ -34,16 +34,25 @@ MIN_RANGE = 255 * 2.0**-23
 _RECORDED_DTYPES = (np.float16, np.float32, np.float64, np.int32)
 
 
+def calibration_data(dataset, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """The calibration split: ``dataset.x_calib``/``y_calib`` when the dataset has one, else the
+    first ``samples`` of the train split (never the test split). Every calibrated step uses it:
+    activation quantization, the repair's budget, the cliff scanner."""
+    x = getattr(dataset, "x_calib", None)
+    y = getattr(dataset, "y_calib", None)
+    if x is None or y is None or len(x) == 0:
+        x, y = dataset.x_train, dataset.y_train
+    return np.asarray(x[:samples]), np.asarray(y[:samples])
+
+
 def calibration_split(dataset, precision) -> np.ndarray | None:
-    """The calibration inputs a recipe needs: ``dataset.x_calib`` if the dataset has one, else
-    the first ``calibration_samples`` of ``x_train`` (None when the recipe calibrates nothing)."""
+    """The calibration inputs a recipe needs (its ``calibration_samples`` of the calibration
+    split, :func:`calibration_data`), or None when the recipe calibrates nothing."""
     aq = precision.get("activation_quantization") if hasattr(precision, "get") else None
     if not aq:
         return None
-    source = getattr(dataset, "x_calib", None)
-    if source is None or len(source) == 0:
-        source = dataset.x_train
-    return np.asarray(source[: int(aq.calibration_samples)], dtype=np.float32)
+    x, _ = calibration_data(dataset, int(aq.calibration_samples))
+    return np.asarray(x, dtype=np.float32)
 
 
 def _update(stats: dict, name: str, value: np.ndarray) -> None:

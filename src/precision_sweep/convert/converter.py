@@ -12,8 +12,10 @@ compute each entry once:
 2. **base**: the frontend program (deep copy) through coremltools' default pipeline and
    backend at the recipe's compute precision, once per (model, target, compute precision),
    on disk as an ``.mlpackage``. Uncompressed recipes (fp32, fp16, fp16_mixed) are a copy of it.
-3. **compression**: each compressed recipe loads its base package and runs
-   ``coremltools.optimize.coreml`` on it, exactly what it would do after a plain ``ct.convert``.
+3. **compressed**: each compressed recipe loads its base package and runs
+   ``coremltools.optimize.coreml`` on it, exactly what it would do after a plain ``ct.convert``,
+   once per (base, recipe settings, ops kept float, calibration data), on disk as an
+   ``.mlpackage``. The int8 repair's op-excluded variants are entries of this level too.
 
 The fp32 base package of the same model and target is the size reference of
 ``compression_ratio`` and ``bits_per_weight``.
@@ -35,7 +37,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from precision_sweep.cache import file_lock, publish_dir_atomic
-from precision_sweep.convert.recipes import FLOAT32, ComputeSpec, compress_weights, compute_spec, is_compressed
+from precision_sweep.convert.recipes import (
+    FLOAT32,
+    ComputeSpec,
+    compress_weights,
+    compute_spec,
+    is_compressed,
+    recipe_block,
+)
 from precision_sweep.convert.targets import coremltools_target, effective_target_name
 from precision_sweep.data.models import LoadedModel
 from precision_sweep.errors import SkipJob, UserInputError
@@ -45,6 +54,7 @@ log = logging.getLogger(__name__)
 
 _FRONTEND: dict[str, object] = {}
 _BASE: dict[str, Path] = {}
+_COMPRESSED: dict[str, Path] = {}
 _SCRATCH: list[Path] = []
 
 
@@ -241,6 +251,53 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
     return path
 
 
+def compressed_package(model: LoadedModel, precision, target_name: str, max_batch: int,
+                       cache_dir: Path | None = None, calibration=None, keep_float: tuple[str, ...] = ()) -> Path:
+    """The package of ``model`` compressed by the ``precision`` recipe for ``target_name``
+    (cached): ``coremltools.optimize.coreml`` run on the recipe's base package.
+
+    ``keep_float`` names ops whose weights stay uncompressed (the int8 repair's kept ops);
+    ``calibration`` is the activation-quantization calibration input (part of the key).
+    """
+    import coremltools as ct
+
+    from precision_sweep.hashing import hash_arrays
+
+    compute = compute_spec(precision)
+    base = base_package(model, target_name, compute, max_batch, cache_dir, recipe=precision.name)
+    key = hash_config(
+        {"stage": "compressed", "base": base.name, "recipe": recipe_block(precision),
+         "keep_float": sorted(keep_float), "calibration": hash_arrays([calibration]) if calibration is not None else None,
+         "versions": _versions()}
+    )
+    cached = _COMPRESSED.get(key)
+    if cached is not None and cached.exists():
+        return cached
+    root = Path(cache_dir) / "convert" / "compressed" if cache_dir is not None else _scratch_dir()
+    path = root / f"{model.name}-{target_name}-{precision.name}-{key}.mlpackage"
+    with file_lock(path.with_suffix(".lock")):
+        if not path.exists():
+            log.info("compressed: %s for %s at %s%s", model.name, target_name, precision.name,
+                     f" keeping {len(keep_float)} op(s) float" if keep_float else "")
+            step = BuildStep("compression", model.name, target_name, compute.key, precision.name,
+                             path if cache_dir else None, f"the base package {base}")
+            with _building(step):
+                mlmodel = ct.models.MLModel(str(base), skip_model_load=True)
+                mlmodel = compress_weights(mlmodel, precision, calibration, keep_float)
+            with tempfile.TemporaryDirectory(dir=root) as tmp:
+                staged = Path(tmp) / "model.mlpackage"
+                mlmodel.save(str(staged))
+                publish_dir_atomic(staged, path)
+    _COMPRESSED[key] = path
+    return path
+
+
+def fp32_package(model: LoadedModel, target_name: str, max_batch: int, cache_dir: Path | None = None) -> Path:
+    """The FP32 program of ``model`` for ``target_name``: every job's size reference, and the
+    reference of the drift diagnosis and the repair (cached: converted once)."""
+    return base_package(model, target_name, FLOAT32, max_batch, cache_dir, recipe="fp32")
+
+
 def convert_variant(
     model: LoadedModel,
     precision,
@@ -263,8 +320,8 @@ def convert_variant(
     max_batch
         Upper bound of the program's flexible batch dimension.
     cache_dir
-        ``paths.cache``: frontend programs and base packages are shared through it across
-        processes. Without it they are shared within the process only.
+        ``paths.cache``: frontend programs, base and compressed packages are shared through it
+        across processes. Without it they are shared within the process only.
     calibration
         Calibration inputs for recipes that quantize activations (see
         :func:`precision_sweep.convert.calibration.calibration_split`).
@@ -273,25 +330,18 @@ def convert_variant(
 
     start = time.perf_counter()
     target_name = target.coremltools_target
-    compute = compute_spec(precision)
-    base = base_package(model, target_name, compute, max_batch, cache_dir, recipe=precision.name)
+    if is_compressed(precision):
+        source = compressed_package(model, precision, target_name, max_batch, cache_dir, calibration)
+    else:
+        source = base_package(model, target_name, compute_spec(precision), max_batch, cache_dir, recipe=precision.name)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.exists():
         shutil.rmtree(out_path)
-    if is_compressed(precision):
-        step = BuildStep("compression", model.name, target_name, compute.key, precision.name,
-                         source=f"the base package {base}")
-        with _building(step):
-            mlmodel = ct.models.MLModel(str(base), skip_model_load=True)
-            mlmodel = compress_weights(mlmodel, precision, calibration)
-        mlmodel.save(str(out_path))
-        spec_version = mlmodel.get_spec().specificationVersion
-    else:
-        shutil.copytree(base, out_path)
-        spec_version = ct.utils.load_spec(str(out_path)).specificationVersion
+    shutil.copytree(source, out_path)
+    spec_version = ct.utils.load_spec(str(out_path)).specificationVersion
     seconds = time.perf_counter() - start
-    reference = base_package(model, target_name, FLOAT32, max_batch, cache_dir, recipe="fp32")
+    reference = fp32_package(model, target_name, max_batch, cache_dir)
     return ConvertedModel(
         path=out_path,
         spec_version=spec_version,

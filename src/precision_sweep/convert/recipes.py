@@ -90,12 +90,21 @@ def compute_precision(precision):
     return compute_spec(precision).coremltools_value()
 
 
-def optimization_config(config_type: str, block, drop: tuple[str, ...] = ()):
-    """``OptimizationConfig.from_dict`` of one recipe block (global config)."""
+def optimization_config(config_type: str, block, drop: tuple[str, ...] = (), keep_float: tuple[str, ...] = ()):
+    """``OptimizationConfig`` of one recipe block (the global config), with the ops named in
+    ``keep_float`` left uncompressed (an ``op_name_configs`` entry of None each)."""
     import coremltools.optimize.coreml as cto
 
     params = {k: v for k, v in _plain(block).items() if k not in drop}
-    return cto.OptimizationConfig.from_dict({"config_type": config_type, "global_config": params})
+    config = cto.OptimizationConfig.from_dict({"config_type": config_type, "global_config": params})
+    if keep_float:
+        config = cto.OptimizationConfig(global_config=config.global_config, op_name_configs={n: None for n in keep_float})
+    return config
+
+
+def recipe_block(precision) -> dict:
+    """The recipe's settings as plain data (a cache key: every field that changes the package)."""
+    return _plain(precision)
 
 
 def is_compressed(precision) -> bool:
@@ -105,11 +114,12 @@ def is_compressed(precision) -> bool:
     )
 
 
-def compress_weights(mlmodel, precision, calibration=None):
+def compress_weights(mlmodel, precision, calibration=None, keep_float: tuple[str, ...] = ()):
     """Apply the recipe's compression stages to a converted float MLModel.
 
     Order: activation quantization (calibrated on the float program), pruning, then weight
-    quantization or palettization, jointly with the pruning when both are set (iOS18).
+    quantization or palettization, jointly with the pruning when both are set (iOS18). The
+    weights of the ops named in ``keep_float`` stay as they are (pruning and quantization).
     """
     import coremltools.optimize.coreml as cto
 
@@ -121,16 +131,17 @@ def compress_weights(mlmodel, precision, calibration=None):
         mlmodel = quantize_activations(mlmodel, config, calibration)
     pruning = _get(precision, "weight_pruning")
     if pruning:
-        mlmodel = cto.prune_weights(mlmodel, optimization_config("OpMagnitudePrunerConfig", pruning))
+        mlmodel = cto.prune_weights(mlmodel, optimization_config("OpMagnitudePrunerConfig", pruning, keep_float=keep_float))
     joint = bool(pruning)
     wq = _get(precision, "weight_quantization")
     if wq:
         per_block = getattr(wq.granularity, "value", wq.granularity) == "per_block"
-        config = optimization_config("OpLinearQuantizerConfig", wq, drop=() if per_block else ("block_size",))
+        config = optimization_config("OpLinearQuantizerConfig", wq, drop=() if per_block else ("block_size",), keep_float=keep_float)
         mlmodel = cto.linear_quantize_weights(mlmodel, config, joint_compression=joint)
     palettization = _get(precision, "weight_palettization")
     if palettization:
         grouped = getattr(palettization.granularity, "value", palettization.granularity) == "per_grouped_channel"
-        config = optimization_config("OpPalettizerConfig", palettization, drop=() if grouped else ("group_size",))
+        config = optimization_config("OpPalettizerConfig", palettization, drop=() if grouped else ("group_size",),
+                                     keep_float=keep_float)
         mlmodel = cto.palettize_weights(mlmodel, config, joint_compression=joint)
     return mlmodel

@@ -28,16 +28,15 @@ log = logging.getLogger(__name__)
 
 
 def fp32_twin(model, target, max_batch: int = 1024, cache_dir: Path | None = None) -> Path:
-    """The FP32 package of ``model`` for ``target``: the converter's cached fp32 base package,
-    which every job has already built as its size reference."""
-    from precision_sweep.convert.converter import base_package
-    from precision_sweep.convert.recipes import FLOAT32
+    """The FP32 package of ``model`` for ``target``: the converter's cached FP32 program, which
+    every job has already built as its size reference."""
+    from precision_sweep.convert.converter import fp32_package
 
-    return base_package(model, target.coremltools_target, FLOAT32, max_batch, cache_dir, recipe="fp32")
+    return fp32_package(model, target.coremltools_target, max_batch, cache_dir)
 
 
 def _cliff_inputs(cfg, dataset) -> np.ndarray:
-    from precision_sweep.repair.greedy import calibration_data
+    from precision_sweep.convert.calibration import calibration_data
 
     x, _ = calibration_data(dataset, int(cfg.diagnosis.get("cliff_samples", 64)))
     return x

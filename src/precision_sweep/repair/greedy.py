@@ -63,15 +63,6 @@ class RepairResult:
         return len(self.kept) / self.n_candidates if self.n_candidates else 0.0
 
 
-def calibration_data(dataset, samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """``dataset.x_calib``/``y_calib`` when present, else the first ``samples`` of the train split."""
-    x = getattr(dataset, "x_calib", None)
-    y = getattr(dataset, "y_calib", None)
-    if x is None or y is None or len(x) == 0:
-        x, y = dataset.x_train, dataset.y_train
-    return np.asarray(x[:samples]), np.asarray(y[:samples])
-
-
 def fp16_with_fp32_ops(model, target_name: str, keep: set[str], max_batch: int = 1024,
                        cache_dir: Path | None = None) -> Path:
     """The package with fp16 compute except the ops named in ``keep`` (sanitized names), built
@@ -81,27 +72,6 @@ def fp16_with_fp32_ops(model, target_name: str, keep: set[str], max_batch: int =
 
     compute = ComputeSpec("float16", (), tuple(sorted(keep)))
     return base_package(model, target_name, compute, max_batch, cache_dir, recipe="fp16 repair")
-
-
-def _value(v):
-    return getattr(v, "value", v)
-
-
-def int8_with_fp16_ops(fp16_mlmodel, weight_quantization, keep: set[str]):
-    """``fp16_mlmodel`` with int8 weights except those of the ops named in ``keep``."""
-    import coremltools.optimize.coreml as cto
-
-    wq = weight_quantization
-    granularity = _value(wq.granularity)
-    op_config = cto.OpLinearQuantizerConfig(
-        mode=_value(wq.mode),
-        dtype=_value(wq.dtype),
-        granularity=granularity,
-        block_size=wq.block_size if granularity == "per_block" else None,
-        weight_threshold=wq.weight_threshold,
-    )
-    config = cto.OptimizationConfig(global_config=op_config, op_name_configs={name: None for name in keep})
-    return cto.linear_quantize_weights(fp16_mlmodel, config)
 
 
 def _predict(emulator, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -132,7 +102,7 @@ def _choose(table, keep: set[str], widen: int, name_column: str, op_types: set[s
 
 def repair(model, target_name: str, kind: str, start_path: Path, reference: Capture | None,
            reference_program, x_cal: np.ndarray, y_cal: np.ndarray, settings, out_path: Path,
-           execution=None, weight_quantization=None, max_batch: int = 1024,
+           execution=None, precision=None, max_batch: int = 1024,
            cache_dir: Path | None = None, cliff_ops: list[str] | None = None) -> RepairResult:
     """Greedy mixed-precision repair of the program at ``start_path``.
 
@@ -157,13 +127,15 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
     execution
         An :class:`~precision_sweep.emulator.Execution`: the compute units and device the
         budget is checked under (default: all, m1).
+    precision
+        The recipe (int8 only): each round is its compression with the kept ops left in fp16.
     cache_dir
-        ``paths.cache``: the mixed-precision programs of each round are the converter's cached
-        base packages.
+        ``paths.cache``: every round's program is one of the converter's cached packages
+        (mixed-precision base packages for fp16, compressed packages for int8).
     cliff_ops
         Op names the cliff scanner flagged (fp16 only): kept all together in the first round.
     """
-    from precision_sweep.convert.converter import package_size
+    from precision_sweep.convert.converter import compressed_package, package_size
     from precision_sweep.data.models import predict_probabilities
     from precision_sweep.emulator import Execution
 
@@ -176,22 +148,12 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
     mapper = LayerMapper.from_keras(model.keras_model)
     name_column = "key" if kind == "fp16" else "op_name"
     op_types = None if kind == "fp16" else WEIGHT_OPS
-
-    fp16_base = None
-    if kind == "int8":
-        import coremltools as ct
-
-        fp16_base = ct.models.MLModel(str(fp16_with_fp32_ops(model, target_name, set(), max_batch, cache_dir)),
-                                      skip_model_load=True)
-
     keep: list[str] = []
     current = start_path
     base_size = package_size(start_path)
     rounds: list[Round] = []
     n_candidates = 0
     layer_of: dict[str, str] = {}
-    scratch = Path(out_path).parent / "repair"
-    scratch.mkdir(parents=True, exist_ok=True)
     for number in range(int(settings.max_rounds) + 1):
         emulator = execution.emulator(current)
         top1 = _predict(emulator, x_cal).argmax(-1)
@@ -221,9 +183,8 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
         keep.extend(chosen)
         if kind == "fp16":
             current = fp16_with_fp32_ops(model, target_name, set(keep), max_batch, cache_dir)
-        else:
-            current = scratch / f"round{number + 1}.mlpackage"
-            int8_with_fp16_ops(fp16_base, weight_quantization, set(keep)).save(str(current))
+        else:  # the recipe's compression with the kept ops' weights left in fp16
+            current = compressed_package(model, precision, target_name, max_batch, cache_dir, keep_float=tuple(sorted(keep)))
     if n_candidates == 0:
         program = execution.emulator(start_path)
         names = capture(program, x_diag[:1])
@@ -258,13 +219,14 @@ def repair_in_job(cfg, run, model, dataset, converted):
     """
     import coremltools as ct
 
-    from precision_sweep.diagnose.run import fp32_twin
+    from precision_sweep.convert.calibration import calibration_data
+    from precision_sweep.convert.converter import fp32_package
     from precision_sweep.runtime import execution_of
 
     settings = cfg.precision.auto_repair
     start = time.perf_counter()
     kind = "int8" if cfg.precision.get("weight_quantization") else "fp16"
-    reference = fp32_twin(model, cfg.target, cfg.model.max_batch, Path(cfg.paths.cache))
+    reference = fp32_package(model, cfg.target.coremltools_target, cfg.model.max_batch, Path(cfg.paths.cache))
     x_cal, y_cal = calibration_data(dataset, int(settings.calib_samples))
     cliff_ops = []
     if kind == "fp16" and int(cfg.diagnosis.get("cliff_samples", 64)) > 0:
@@ -275,7 +237,7 @@ def repair_in_job(cfg, run, model, dataset, converted):
     result = repair(
         model, cfg.target.coremltools_target, kind, Path(converted.path), None, reference, x_cal, y_cal,
         settings, Path(converted.path), execution_of(cfg),
-        weight_quantization=cfg.precision.get("weight_quantization"), max_batch=cfg.model.max_batch,
+        precision=cfg.precision, max_batch=cfg.model.max_batch,
         cache_dir=Path(cfg.paths.cache), cliff_ops=cliff_ops,
     )
     seconds = time.perf_counter() - start
