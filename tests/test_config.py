@@ -76,9 +76,20 @@ def test_int8_precision_maps_to_coremltools_quantizer_fields():
     assert cfg.precision.compute_precision == "float16"
 
 
+def test_every_ready_grid_is_a_multirun_of_the_sweep_group():
+    from hydra.types import RunMode
+
+    for option in sorted(SWEEPS.glob("*.yaml")):
+        text = option.read_text()
+        assert text.startswith("# @package _global_") and f"precision-sweep sweep={option.stem}" in text
+        cfg = compose([f"sweep={option.stem}"], return_hydra_config=True)
+        assert cfg.hydra.mode == RunMode.MULTIRUN and cfg.hydra.sweeper.params
+        assert cfg.hydra.runtime.choices.sweep == option.stem
+
+
 def test_default_sweep_file_names_its_command_and_grid():
     text = (SWEEPS / "default.yaml").read_text()
-    assert "precision-sweep -cd sweeps -cn default" in text
+    assert "precision-sweep sweep=default" in text
     grid = OmegaConf.load(SWEEPS / "default.yaml").hydra.sweeper.params
     assert grid.precision.split(",") == ["fp32", "fp16", "int8"]
     assert grid.target.split(",") == ["ios15", "ios16", "ios17", "ios18"]

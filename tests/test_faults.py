@@ -129,11 +129,9 @@ def test_a_limit_that_is_not_positive_is_refused_before_anything_is_stored(outpu
 def test_job_count_follows_the_sweep_overrides():
     from precision_sweep.tracking.progress import count_jobs
 
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from sweep_testing import SWEEPS
+    from sweep_testing import compose
 
-    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
-        cfg = hydra_compose("default", return_hydra_config=True)
+    cfg = compose(["sweep=default"], return_hydra_config=True)
     assert count_jobs(cfg) == 12
     from omegaconf import OmegaConf
 

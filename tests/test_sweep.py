@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from sweep_testing import SWEEPS, mlflow_client, run_cli
+from sweep_testing import mlflow_client, run_cli
 
 METRICS = {
     "accuracy", "baseline_accuracy", "accuracy_delta", "agreement", "max_abs_diff",
@@ -23,7 +23,7 @@ PARAMS = {"precision", "target", "effective_target", "compute_units", "runtime",
 @pytest.fixture(scope="module")
 def default_sweep(tmp_path_factory, shared_cache):
     workdir = tmp_path_factory.mktemp("sweep")
-    result = run_cli(["precision-sweep", "-cd", str(SWEEPS), "-cn", "default", f"paths.cache={shared_cache}"], cwd=workdir)
+    result = run_cli(["precision-sweep", "sweep=default", f"paths.cache={shared_cache}"], cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = workdir / "outputs"
     client = mlflow_client(outputs)

@@ -1,14 +1,17 @@
 """``precision-sweep``: the Hydra app. One run is one job (:func:`precision_sweep.job.run_job`).
 
 ``precision-sweep -m precision=fp32,fp16,int8 target=ios15,ios16,ios17,ios18`` runs a grid;
-``precision-sweep -cd sweeps -cn default`` runs a ready grid from ``sweeps/``.
+``precision-sweep sweep=default`` runs a ready grid (``sweeps/``, the ``sweep`` config group).
+
+The configs ship inside the package: ``precision_sweep/conf`` is the repository's ``conf/``
+(a link in the source tree, copied into the wheel), and ``conf/sweep`` is ``sweeps/``. Hydra
+finds them relative to this module, so the app runs from any folder, installed from a wheel
+or in editable mode; ``--config-dir`` adds a folder of the user's own.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import textwrap
 
 # Keep TensorFlow's C++ start-up chatter out of the terminal unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,27 +23,29 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from precision_sweep import config as _config  # noqa: E402,F401  (registers the schemas)
+from precision_sweep.cli.report import fail, report_user_error  # noqa: E402
 from precision_sweep.errors import UserInputError  # noqa: E402
 
-EXIT_USER_ERROR = 2
+PROGRAM = "precision-sweep"
 
 
-def report_user_error(exc: UserInputError) -> None:
-    """Print a user error as one paragraph and exit with code 2."""
-    paragraph = textwrap.fill(" ".join(str(exc).split()), width=100)
-    print(f"precision-sweep: error: {paragraph}", file=sys.stderr, flush=True)
-    sys.exit(EXIT_USER_ERROR)
-
-
-@hydra.main(version_base="1.3", config_path=None, config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from precision_sweep.job import run_job
 
-    run_job(cfg)
+    try:
+        run_job(cfg)
+    except UserInputError as exc:
+        report_user_error(PROGRAM, exc)
 
 
 def main() -> None:
+    from precision_sweep.cli import callback
+
     _hydra_main()
+    failed, total = callback.last_sweep_failures()
+    if failed:
+        fail(PROGRAM, f"{failed} of {total} job(s) failed; see error.txt in their runs.", code=1)
 
 
 if __name__ == "__main__":

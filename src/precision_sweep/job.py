@@ -1,8 +1,8 @@
 """One sweep job: load -> baseline -> convert -> execute -> metrics -> track.
 
 Every job is one MLflow child run that always ends. In a multirun a failing job is recorded
-(FAILED, ``error.txt``) and the sweep goes on; in a single run the error ends the command
-with a non-zero exit (a user error as one paragraph, exit 2).
+(FAILED, ``error.txt``) and the sweep goes on; in a single run the error is raised to the
+entry point (a user error becomes one paragraph and exit 2 there).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from precision_sweep.errors import SkipJob, UserInputError
+from precision_sweep.errors import SkipJob
 from precision_sweep.limits import JobTerminated, check_limits, job_limits
 from precision_sweep.tracking import store
 from precision_sweep.tracking.job_run import JobRun
@@ -71,13 +71,8 @@ def _import_libraries() -> None:
 
 def run_job(cfg: DictConfig) -> dict | None:
     """Run one job; return its metrics (None when skipped or failed in a multirun)."""
-    try:
-        check_limits(cfg.limits.timeout_minutes, cfg.limits.max_memory_gb)
-        run = open_job_run(cfg)
-    except UserInputError as exc:
-        from precision_sweep.app import report_user_error
-
-        report_user_error(exc)
+    check_limits(cfg.limits.timeout_minutes, cfg.limits.max_memory_gb)  # a user error: raised
+    run = open_job_run(cfg)
     if cfg.limits.timeout_minutes or cfg.limits.max_memory_gb:
         _import_libraries()
     try:
@@ -98,10 +93,6 @@ def run_job(cfg: DictConfig) -> dict | None:
         log.error("job failed: %s: %s", type(exc).__name__, exc)
         if _in_multirun():
             return None
-        if isinstance(exc, UserInputError):
-            from precision_sweep.app import report_user_error
-
-            report_user_error(exc)
         raise
     run.finish()
     return metrics

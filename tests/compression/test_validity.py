@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweep_testing import CONF, SWEEPS, compose, mlflow_client, run_cli
+from sweep_testing import CONF, compose, mlflow_client, run_cli
 from helpers import RECIPES
 
 TARGETS = ["ios15", "ios16", "ios17", "ios18", "macos12", "macos13", "macos14", "macos15"]
@@ -151,7 +151,7 @@ def test_full_sweep_and_every_invalid_cell_of_the_matrix(tmp_path, shared_cache)
     """sweeps/full.yaml as shipped, then every recipe at the targets below iOS18/macOS15."""
     full = tmp_path / "full"
     full.mkdir()
-    result = run_cli(["precision-sweep", "-cd", str(SWEEPS), "-cn", "full", f"paths.cache={shared_cache}",
+    result = run_cli(["precision-sweep", "sweep=full", f"paths.cache={shared_cache}",
                       "runtime.progress=false"], cwd=full, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_cells(_children(full / "outputs"), RECIPES, ["ios16", "ios17", "ios18"])

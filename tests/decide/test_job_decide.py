@@ -44,7 +44,7 @@ def test_precision_diagnose_cli(outputs, shared_cache):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("MLFLOW_TRACKING_URI", None)
     result = subprocess.run(
-        [sys.executable, "-m", "precision_sweep.diagnose.cli", run.info.run_id, "--samples", "32"],
+        [sys.executable, "-m", "precision_sweep.cli.diagnose", run.info.run_id, "--samples", "32"],
         cwd=outputs.parent, capture_output=True, text=True, timeout=600, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -53,6 +53,6 @@ def test_precision_diagnose_cli(outputs, shared_cache):
     assert tags["drift_first_op"] and "drift_summary" in tags
     assert {"drift.csv", "drift.png", "cliffs.csv"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     assert "numeric cliffs on the run's device: no numeric cliffs" in result.stdout
-    missing = subprocess.run([sys.executable, "-m", "precision_sweep.diagnose.cli", "nope"],
+    missing = subprocess.run([sys.executable, "-m", "precision_sweep.cli.diagnose", "nope"],
                              cwd=outputs.parent, capture_output=True, text=True, timeout=600, env=env)
     assert missing.returncode == 2 and "no run with id 'nope'" in missing.stderr

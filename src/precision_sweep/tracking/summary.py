@@ -1,4 +1,5 @@
-"""Read a sweep back from MLflow: its child runs as a table for the terminal and the pick."""
+"""Read a sweep back from MLflow: its child runs as a table, formatted for the terminal and
+for markdown (the decision on it is :mod:`precision_sweep.pick.decision`)."""
 
 from __future__ import annotations
 
@@ -96,8 +97,6 @@ def _device_columns(view: pd.DataFrame, table: pd.DataFrame) -> None:
     view.insert(at + 1, "cliffs", ["" if pd.isna(v) else f"{int(v)}" for v in cliffs])
 
 
-# --- The sweep's decision under the default budget (config group ``pick``) -----------------
-
 def ci_column(table: pd.DataFrame) -> pd.Series:
     """``[low, high]pp`` of each run's paired-bootstrap CI of the accuracy delta ("" if none)."""
     low = table.get("metric:accuracy_delta_ci_low", pd.Series(index=table.index, dtype=float))
@@ -106,38 +105,6 @@ def ci_column(table: pd.DataFrame) -> pd.Series:
         ["" if pd.isna(a) or pd.isna(b) else f"[{100 * a:+.2f}, {100 * b:+.2f}]pp" for a, b in zip(low, high)],
         index=table.index,
     )
-
-
-def _pick_settings(pick_cfg) -> tuple[float, str, str]:
-    if pick_cfg is None:
-        return 1.0, "confident", "model_size_bytes"
-    return float(pick_cfg.max_drop), str(pick_cfg.rule), str(pick_cfg.cost)
-
-
-def _decide(table: pd.DataFrame, pick_cfg):
-    from precision_sweep.pick.select import pick
-
-    max_drop, rule, cost = _pick_settings(pick_cfg)
-    return pick(table, max_drop, cost, rule), max_drop, cost
-
-
-def sweep_decision(table: pd.DataFrame, pick_cfg) -> str:
-    """The summary's closing lines: the pick under the default budget and rule, and why."""
-    import textwrap
-
-    try:
-        decision, max_drop, cost = _decide(table, pick_cfg)
-    except Exception as exc:  # noqa: BLE001 - the summary itself must always print
-        return f"\n\npick: not decided ({type(exc).__name__}: {exc})"
-    head = f"pick under the default budget ({max_drop:g} pp, rule {decision.rule}, cost {cost}; pick.max_drop=, pick.rule= to change): "
-    if decision.pick is None:
-        body = f"none. {decision.reason}"
-    else:
-        p = decision.pick
-        ci = "" if pd.isna(p.get("ci_low_pp")) else f", CI [{p['ci_low_pp']:+.2f}, {p['ci_high_pp']:+.2f}] pp"
-        body = (f"{p['precision']} at {p['target']} (run {p['run_id']}): delta {p['delta_pp']:+.2f} pp{ci}, "
-                f"{cost}={p['cost']:,.0f}. Why: {decision.reason}.")
-    return "\n\n" + "\n".join(textwrap.wrap(head + body, width=110, subsequent_indent="  "))
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -150,27 +117,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def log_decision(client, parent_run_id: str, table: pd.DataFrame, pick_cfg, tmp) -> None:
-    """Log ``summary.md`` (the summary table and the pick) and ``pareto.png``/``pareto.csv``."""
-    import logging
-
-    log = logging.getLogger(__name__)
-    try:
-        frame = pd.DataFrame() if table.empty else _format_frame(table)
-        text = sweep_decision(table, pick_cfg).strip()
-        markdown = f"# precision-sweep summary\n\nParent run `{parent_run_id}`.\n\n"
-        markdown += (markdown_table(frame) if not frame.empty else "(no runs)") + "\n\n" + text.replace("\n  ", " ") + "\n"
-        client.log_text(parent_run_id, markdown, "summary.md")
-        decision, max_drop, cost = _decide(table, pick_cfg)
-        if not decision.pareto.empty:
-            from precision_sweep.pick.report import log_pareto
-
-            log_pareto(client, parent_run_id, decision, max_drop, cost)
-    except Exception as exc:  # noqa: BLE001 - never lose the sweep's closing over a plot
-        log.warning("could not log the sweep decision: %s: %s", type(exc).__name__, exc)
-
-
-def _format_frame(table: pd.DataFrame) -> pd.DataFrame:
+def format_frame(table: pd.DataFrame) -> pd.DataFrame:
     """format_table's columns and formatting, as a frame (for summary.md)."""
     view = table[COLUMNS].copy()
     view["accuracy"] = view["accuracy"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")

@@ -7,12 +7,13 @@ Exit codes: 0 diagnosed, 2 bad input (no store, no such run, nothing to diagnose
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
+from precision_sweep.cli.report import fail
 from precision_sweep.tracking import store
+
+PROGRAM = "precision-diagnose"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,23 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str, code: int = 2) -> None:
-    print("precision-diagnose: " + textwrap.fill(" ".join(message.split()), width=100), file=sys.stderr)
-    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from precision_sweep.pick.cli import _default_uri
+    from precision_sweep.cli.pick import _default_uri
 
     args = build_parser().parse_args(argv)
     uri = store.absolute_uri(args.tracking_uri or _default_uri())
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        _fail(f"error: no MLflow store at {uri}. Run a sweep first or pass --tracking-uri.")
+        fail(PROGRAM, f"error: no MLflow store at {uri}. Run a sweep first or pass --tracking-uri.")
     client = store.client_for(uri)
     try:
         client.get_run(args.run_id)
     except Exception:
-        _fail(f"error: no run with id {args.run_id!r} in {uri}. Pass a job's run id (see the MLflow UI or precision-pick).")
+        fail(PROGRAM, f"error: no run with id {args.run_id!r} in {uri}. Pass a job's run id (see the MLflow UI or precision-pick).")
 
     from precision_sweep.diagnose.drift import rank_ops
     from precision_sweep.diagnose.run import diagnose_run
@@ -56,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             report = diagnose_run(client, args.run_id, Path(tmp), args.samples, args.threshold)
         except UserInputError as exc:
-            _fail(f"error: {exc}")
+            fail(PROGRAM, f"error: {exc}")
     print(f"run {args.run_id}: {report.summary()}")
     if not report.table.empty:
         view = rank_ops(report.table).head(args.top)[

@@ -1,15 +1,17 @@
-"""Hydra callback that owns a sweep's parent run, in the launching process.
+"""The sweep's Hydra callback: owns the sweep's parent run, in the launching process.
 
 ``on_multirun_start`` resolves the tracking URI, creates the database and the experiment
 once, opens the parent run and hands all three to the jobs through environment variables
 (inherited by launcher worker processes). ``on_multirun_end`` prints the summary, logs it
 to the parent and closes the parent: FINISHED when every job finished or was skipped, FAILED
-when any failed, and then the command exits 1. Hydra skips ``on_multirun_end`` when a job
+when any failed (``precision-sweep`` then exits 1: :func:`last_sweep_failures`). Hydra skips ``on_multirun_end`` when a job
 raises, a worker dies or the sweep is interrupted; an ``atexit`` hook closes the parent in that
 case too, and marks the children whose processes died KILLED.
 
 On start it also closes what earlier sweeps left RUNNING when their processes died (parents
-and their children, see :mod:`.liveness`), and shows overall progress (:mod:`.progress`).
+and their children, see :mod:`precision_sweep.tracking.liveness`), and shows overall progress
+(:mod:`precision_sweep.tracking.progress`). A user error found on start (a bad model path, an
+unusable store) is reported as one paragraph and the command exits 2 before any run exists.
 """
 
 from __future__ import annotations
@@ -25,12 +27,23 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from precision_sweep.cli.report import report_user_error
+from precision_sweep.errors import UserInputError
+from precision_sweep.pick.decision import log_decision, sweep_decision
 from precision_sweep.tracking import liveness, store
 from precision_sweep.tracking.job_run import ROLE_TAG
 from precision_sweep.tracking.progress import SweepProgress, count_jobs
-from precision_sweep.tracking.summary import child_runs, format_table, log_decision, runs_table, sweep_decision
+from precision_sweep.tracking.summary import child_runs, format_table, runs_table
 
 log = logging.getLogger(__name__)
+
+# (failed, total) of the last sweep this process closed: precision-sweep's exit code.
+_LAST_SWEEP = [0, 0]
+
+
+def last_sweep_failures() -> tuple[int, int]:
+    """How many jobs of the last sweep failed, out of how many (0, 0 before any sweep)."""
+    return _LAST_SWEEP[0], _LAST_SWEEP[1]
 
 
 class SweepTrackingCallback(Callback):
@@ -46,9 +59,7 @@ class SweepTrackingCallback(Callback):
         return {"client": None, "parent_run_id": None, "experiment_id": None, "progress": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from precision_sweep.app import report_user_error
-        from precision_sweep.errors import UserInputError
-
+        _LAST_SWEEP[:] = [0, 0]
         uri = store.absolute_uri(config.tracking.uri)
         try:
             from precision_sweep.data.validate import validate_sources
@@ -58,7 +69,7 @@ class SweepTrackingCallback(Callback):
                 uri, config.tracking.experiment, config.tracking.artifact_location
             )
         except UserInputError as exc:
-            report_user_error(exc)
+            report_user_error("precision-sweep", exc)
         self.client = store.client_for(uri)
         self._close_stale_sweeps()
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
@@ -101,9 +112,7 @@ class SweepTrackingCallback(Callback):
         self.client.set_tag(self.parent_run_id, "n_failed", str(failed))
         self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
         self._forget()
-        if failed:
-            print(f"{failed} of {len(table)} job(s) failed; see error.txt in their runs.", file=sys.stderr)
-            sys.exit(1)
+        _LAST_SWEEP[:] = [failed, len(table)]
 
     def _forget(self) -> None:
         self.parent_run_id = None

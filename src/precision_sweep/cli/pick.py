@@ -19,7 +19,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+from precision_sweep.cli.report import fail
 from precision_sweep.tracking import store
+
+PROGRAM = "precision-pick"
 from precision_sweep.tracking.summary import child_runs, latest_sweep, runs_table
 
 
@@ -64,9 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str, code: int) -> None:
-    print("precision-pick: " + textwrap.fill(" ".join(message.split()), width=100), file=sys.stderr)
-    sys.exit(code)
 
 
 def _records(frame, columns) -> list[dict]:
@@ -79,24 +79,24 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     uri = store.absolute_uri(args.tracking_uri or _default_uri())
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        _fail(f"error: no MLflow store at {uri}. Run a sweep first (precision-sweep -cd sweeps -cn default) "
+        fail(PROGRAM, f"error: no MLflow store at {uri}. Run a sweep first (precision-sweep sweep=default) "
               "or pass --tracking-uri.", 2)
     client = store.client_for(uri)
     try:
         experiment = client.get_experiment_by_name(args.experiment)
     except Exception as exc:  # unreachable server, corrupt file
-        _fail(f"error: cannot read the MLflow store at {uri} ({type(exc).__name__}). Check --tracking-uri.", 2)
+        fail(PROGRAM, f"error: cannot read the MLflow store at {uri} ({type(exc).__name__}). Check --tracking-uri.", 2)
     if experiment is None:
-        _fail(f"error: no experiment named {args.experiment!r} in {uri}. Pass --experiment.", 2)
+        fail(PROGRAM, f"error: no experiment named {args.experiment!r} in {uri}. Pass --experiment.", 2)
     if args.sweep == "latest":
         parent = latest_sweep(client, experiment.experiment_id)
         if parent is None:
-            _fail(f"error: experiment {args.experiment!r} has no sweep yet. Run precision-sweep -m ... first.", 2)
+            fail(PROGRAM, f"error: experiment {args.experiment!r} has no sweep yet. Run precision-sweep -m ... first.", 2)
     else:
         try:
             parent = client.get_run(args.sweep)
         except Exception:
-            _fail(f"error: no run with id {args.sweep!r}. Pass --sweep latest or a sweep's parent run id.", 2)
+            fail(PROGRAM, f"error: no run with id {args.sweep!r}. Pass --sweep latest or a sweep's parent run id.", 2)
     table = runs_table(child_runs(client, experiment.experiment_id, parent.info.run_id))
 
     from precision_sweep.pick.report import log_pareto, pareto_view, register
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         decision = pick(table, args.max_drop, args.cost, args.rule)
     except KeyError as exc:
-        _fail(f"error: {exc.args[0]}. Pass one of them as --cost.", 2)
+        fail(PROGRAM, f"error: {exc.args[0]}. Pass one of them as --cost.", 2)
     parent_id = parent.info.run_id
     logged = [] if args.no_log else log_pareto(client, parent_id, decision, args.max_drop, args.cost)
     columns = ["run_id", "precision", "target", "compute_units", "accuracy", "accuracy_delta", "delta_pp", "ci_low_pp", "ci_high_pp", "cost"]
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             version = register(client, args.register, decision, description)
         except LookupError as exc:
-            _fail(f"error: cannot register: {exc}. Re-run the sweep so the package is logged.", 2)
+            fail(PROGRAM, f"error: cannot register: {exc}. Re-run the sweep so the package is logged.", 2)
     if args.json:
         payload = {
             "sweep": parent_id,
