@@ -163,7 +163,7 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
     except Exception as exc:  # name the layer and TF op, say how to fix it
         raise explain_conversion_error(exc, model)
     if cfg.precision.get("auto_repair"):
-        from precision_sweep.repair import repair_in_job
+        from precision_sweep.repair.greedy import repair_in_job
 
         converted = repair_in_job(cfg, run, model, dataset, converted)
     effective = converted.effective_target

@@ -126,7 +126,7 @@ def _agreement(package, model, x):
 def test_fp16_auto_restores_agreement_keeping_most_ops_in_fp16(overflow, data, workdir):
     from precision_sweep.convert.calibration import calibration_data
     from precision_sweep.repair.greedy import repair
-    from precision_sweep.repair.schema import AutoRepairConfig
+    from precision_sweep.convert.schema import AutoRepairConfig
 
     model, variant, reference = overflow
     assert _agreement(variant.path, model, data.x_test) < 0.5  # broken before the repair

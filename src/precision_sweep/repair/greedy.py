@@ -121,7 +121,7 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
     x_cal, y_cal
         Calibration split: the budget is checked here, never on the test split.
     settings
-        An :class:`~precision_sweep.repair.schema.AutoRepairConfig`.
+        An :class:`~precision_sweep.convert.schema.AutoRepairConfig`.
     out_path
         Where the repaired package is saved (may equal ``start_path``).
     execution
