@@ -29,14 +29,19 @@ from precision_sweep.errors import UserInputError  # noqa: E402
 PROGRAM = "precision-sweep"
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
+def run_task(cfg: DictConfig) -> None:
+    """One job as the command runs it: a user error becomes one paragraph and exit 2."""
     from precision_sweep.job import run_job
 
     try:
         run_job(cfg)
     except UserInputError as exc:
         report_user_error(PROGRAM, exc)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_task(cfg)
 
 
 def main() -> None:

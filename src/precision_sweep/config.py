@@ -15,6 +15,8 @@ from typing import Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from precision_sweep.config_checks import Range, ranged
+
 from precision_sweep.convert.schema import PrecisionConfig, TargetConfig
 from precision_sweep.data.schema import DatasetConfig, ModelConfig
 from precision_sweep.diagnose.schema import DiagnosisConfig
@@ -33,8 +35,8 @@ class PathsConfig:
 @dataclass
 class LimitsConfig:
     # A job past either limit fails alone (FAILED run), the sweep goes on. null = no limit.
-    timeout_minutes: Optional[float] = None
-    max_memory_gb: Optional[float] = None
+    timeout_minutes: Optional[float] = ranged(None, Range(low=0, low_open=True, null="for no limit", hint="Give the limit in minutes, for example limits.timeout_minutes=30."))
+    max_memory_gb: Optional[float] = ranged(None, Range(low=0, low_open=True, null="for no limit", hint="Give the limit in GiB, for example limits.max_memory_gb=8."))
 
 
 @dataclass
@@ -50,7 +52,7 @@ class Config:
     tracking: TrackingConfig = MISSING
     diagnosis: DiagnosisConfig = field(default_factory=DiagnosisConfig)
     pick: PickConfig = field(default_factory=PickConfig)
-    seed: int = 0
+    seed: int = ranged(0, Range(low=0, high=2**32 - 1, whole=True))
     # Reuse FINISHED runs with the same job fingerprint instead of measuring again.
     resume: bool = False
     # Overall progress bar of a multirun in the launching terminal.

@@ -16,7 +16,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from precision_sweep.errors import SkipJob
-from precision_sweep.limits import JobTerminated, check_limits, job_limits
+from precision_sweep.config_checks import check_config
+from precision_sweep.limits import JobTerminated, job_limits
 from precision_sweep.tracking import store
 from precision_sweep.tracking.job_run import JobRun
 
@@ -71,11 +72,15 @@ def _import_libraries() -> None:
 
 def run_job(cfg: DictConfig) -> dict | None:
     """Run one job; return its metrics (None when skipped or failed in a multirun)."""
-    check_limits(cfg.limits.timeout_minutes, cfg.limits.max_memory_gb)  # a user error: raised
+    multirun = _in_multirun()
+    if not multirun:
+        check_config(cfg)  # a user error is raised before anything is stored
     run = open_job_run(cfg)
-    if cfg.limits.timeout_minutes or cfg.limits.max_memory_gb:
-        _import_libraries()
     try:
+        if multirun:
+            check_config(cfg)  # a grid's own values: this job's run FAILED says why
+        if cfg.limits.timeout_minutes or cfg.limits.max_memory_gb:
+            _import_libraries()
         with job_limits(cfg.limits.timeout_minutes, cfg.limits.max_memory_gb):
             metrics = evaluate(cfg, run)
     except SkipJob as exc:
@@ -91,7 +96,7 @@ def run_job(cfg: DictConfig) -> dict | None:
         if isinstance(exc, (KeyboardInterrupt, SystemExit, JobTerminated)):
             raise
         log.error("job failed: %s: %s", type(exc).__name__, exc)
-        if _in_multirun():
+        if multirun:
             return None
         raise
     run.finish()

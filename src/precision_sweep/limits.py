@@ -81,19 +81,6 @@ class _MemoryWatch(threading.Thread):
         self.join()
 
 
-def check_limits(timeout_minutes: float | None, max_memory_gb: float | None) -> None:
-    """Refuse a limit that is not a positive number (null switches a limit off)."""
-    from precision_sweep.errors import UserInputError
-
-    for name, value in (("timeout_minutes", timeout_minutes), ("max_memory_gb", max_memory_gb)):
-        if value is not None and not float(value) > 0:
-            raise UserInputError(
-                f"limits.{name}={value} is not a positive number. Give the limit in "
-                f"{'minutes' if name == 'timeout_minutes' else 'GiB'} (for example limits.{name}=8), "
-                f"or limits.{name}=null for no limit."
-            )
-
-
 @contextlib.contextmanager
 def job_limits(timeout_minutes: float | None = None, max_memory_gb: float | None = None):
     main = threading.current_thread() is threading.main_thread()

@@ -39,13 +39,14 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 
 def _fails(outputs: Path, capsys, *overrides) -> str:
-    """Run one job in-process; return its one-paragraph message after checking exit 2 and the store."""
-    from precision_sweep.job import run_job
+    """Run one job in-process as the command does; return its one-paragraph message after
+    checking exit 2 and the store."""
+    from precision_sweep.app import run_task
 
     earlier = prepopulate(outputs)
     cfg = compose([f"paths.outputs={outputs}", "runtime.progress=false", "precision=fp32", *overrides])
     with pytest.raises(SystemExit) as exit_info:
-        run_job(cfg)
+        run_task(cfg)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     message = err[err.index("precision-sweep: error:"):]

@@ -69,7 +69,13 @@ def test_bad_preprocessing_values_are_user_errors(tmp_path):
     path = write_npz(tmp_path / "d.npz", *random_samples(6, (2, 2, 3), 2))
     with pytest.raises(UserInputError, match="dataset.mean has 2 values"):
         load_dataset(_npz_cfg(path, "dataset.mean=[1,2]"), InputSpec((2, 2, 3)))
-    with pytest.raises(UserInputError, match="dataset.layout='chwn'"):
-        load_dataset(_npz_cfg(path, "dataset.layout=chwn"), InputSpec((2, 2, 3)))
-    with pytest.raises(UserInputError, match="dataset.test_size=1.5"):
-        load_dataset(_npz_cfg(path, "dataset.test_size=1.5"))
+    # choices and ranges are the schema's: refused when the config is composed or checked
+    from hydra.errors import ConfigCompositionException
+
+    from precision_sweep.config_checks import check_ranges
+
+    with pytest.raises(ConfigCompositionException, match="dataset.layout=chwn") as refused:
+        _npz_cfg(path, "dataset.layout=chwn")
+    assert "expected one of [nhwc, nchw]" in str(refused.value.__cause__)
+    with pytest.raises(UserInputError, match=r"dataset.test_size=1.5 is not a number in \(0, 1\]"):
+        check_ranges(compose(["dataset=npz", f"dataset.path={path}", "dataset.test_size=1.5"]))

@@ -135,6 +135,7 @@ def test_tf_keras_gru_converts_where_keras3_does_not(tmp_path):
 
 
 def test_lambda_model_is_refused_by_default_and_runs_with_the_opt_in(outputs, capsys, tmp_path):
+    from precision_sweep.app import run_task
     from precision_sweep.job import run_job
 
     lambda_model(features=6, classes=3).save(tmp_path / "lambda.keras")
@@ -143,7 +144,7 @@ def test_lambda_model_is_refused_by_default_and_runs_with_the_opt_in(outputs, ca
               "model=keras", f"model.path={tmp_path / 'lambda.keras'}", "dataset=npz", f"dataset.path={data}"]
     earlier = prepopulate(outputs)
     with pytest.raises(SystemExit) as exit_info:
-        run_job(compose(common))
+        run_task(compose(common))  # as the command runs a job
     assert exit_info.value.code == 2
     message = " ".join(capsys.readouterr().err.split())
     assert "contains Lambda layer(s) double" in message and "model.safe_mode=false" in message

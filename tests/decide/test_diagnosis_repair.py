@@ -144,7 +144,7 @@ def test_fp16_auto_restores_agreement_keeping_most_ops_in_fp16(overflow, data, w
 
 def test_int8_auto_keeps_only_the_sensitive_layer_in_fp16(sensitive, data, workdir, outputs):
     """Through repair_in_job, as a job runs it: metrics, tags and repair.json on a real run."""
-    from precision_sweep.repair import repair_in_job
+    from precision_sweep.repair.greedy import repair_in_job
     from precision_sweep.tracking import store
     from precision_sweep.tracking.job_run import JobRun
 

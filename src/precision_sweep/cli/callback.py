@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from precision_sweep.cli.report import report_user_error
+from precision_sweep.config_checks import check_config
 from precision_sweep.errors import UserInputError
 from precision_sweep.pick.decision import log_decision, sweep_decision
 from precision_sweep.tracking import liveness, store
@@ -58,12 +59,20 @@ class SweepTrackingCallback(Callback):
         # thread) belongs to the launching process only.
         return {"client": None, "parent_run_id": None, "experiment_id": None, "progress": None}
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A single run: Hydra creates the run folder under paths.outputs right after this.
+        try:
+            check_config(config)
+        except UserInputError as exc:
+            report_user_error("precision-sweep", exc)
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _LAST_SWEEP[:] = [0, 0]
         uri = store.absolute_uri(config.tracking.uri)
         try:
             from precision_sweep.data.validate import validate_sources
 
+            check_config(config)  # value ranges, output/cache/store folders
             validate_sources(config)  # bad model/dataset paths fail once, before any run exists
             self.experiment_id = store.prepare_experiment(
                 uri, config.tracking.experiment, config.tracking.artifact_location

@@ -17,41 +17,46 @@ Enumerations make a mistyped mode, dtype or granularity fail at composition.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import List, Optional
 
 from omegaconf import MISSING
 
+from precision_sweep.config_checks import OneOf, Range, ranged
 
-class ComputePrecision(str, Enum):
+# Weights with fewer elements than a stage's weight_threshold stay uncompressed.
+_THRESHOLD = Range(low=0, whole=True)
+
+
+class ComputePrecision(StrEnum):
     float32 = "float32"
     float16 = "float16"
 
 
-class QuantizationMode(str, Enum):
+class QuantizationMode(StrEnum):
     linear = "linear"
     linear_symmetric = "linear_symmetric"
 
 
-class QuantizationDtype(str, Enum):
+class QuantizationDtype(StrEnum):
     int8 = "int8"
     uint8 = "uint8"
     int4 = "int4"
     uint4 = "uint4"
 
 
-class QuantizationGranularity(str, Enum):
+class QuantizationGranularity(StrEnum):
     per_tensor = "per_tensor"
     per_channel = "per_channel"
     per_block = "per_block"
 
 
-class PalettizationMode(str, Enum):
+class PalettizationMode(StrEnum):
     kmeans = "kmeans"
     uniform = "uniform"
 
 
-class PalettizationGranularity(str, Enum):
+class PalettizationGranularity(StrEnum):
     per_tensor = "per_tensor"
     per_grouped_channel = "per_grouped_channel"
 
@@ -81,27 +86,27 @@ class WeightQuantizationConfig:
     dtype: QuantizationDtype = QuantizationDtype.int8
     granularity: QuantizationGranularity = QuantizationGranularity.per_channel
     # Elements per block along the input-channel axis (granularity=per_block only, iOS18).
-    block_size: int = 32
+    block_size: int = ranged(32, Range(low=1, whole=True))
     # Weights with fewer elements than this stay uncompressed (biases, tiny kernels).
-    weight_threshold: int = 128
+    weight_threshold: int = ranged(128, _THRESHOLD)
 
 
 @dataclass
 class WeightPalettizationConfig:
     # Fields of coremltools.optimize.coreml.OpPalettizerConfig
-    nbits: int = 4  # 1, 2, 3, 4, 6 or 8 (3 needs iOS18)
+    nbits: int = ranged(4, OneOf((1, 2, 3, 4, 6, 8), hint="coremltools palettizes to 1, 2, 3 (iOS18), 4, 6 or 8 bits, e.g. precision.weight_palettization.nbits=4."))
     mode: PalettizationMode = PalettizationMode.kmeans
     # per_grouped_channel: one LUT per group of output channels (iOS18)
     granularity: PalettizationGranularity = PalettizationGranularity.per_tensor
-    group_size: int = 16
-    weight_threshold: int = 128
+    group_size: int = ranged(16, Range(low=1, whole=True))
+    weight_threshold: int = ranged(128, _THRESHOLD)
 
 
 @dataclass
 class WeightPruningConfig:
     # Fields of coremltools.optimize.coreml.OpMagnitudePrunerConfig
-    target_sparsity: float = 0.5
-    weight_threshold: int = 128
+    target_sparsity: float = ranged(0.5, Range(low=0, high=1, high_open=True))
+    weight_threshold: int = ranged(128, _THRESHOLD)
 
 
 @dataclass
@@ -111,7 +116,7 @@ class ActivationQuantizationConfig:
     dtype: QuantizationDtype = QuantizationDtype.int8
     # Samples of the calibration split (dataset.x_calib, else the first of x_train) whose
     # activation ranges set the quantization scales.
-    calibration_samples: int = 64
+    calibration_samples: int = ranged(64, Range(low=1, whole=True))
 
 
 @dataclass
@@ -119,18 +124,18 @@ class AutoRepairConfig:
     # The auto_repair block of fp16_auto and int8_auto (precision_sweep.repair runs it).
     # The budget that must hold on the calibration split: accuracy at most this many pp below
     # the FP32 TensorFlow model, and at least this top-1 agreement with it.
-    max_drop: float = 1.0
-    min_agreement: float = 0.99
+    max_drop: float = ranged(1.0, Range(low=0))
+    min_agreement: float = ranged(0.99, Range(low=0, high=1))
     # Calibration samples (dataset.x_calib when the dataset has one, else the first of x_train).
-    calib_samples: int = 512
+    calib_samples: int = ranged(512, Range(low=1, whole=True))
     # Samples of the calibration split the per-op drift ranking runs on.
-    diagnostic_samples: int = 64
+    diagnostic_samples: int = ranged(64, Range(low=1, whole=True))
     # Ops kept at higher precision per round, most sensitive first.
-    widen: int = 1
+    widen: int = ranged(1, Range(low=1, whole=True))
     # Stop (budget not met, tag repair_budget_met=false) after this many rounds or once this
     # fraction of the ops is kept.
-    max_rounds: int = 16
-    max_kept_fraction: float = 0.5
+    max_rounds: int = ranged(16, Range(low=1, whole=True))
+    max_kept_fraction: float = ranged(0.5, Range(low=0, high=1, low_open=True))
 
 
 @dataclass

@@ -32,7 +32,6 @@ from precision_sweep.hashing import hash_arrays, hash_config, hash_path
 log = logging.getLogger(__name__)
 
 _MEMO: dict[str, "LoadedModel"] = {}
-OUTPUTS_ARE = ("probabilities", "logits")
 
 
 @dataclass
@@ -76,15 +75,6 @@ def _atomic_save(model, path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Shared checks
-
-
-def _check_outputs_are(cfg) -> None:
-    if cfg.outputs_are not in OUTPUTS_ARE:
-        raise UserInputError(
-            f"model.outputs_are={cfg.outputs_are!r} in model={cfg.name} is not one of "
-            f"{', '.join(OUTPUTS_ARE)}. Say what the evaluated output holds: softmax probabilities "
-            "or raw logits (agreement and top-k work for both)."
-        )
 
 
 def _resolve_shape(cfg, model_shape, where: str) -> tuple:
@@ -416,13 +406,12 @@ SOURCES = {"keras": _keras, "saved_model": _saved_model, "tf_keras": _tf_keras}
 
 def load_model(cfg, dataset, cache_dir: str | Path) -> LoadedModel:
     """Load the model a ``model`` config describes (``dataset`` trains builtin models)."""
-    _check_outputs_are(cfg)
     path = check_model_path(cfg)
     if cfg.source == "builtin":
         if dataset is None:
             raise ValueError("builtin models need the dataset to train on")
         return _builtin(cfg, dataset, Path(cache_dir))
-    return SOURCES[cfg.source](cfg, path)
+    return SOURCES[str(cfg.source)](cfg, path)
 
 
 def predict_probabilities(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

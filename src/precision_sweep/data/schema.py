@@ -1,11 +1,52 @@
-"""Config schemas of the ``model`` and ``dataset`` groups."""
+"""Config schemas of the ``model`` and ``dataset`` groups.
+
+Fixed choices are enumerations (a wrong value fails at composition with the list of
+choices); numeric fields declare their valid range (:mod:`precision_sweep.config_checks`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import List, Optional
 
 from omegaconf import MISSING
+
+from precision_sweep.config_checks import Range, ranged
+
+
+class ModelSource(StrEnum):
+    builtin = "builtin"
+    keras = "keras"
+    saved_model = "saved_model"
+    tf_keras = "tf_keras"
+
+
+class OutputsAre(StrEnum):
+    probabilities = "probabilities"
+    logits = "logits"
+
+
+class DatasetSource(StrEnum):
+    digits = "digits"
+    npz = "npz"
+    image_folder = "image_folder"
+
+
+class Color(StrEnum):
+    auto = "auto"
+    grayscale = "grayscale"
+    rgb = "rgb"
+
+
+class ChannelOrder(StrEnum):
+    rgb = "rgb"
+    bgr = "bgr"
+
+
+class Layout(StrEnum):
+    nhwc = "nhwc"
+    nchw = "nchw"
 
 
 @dataclass
@@ -14,7 +55,7 @@ class ModelConfig:
     # builtin: trained at first use by precision_sweep.data.builtin_models (``builder`` names it);
     # keras: a Keras 3 .keras/.h5 file; saved_model: a SavedModel directory (one signature);
     # tf_keras: a .keras/.h5 file loaded with legacy Keras 2 (package tf_keras).
-    source: str = MISSING
+    source: ModelSource = MISSING
     builder: Optional[str] = None
     path: Optional[str] = None
     # SavedModel signature to convert (Keras 3 ``model.export()`` writes "serve" and
@@ -24,17 +65,17 @@ class ModelConfig:
     # (null = the model's own; needed where the model leaves a dimension open) and dtype
     # (null = the model's own, e.g. float32).
     input_name: Optional[str] = None
-    input_shape: Optional[List[int]] = None
+    input_shape: Optional[List[int]] = ranged(None, Range(low=1, whole=True, null="takes the model's own shape"))
     input_dtype: Optional[str] = None
     # The output to evaluate when the model has several: its name or its index (null = the only one).
     output: Optional[str] = None
     # training of builtin models
-    epochs: int = 30
-    seed: int = 0
+    epochs: int = ranged(30, Range(low=0, whole=True))
+    seed: int = ranged(0, Range(low=0, high=2**32 - 1, whole=True))
     # What the model outputs: "probabilities" (softmax) or "logits".
-    outputs_are: str = "probabilities"
+    outputs_are: OutputsAre = OutputsAre.probabilities
     # Largest batch the converted program accepts (its flexible batch dimension's upper bound).
-    max_batch: int = 1024
+    max_batch: int = ranged(1024, Range(low=1, whole=True))
     # false allows deserializing Python code stored in the file (Lambda layers): only for files
     # you trust. The run records it as the param model_safe_mode.
     safe_mode: bool = True
@@ -44,24 +85,24 @@ class ModelConfig:
 class DatasetConfig:
     name: str = MISSING
     # digits (embedded), npz (arrays x and y), image_folder (one subfolder per class)
-    source: str = MISSING
+    source: DatasetSource = MISSING
     path: Optional[str] = None
     # Share of the samples evaluated (the test split); the rest is the train split.
-    test_size: float = 0.25
+    test_size: float = ranged(0.25, Range(low=0, high=1, low_open=True, hint="It is the share of the samples evaluated, e.g. dataset.test_size=0.25 (1 evaluates every sample)."))
     # Calibration samples (for activation quantization), drawn from the train split, never
     # from the test split. A count, capped at the size of the train split.
-    calib_size: int = 64
-    seed: int = 0
+    calib_size: int = ranged(64, Range(low=0, whole=True))
+    seed: int = ranged(0, Range(low=0, high=2**32 - 1, whole=True))
     # At most this many test samples (after the seeded split).
-    limit: Optional[int] = None
+    limit: Optional[int] = ranged(None, Range(low=1, whole=True, null="evaluates every test sample"))
     # Preprocessing, in this order: color (auto|grayscale|rgb; auto follows the model's
     # channels), channel_order (rgb|bgr), x * scale, (x - mean) / std per channel, then
     # layout (nhwc|nchw; nchw only for models whose input is channels-first).
-    color: str = "auto"
-    channel_order: str = "rgb"
-    scale: float = 1.0
+    color: Color = Color.auto
+    channel_order: ChannelOrder = ChannelOrder.rgb
+    scale: float = ranged(1.0, Range(low=0, low_open=True))
     mean: Optional[List[float]] = None
     std: Optional[List[float]] = None
-    layout: str = "nhwc"
+    layout: Layout = Layout.nhwc
     # image_folder: resize images to the model's input size (false: sizes must match).
     resize: bool = True

@@ -6,24 +6,34 @@ Names are enumerations, so a mistyped value fails at composition with the list o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from omegaconf import MISSING
 
+from precision_sweep.config_checks import Range, ranged
 
-class ComputeUnits(str, Enum):
+
+class ComputeUnits(StrEnum):
     cpu_only = "cpu_only"
     cpu_and_gpu = "cpu_and_gpu"
     cpu_and_ne = "cpu_and_ne"
     all = "all"
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     """Neural Engine generations with published measurements (emulator/devices.py)."""
 
     m1 = "m1"
     m2 = "m2"
     m5 = "m5"
+
+
+class RuntimeName(StrEnum):
+    """auto: Core ML on macOS when it loads, else the emulator; or force one."""
+
+    auto = "auto"
+    emulator = "emulator"
+    coreml = "coreml"
 
 
 @dataclass
@@ -44,6 +54,6 @@ class DeviceConfig:
 @dataclass
 class RuntimeConfig:
     # auto: Core ML on macOS when it loads, else the emulator; or force "emulator" / "coreml".
-    name: str = "auto"
-    batch_size: int = 256
+    name: RuntimeName = RuntimeName.auto
+    batch_size: int = ranged(256, Range(low=1, whole=True))
     progress: bool = True
