@@ -3,7 +3,7 @@
 Sources: ane-guide (github.com/sbryngelson/ane-guide), part-1-machine/03-numerics.md, measured
 on an M1 (and on an M5 where the probe says so); coremltools issues #2687 and #2690. Each test
 asserts the value the emulator gives, which :data:`numerics.PROBES` records beside the measured
-value; where they differ the probe is marked not reproduced and the README says so.
+value; where they differ the probe is marked not reproduced and docs/numerics.md says so.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _values(text):
 
 
 def test_probe_table_says_which_probes_the_model_reproduces():
-    # the three the wide-accumulator model cannot match are named as such (README: numerics)
+    # the three the wide-accumulator model cannot match are named as such (docs/numerics.md)
     assert sorted(p.key for p in PROBES if not p.reproduced) == ["logsumexp_cliff", "survivors"]
 
 
@@ -248,12 +248,12 @@ def test_the_model_tile_semantics_score_best_among_layout_independent_candidates
     assert scores[(4, "contiguous", "sequential", "even")] == (best_independent, True) == (7, True)
 
 
-def test_the_readme_numerics_tables_are_the_generated_ones():
+def test_the_numerics_page_tables_are_the_generated_ones():
     from pathlib import Path
 
     from precision_sweep.emulator.numerics import behaviours_markdown, probes_markdown
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "numerics.md").read_text()
 
     def block(name):
         return readme.split(f"<!-- {name}:start -->\n")[1].split(f"\n<!-- {name}:end -->")[0]

@@ -5,7 +5,7 @@ emulations of *measured* behaviour, not Apple's implementation: each behaviour b
 its source (document, section, device measured), how the emulator realises it, and what is
 not modelled. Where sources are silent or disagree, the model makes a choice and says so.
 
-* :data:`BEHAVIOURS` is the table (the README's numerics table is generated from it, and a
+* :data:`BEHAVIOURS` is the table (docs/numerics.md's table is generated from it, and a
   test keeps the two equal);
 * :data:`PROBES` are the published measurements the tests replay, with the value the
   emulator gives and whether it reproduces the source;
@@ -179,7 +179,7 @@ def unit_models(compute_units: str, device: str = DEFAULT_DEVICE, gpu_low_precis
 
 # ---------------------------------------------------------------------------------------
 # The table: one row per behaviour, with its source, how the emulator realises it, and what
-# is not modelled. The README's numerics section is generated from it.
+# is not modelled. docs/numerics.md's tables are generated from it.
 
 
 @dataclass(frozen=True)
@@ -458,7 +458,7 @@ PUBLISHED_ERRORS: tuple[PublishedErrors, ...] = (
 
 
 def behaviours_markdown() -> str:
-    """The README's numerics table (one row per behaviour), generated from :data:`BEHAVIOURS`."""
+    """docs/numerics.md's numerics table (one row per behaviour), generated from :data:`BEHAVIOURS`."""
     rows = ["| behaviour | units | what the device does | source | what the emulator does | not modelled |",
             "|---|---|---|---|---|---|"]
     for b in BEHAVIOURS:
@@ -468,14 +468,14 @@ def behaviours_markdown() -> str:
 
 
 def probes_markdown() -> str:
-    """The README's table of published probes and what the emulator gives."""
+    """docs/numerics.md's table of published probes and what the emulator gives."""
     rows = ["| probe | device | measured | emulator | reproduced |", "|---|---|---|---|---|"]
     for p in PROBES:
         rows.append(f"| {p.what} | {p.device} | {p.measured} | {p.emulated} | {'yes' if p.reproduced else 'no'} |")
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # python -m precision_sweep.emulator.numerics: the README's tables
+if __name__ == "__main__":  # python -m precision_sweep.emulator.numerics: docs/numerics.md's tables
     print(behaviours_markdown())
     print()
     print(probes_markdown())
