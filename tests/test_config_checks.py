@@ -30,7 +30,7 @@ OUT_OF_RANGE = [
     (["pick.confidence=1"], "pick.confidence=1.0", "in (0, 1)"),
     (["pick.n_resamples=10"], "pick.n_resamples=10", "at least 100"),
     (["diagnosis.samples=0"], "diagnosis.samples=0", "at least 1"),
-    (["diagnosis.below_agreement=2"], "diagnosis.below_agreement=2.0", "in [0, 1]"),
+    (["diagnosis.below_agreement=-0.5"], "diagnosis.below_agreement=-0.5", "of at least 0"),
     (["limits.timeout_minutes=0"], "limits.timeout_minutes=0.0", "limits.timeout_minutes=null for no limit"),
     (["seed=-1"], "seed=-1", "in [0, 4294967295]"),
 ]

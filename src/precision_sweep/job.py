@@ -120,120 +120,16 @@ def _resume_or_claim(cfg: DictConfig, run: JobRun, model_hash: str, dataset_hash
 
 
 def evaluate(cfg: DictConfig, run: JobRun) -> dict:
-    """The job's work, logged into ``run``. Raises SkipJob for combinations that cannot deploy."""
-    from precision_sweep.baseline import baseline_outputs
-    from precision_sweep.convert import calibration_split, convert_variant, invalid_reason
-    from precision_sweep.convert.doctor import explain_conversion_error
-    from precision_sweep.data import load_inputs
-    from precision_sweep.metrics import compare
-    from precision_sweep.runtime import execution_of, run_batches, select_runtime
-
-    run.log_params(
-        {
-            "precision": cfg.precision.name,
-            "target": cfg.target.name,
-            "compute_units": cfg.compute_units.name.value,
-            "device": cfg.device.name.value,
-            "model": cfg.model.name,
-            "dataset": cfg.dataset.name,
-            "runtime_requested": cfg.runtime.name,
-        }
-    )
+    """The job's work, logged into ``run``, one stage per step of the data flow. Raises
+    SkipJob for combinations that cannot deploy."""
     log.info("job %s/%s/%s started", cfg.precision.name, cfg.target.name, cfg.compute_units.name.value)
-    job_dir = _job_dir(cfg)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    config_path = job_dir / "resolved_config.yaml"
-    config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    run.log_artifact(config_path)
-
-    reason = invalid_reason(cfg.precision, cfg.target)
-    if reason:
-        run.log_params({"effective_target": "n/a"})
-        raise SkipJob(reason)
-
-    cache_dir = Path(cfg.paths.cache)
-    dataset, model = load_inputs(cfg.model, cfg.dataset, cache_dir)
-    run.log_params(
-        {"dataset_hash": dataset.content_hash, "model_hash": model.content_hash, **dataset.run_params, **model.run_params}
-    )
-    _resume_or_claim(cfg, run, model.content_hash, dataset.content_hash)
-    baseline = baseline_outputs(model, dataset.x_test, dataset.content_hash, cache_dir)
-
-    package = job_dir / f"{cfg.model.name}-{cfg.precision.name}-{cfg.target.name}.mlpackage"
-    try:
-        converted = convert_variant(
-            model, cfg.precision, cfg.target, package, max_batch=cfg.model.max_batch,
-            cache_dir=cache_dir, calibration=calibration_split(dataset, cfg.precision),
-        )
-    except Exception as exc:  # name the layer and TF op, say how to fix it
-        raise explain_conversion_error(exc, model)
-    if cfg.precision.get("auto_repair"):
-        from precision_sweep.repair.greedy import repair_in_job
-
-        converted = repair_in_job(cfg, run, model, dataset, converted)
-    effective = converted.effective_target
-    run.log_params({"effective_target": effective.lower(), "spec_version": converted.spec_version})
-    if effective != cfg.target.coremltools_target:
-        raise SkipJob(
-            f"{cfg.precision.name} at {cfg.target.name}: coremltools raised the model to "
-            f"{effective} (spec {converted.spec_version}); it cannot deploy at {cfg.target.name}"
-        )
-
-    runtime = select_runtime(cfg.runtime.name, converted.path, execution_of(cfg), probe=dataset.x_test)
-    run.set_tags(
-        {
-            "runtime": runtime.name,
-            "precision_sweep.stage": "evaluate",  # lets a watcher see what a RUNNING job is doing
-            **({"runtime_note": runtime.note} if runtime.note else {}),
-        }
-    )
-    run.log_params({"runtime": runtime.name})
-    start = time.perf_counter()
-    outputs = run_batches(
-        runtime,
-        dataset.x_test,
-        cfg.runtime.batch_size,
-        progress=cfg.runtime.progress,
-        desc=f"{cfg.precision.name}/{cfg.target.name}",
-    )
-    eval_seconds = time.perf_counter() - start
-
-    metrics = compare(outputs, baseline, dataset.y_test)
-    from precision_sweep.metrics.statistics import paired_report
-
-    statistics, statistics_files = paired_report(
-        outputs, baseline, dataset.y_test, dataset.class_names, job_dir, cfg.pick.confidence,
-        cfg.pick.n_resamples, cfg.seed, title=f"{cfg.model.name} {cfg.precision.name}/{cfg.target.name}",
-    )
-    metrics.update(statistics)
-    metrics.update(
-        model_size_bytes=converted.size_bytes,
-        weights_bytes=converted.weights_bytes,
-        compression_ratio=converted.compression_ratio,
-        bits_per_weight=converted.bits_per_weight,
-        convert_seconds=converted.convert_seconds,
-        eval_seconds=eval_seconds,
-    )
-    from precision_sweep.diagnose.run import device_report
-    from precision_sweep.emulator import NUMERICS_VERSION
-
-    run.log_params({"numerics_version": NUMERICS_VERSION})
-    device_metrics, device_files, cliff_text = device_report(
-        cfg, model, dataset, converted.path, runtime.emulator, job_dir / "device"
-    )
-    metrics.update(device_metrics)
-    run.set_tags({"cliffs": cliff_text[:4900]})
-    if device_metrics.get("cliff_count"):
-        log.warning("%s/%s on %s: %s", cfg.precision.name, cfg.target.name, cfg.device.name.value, cliff_text)
-    run.log_metrics(metrics)
-    for path in device_files:
-        run.log_artifact(path)
-    predictions = job_dir / "predictions.npz"
-    np.savez_compressed(predictions, outputs=outputs, baseline=baseline, labels=dataset.y_test)
-    run.log_artifact(predictions)
-    run.log_artifact(converted.path)
-    for path in statistics_files:
-        run.log_artifact(path)
+    job_dir = _record_config(cfg, run)
+    model, dataset, baseline = _load_and_baseline(cfg, run)
+    converted = _convert(cfg, run, model, dataset, job_dir)
+    runtime, outputs, eval_seconds = _execute(cfg, run, converted, dataset)
+    metrics, files = _measure(cfg, run, model, dataset, converted, runtime, outputs, baseline, job_dir)
+    metrics["eval_seconds"] = eval_seconds
+    _record(cfg, run, metrics, files, outputs, baseline, dataset, converted, job_dir)
     if metrics["agreement"] < cfg.diagnosis.below_agreement:
         from precision_sweep.diagnose.run import diagnose_in_job
 
@@ -250,3 +146,134 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
         metrics["agreement"], metrics["model_size_bytes"],
     )
     return metrics
+
+
+def _record_config(cfg: DictConfig, run: JobRun) -> Path:
+    """Log what the job is (params, resolved config); skip a recipe its target cannot hold."""
+    from precision_sweep.convert import invalid_reason
+
+    run.log_params(
+        {
+            "precision": cfg.precision.name,
+            "target": cfg.target.name,
+            "compute_units": cfg.compute_units.name.value,
+            "device": cfg.device.name.value,
+            "model": cfg.model.name,
+            "dataset": cfg.dataset.name,
+            "runtime_requested": cfg.runtime.name,
+        }
+    )
+    job_dir = _job_dir(cfg)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    config_path = job_dir / "resolved_config.yaml"
+    config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    run.log_artifact(config_path)
+    reason = invalid_reason(cfg.precision, cfg.target)
+    if reason:
+        run.log_params({"effective_target": "n/a"})
+        raise SkipJob(reason)
+    return job_dir
+
+
+def _load_and_baseline(cfg: DictConfig, run: JobRun):
+    """Load model and data (cached), claim the job's fingerprint, and the FP32 TF outputs."""
+    from precision_sweep.baseline import baseline_outputs
+    from precision_sweep.data import load_inputs
+
+    cache_dir = Path(cfg.paths.cache)
+    dataset, model = load_inputs(cfg.model, cfg.dataset, cache_dir)
+    run.log_params(
+        {"dataset_hash": dataset.content_hash, "model_hash": model.content_hash, **dataset.run_params, **model.run_params}
+    )
+    _resume_or_claim(cfg, run, model.content_hash, dataset.content_hash)
+    return model, dataset, baseline_outputs(model, dataset.x_test, dataset.content_hash, cache_dir)
+
+
+def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
+    """The Core ML package of this recipe and target (repaired for ``*_auto`` recipes); skip
+    it when coremltools raised it above the requested target."""
+    from precision_sweep.convert import calibration_split, convert_variant
+    from precision_sweep.convert.doctor import explain_conversion_error
+
+    package = job_dir / f"{cfg.model.name}-{cfg.precision.name}-{cfg.target.name}.mlpackage"
+    try:
+        converted = convert_variant(
+            model, cfg.precision, cfg.target, package, max_batch=cfg.model.max_batch,
+            cache_dir=Path(cfg.paths.cache), calibration=calibration_split(dataset, cfg.precision),
+        )
+    except Exception as exc:  # name the layer and TF op, say how to fix it
+        raise explain_conversion_error(exc, model)
+    if cfg.precision.get("auto_repair"):
+        from precision_sweep.repair.greedy import repair_in_job
+
+        converted = repair_in_job(cfg, run, model, dataset, converted)
+    effective = converted.effective_target
+    run.log_params({"effective_target": effective.lower(), "spec_version": converted.spec_version})
+    if effective != cfg.target.coremltools_target:
+        raise SkipJob(
+            f"{cfg.precision.name} at {cfg.target.name}: coremltools raised the model to "
+            f"{effective} (spec {converted.spec_version}); it cannot deploy at {cfg.target.name}"
+        )
+    return converted
+
+
+def _execute(cfg: DictConfig, run: JobRun, converted, dataset):
+    """Run the package on the test split (Core ML on a Mac, else the emulator)."""
+    from precision_sweep.runtime import execution_of, run_batches, select_runtime
+
+    runtime = select_runtime(cfg.runtime.name, converted.path, execution_of(cfg), probe=dataset.x_test)
+    run.set_tags(
+        {
+            "runtime": runtime.name,
+            "precision_sweep.stage": "evaluate",  # lets a watcher see what a RUNNING job is doing
+            **({"runtime_note": runtime.note} if runtime.note else {}),
+        }
+    )
+    run.log_params({"runtime": runtime.name})
+    start = time.perf_counter()
+    outputs = run_batches(
+        runtime, dataset.x_test, cfg.runtime.batch_size, progress=cfg.runtime.progress,
+        desc=f"{cfg.precision.name}/{cfg.target.name}",
+    )
+    return runtime, outputs, time.perf_counter() - start
+
+
+def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, outputs, baseline, job_dir: Path):
+    """Accuracy, deltas with confidence intervals, agreement, sizes and the device report;
+    returns the metrics and the files to log."""
+    from precision_sweep.diagnose.run import device_report
+    from precision_sweep.emulator import NUMERICS_VERSION
+    from precision_sweep.metrics import compare
+    from precision_sweep.metrics.statistics import paired_report
+
+    metrics = compare(outputs, baseline, dataset.y_test)
+    statistics, files = paired_report(
+        outputs, baseline, dataset.y_test, dataset.class_names, job_dir, cfg.pick.confidence,
+        cfg.pick.n_resamples, cfg.seed, title=f"{cfg.model.name} {cfg.precision.name}/{cfg.target.name}",
+    )
+    metrics.update(statistics)
+    metrics.update(
+        model_size_bytes=converted.size_bytes,
+        weights_bytes=converted.weights_bytes,
+        compression_ratio=converted.compression_ratio,
+        bits_per_weight=converted.bits_per_weight,
+        convert_seconds=converted.convert_seconds,
+    )
+    run.log_params({"numerics_version": NUMERICS_VERSION})
+    device_metrics, device_files, cliff_text = device_report(
+        cfg, model, dataset, converted.path, runtime.emulator, job_dir / "device"
+    )
+    metrics.update(device_metrics)
+    run.set_tags({"cliffs": cliff_text[:4900]})
+    if device_metrics.get("cliff_count"):
+        log.warning("%s/%s on %s: %s", cfg.precision.name, cfg.target.name, cfg.device.name.value, cliff_text)
+    return metrics, [*device_files, *files]
+
+
+def _record(cfg: DictConfig, run: JobRun, metrics, files, outputs, baseline, dataset, converted, job_dir: Path) -> None:
+    """Log the metrics and the artifacts: reports, predictions and the package itself."""
+    run.log_metrics(metrics)
+    predictions = job_dir / "predictions.npz"
+    np.savez_compressed(predictions, outputs=outputs, baseline=baseline, labels=dataset.y_test)
+    for path in [*files, predictions, converted.path]:
+        run.log_artifact(path)

@@ -32,11 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 
+def _show_progress() -> None:
+    """Say on stderr when the diagnosis has to build something (a conversion the job did not
+    cache): the converter's INFO messages, nothing else's."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+    logger = logging.getLogger("precision_sweep")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+
 
 def main(argv: list[str] | None = None) -> None:
     from precision_sweep.cli.pick import _default_uri
 
     args = build_parser().parse_args(argv)
+    _show_progress()
     uri = store.absolute_uri(args.tracking_uri or _default_uri())
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         fail(PROGRAM, f"error: no MLflow store at {uri}. Run a sweep first or pass --tracking-uri.")

@@ -11,8 +11,9 @@ from precision_sweep.config_checks import Range, ranged
 class DiagnosisConfig:
     name: str = "default"
     # A job whose agreement with the FP32 baseline is below this runs the diagnosis
-    # automatically (0 turns the automatic diagnosis off; precision-diagnose still works).
-    below_agreement: float = ranged(0.99, Range(low=0, high=1))
+    # automatically (0 turns the automatic diagnosis off, above 1 diagnoses every run;
+    # precision-diagnose still works).
+    below_agreement: float = ranged(0.99, Range(low=0, hint="0 turns the diagnosis off; a value above 1 diagnoses every run."))
     # Relative L2 error of an op's output that counts as a jump.
     threshold: float = ranged(0.05, Range(low=0, low_open=True))
     # Test samples in the diagnostic batch.
