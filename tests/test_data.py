@@ -27,7 +27,7 @@ def test_digits_cnn_trains_to_095_and_is_cached_by_config(tmp_path):
     import keras
 
     from precision_sweep.data import load_dataset, load_model
-    from precision_sweep.data import models as model_module
+    from precision_sweep.data.models import builtin as model_module
 
     cfg = compose([f"paths.outputs={tmp_path}"])
     dataset = load_dataset(cfg.dataset)

@@ -1,0 +1,103 @@
+"""The model's interface checked against the config: one input of a fixed shape and dtype, and
+one (batch, classes) output chosen by ``model.output``. Shared by every source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from precision_sweep.data.models.loaded import LoadedModel, _content_hash, run_params_of
+from precision_sweep.errors import UserInputError
+
+
+def resolve_shape(cfg, model_shape, where: str) -> tuple:
+    """The per-sample input shape: the model's, with open dimensions filled from model.input_shape."""
+    model_shape = tuple(None if d is None else int(d) for d in model_shape)
+    if cfg.input_shape is None:
+        if any(d is None for d in model_shape):
+            raise UserInputError(
+                f"The input of {where} has open dimensions {model_shape} (None = any size); the "
+                "converted program needs fixed ones. Set model.input_shape=[...] without the batch "
+                f"dimension, e.g. model.input_shape=[{','.join(str(d or 8) for d in model_shape)}]."
+            )
+        return model_shape
+    wanted = tuple(int(d) for d in cfg.input_shape)
+    if len(wanted) != len(model_shape) or any(m is not None and m != w for m, w in zip(model_shape, wanted)):
+        raise UserInputError(
+            f"model.input_shape={list(wanted)} does not fit the input of {where}, which has shape "
+            f"{model_shape} without the batch dimension (None = any size). Set model.input_shape to "
+            "match, or to null to use the model's own."
+        )
+    return wanted
+
+def resolve_dtype(cfg, model_dtype: str, where: str) -> str:
+    if cfg.input_dtype is not None and str(cfg.input_dtype) != model_dtype:
+        raise UserInputError(
+            f"model.input_dtype={cfg.input_dtype} but the input of {where} is {model_dtype}. Set "
+            f"model.input_dtype={model_dtype} (or null): the data is cast to the model's input dtype."
+        )
+    return model_dtype
+
+def select_output(cfg, names: list[str], where: str) -> int:
+    """Index of the evaluated output among ``names``."""
+    if cfg.output is None:
+        if len(names) != 1:
+            raise UserInputError(
+                f"{where} has {len(names)} outputs ({', '.join(names)}); say which one to evaluate "
+                f"with model.output=<name or index>, e.g. model.output={names[0]}."
+            )
+        return 0
+    choice = str(cfg.output)
+    if choice in names:
+        return names.index(choice)
+    if choice.lstrip("-").isdigit() and -len(names) <= int(choice) < len(names):
+        return int(choice) % len(names)
+    raise UserInputError(
+        f"model.output={choice} is not an output of {where}; its outputs are: {', '.join(names)} "
+        f"(or an index 0..{len(names) - 1})."
+    )
+
+def n_outputs_of(shape, output_name: str, where: str) -> int:
+    shape = tuple(shape)
+    if len(shape) != 2 or shape[-1] is None:
+        raise UserInputError(
+            f"Output {output_name!r} of {where} has shape {shape}; precision-sweep evaluates "
+            "classifiers whose output is (batch, classes). Select another output with model.output, "
+            "or export a model whose output is the class scores."
+        )
+    return int(shape[-1])
+
+def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
+    """A Keras 3 model: one input, the selected output."""
+    import keras
+
+    where = f"model={cfg.name}"
+    if len(model.inputs) != 1:
+        raise UserInputError(
+            f"Model {cfg.name!r} has {len(model.inputs)} inputs; precision-sweep evaluates "
+            "single-input classifiers. Export a single-input model."
+        )
+    input_name = model.inputs[0].name.split(":")[0]
+    if cfg.input_name is not None and cfg.input_name != input_name:
+        raise UserInputError(
+            f"model.input_name={cfg.input_name} but the input of {where} is named {input_name!r}. "
+            f"Set model.input_name={input_name} (or null)."
+        )
+    names = list(getattr(model, "output_names", None) or [t.name.split(":")[0] for t in model.outputs])
+    index = select_output(cfg, names, where)
+    if len(model.outputs) > 1:
+        model = keras.Model(model.inputs, model.outputs[index], name=f"{model.name}_{names[index]}")
+    loaded = LoadedModel(
+        name=cfg.name,
+        keras_model=model,
+        input_name=input_name,
+        input_shape=resolve_shape(cfg, model.inputs[0].shape[1:], where),
+        outputs_are=cfg.outputs_are,
+        content_hash=_content_hash(model),
+        path=path,
+        input_dtype=resolve_dtype(cfg, str(model.inputs[0].dtype), where),
+        n_outputs=n_outputs_of(model.outputs[0].shape, names[index], where),
+        output_name=names[index],
+        source_model=model,
+    )
+    loaded.run_params = run_params_of(cfg, loaded)
+    return loaded

@@ -1,0 +1,29 @@
+"""``model.source=keras``: a Keras 3 ``.keras``/``.h5`` file, passed to coremltools as the
+Keras model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from precision_sweep.data.models.interface import wrap_keras_model
+from precision_sweep.data.models.loaded import LoadedModel
+from precision_sweep.data.models.safety import load_failed, refuse_unsafe
+from precision_sweep.errors import UserInputError
+from precision_sweep.hashing import hash_path
+
+
+def load_keras_file(cfg, path: Path) -> LoadedModel:
+    import keras
+
+    lambdas = refuse_unsafe(cfg, path)
+    try:
+        model = keras.models.load_model(path, safe_mode=bool(cfg.safe_mode), compile=False)
+    except Exception as exc:  # noqa: BLE001 - any load failure is the file's
+        raise load_failed(path, exc, f"Keras {keras.__version__}") from exc
+    if not isinstance(model, keras.Model):
+        raise UserInputError(f"model.path={path} loaded as {type(model).__name__}, not a Keras model.")
+    loaded = wrap_keras_model(cfg, model, path)
+    loaded.content_hash = hash_path(path, ["keras", loaded.output_name, list(loaded.input_shape)])
+    if lambdas:
+        loaded.run_params["model_lambda_layers"] = ",".join(lambdas)
+    return loaded

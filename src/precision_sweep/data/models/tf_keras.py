@@ -1,0 +1,59 @@
+"""``model.source=tf_keras``: a ``.keras``/``.h5`` file loaded with legacy Keras 2 (package
+``tf_keras``), for models (recurrent ones) that only convert from Keras 2 graphs; passed to
+coremltools as a concrete function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from precision_sweep.data.models.interface import n_outputs_of, resolve_dtype, resolve_shape, select_output
+from precision_sweep.data.models.loaded import LoadedModel, run_params_of
+from precision_sweep.data.models.safety import load_failed, refuse_unsafe
+from precision_sweep.data.models.saved_model import concrete_function
+from precision_sweep.errors import UserInputError
+from precision_sweep.hashing import hash_path
+
+
+def load_tf_keras(cfg, path: Path) -> LoadedModel:
+    try:
+        import tf_keras
+    except ImportError as exc:
+        raise UserInputError(
+            "model=tf_keras needs the legacy Keras 2 package tf_keras, which is not installed. Install "
+            "it with pip install 'precision-sweep[tf_keras]' (tf-keras matching your TensorFlow)."
+        ) from exc
+    lambdas = refuse_unsafe(cfg, path)
+    try:
+        model = tf_keras.models.load_model(path, safe_mode=bool(cfg.safe_mode), compile=False)
+    except Exception as exc:  # noqa: BLE001
+        raise load_failed(path, exc, f"tf_keras {tf_keras.__version__}") from exc
+    where = f"model={cfg.name}"
+    if len(model.inputs) != 1:
+        raise UserInputError(
+            f"Model {cfg.name!r} has {len(model.inputs)} inputs; precision-sweep evaluates "
+            "single-input classifiers. Export a single-input model."
+        )
+    names = list(model.output_names)
+    index = select_output(cfg, names, where)
+    if len(model.outputs) > 1:
+        model = tf_keras.Model(model.inputs, model.outputs[index])
+    shape = resolve_shape(cfg, model.inputs[0].shape[1:], where)
+    dtype = resolve_dtype(cfg, model.inputs[0].dtype.name, where)
+    input_name = cfg.input_name or model.input_names[0]
+    function = concrete_function(lambda x: model(x, training=False), shape, dtype, input_name)
+    loaded = LoadedModel(
+        name=cfg.name,
+        keras_model=[function],
+        input_name=input_name,
+        input_shape=shape,
+        outputs_are=cfg.outputs_are,
+        content_hash=hash_path(path, ["tf_keras", names[index], list(shape)]),
+        path=path,
+        input_dtype=dtype,
+        n_outputs=n_outputs_of(model.outputs[0].shape, names[index], where),
+        output_name=names[index],
+        source_model=model,
+        predict_fn=lambda x: model.predict(x, batch_size=256, verbose=0),
+    )
+    loaded.run_params = run_params_of(cfg, loaded, **({"model_lambda_layers": ",".join(lambdas)} if lambdas else {}))
+    return loaded
