@@ -20,3 +20,12 @@ def outputs(tmp_path: Path) -> Path:
 def shared_cache(tmp_path_factory) -> Path:
     """A model/baseline cache shared by the tests of one session (the trained digits model)."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _library_objects_out_of_the_collectors_way():
+    """coremltools calls gc.collect() three times per conversion; with TensorFlow imported each
+    call rescans half a million objects. Freeze them once, as the converter does in a job."""
+    from precision_sweep.convert.converter import freeze_library_objects
+
+    freeze_library_objects()
