@@ -67,7 +67,7 @@ def _import_libraries() -> None:
     import coremltools  # noqa: F401
     import tensorflow  # noqa: F401
 
-    from precision_sweep.emulator.ops import _compiled  # noqa: F401
+    from precision_sweep.emulator import ops  # noqa: F401  (the kernels and their compiled twins)
 
 
 def run_job(cfg: DictConfig) -> dict | None:

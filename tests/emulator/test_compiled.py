@@ -1,16 +1,17 @@
-"""The compiled kernels give numpy's own bits (ops/_compiled.py against plain numpy twins)."""
+"""The compiled kernels give numpy's own bits (ops/_casts.py, _clip_kernels.py, _binary_kernels.py,
+_conv_kernels.py against plain numpy twins)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from precision_sweep.emulator.ops import _compiled, _conv_kernels
+from precision_sweep.emulator.ops import _binary_kernels, _casts, _clip_kernels, _conv_kernels
 from precision_sweep.emulator.ops._spatial import pad_amounts
 from precision_sweep.emulator.ops.conv import _out_shape, _padded
 
 # Large enough to take the parallel kernels, not numpy's fallback for small arrays.
-BIG = 2 * _compiled.PARALLEL_MIN_SIZE
+BIG = 2 * _casts.PARALLEL_MIN_SIZE
 
 
 def _special_float32() -> np.ndarray:
@@ -37,7 +38,7 @@ def test_float32_to_float16_gives_numpys_bits():
     assert values.size > BIG
     with np.errstate(over="ignore", invalid="ignore"):
         expected = values.astype(np.float16).view(np.uint16)
-    got = _compiled.float32_to_float16(values).view(np.uint16)
+    got = _casts.float32_to_float16(values).view(np.uint16)
     mismatches = np.flatnonzero(got != expected)
     assert mismatches.size == 0, f"{mismatches.size} differ, e.g. {values[mismatches[:5]]}"
 
@@ -46,23 +47,23 @@ def test_round_in_float32_equals_two_numpy_casts():
     values = _special_float32()
     with np.errstate(over="ignore", invalid="ignore"):
         expected = values.astype(np.float16).astype(np.float32)
-    got = _compiled.round_float16_in_float32(values)
+    got = _casts.round_float16_in_float32(values)
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
 def test_float16_to_float32_is_exact_for_every_half():
     halves = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), 2).view(np.float16)
-    got = _compiled.float16_to_float32(halves)
+    got = _casts.float16_to_float32(halves)
     assert np.array_equal(got.view(np.uint32), halves.astype(np.float32).view(np.uint32))
 
 
 def test_casts_keep_shape_and_accept_non_contiguous_input():
     x = np.random.default_rng(1).normal(size=(32, 64, 40)).astype(np.float32).transpose(2, 0, 1)
     assert not x.flags.c_contiguous and x.size > BIG
-    assert np.array_equal(_compiled.float32_to_float16(x), x.astype(np.float16))
+    assert np.array_equal(_casts.float32_to_float16(x), x.astype(np.float16))
     h = x.astype(np.float16)
     assert h[:, ::2].size > BIG
-    assert np.array_equal(_compiled.float16_to_float32(h[:, ::2]), h[:, ::2].astype(np.float32))
+    assert np.array_equal(_casts.float16_to_float32(h[:, ::2]), h[:, ::2].astype(np.float32))
 
 
 @pytest.mark.parametrize("lo, hi", [(0, 6), (0, np.inf), (-1.5, 2.0**-20), (-np.inf, 65504), (-0.0, 0.0)])
@@ -74,7 +75,7 @@ def test_clip_float16_gives_the_rounded_float32_result_on_every_half(lo, hi, tie
         expected = np.minimum(np.maximum(wide, np.float32(lo)), np.float32(hi))
     else:
         expected = np.clip(wide, np.float32(lo), np.float32(hi))
-    got = _compiled.clip_float16(halves, lo, hi, ties_to_bounds)
+    got = _clip_kernels.clip_float16(halves, lo, hi, ties_to_bounds)
     assert got.dtype == np.float16
     assert np.array_equal(got.view(np.uint16), expected.astype(np.float16).view(np.uint16))
 
@@ -103,7 +104,7 @@ def test_add_float16_rounds_the_float32_sum_once():
     rng = np.random.default_rng(3)
     halves = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), 2).view(np.float16)
     others = rng.permutation(halves)
-    got = _compiled.add_float16(halves, others)
+    got = _binary_kernels.add_float16(halves, others)
     with np.errstate(over="ignore", invalid="ignore"):
         expected = (halves.astype(np.float32) + others.astype(np.float32)).astype(np.float16)
         numpy_half = halves + others
@@ -128,7 +129,7 @@ def test_add_kernel_takes_float16_with_and_without_broadcasting():
 @pytest.mark.parametrize("ties_to_bounds", [True, False])
 def test_clip_float32_gives_numpys_bits(lo, hi, ties_to_bounds):
     values = _special_float32()
-    got = _compiled.clip_float32(values, lo, hi, ties_to_bounds)
+    got = _clip_kernels.clip_float32(values, lo, hi, ties_to_bounds)
     if ties_to_bounds:
         expected = np.minimum(np.maximum(values, np.float32(lo)), np.float32(hi))
     else:
@@ -141,7 +142,7 @@ def test_add_channel_bias_equals_numpys_broadcast_add():
     y = rng.normal(size=(8, 24, 17, 19)).astype(np.float32)
     bias = rng.normal(size=24).astype(np.float32)
     expected = y + bias.reshape(24, 1, 1)
-    _compiled.add_channel_bias(y, bias)
+    _conv_kernels.add_channel_bias(y, bias)
     assert y.size > BIG and np.array_equal(y, expected)
 
 
@@ -179,7 +180,7 @@ def test_round_half_gives_numpys_bits():
     @njit(parallel=True)
     def round_all(values, out):
         for i in prange(values.size):
-            out[i] = _compiled._round_half(values[i])
+            out[i] = _casts._round_half(values[i])
 
     values = _special_float32()
     got = np.empty_like(values)

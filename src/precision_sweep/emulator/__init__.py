@@ -7,8 +7,9 @@ honours the dtype every op declares (fp16 tensors really are float16) and comput
 under the numerics model of the unit it is placed on (:mod:`.numerics`, :mod:`.placement`):
 the Neural Engine of a chip generation (:mod:`.devices`), the GPU or the CPU, as measured
 and published. It is an emulation of measured behaviour, not Apple's implementation. Kernels are numpy (BLAS for matmul and
-conv); the hottest paths have compiled numba twins that give the same bits
-(:mod:`precision_sweep.emulator.ops._compiled`).
+conv); the hottest paths have compiled numba twins that give the same bits, each beside
+the family it speeds up (``ops/_casts.py``, ``_clip_kernels.py``, ``_binary_kernels.py``,
+``_conv_kernels.py``, ``_accumulate_kernels.py``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import numpy as np
 from precision_sweep.emulator import datapath
 from precision_sweep.emulator.numerics import ACCUMULATING_OPS, MAC_OPS, SINGLE_ROUNDING_OPS, VALUE_EXACT_OPS
 from precision_sweep.emulator.ops._accumulate import FP32
-from precision_sweep.emulator.ops._compiled import (
+from precision_sweep.emulator.ops._casts import (
     float16_nan_to_zero,
     float16_to_float32,
     float32_to_float16,

@@ -29,7 +29,7 @@ import numpy as np
 from precision_sweep.emulator.numerics import FP32_ACCUMULATION, Accumulation
 from precision_sweep.emulator.ops import _accumulate_kernels as compiled
 from precision_sweep.emulator.ops import _threads
-from precision_sweep.emulator.ops._compiled import round_float16_in_float32
+from precision_sweep.emulator.ops._casts import round_float16_in_float32
 
 # Smallest normal fp16 magnitude: below it a value is subnormal.
 FP16_TINY = np.float32(2.0**-14)

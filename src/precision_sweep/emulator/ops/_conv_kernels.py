@@ -5,9 +5,10 @@
   with the output port (``_accumulate_kernels._port``). Each (image, channel) plane is padded
   in a small per-task buffer, so no padded copy of the whole tensor is made;
 * :func:`im2col2d` is ``conv._columns`` for 2-D convs (one parallel copy, no padded tensor),
-  channel-major or tap-major.
+  channel-major or tap-major;
+* :func:`add_channel_bias` is a conv's ``y += bias`` on all cores.
 
-Both are tested bit for bit against the numpy paths (tests/emulator/test_accumulate.py,
+All are tested bit for bit against the numpy paths (tests/emulator/test_accumulate.py,
 test_compiled.py).
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from precision_sweep.emulator.ops._accumulate_kernels import _port
+from precision_sweep.emulator.ops._casts import PARALLEL_MIN_SIZE
 from precision_sweep.emulator.ops._half import round_half
 
 
@@ -152,3 +154,23 @@ def im2col2d(x, kernel_shape, strides, dilations, pads, out, tap_major: bool = F
     source = np.ascontiguousarray(x).view(bits)
     _im2col2d(source, out.view(bits), kernel_shape[0], kernel_shape[1], sh, sw, dh, dw, pt, pl, hp, wp, tap_major)
     return out
+
+
+@njit(cache=True, parallel=True)
+def _add_channel_bias(planes, bias):
+    n_c, size = planes.shape
+    channels = bias.size
+    for plane in prange(n_c):
+        value = bias[plane % channels]
+        row = planes[plane]
+        for j in range(size):
+            row[j] += value
+
+
+def add_channel_bias(y: np.ndarray, bias: np.ndarray) -> None:
+    """``y += bias.reshape(C, 1, ...)`` in place for a C-contiguous float32 ``y`` (N, C, ...)."""
+    if y.size < PARALLEL_MIN_SIZE or not y.flags.c_contiguous:
+        y += bias.reshape((-1,) + (1,) * (y.ndim - 2)).astype(y.dtype, copy=False)
+        return
+    planes = y.reshape(y.shape[0] * y.shape[1], -1)
+    _add_channel_bias(planes, np.ascontiguousarray(bias, dtype=np.float32).reshape(-1))

@@ -1,7 +1,7 @@
 """One pool of threads for the emulator's parallel work: BLAS calls and the compiled kernels.
 
 OpenBLAS's worker threads spin for a while after every call, waiting for the next one. The
-compiled kernels (:mod:`._compiled`) run on numba's own threads, and on a machine with few
+compiled kernels (``ops/_*_kernels.py``, ``_casts.py``) run on numba's own threads, and on a machine with few
 cores the two pools fight over them: a depthwise conv run just after a 1x1 conv took three
 times as long as the same conv run alone. So while a program runs (:func:`single_threaded_blas`),
 OpenBLAS gets one thread and :func:`matmul` splits large products into row or batch chunks,

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from precision_sweep.emulator.ops._compiled import clip_float16, clip_float32
+from precision_sweep.emulator.ops._clip_kernels import clip_float16, clip_float32
 from precision_sweep.emulator.ops._accumulate import FP32
 from precision_sweep.emulator.registry import kernel
 

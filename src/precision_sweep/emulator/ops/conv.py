@@ -17,7 +17,7 @@ import threading
 import numpy as np
 
 from precision_sweep.emulator.ops._accumulate import FP32
-from precision_sweep.emulator.ops._compiled import add_channel_bias
+from precision_sweep.emulator.ops._conv_kernels import add_channel_bias
 from precision_sweep.emulator.ops._conv_kernels import depthwise_conv2d, im2col2d
 from precision_sweep.emulator.ops._spatial import pad_amounts
 from precision_sweep.emulator.registry import kernel
@@ -145,10 +145,10 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     * 1x1 stride-1 convs are a batched matmul on the input as it is (one matmul over the whole
       batch when an image has at most ``FOLD_MAX_POSITIONS`` output positions);
     * depthwise convs (``groups == C_in``) are per-tap multiply-adds, compiled for 2-D
-      (:func:`~precision_sweep.emulator.ops._compiled.depthwise_conv2d`);
+      (:func:`~precision_sweep.emulator.ops._conv_kernels.depthwise_conv2d`);
     * everything else is im2col + batched matmul per group, whose result is already
       channels-first; 2-D im2col is compiled
-      (:func:`~precision_sweep.emulator.ops._compiled.im2col2d`, twin of :func:`_columns`).
+      (:func:`~precision_sweep.emulator.ops._conv_kernels.im2col2d`, twin of :func:`_columns`).
     """
     nd, strides, dilations = _defaults(x, weight, strides, dilations)
     groups = int(groups)

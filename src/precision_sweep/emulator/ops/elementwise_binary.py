@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from precision_sweep.emulator.ops._compiled import add_float16, float16_to_float32
+from precision_sweep.emulator.ops._binary_kernels import add_float16
+from precision_sweep.emulator.ops._casts import float16_to_float32
 from precision_sweep.emulator.registry import kernel
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from precision_sweep.emulator.ops.activation import _erf_array
-from precision_sweep.emulator.ops._compiled import clip_float16
+from precision_sweep.emulator.ops._clip_kernels import clip_float16
 from precision_sweep.emulator.registry import kernel
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from precision_sweep.emulator.ops._accumulate import FP32
-from precision_sweep.emulator.ops._compiled import round_float16_in_float32
+from precision_sweep.emulator.ops._casts import round_float16_in_float32
 from precision_sweep.emulator.ops.activation import softmax
 from precision_sweep.emulator.registry import kernel
 

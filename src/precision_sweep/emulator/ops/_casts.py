@@ -1,7 +1,7 @@
-"""Compiled (numba) twins of the emulator's hottest numpy paths.
+"""Compiled (numba) fp16 <-> fp32 casts of the datapath (``executor``, ``_accumulate``).
 
-Each function here computes exactly what a plain numpy function elsewhere computes, bit for
-bit, and is tested against it (``tests/emulator/test_compiled.py``):
+Each function here computes exactly what a plain numpy cast computes, bit for bit, and is
+tested against it (``tests/emulator/test_compiled.py``):
 
 * :func:`float32_to_float16` is ``x.astype(np.float16)``. It follows numpy's own conversion
   (``npy_floatbits_to_halfbits``: round to nearest even, overflow to inf, NaN payload kept),
@@ -9,21 +9,12 @@ bit, and is tested against it (``tests/emulator/test_compiled.py``):
   tens of ns per element;
 * :func:`float16_to_float32` is ``x.astype(np.float32)`` (a 65,536-entry table that numpy
   itself filled);
-* :func:`clip_float16` is relu, relu6 and clip on a float16 array: the bits that computing
-  them in float32 and rounding gives (numpy's float16 min/max run in software, and keep -0
-  where its float32 ones give +0);
-* :func:`clip_float32` is the same for float32 (numpy's runs on one core);
-* :func:`add_channel_bias` is a conv's ``y += bias`` on all cores;
-* :func:`add_float16` is the float32 sum of two float16 arrays rounded to float16, in two
-  compiled passes instead of three casts and an add;
-
 The OpenMP threads wait passively between kernels (``OMP_WAIT_POLICY``, see below).
 Kernels are compiled on first use and cached on disk (numba ``cache=True``), so a new
 process pays the compile time once per machine, not once per job.
 """
 
 from __future__ import annotations
-
 
 from precision_sweep.emulator.ops import _half  # noqa: F401  (sets OMP_WAIT_POLICY first)
 
@@ -198,107 +189,3 @@ def round_float16_in_float32(x: np.ndarray) -> np.ndarray:
     out = np.empty(x.size, dtype=np.float32)
     _round_in_float32(np.ascontiguousarray(x).reshape(-1), out)
     return out.reshape(x.shape)
-
-
-@njit(cache=True, inline="always")
-def _clip_choice(value, lo, hi, ties_to_bounds):
-    """Which value clipping keeps: 0 the element, 1 ``lo``, 2 ``hi``.
-
-    Max with lo, then min with hi, as the float32 computation does; NaN compares false
-    everywhere and is kept, as numpy propagates it.
-    """
-    choice = 0
-    if value < lo or (ties_to_bounds and value == lo):
-        value = lo
-        choice = 1
-    if value > hi or (ties_to_bounds and value == hi):
-        choice = 2
-    return choice
-
-
-@njit(cache=True, parallel=True)
-def _clip_half(bits, table, lo, hi, lo_bits, hi_bits, ties_to_bounds, out):
-    for i in prange(bits.size):
-        choice = _clip_choice(table[bits[i]], lo, hi, ties_to_bounds)
-        out[i] = bits[i] if choice == 0 else (lo_bits if choice == 1 else hi_bits)
-
-
-def clip_float16(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> np.ndarray:
-    """A float16 ``x`` clipped to [lo, hi], with the bits the float32 computation rounds to.
-
-    ``ties_to_bounds`` says what an element equal to a bound becomes, which matters only for
-    signed zeros: the bound (``np.minimum(np.maximum(x, lo), hi)`` on float32 returns its
-    second operand on ties) or the element itself (``np.clip``). ``lo`` and ``hi`` are taken
-    as float16, the dtype they have in an fp16 program.
-    """
-    x = np.asarray(x, dtype=np.float16)
-    lo16, hi16 = np.float16(lo), np.float16(hi)
-    bits = np.ascontiguousarray(x).reshape(-1).view(np.uint16)
-    out = np.empty(x.size, dtype=np.uint16)
-    lo_bits = np.array([lo16]).view(np.uint16)[0]
-    hi_bits = np.array([hi16]).view(np.uint16)[0]
-    _clip_half(bits, _HALF_TO_FLOAT, np.float32(lo16), np.float32(hi16), lo_bits, hi_bits, ties_to_bounds, out)
-    return out.view(np.float16).reshape(x.shape)
-
-
-@njit(cache=True, parallel=True)
-def _clip_single(x, lo, hi, ties_to_bounds, out):
-    for i in prange(x.size):
-        choice = _clip_choice(x[i], lo, hi, ties_to_bounds)
-        out[i] = x[i] if choice == 0 else (lo if choice == 1 else hi)
-
-
-def clip_float32(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> np.ndarray:
-    """:func:`clip_float16` for a float32 ``x``: the same bits as numpy, on all cores.
-
-    ``ties_to_bounds`` as there: ``np.minimum(np.maximum(x, lo), hi)`` (True) or ``np.clip``.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    if x.size < PARALLEL_MIN_SIZE:
-        if ties_to_bounds:
-            return np.minimum(np.maximum(x, np.float32(lo)), np.float32(hi))
-        return np.clip(x, np.float32(lo), np.float32(hi))
-    out = np.empty(x.size, dtype=np.float32)
-    _clip_single(np.ascontiguousarray(x).reshape(-1), np.float32(lo), np.float32(hi), ties_to_bounds, out)
-    return out.reshape(x.shape)
-
-
-@njit(cache=True, parallel=True)
-def _add_channel_bias(planes, bias):
-    n_c, size = planes.shape
-    channels = bias.size
-    for plane in prange(n_c):
-        value = bias[plane % channels]
-        row = planes[plane]
-        for j in range(size):
-            row[j] += value
-
-
-def add_channel_bias(y: np.ndarray, bias: np.ndarray) -> None:
-    """``y += bias.reshape(C, 1, ...)`` in place for a C-contiguous float32 ``y`` (N, C, ...)."""
-    if y.size < PARALLEL_MIN_SIZE or not y.flags.c_contiguous:
-        y += bias.reshape((-1,) + (1,) * (y.ndim - 2)).astype(y.dtype, copy=False)
-        return
-    planes = y.reshape(y.shape[0] * y.shape[1], -1)
-    _add_channel_bias(planes, np.ascontiguousarray(bias, dtype=np.float32).reshape(-1))
-
-
-@njit(cache=True, parallel=True)
-def _add_half(a, b, table, out):
-    for i in prange(a.size):
-        out[i] = table[a[i]] + table[b[i]]
-
-
-def add_float16(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``(x.astype(f32) + y.astype(f32)).astype(f16)`` for same-shape float16 arrays.
-
-    The same bits as numpy's float16 add: the float32 sum of two float16 values rounds to the
-    same float16 as their exact sum (float32 has more than 2 * 11 + 2 significant bits).
-    """
-    sums = np.empty(x.size, dtype=np.float32)
-    a = np.ascontiguousarray(x).reshape(-1).view(np.uint16)
-    b = np.ascontiguousarray(y).reshape(-1).view(np.uint16)
-    _add_half(a, b, _HALF_TO_FLOAT, sums)
-    out = np.empty(x.size, dtype=np.uint16)
-    _to_half_bits(sums.view(np.uint32), out)
-    return out.view(np.float16).reshape(x.shape)

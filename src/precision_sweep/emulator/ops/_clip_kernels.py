@@ -1,0 +1,79 @@
+"""Compiled relu, relu6 and clip (``activation.py``, ``elementwise_unary.py``): numpy's bits.
+
+* :func:`clip_float16` is relu, relu6 and clip on a float16 array: the bits that computing
+  them in float32 and rounding gives (numpy's float16 min/max run in software, and keep -0
+  where its float32 ones give +0);
+* :func:`clip_float32` is the same for float32 (numpy's runs on one core).
+
+Tested bit for bit against numpy (``tests/emulator/test_compiled.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from precision_sweep.emulator.ops._casts import _HALF_TO_FLOAT, PARALLEL_MIN_SIZE
+
+
+@njit(cache=True, inline="always")
+def _clip_choice(value, lo, hi, ties_to_bounds):
+    """Which value clipping keeps: 0 the element, 1 ``lo``, 2 ``hi``.
+
+    Max with lo, then min with hi, as the float32 computation does; NaN compares false
+    everywhere and is kept, as numpy propagates it.
+    """
+    choice = 0
+    if value < lo or (ties_to_bounds and value == lo):
+        value = lo
+        choice = 1
+    if value > hi or (ties_to_bounds and value == hi):
+        choice = 2
+    return choice
+
+
+@njit(cache=True, parallel=True)
+def _clip_half(bits, table, lo, hi, lo_bits, hi_bits, ties_to_bounds, out):
+    for i in prange(bits.size):
+        choice = _clip_choice(table[bits[i]], lo, hi, ties_to_bounds)
+        out[i] = bits[i] if choice == 0 else (lo_bits if choice == 1 else hi_bits)
+
+
+def clip_float16(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> np.ndarray:
+    """A float16 ``x`` clipped to [lo, hi], with the bits the float32 computation rounds to.
+
+    ``ties_to_bounds`` says what an element equal to a bound becomes, which matters only for
+    signed zeros: the bound (``np.minimum(np.maximum(x, lo), hi)`` on float32 returns its
+    second operand on ties) or the element itself (``np.clip``). ``lo`` and ``hi`` are taken
+    as float16, the dtype they have in an fp16 program.
+    """
+    x = np.asarray(x, dtype=np.float16)
+    lo16, hi16 = np.float16(lo), np.float16(hi)
+    bits = np.ascontiguousarray(x).reshape(-1).view(np.uint16)
+    out = np.empty(x.size, dtype=np.uint16)
+    lo_bits = np.array([lo16]).view(np.uint16)[0]
+    hi_bits = np.array([hi16]).view(np.uint16)[0]
+    _clip_half(bits, _HALF_TO_FLOAT, np.float32(lo16), np.float32(hi16), lo_bits, hi_bits, ties_to_bounds, out)
+    return out.view(np.float16).reshape(x.shape)
+
+
+@njit(cache=True, parallel=True)
+def _clip_single(x, lo, hi, ties_to_bounds, out):
+    for i in prange(x.size):
+        choice = _clip_choice(x[i], lo, hi, ties_to_bounds)
+        out[i] = x[i] if choice == 0 else (lo if choice == 1 else hi)
+
+
+def clip_float32(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> np.ndarray:
+    """:func:`clip_float16` for a float32 ``x``: the same bits as numpy, on all cores.
+
+    ``ties_to_bounds`` as there: ``np.minimum(np.maximum(x, lo), hi)`` (True) or ``np.clip``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.size < PARALLEL_MIN_SIZE:
+        if ties_to_bounds:
+            return np.minimum(np.maximum(x, np.float32(lo)), np.float32(hi))
+        return np.clip(x, np.float32(lo), np.float32(hi))
+    out = np.empty(x.size, dtype=np.float32)
+    _clip_single(np.ascontiguousarray(x).reshape(-1), np.float32(lo), np.float32(hi), ties_to_bounds, out)
+    return out.reshape(x.shape)
