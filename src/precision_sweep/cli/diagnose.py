@@ -58,13 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     except Exception:
         fail(PROGRAM, f"error: no run with id {args.run_id!r} in {uri}. Pass a job's run id (see the MLflow UI or precision-pick).")
 
+    from precision_sweep.config import Config
     from precision_sweep.diagnose.drift import rank_ops
     from precision_sweep.diagnose.run import diagnose_run
     from precision_sweep.errors import UserInputError
 
     with tempfile.TemporaryDirectory(prefix="precision-diagnose-") as tmp:
         try:
-            report = diagnose_run(client, args.run_id, Path(tmp), args.samples, args.threshold)
+            report = diagnose_run(client, args.run_id, Path(tmp), Config, args.samples, args.threshold)
         except UserInputError as exc:
             fail(PROGRAM, f"error: {exc}")
     print(f"run {args.run_id}: {report.summary()}")

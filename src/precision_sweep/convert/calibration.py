@@ -48,7 +48,7 @@ def calibration_data(dataset, samples: int) -> tuple[np.ndarray, np.ndarray]:
 def calibration_split(dataset, precision) -> np.ndarray | None:
     """The calibration inputs a recipe needs (its ``calibration_samples`` of the calibration
     split, :func:`calibration_data`), or None when the recipe calibrates nothing."""
-    aq = precision.get("activation_quantization") if hasattr(precision, "get") else None
+    aq = precision.activation_quantization
     if not aq:
         return None
     x, _ = calibration_data(dataset, int(aq.calibration_samples))

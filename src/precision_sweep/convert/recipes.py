@@ -16,14 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from precision_sweep.hashing import hash_config
 
 
-def _plain(node) -> dict:
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
-    return {k: getattr(v, "value", v) for k, v in dict(node).items()}
-
-
-def _get(precision, key):
-    return precision.get(key) if hasattr(precision, "get") else getattr(precision, key, None)
+def _plain(node: DictConfig) -> dict:
+    """A (typed) config node as plain data, enums as their strings."""
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
 def _program_name(name: str) -> str:
@@ -76,10 +71,10 @@ FLOAT32 = ComputeSpec("float32")
 
 
 def compute_spec(precision) -> ComputeSpec:
-    value = getattr(precision.compute_precision, "value", precision.compute_precision)
+    value = str(precision.compute_precision)
     if value not in ("float32", "float16"):
         raise ValueError(f"precision.compute_precision must be float32 or float16, got {value!r}")
-    fp32_ops = _get(precision, "fp32_ops")
+    fp32_ops = precision.fp32_ops
     if fp32_ops and value == "float16":
         return ComputeSpec(value, tuple(fp32_ops.op_types or ()), tuple(fp32_ops.op_names or ()))
     return ComputeSpec(value)
@@ -108,10 +103,8 @@ def recipe_block(precision) -> dict:
 
 
 def is_compressed(precision) -> bool:
-    return any(
-        _get(precision, key)
-        for key in ("weight_pruning", "weight_quantization", "weight_palettization", "activation_quantization")
-    )
+    return any((precision.weight_pruning, precision.weight_quantization, precision.weight_palettization,
+                precision.activation_quantization))
 
 
 def compress_weights(mlmodel, precision, calibration=None, keep_float: tuple[str, ...] = ()):
@@ -123,24 +116,24 @@ def compress_weights(mlmodel, precision, calibration=None, keep_float: tuple[str
     """
     import coremltools.optimize.coreml as cto
 
-    aq = _get(precision, "activation_quantization")
+    aq = precision.activation_quantization
     if aq:
         from precision_sweep.convert.calibration import quantize_activations
 
         config = optimization_config("OpLinearQuantizerConfig", aq, drop=("calibration_samples",))
         mlmodel = quantize_activations(mlmodel, config, calibration)
-    pruning = _get(precision, "weight_pruning")
+    pruning = precision.weight_pruning
     if pruning:
         mlmodel = cto.prune_weights(mlmodel, optimization_config("OpMagnitudePrunerConfig", pruning, keep_float=keep_float))
     joint = bool(pruning)
-    wq = _get(precision, "weight_quantization")
+    wq = precision.weight_quantization
     if wq:
-        per_block = getattr(wq.granularity, "value", wq.granularity) == "per_block"
+        per_block = wq.granularity == "per_block"
         config = optimization_config("OpLinearQuantizerConfig", wq, drop=() if per_block else ("block_size",), keep_float=keep_float)
         mlmodel = cto.linear_quantize_weights(mlmodel, config, joint_compression=joint)
-    palettization = _get(precision, "weight_palettization")
+    palettization = precision.weight_palettization
     if palettization:
-        grouped = getattr(palettization.granularity, "value", palettization.granularity) == "per_grouped_channel"
+        grouped = palettization.granularity == "per_grouped_channel"
         config = optimization_config("OpPalettizerConfig", palettization, drop=() if grouped else ("group_size",),
                                      keep_float=keep_float)
         mlmodel = cto.palettize_weights(mlmodel, config, joint_compression=joint)

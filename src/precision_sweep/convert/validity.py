@@ -26,34 +26,26 @@ IOS17 = "iOS17/macOS14"
 IOS18 = "iOS18/macOS15"
 
 
-def _value(x):
-    return getattr(x, "value", x)
-
-
-def _get(node, key):
-    return node.get(key) if hasattr(node, "get") else getattr(node, key, None)
-
-
 def requirements(precision) -> list[tuple[int, str]]:
     """Every (spec version, reason) a precision recipe needs, in recipe order."""
     needs: list[tuple[int, str]] = []
-    pruning = _get(precision, "weight_pruning")
-    wq = _get(precision, "weight_quantization")
-    palettization = _get(precision, "weight_palettization")
-    aq = _get(precision, "activation_quantization")
+    pruning = precision.weight_pruning
+    wq = precision.weight_quantization
+    palettization = precision.weight_palettization
+    aq = precision.activation_quantization
     if aq:
         needs.append((8, f"activation quantization (W8A8) needs {IOS17} or later (quantize/dequantize ops)"))
     if wq:
-        if _value(wq.get("granularity")) == "per_block":
+        if wq.granularity == "per_block":
             needs.append((9, f"per-block weight quantization needs {IOS18} (constexpr_blockwise_shift_scale)"))
-        elif _value(wq.get("dtype")) in ("int4", "uint4"):
+        elif wq.dtype in ("int4", "uint4"):
             needs.append((9, f"4-bit weight quantization needs {IOS18} (constexpr_blockwise_shift_scale)"))
         else:
             needs.append((7, f"weight compression needs {IOS16} or later (constexpr_affine_dequantize)"))
     if palettization:
-        if _value(palettization.get("granularity")) == "per_grouped_channel":
+        if palettization.granularity == "per_grouped_channel":
             needs.append((9, f"per-grouped-channel palettization needs {IOS18} (iOS18 constexpr_lut_to_dense)"))
-        elif int(palettization.get("nbits")) == 3:
+        elif palettization.nbits == 3:
             needs.append((9, f"3-bit palettization needs {IOS18} (iOS18 constexpr_lut_to_dense)"))
         else:
             needs.append((7, f"palettization needs {IOS16} or later (constexpr_lut_to_dense)"))

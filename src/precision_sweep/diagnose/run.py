@@ -141,9 +141,26 @@ def diagnose_in_job(cfg, run, model, dataset, package: Path, job_dir: Path) -> D
         return None
 
 
-def diagnose_run(client, run_id: str, work_dir: Path, samples: int | None = None,
+def _typed_config(path: str, run_id: str, schema: type):
+    """The run's resolved config on ``schema``, the app's config schema (fields added since the
+    run was logged take their defaults)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from precision_sweep.errors import UserInputError
+
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path))
+    except OmegaConfBaseException as exc:
+        raise UserInputError(
+            f"Run {run_id} was logged with a config this version cannot read ({exc}). Diagnose a run "
+            "of this version: rerun its job (precision-sweep with the same overrides)."
+        ) from exc
+
+
+def diagnose_run(client, run_id: str, work_dir: Path, schema: type, samples: int | None = None,
                  threshold: float | None = None) -> DriftReport:
-    """Diagnose a logged run from its artifacts and log the report to it.
+    """Diagnose a logged run from its artifacts and log the report to it; ``schema`` is the
+    app's config schema (:class:`precision_sweep.config.Config`), which types the logged config.
 
     Raises
     ------
@@ -164,19 +181,11 @@ def diagnose_run(client, run_id: str, work_dir: Path, samples: int | None = None
         )
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    cfg = OmegaConf.load(client.download_artifacts(run_id, "resolved_config.yaml", str(work_dir)))
-    if "diagnosis" not in cfg:  # runs logged before the diagnosis group existed
-        from precision_sweep.diagnose.schema import DiagnosisConfig
-
-        cfg.diagnosis = OmegaConf.structured(DiagnosisConfig())
+    cfg = _typed_config(client.download_artifacts(run_id, "resolved_config.yaml", str(work_dir)), run_id, schema)
     if samples is not None:
         cfg.diagnosis.samples = samples
     if threshold is not None:
         cfg.diagnosis.threshold = threshold
-    if "device" not in cfg:  # runs logged before the device group existed
-        from precision_sweep.runtime.schema import DeviceConfig
-
-        cfg.device = OmegaConf.structured(DeviceConfig())
     package = Path(client.download_artifacts(run_id, packages[0], str(work_dir)))
     log.info("diagnosing run %s: %s at %s against the FP32 program of %s (cache %s)", run_id,
              cfg.precision.name, cfg.target.name, cfg.model.name, cfg.paths.cache)

@@ -37,9 +37,9 @@ def execution_of(cfg):
 
     units = cfg.compute_units
     return Execution(
-        compute_units=getattr(units.name, "value", units.name),
-        device=getattr(cfg.device.name, "value", cfg.device.name),
-        gpu_low_precision_accumulation=bool(units.get("gpu_low_precision_accumulation", False)),
+        compute_units=str(units.name),
+        device=str(cfg.device.name),
+        gpu_low_precision_accumulation=bool(units.gpu_low_precision_accumulation),
     )
 
 
