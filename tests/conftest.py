@@ -29,3 +29,13 @@ def _library_objects_out_of_the_collectors_way():
     from precision_sweep.convert.converter import freeze_library_objects
 
     freeze_library_objects()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _earlier_modules_objects_out_of_the_collectors_way(_library_objects_out_of_the_collectors_way):
+    """What earlier test modules left alive (models held by fixtures, MLflow clients) would
+    make every later conversion's collections slow again: collect, then freeze the survivors."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -59,6 +59,7 @@ def test_single_job_runs_and_logs_to_a_run_without_parent(outputs, shared_cache)
     assert set(placement.loc[placement["op_type"] == "conv", "layer"]) == {"conv1", "conv2"}
 
 
+@pytest.mark.slow
 def test_failing_job_does_not_stop_the_sweep_and_the_parent_closes(tmp_path, shared_cache):
     if sys.platform == "darwin":
         pytest.skip("runtime=coreml works on macOS, so it cannot be the failing job there")

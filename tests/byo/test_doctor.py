@@ -78,6 +78,7 @@ def test_user_errors_pass_through_unchanged():
         assert explain_conversion_error(exc, None) is exc
 
 
+@pytest.mark.slow
 def test_sweep_records_the_explanation_and_goes_on(tmp_path):
     grouped_conv(channels=4).save(tmp_path / "grouped.keras")
     data = write_npz(tmp_path / "d.npz", *random_samples(8, (8, 8, 4), 3))

@@ -51,6 +51,7 @@ def _assert_measured(children, result, n_samples: int) -> dict:
     return by_precision
 
 
+@pytest.mark.slow
 def test_keras_file_on_an_image_folder(tmp_path):
     image_cnn(shape=(12, 12, 3), classes=3).save(tmp_path / "cnn.keras")
     images = write_image_folder(tmp_path / "images", classes=("eel", "cat", "dog"), per_class=5, size=(16, 20))
@@ -70,6 +71,7 @@ def test_keras_file_on_an_image_folder(tmp_path):
     assert "skipped 1 file(s)" in logs and "README.txt" in logs
 
 
+@pytest.mark.slow
 def test_saved_model_with_a_chosen_signature_and_output(tmp_path):
     two_output_mlp(features=6, classes=4).export(str(tmp_path / "exported"), verbose=False)
     x, y = random_samples(20, (6,), 4)

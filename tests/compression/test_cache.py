@@ -168,6 +168,7 @@ WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_parallel_workers_share_the_cache_and_compute_each_entry_once(tiny, tmp_path):
     cache = tmp_path / "cache"
     script = tmp_path / "worker.py"

@@ -130,6 +130,7 @@ def _check_cells(children, recipes, targets):
                 assert metric in child.data.metrics
 
 
+@pytest.mark.slow
 def test_invalid_cells_are_skipped_children_in_a_multirun(tmp_path, shared_cache):
     recipes = ["w8a8", "int4_per_block", "sparse_palettize"]
     targets = ["ios15", "macos13", "macos14"]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -39,6 +41,7 @@ def test_no_diagnosis_when_agreement_is_fine(outputs, shared_cache):
     assert "drift.csv" not in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
+@pytest.mark.slow
 def test_precision_diagnose_cli(outputs, shared_cache):
     _, client, run = _run(outputs, shared_cache, "precision=int8")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

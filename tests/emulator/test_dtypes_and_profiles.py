@@ -42,6 +42,7 @@ def test_fp16_overflow_gives_inf_and_fp32_stays_finite():
         assert big and np.all(np.isinf(big[0])), "the first Dense must overflow to inf"
 
 
+@pytest.mark.slow
 def test_every_op_yields_its_declared_dtype():
     import keras
 
