@@ -57,6 +57,15 @@ def test_float16_to_float32_is_exact_for_every_half():
     assert np.array_equal(got.view(np.uint32), halves.astype(np.float32).view(np.uint32))
 
 
+def test_float16_to_float32_with_flush_reads_subnormals_and_minus_zero_as_zero():
+    halves = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), 2).view(np.float16)
+    got = _casts.float16_to_float32(halves, flush=True)
+    exact = halves.astype(np.float32)
+    want = np.where(np.abs(exact) < np.float32(2.0**-14), np.float32(0.0), exact)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert (got.view(np.uint32)[np.abs(exact) < 2.0**-14] == 0).all()  # +0, never -0
+
+
 def test_casts_keep_shape_and_accept_non_contiguous_input():
     x = np.random.default_rng(1).normal(size=(32, 64, 40)).astype(np.float32).transpose(2, 0, 1)
     assert not x.flags.c_contiguous and x.size > BIG

@@ -3,12 +3,14 @@
 Each function here computes exactly what a plain numpy cast computes, bit for bit, and is
 tested against it (``tests/emulator/test_compiled.py``):
 
-* :func:`float32_to_float16` is ``x.astype(np.float16)``. It follows numpy's own conversion
-  (``npy_floatbits_to_halfbits``: round to nearest even, overflow to inf, NaN payload kept),
-  but runs on all cores and has no slow path for fp16 subnormals, where numpy's cast costs
-  tens of ns per element;
-* :func:`float16_to_float32` is ``x.astype(np.float32)`` (a 65,536-entry table that numpy
-  itself filled);
+* :func:`float32_to_float16` is ``x.astype(np.float16)``: the CPU's own conversion
+  instruction (round to nearest even, subnormals kept, overflow to inf, as numpy's
+  ``npy_floatbits_to_halfbits``), vectorized and on all cores, with NaNs given numpy's
+  payload; numpy's cast has a slow path costing tens of ns per fp16-subnormal element;
+* :func:`float16_to_float32` is ``x.astype(np.float32)``: the CPU's conversion with NaN
+  payloads kept as numpy keeps them (small arrays read a 65,536-entry table numpy filled);
+* :func:`round_float16_in_float32` is the fp16 rounding kept in float32, in one pass.
+
 The OpenMP threads wait passively between kernels (``OMP_WAIT_POLICY``, see below).
 Kernels are compiled on first use and cached on disk (numba ``cache=True``), so a new
 process pays the compile time once per machine, not once per job.
@@ -53,37 +55,6 @@ def _bits_float(typingctx, value):
 
 
 @njit(cache=True, inline="always")
-def _half_bits(f):
-    """numpy's ``npy_floatbits_to_halfbits`` for one float32 bit pattern (uint32)."""
-    h_sgn = np.uint16((f & np.uint32(0x80000000)) >> np.uint32(16))
-    f_exp = f & np.uint32(0x7F800000)
-    if f_exp >= np.uint32(0x47800000):
-        if f_exp == np.uint32(0x7F800000):
-            f_sig = f & np.uint32(0x007FFFFF)
-            if f_sig != 0:
-                ret = np.uint16(np.uint32(0x7C00) + (f_sig >> np.uint32(13)))
-                if ret == np.uint16(0x7C00):
-                    ret = np.uint16(ret + np.uint16(1))
-                return np.uint16(h_sgn + ret)
-        return np.uint16(h_sgn + np.uint16(0x7C00))
-    if f_exp <= np.uint32(0x38000000):
-        if f_exp < np.uint32(0x33000000):
-            return h_sgn
-        e = f_exp >> np.uint32(23)
-        f_sig = np.uint32(0x00800000) + (f & np.uint32(0x007FFFFF))
-        f_sig = f_sig >> (np.uint32(113) - e)
-        if ((f_sig & np.uint32(0x3FFF)) != np.uint32(0x1000)) or ((f & np.uint32(0x7FF)) != 0):
-            f_sig = f_sig + np.uint32(0x1000)
-        return np.uint16(h_sgn + np.uint16(f_sig >> np.uint32(13)))
-    h_exp = np.uint16((f_exp - np.uint32(0x38000000)) >> np.uint32(13))
-    f_sig = f & np.uint32(0x007FFFFF)
-    if (f_sig & np.uint32(0x3FFF)) != np.uint32(0x1000):
-        f_sig = f_sig + np.uint32(0x1000)
-    h_sig = np.uint16(np.uint16(f_sig >> np.uint32(13)) + h_exp)
-    return np.uint16(h_sgn + h_sig)
-
-
-@njit(cache=True, inline="always")
 def _round_half(x):
     """float32 ``x`` rounded to the nearest float16 value, as float32 (numpy's bits).
 
@@ -108,16 +79,53 @@ def _round_half(x):
     return _bits_float(rounded | sign)
 
 
+@intrinsic
+def _cpu_half_bits(typingctx, value):
+    """The float16 bits of a float32 by the CPU's own conversion (LLVM ``fptrunc``; F16C's
+    ``vcvtps2ph`` on x86): round to nearest even, subnormals kept, overflow to inf, which is
+    numpy's rounding; vectorized with the loop around it. Only NaN payloads can differ (the
+    CPU quiets a signalling NaN), so callers take NaNs from :func:`_numpy_nan_bits`."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(types.float32), codegen
+
+
+@intrinsic
+def _cpu_half_float(typingctx, bits):
+    """The float32 value of float16 bits by the CPU's own conversion (``fpext``; F16C's
+    ``vcvtph2ps``), exact for every value; a signalling NaN comes back quieted."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(types.uint16), codegen
+
+
+@njit(cache=True, inline="always")
+def _numpy_nan_bits(f):
+    """numpy's float16 NaN for the float32 NaN bits ``f``: sign, the top 10 payload bits, and
+    at least one payload bit set."""
+    payload = (f & np.uint32(0x007FFFFF)) >> np.uint32(13)
+    payload = payload | np.uint32(payload == np.uint32(0))
+    return np.uint16(((f >> np.uint32(16)) & np.uint32(0x8000)) | np.uint32(0x7C00) | payload)
+
+
 @njit(cache=True, parallel=True)
 def _to_half_bits(bits, out):
+    values = bits.view(np.float32)
     for i in prange(bits.size):
-        out[i] = _half_bits(bits[i])
+        nan = (bits[i] & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+        out[i] = _numpy_nan_bits(bits[i]) if nan else _cpu_half_bits(values[i])
 
 
 @njit(cache=True, parallel=True)
 def _to_half_bits_nan_zero(bits, out):
+    values = bits.view(np.float32)
     for i in prange(bits.size):
-        out[i] = np.uint16(0) if (bits[i] & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else _half_bits(bits[i])
+        nan = (bits[i] & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+        out[i] = np.uint16(0) if nan else _cpu_half_bits(values[i])
 
 
 @njit(cache=True, parallel=True)
@@ -134,9 +142,15 @@ def _round_in_float32(x, out):
 
 
 @njit(cache=True, parallel=True)
-def _from_half_bits(bits, table, out):
+def _from_half_bits(bits, flush, out):
     for i in prange(bits.size):
-        out[i] = table[bits[i]]
+        h = np.uint32(bits[i])
+        value = _cpu_half_float(bits[i])
+        # numpy keeps a NaN's payload as it is (the CPU would quiet a signalling one)
+        nan = _bits_float(((h & np.uint32(0x8000)) << np.uint32(16)) | np.uint32(0x7F800000)
+                          | ((h & np.uint32(0x03FF)) << np.uint32(13)))
+        value = nan if (h & np.uint32(0x7FFF)) > np.uint32(0x7C00) else value
+        out[i] = np.float32(0.0) if flush and abs(value) < np.float32(2.0**-14) else value
 
 
 def float32_to_float16(x: np.ndarray) -> np.ndarray:
@@ -176,7 +190,7 @@ def float16_to_float32(x: np.ndarray, flush: bool = False) -> np.ndarray:
     if x.size < PARALLEL_MIN_SIZE:
         return table[bits].reshape(x.shape)
     out = np.empty(x.size, dtype=np.float32)
-    _from_half_bits(bits, table, out)
+    _from_half_bits(bits, flush, out)
     return out.reshape(x.shape)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from precision_sweep.emulator.ops._casts import _HALF_TO_FLOAT, PARALLEL_MIN_SIZE
+from precision_sweep.emulator.ops._casts import PARALLEL_MIN_SIZE, _cpu_half_float
 
 
 @njit(cache=True, inline="always")
@@ -33,9 +33,9 @@ def _clip_choice(value, lo, hi, ties_to_bounds):
 
 
 @njit(cache=True, parallel=True)
-def _clip_half(bits, table, lo, hi, lo_bits, hi_bits, ties_to_bounds, out):
+def _clip_half(bits, lo, hi, lo_bits, hi_bits, ties_to_bounds, out):
     for i in prange(bits.size):
-        choice = _clip_choice(table[bits[i]], lo, hi, ties_to_bounds)
+        choice = _clip_choice(_cpu_half_float(bits[i]), lo, hi, ties_to_bounds)
         out[i] = bits[i] if choice == 0 else (lo_bits if choice == 1 else hi_bits)
 
 
@@ -53,7 +53,7 @@ def clip_float16(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> n
     out = np.empty(x.size, dtype=np.uint16)
     lo_bits = np.array([lo16]).view(np.uint16)[0]
     hi_bits = np.array([hi16]).view(np.uint16)[0]
-    _clip_half(bits, _HALF_TO_FLOAT, np.float32(lo16), np.float32(hi16), lo_bits, hi_bits, ties_to_bounds, out)
+    _clip_half(bits, np.float32(lo16), np.float32(hi16), lo_bits, hi_bits, ties_to_bounds, out)
     return out.view(np.float16).reshape(x.shape)
 
 
