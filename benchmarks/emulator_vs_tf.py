@@ -122,6 +122,9 @@ def main(argv=None):
     import tensorflow as tf
 
     import _emu_helpers as H
+    from precision_sweep.convert.converter import freeze_library_objects
+
+    freeze_library_objects()  # conversions skip rescanning TF's objects (as in a job)
     from precision_sweep.emulator import Emulator
 
     print(f"BLAS: {blas_kernels()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
