@@ -46,13 +46,13 @@ def _port(acc, high, low, ceiling, flush, away):
     ``ceiling`` > 0, +-inf when the output or a partial (``high``/``low``) reached it (+inf
     first); with ``flush``, fp16-subnormal outputs (and -0) become +0."""
     value = round_half_away(acc) if away else round_half(acc)
+    # Selects without short-circuits, so that the loops calling this can vectorize.
     if ceiling > 0:
-        if high >= ceiling or value >= ceiling:
-            value = INF
-        elif low <= -ceiling or value <= -ceiling:
-            value = -INF
-    if flush and abs(value) < FP16_TINY:
-        value = np.float32(0.0)
+        up = (high >= ceiling) | (value >= ceiling)
+        down = (low <= -ceiling) | (value <= -ceiling)
+        value = INF if up else (-INF if down else value)
+    if flush:
+        value = np.float32(0.0) if abs(value) < FP16_TINY else value
     return value
 
 

@@ -79,6 +79,13 @@ def _depthwise2d(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, mode, tile, ce
         for oy in range(oh):
             row = out[i, co, oy]
             start = oy * sh * wp
+            if mode == 2 and sw == 1:  # contiguous: the port's loop vectorizes
+                src_acc = acc[start : start + ow]
+                src_hi = hi[start : start + ow]
+                src_lo = lo[start : start + ow]
+                for ox in range(ow):
+                    row[ox] = _port(src_acc[ox], src_hi[ox], src_lo[ox], ceiling, flush, away)
+                continue
             for ox in range(ow):
                 k = start + ox * sw
                 if mode == 2:
