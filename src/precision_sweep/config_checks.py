@@ -11,8 +11,10 @@ created or written. Both raise :class:`~precision_sweep.errors.UserInputError`.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,9 +189,6 @@ def _valid_values(rule: Range | OneOf) -> str:
 def rules_markdown(schema: type, prefix: str = "") -> str:
     """The table of every ranged or enumerated key under ``schema`` (a dataclass), with its
     valid values and default: the configuration page's table is generated from it."""
-    import enum
-    import typing
-
     def rows(cls: type, prefix: str) -> list[str]:
         hints = typing.get_type_hints(cls)
         out: list[str] = []

@@ -165,6 +165,15 @@ def _building(step: BuildStep):
         raise ConversionStepFailed(step) from exc
 
 
+def _publish_package(mlmodel, path: Path) -> None:
+    """Save ``mlmodel`` beside ``path`` and move it there in one step (readers never see half
+    a package)."""
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        staged = Path(tmp) / "model.mlpackage"
+        mlmodel.save(str(staged))
+        publish_dir_atomic(staged, path)
+
+
 def _scratch_dir() -> Path:
     """Process-wide directory for base packages when no cache directory is given."""
     if not _SCRATCH:
@@ -266,10 +275,7 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
                     minimum_deployment_target=coremltools_target(target_name),
                     skip_model_load=True,
                 )
-            with tempfile.TemporaryDirectory(dir=root) as tmp:
-                staged = Path(tmp) / "model.mlpackage"
-                mlmodel.save(str(staged))
-                publish_dir_atomic(staged, path)
+            _publish_package(mlmodel, path)
     _BASE[key] = path
     return path
 
@@ -307,10 +313,7 @@ def compressed_package(model: LoadedModel, precision, target_name: str, max_batc
             with _building(step):
                 mlmodel = ct.models.MLModel(str(base), skip_model_load=True)
                 mlmodel = compress_weights(mlmodel, precision, calibration, keep_float)
-            with tempfile.TemporaryDirectory(dir=root) as tmp:
-                staged = Path(tmp) / "model.mlpackage"
-                mlmodel.save(str(staged))
-                publish_dir_atomic(staged, path)
+            _publish_package(mlmodel, path)
     _COMPRESSED[key] = path
     return path
 

@@ -66,16 +66,21 @@ def n_outputs_of(shape, output_name: str, where: str) -> int:
         )
     return int(shape[-1])
 
+def require_one_input(cfg, count: int) -> None:
+    """Refuse a model with other than one input (precision-sweep evaluates single-input classifiers)."""
+    if count != 1:
+        raise UserInputError(
+            f"Model {cfg.name!r} has {count} inputs; precision-sweep evaluates "
+            "single-input classifiers. Export a single-input model."
+        )
+
+
 def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
     """A Keras 3 model: one input, the selected output."""
     import keras
 
     where = f"model={cfg.name}"
-    if len(model.inputs) != 1:
-        raise UserInputError(
-            f"Model {cfg.name!r} has {len(model.inputs)} inputs; precision-sweep evaluates "
-            "single-input classifiers. Export a single-input model."
-        )
+    require_one_input(cfg, len(model.inputs))
     input_name = model.inputs[0].name.split(":")[0]
     if cfg.input_name is not None and cfg.input_name != input_name:
         raise UserInputError(

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from precision_sweep.data.models.interface import n_outputs_of, resolve_dtype, resolve_shape, select_output
+from precision_sweep.data.models.interface import (
+    n_outputs_of,
+    require_one_input,
+    resolve_dtype,
+    resolve_shape,
+    select_output,
+)
 from precision_sweep.data.models.loaded import LoadedModel, run_params_of
 from precision_sweep.data.models.safety import load_failed, refuse_unsafe
 from precision_sweep.data.models.saved_model import concrete_function
@@ -28,11 +34,7 @@ def load_tf_keras(cfg, path: Path) -> LoadedModel:
     except Exception as exc:  # noqa: BLE001
         raise load_failed(path, exc, f"tf_keras {tf_keras.__version__}") from exc
     where = f"model={cfg.name}"
-    if len(model.inputs) != 1:
-        raise UserInputError(
-            f"Model {cfg.name!r} has {len(model.inputs)} inputs; precision-sweep evaluates "
-            "single-input classifiers. Export a single-input model."
-        )
+    require_one_input(cfg, len(model.inputs))
     names = list(model.output_names)
     index = select_output(cfg, names, where)
     if len(model.outputs) > 1:

@@ -18,7 +18,7 @@ process pays the compile time once per machine, not once per job.
 
 from __future__ import annotations
 
-from precision_sweep.emulator.ops import _half  # noqa: F401  (sets OMP_WAIT_POLICY first)
+from precision_sweep.emulator.ops._half import _bits_float, _float_bits  # (imported first: sets OMP_WAIT_POLICY)
 
 import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
@@ -32,26 +32,6 @@ _HALF_TO_FLOAT_FLUSHED = np.where(np.abs(_HALF_TO_FLOAT) < np.float32(2.0**-14),
 
 # Below this many elements a plain numpy call is cheaper than entering a parallel kernel.
 PARALLEL_MIN_SIZE = 1 << 14
-
-
-@intrinsic
-def _float_bits(typingctx, value):
-    """The bits of a float32 as a uint32 (a bitcast, no conversion)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.uint32(types.float32), codegen
-
-
-@intrinsic
-def _bits_float(typingctx, value):
-    """The float32 whose bits are a uint32."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.uint32), codegen
 
 
 @njit(cache=True, inline="always")
