@@ -27,6 +27,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from precision_sweep.cli.preflight import check_launcher
 from precision_sweep.cli.report import report_user_error
 from precision_sweep.config_checks import check_config
 from precision_sweep.errors import UserInputError
@@ -73,6 +74,7 @@ class SweepTrackingCallback(Callback):
             from precision_sweep.data.validate import validate_sources
 
             check_config(config)  # value ranges, output/cache/store folders
+            check_launcher(config)  # the launcher can start jobs (SLURM partition, Ray address)
             validate_sources(config)  # bad model/dataset paths fail once, before any run exists
             self.experiment_id = store.prepare_experiment(
                 uri, config.tracking.experiment, config.tracking.artifact_location
