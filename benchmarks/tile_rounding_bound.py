@@ -1,0 +1,91 @@
+"""How fast the Neural Engine's tile model can be on this CPU, against a BLAS product.
+
+The ANE numerics model (``emulator/numerics.py``, ``ops/_accumulate_kernels.py``) adds the
+products of a 4-term tile in order, rounding each partial sum to fp16: three fp16 roundings
+per four products, and each rounding is a ``vcvtps2ph``/``vcvtph2ps`` round trip on x86 CPUs
+without AVX512-FP16. A BLAS product has no such step. This script times, in one process and
+on the same (M, K) x (K, N) product:
+
+* ``sgemm``: ``np.matmul`` in float32 (OpenBLAS, all cores);
+* ``tiles``: the emulator's tiles kernel (``tiles_matmul``, all cores);
+* ``bound``: the tile model's arithmetic alone, on data that stays in L1 cache (the same count
+  of products and roundings, no loads from the operands), i.e. a floor for any implementation
+  of this model with the CPU's conversion instructions.
+
+and prints each as a ratio to ``sgemm``. Usage::
+
+    python benchmarks/tile_rounding_bound.py [--shape 4608 576 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from numba import njit, prange
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from precision_sweep.emulator.ops._accumulate_kernels import tiles_matmul  # noqa: E402
+from precision_sweep.emulator.ops._half import round_half  # noqa: E402
+
+LANES = 64  # outputs kept in registers/L1 by the arithmetic-only loop
+
+
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def _tile_arithmetic(weights, values, steps, chunks):
+    """``chunks`` x ``steps`` tiles of 4 products on LANES outputs: the model's arithmetic
+    (4 multiply-adds, 3 fp16 roundings, 1 float32 accumulation per tile and output)."""
+    total = np.zeros(chunks, dtype=np.float32)
+    for c in prange(chunks):
+        acc = np.zeros(LANES, dtype=np.float32)
+        for s in range(steps):
+            w0, w1, w2, w3 = weights[s % 16, 0], weights[s % 16, 1], weights[s % 16, 2], weights[s % 16, 3]
+            for j in range(LANES):
+                x = values[j]
+                t = w0 * x
+                t = round_half(t + w1 * x)
+                t = round_half(t + w2 * x)
+                t = round_half(t + w3 * x)
+                acc[j] += t
+        total[c] = acc.sum()
+    return total
+
+
+def best(fn, repeats=5):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", type=int, nargs=3, default=[4608, 576, 64], metavar=("M", "K", "N"))
+    args = parser.parse_args()
+    m, k, n = args.shape
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(np.float16).astype(np.float32)
+    b = (rng.standard_normal((k, n)) * 0.05).astype(np.float16).astype(np.float32)
+    weights = b[:64].reshape(16, -1)[:, :4].copy()
+    values = a[0, :LANES].copy()
+    products = m * k * n
+    steps = products // (4 * LANES)  # tiles per lane over all chunks
+    chunks = 64
+    sgemm = best(lambda: a @ b)
+    tiles = best(lambda: tiles_matmul(a, b))
+    bound = best(lambda: _tile_arithmetic(weights, values, steps // chunks, chunks))
+    print(f"({m}, {k}) x ({k}, {n}): {products / 1e6:.0f} M products")
+    print(f"sgemm (float32 BLAS)        {sgemm * 1e3:8.2f} ms   1.00x")
+    print(f"tiles kernel (ANE model)    {tiles * 1e3:8.2f} ms  {tiles / sgemm:5.2f}x")
+    print(f"tile arithmetic alone       {bound * 1e3:8.2f} ms  {bound / sgemm:5.2f}x  (floor for this model)")
+
+
+if __name__ == "__main__":
+    main()
