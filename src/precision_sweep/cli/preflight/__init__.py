@@ -13,7 +13,11 @@ from typing import Callable
 
 from omegaconf import DictConfig
 
-CHECKS: dict[str, Callable[[DictConfig], None]] = {}
+from precision_sweep.cli.preflight import ray
+
+CHECKS: dict[str, Callable[[DictConfig], None]] = {
+    "RayTaskLauncher": ray.check,
+}
 
 
 def check_launcher(config: DictConfig) -> None:

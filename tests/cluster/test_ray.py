@@ -1,0 +1,91 @@
+"""``hydra/launcher=ray_local`` for real: a grid on a running Ray cluster joined by address (slow),
+an unreachable address refused before any run exists, and each task's environment.
+
+The cluster is a real ``ray start --head`` on 127.0.0.1 (:mod:`ray_cluster`); the sweeps run the
+real CLI in a subprocess and are checked in the real MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ray_cluster import HOST, RAY_TEST_ENV, free_port, ray_cluster  # noqa: F401  (fixture)
+from sweep_testing import mlflow_client, run_cli
+
+GRID = ["precision=fp32,fp16", "target=ios16,ios17"]
+
+
+def _sweep(tmp_path: Path, address: str, *extra: str, env: dict | None = None):
+    return run_cli(
+        ["precision-sweep", "-m", "hydra/launcher=ray_local", f"hydra.launcher.ray.init.address={address}",
+         *GRID, f"paths.outputs={tmp_path / 'outputs'}", "progress=false", *extra],
+        cwd=tmp_path,
+        env=env,
+    )
+
+
+def _all_runs(outputs: Path) -> list:
+    if not (outputs / "mlflow.db").exists():
+        return []
+    client = mlflow_client(outputs)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, max_results=1000) if ids else []
+
+
+@pytest.mark.slow
+def test_a_grid_on_a_running_ray_cluster_lands_under_one_parent(tmp_path, ray_cluster, shared_cache):  # noqa: F811
+    result = _sweep(tmp_path, ray_cluster.address, f"paths.cache={shared_cache}", env=RAY_TEST_ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    outputs = tmp_path / "outputs"
+    client = mlflow_client(outputs)
+    experiment = client.get_experiment_by_name("precision-sweep")
+    runs = _all_runs(outputs)
+    parents = [r for r in runs if r.data.tags.get("precision_sweep.role") == "sweep"]
+    jobs = [r for r in runs if r.data.tags.get("precision_sweep.role") == "job"]
+    assert len(parents) == 1 and len(jobs) == 4 and len(runs) == 5
+    (parent,) = parents
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
+    assert {r.info.experiment_id for r in runs} == {experiment.experiment_id} != {"0"}
+    assert client.search_runs(["0"]) == []  # nothing in "Default"
+    assert [r.info.status for r in runs] == ["FINISHED"] * 5  # none RUNNING, none failed
+    # The jobs ran in the cluster's workers, not in a Ray the launching process started itself.
+    job_pids = {int(r.data.tags["precision_sweep.pid"]) for r in jobs}
+    assert job_pids <= ray_cluster.worker_pids(), (job_pids, ray_cluster.worker_pids())
+    assert int(parent.data.tags["precision_sweep.pid"]) not in job_pids
+
+
+def test_an_unreachable_ray_address_fails_before_any_run(tmp_path):
+    address = f"{HOST}:{free_port()}"  # bound and released: nobody listens there
+    result = _sweep(tmp_path, address)
+
+    assert result.returncode == 2, result.stderr[-3000:]
+    message = " ".join(result.stderr.split())
+    assert f"precision-sweep: error: No Ray cluster answers at {address}" in message
+    assert "ray start --head" in message and "hydra.launcher.ray.init.address=null" in message
+    assert "Traceback" not in result.stderr
+    assert _all_runs(tmp_path / "outputs") == []  # no parent, no job, nothing left RUNNING
+
+
+def test_each_task_gets_the_sweeps_variables_and_threads_for_its_cpus(monkeypatch):
+    from hydra_plugins.precision_sweep_ray_launcher._core import THREAD_ENV_KEYS, task_env, task_options
+
+    for key in (*THREAD_ENV_KEYS, "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PRECISION_SWEEP_PARENT_RUN_ID", "abc")
+    monkeypatch.setenv("UNRELATED_SECRET", "x")
+
+    env = task_env(["PRECISION_SWEEP_", "MLFLOW_"], 2)
+    assert env["PRECISION_SWEEP_PARENT_RUN_ID"] == "abc" and "UNRELATED_SECRET" not in env
+    assert {env[key] for key in THREAD_ENV_KEYS} == {"2"} and env["TF_NUM_INTEROP_THREADS"] == "1"
+    assert task_env([], 0.5)["OMP_NUM_THREADS"] == "1"
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the launching process's own setting wins
+    options = task_options({"num_cpus": 1, "runtime_env": {"env_vars": {"TF_NUM_INTRAOP_THREADS": "4"}}}, task_env([], 1))
+    assert options["num_cpus"] == 1
+    assert options["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "3"
+    assert options["runtime_env"]["env_vars"]["TF_NUM_INTRAOP_THREADS"] == "4"  # the config's own wins
+    assert os.environ["OMP_NUM_THREADS"] == "3"  # the launching process is left as it was
