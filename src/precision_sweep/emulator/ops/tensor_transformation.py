@@ -11,9 +11,23 @@ def _ints(values):
     return [int(v) for v in np.asarray(values).reshape(-1)]
 
 
+def _zeros_copied(from_shape, to_shape):
+    """Each ``0`` of ``to_shape`` takes the dim of ``from_shape`` it is right-aligned with,
+    or 1 past its start (iOS17 ``reshape.replace_zeros_in_shape``; iOS15 requires equal
+    lengths, where right and left alignment agree)."""
+    from_reversed = list(from_shape)[::-1]
+    out = list(to_shape)[::-1]
+    for i, dim in enumerate(out):
+        if dim == 0:
+            out[i] = from_reversed[i] if i < len(from_reversed) else 1
+    return out[::-1]
+
+
 @kernel("reshape")
 def reshape(x, shape):
-    return np.reshape(x, _ints(shape))
+    """``x`` with ``shape`` (spec: iOS15/iOS17 ``tensor_transformation.py``, ``reshape``):
+    ``-1`` is inferred, ``0`` copies an input dim (:func:`_zeros_copied`)."""
+    return np.reshape(x, _zeros_copied(x.shape, _ints(shape)))
 
 
 @kernel("reshape_like")
@@ -83,6 +97,36 @@ def space_to_depth(x, block_size):
     b = int(block_size)
     y = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
     return y.reshape(n, c * b * b, h // b, w // b)
+
+
+@kernel("space_to_batch")
+def space_to_batch(x, block_shape, paddings):
+    """Spatial blocks into the batch (spec: iOS15 ``tensor_transformation.py``, ``space_to_batch``).
+
+    ``x`` (n, C, H, W) is zero-padded by ``paddings`` [[top, bottom], [left, right]]; output
+    batch ``(i * bw + j) * n + b`` holds ``padded[b, :, i::bh, j::bw]`` (TF's
+    ``space_to_batch_nd`` order), shape (n * bh * bw, C, H' / bh, W' / bw).
+    """
+    bh, bw = _ints(block_shape)
+    pads = np.asarray(paddings).astype(np.intp).reshape(2, 2)
+    padded = np.pad(x, [(0, 0), (0, 0), tuple(pads[0]), tuple(pads[1])])
+    n, c, h, w = padded.shape
+    blocks = padded.reshape(n, c, h // bh, bh, w // bw, bw).transpose(3, 5, 0, 1, 2, 4)
+    return blocks.reshape(bh * bw * n, c, h // bh, w // bw)
+
+
+@kernel("batch_to_space")
+def batch_to_space(x, block_shape, crops):
+    """Inverse of ``space_to_batch`` (spec: iOS15 ``tensor_transformation.py``, ``batch_to_space``):
+    batch ``(i * bw + j) * n + b`` goes to ``out[b, :, i::bh, j::bw]``, then ``crops``
+    [[top, bottom], [left, right]] are removed; shape (n, C, H * bh - crops, W * bw - crops).
+    """
+    bh, bw = _ints(block_shape)
+    top, bottom, left, right = _ints(crops)
+    nb, c, h, w = x.shape
+    n = nb // (bh * bw)
+    full = x.reshape(bh, bw, n, c, h, w).transpose(2, 3, 4, 0, 5, 1).reshape(n, c, h * bh, w * bw)
+    return full[:, :, top : h * bh - bottom, left : w * bw - right]
 
 
 @kernel("pixel_shuffle")
