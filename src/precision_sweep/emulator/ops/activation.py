@@ -98,7 +98,8 @@ def linear_activation(x, alpha, beta=0.0):
 
 @kernel("thresholded_relu")
 def thresholded_relu(x, alpha=1.0):
-    return np.where(x > alpha, x, 0)
+    """``x`` where ``x >= alpha``, else 0 (spec: iOS15 ``activation.py``, ``thresholded_relu``)."""
+    return np.where(x >= alpha, x, 0)
 
 
 @kernel("clamped_relu")

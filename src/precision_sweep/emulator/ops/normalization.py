@@ -45,17 +45,25 @@ def instance_norm(x, gamma=None, beta=None, epsilon=1e-5, *, accumulator=FP32):
     return y
 
 
+def _over_axes(values, shape, axes):
+    """``gamma``/``beta`` of shape ``x.shape[axes]`` (axes in increasing order) reshaped to
+    broadcast against ``x``: the normalized dims kept, 1 elsewhere."""
+    return np.reshape(values, [dim if i in axes else 1 for i, dim in enumerate(shape)])
+
+
 @kernel("layer_norm")
 def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5, *, accumulator=FP32):
+    """``gamma * (x - E[x]) / sqrt(Var[x] + epsilon) + beta`` over ``axes`` (spec: iOS15/iOS17
+    ``normalization.py``, ``layer_norm``); ``gamma`` and ``beta`` have the shape of the
+    normalized dims, which need not be the trailing ones."""
     axes = tuple(range(x.ndim)) if axes is None else tuple(int(a) % x.ndim for a in np.asarray(axes).reshape(-1))
     mean = _mean(x, axes, accumulator)
     var = _mean((x - mean) ** 2, axes, accumulator)
     y = (x - mean) / np.sqrt(var + epsilon)
-    # gamma/beta have the shape of the normalized (trailing) axes
     if gamma is not None:
-        y = y * gamma
+        y = y * _over_axes(gamma, x.shape, axes)
     if beta is not None:
-        y = y + beta
+        y = y + _over_axes(beta, x.shape, axes)
     return y
 
 

@@ -1,8 +1,10 @@
 """Gather and scatter (spec: ops/defs/iOS15/scatter_gather.py, iOS16 and iOS17 updates).
 
 Negative indices count from the end of the axis (iOS15/16 semantics; iOS17 leaves them
-undefined, so wrapping is a valid choice there too). ``validate_indices`` is accepted and
-ignored: numpy raises on out-of-range indices anyway.
+undefined, so wrapping is a valid choice there too). The gathers accept ``validate_indices``
+and rely on numpy, which raises on out-of-range indices anyway. The iOS17 scatters with
+``validate_indices=True`` raise ``IndexError`` on any index outside ``[0, dim)``, negative
+ones included ("negative values are considered out-of-bound"), as the spec requires.
 """
 
 from __future__ import annotations
@@ -73,6 +75,17 @@ def gather_nd(x, indices, batch_dims=0, validate_indices=False):
     return picked.reshape(batch + picked.shape[1:]) if bd else picked[0]
 
 
+def _validate(indices, dims, op_type):
+    """iOS17 ``validate_indices=True``: every index ``v`` along a dim ``d`` has ``0 <= v < d``."""
+    indices = np.asarray(indices)
+    bad = (indices < 0) | (indices >= np.asarray(dims))
+    if bad.any():
+        raise IndexError(
+            f"{op_type}: indices out of bounds with validate_indices=True: "
+            f"{indices[bad][:5].tolist()} for dims {list(np.atleast_1d(dims))}"
+        )
+
+
 def _apply(mode, out, index, updates):
     fn = _SCATTER_MODES[str(mode)]
     if fn is None:
@@ -84,17 +97,27 @@ def _apply(mode, out, index, updates):
 
 @kernel("scatter")
 def scatter(data, indices, updates, axis=0, mode="add", validate_indices=False):
+    """``out[..., indices[i...], ...] (mode)= updates[..., i..., ...]`` along ``axis`` (spec:
+    iOS15/iOS17 ``scatter_gather.py``, ``scatter``).
+
+    ``indices`` may have any shape; ``updates`` is ``data.shape[:axis] + indices.shape +
+    data.shape[axis + 1:]``, which is exactly numpy's shape for ``out[(:,) * axis + (indices,)]``.
+    """
     axis = int(axis) % data.ndim
+    if validate_indices:
+        _validate(indices, data.shape[axis], "scatter")
     out = np.array(data, copy=True)
-    idx = _wrap(indices, data.shape[axis]).reshape(-1)
-    index = (slice(None),) * axis + (idx,)
-    moved_updates = updates
-    return _apply(mode, out, index, moved_updates)
+    index = (slice(None),) * axis + (_wrap(indices, data.shape[axis]),)
+    return _apply(mode, out, index, updates)
 
 
 @kernel("scatter_along_axis")
 def scatter_along_axis(data, indices, updates, axis=0, mode="add", validate_indices=False):
+    """``out[p_0, ..., indices[p], ..., p_D] (mode)= updates[p]`` (spec: iOS15/iOS17
+    ``scatter_gather.py``, ``scatter_along_axis``)."""
     axis = int(axis) % data.ndim
+    if validate_indices:
+        _validate(indices, data.shape[axis], "scatter_along_axis")
     out = np.array(data, copy=True)
     idx = _wrap(indices, data.shape[axis])
     grids = list(np.indices(idx.shape, sparse=True))
@@ -104,10 +127,14 @@ def scatter_along_axis(data, indices, updates, axis=0, mode="add", validate_indi
 
 @kernel("scatter_nd")
 def scatter_nd(data, indices, updates, mode="add", validate_indices=False):
+    """``out[indices[i, :]] (mode)= updates[i]`` with index tuples on the last axis of
+    ``indices`` (spec: iOS15/iOS17 ``scatter_gather.py``, ``scatter_nd``)."""
     out = np.array(data, copy=True)
     indices = np.asarray(indices).astype(np.intp)
     depth = indices.shape[-1]
     dims = np.asarray(data.shape[:depth])
+    if validate_indices:
+        _validate(indices, dims, "scatter_nd")
     indices = np.where(indices < 0, indices + dims, indices)
     index = tuple(indices[..., d] for d in range(depth))
     return _apply(mode, out, index, updates)
