@@ -39,7 +39,7 @@ def test_activations_closed_form():
     np.testing.assert_allclose(KERNELS["gelu"](x, mode="TANH_APPROXIMATION"), tanh_gelu, rtol=1e-12)
     np.testing.assert_allclose(KERNELS["gelu"](x, mode="SIGMOID_APPROXIMATION"), x / (1 + np.exp(-1.702 * x)), rtol=1e-12)
     np.testing.assert_allclose(KERNELS["scaled_tanh"](x, alpha=2.0, beta=0.5), 2 * np.tanh(0.5 * x))
-    np.testing.assert_allclose(KERNELS["thresholded_relu"](x, alpha=1.5), np.where(x > 1.5, x, 0))
+    np.testing.assert_allclose(KERNELS["thresholded_relu"](x, alpha=1.5), np.where(x >= 1.5, x, 0))
     np.testing.assert_allclose(KERNELS["clamped_relu"](x, alpha=0.1, beta=4.0), np.minimum(np.where(x >= 0, x, 0.1 * x), 4.0))
     m = x.reshape(1, -1)
     e = np.exp(m - m.max())
