@@ -3,6 +3,12 @@
 MLflow on SQLite corrupts a new database, and files runs under "Default", when several
 processes create the database or the experiment at once; so the launcher creates both before
 any job starts and jobs pass ``experiment_id`` explicitly.
+
+The launching process also finds an unusable store there, once and quickly (MLflow itself
+retries for minutes): an MLflow server nobody answers at, a PostgreSQL URI with a wrong
+password or database, a missing driver. Each is a one-paragraph
+:class:`~precision_sweep.errors.UserInputError` naming the store (password hidden), what is
+wrong and the fix.
 """
 
 from __future__ import annotations
@@ -43,32 +49,152 @@ def client_for(uri: str):
 def prepare_experiment(uri: str, name: str, artifact_location: str | None) -> str:
     """Create (or find) the database and the experiment; return the experiment id.
 
-    Call this once, in the launching process.
+    Call this once, in the launching process: an unusable store (nothing listening, a wrong
+    password, a missing database or driver) is a :class:`UserInputError` raised here, after one
+    attempt, before any run exists. Two launching processes may race to create the experiment
+    on a shared server; the loser finds the winner's.
     """
     uri = absolute_uri(uri)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    client = client_for(uri)
+    if is_database_uri(uri):
+        check_database(uri)  # MLflow retries a refused database connection for ~100 s
     try:
         with _fail_fast():  # MLflow retries an unreachable server for minutes: probe once
+            client = client_for(uri)
             experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        location = None
-        if artifact_location:
-            location = str(artifact_location)
-            if "://" not in location:
-                Path(location).mkdir(parents=True, exist_ok=True)
-                location = Path(location).resolve().as_uri()
-        return client.create_experiment(name, artifact_location=location)
+        return create_or_find_experiment(client, name, _artifact_root(artifact_location))
     except UserInputError:
         raise
     except Exception as exc:
-        raise UserInputError(
-            f"Cannot reach the MLflow tracking store at {uri!r} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). Check tracking.uri (or "
-            "MLFLOW_TRACKING_URI): start the server, fix the path, or use tracking=local."
-        ) from exc
+        raise UserInputError(store_error_message(uri, exc)) from exc
+
+
+def _artifact_root(artifact_location: str | None) -> str | None:
+    """An absolute file URI for a local artifact folder (created); other URIs unchanged."""
+    if not artifact_location:
+        return None
+    location = str(artifact_location)
+    if "://" in location:
+        return location
+    Path(location).mkdir(parents=True, exist_ok=True)
+    return Path(location).resolve().as_uri()
+
+
+def create_or_find_experiment(client, name: str, location: str | None) -> str:
+    """Create the experiment; if another process created it first, return that one's id."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    # Another sweep created it between our look-up and our create (a shared server).
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        raise UserInputError(f"The experiment {name!r} exists but cannot be found (deleted?). Restore it "
+                             f"with `mlflow experiments restore` or choose another tracking.experiment.")
+    return experiment.experiment_id
+
+
+# -- SQL databases given directly as tracking.uri (postgresql://user:password@host:port/db) --
+
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+CONNECT_TIMEOUT_S = 10
+
+
+def is_database_uri(uri: str) -> bool:
+    """A SQLAlchemy database URI other than SQLite (``postgresql+psycopg2://...`` included)."""
+    return urlparse(str(uri)).scheme.split("+")[0] in DATABASE_SCHEMES
+
+
+def check_database(uri: str) -> None:
+    """Connect to the database once, with a timeout; a failure is a :class:`UserInputError`."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = None
+    try:
+        connect_args = {} if uri.startswith("mssql") else {"connect_timeout": CONNECT_TIMEOUT_S}
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args=connect_args)
+        with engine.connect():
+            pass
+    except Exception as exc:
+        raise UserInputError(store_error_message(uri, exc)) from exc
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+# -- what went wrong, said without the password ------------------------------------------------
+
+
+def redact(uri: str) -> str:
+    """``uri`` with the password of its user part replaced by ``***``."""
+    parsed = urlparse(str(uri))
+    if parsed.password is None:
+        return str(uri)
+    user = parsed.username or ""
+    host = parsed.netloc.rsplit("@", 1)[1]
+    return parsed._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def _error_text(uri: str, exc: BaseException) -> str:
+    """The first line of the underlying error (the driver's, not SQLAlchemy's wrapper), redacted."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip() or type(cause).__name__
+    line = " ".join(text.splitlines()[0].split())
+    password = urlparse(str(uri)).password
+    return line.replace(password, "***") if password else line
+
+
+# (words in the error, what is wrong, how to fix it); the first match wins.
+_DIAGNOSES = [
+    (("no module named",), "the database driver is not installed",
+     ("pip install 'psycopg[binary]' (the driver of postgresql:// URIs; a URI naming another driver, "
+      "postgresql+<driver>://, needs that package) into the environment that runs precision-sweep.")),
+    (("password authentication failed",), "the database refused the user name or password",
+     ("correct the user and password in tracking.uri=postgresql://USER:PASSWORD@HOST:PORT/DB (test "
+      "them with: psql -h HOST -p PORT -U USER DB), or ask the database owner for the role.")),
+    (("access denied for user",), "the database refused the user name or password",
+     "correct the user and password in tracking.uri."),
+    (("database", "does not exist"), "the database does not exist on that server",
+     "create it (createdb -h HOST -p PORT -U postgres -O USER DB) or correct its name in tracking.uri."),
+    (("role", "does not exist"), "the database user (role) does not exist on that server",
+     "create it (psql ... -c \"CREATE ROLE USER LOGIN PASSWORD '...'\") or correct the user in tracking.uri."),
+    (("error code 401",), "the tracking server refused the credentials",
+     "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server."),
+    (("error code 403",), "the tracking server refused access",
+     "ask the server's owner for access, or set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD."),
+    (("connection refused",), "nothing is listening at that host and port",
+     ("start the server (README, \"Team set-up\"), or correct the host and port in tracking.uri "
+      "(or $MLFLOW_TRACKING_URI); tracking=local needs no server.")),
+    (("timed out",), "the server did not answer in time",
+     "check that the host is reachable from this machine and the server is up, or correct tracking.uri."),
+    (("timeout expired",), "the server did not answer in time",
+     "check that the host is reachable from this machine and the server is up, or correct tracking.uri."),
+    (("name or service not known",), "the host name does not resolve",
+     "correct the host in tracking.uri (or $MLFLOW_TRACKING_URI)."),
+    (("could not translate host name",), "the host name does not resolve",
+     "correct the host in tracking.uri."),
+]
+
+
+def store_error_message(uri: str, exc: BaseException) -> str:
+    """One paragraph: which store, what is wrong with it, the driver's words, and the fix."""
+    detail = _error_text(uri, exc)
+    lowered = f"{type(exc).__name__} {detail}".lower()
+    for words, what, fix in _DIAGNOSES:
+        if all(word in lowered for word in words):
+            break
+    else:
+        what, fix = "it did not answer a first request", (
+            "check tracking.uri (or $MLFLOW_TRACKING_URI): start the server, fix the path or the "
+            "credentials, or use tracking=local.")
+    return f"Cannot reach the MLflow tracking store at {redact(uri)}: {what} ({detail}). Fix: {fix}"
 
 
 @contextmanager
