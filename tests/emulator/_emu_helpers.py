@@ -74,6 +74,20 @@ def convert(model, input_shapes, precision="fp32", target=None, dtypes=None):
     )
 
 
+def mil_program(build, inputs, opset):
+    """A pymil program whose inputs are named, shaped and typed as ``inputs`` (name -> array)
+    and whose body is ``build(**inputs_as_vars)`` (the builder names program inputs after
+    the body's arguments, so the body is given exactly those arguments)."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import types
+
+    names = list(inputs)
+    specs = [mb.TensorSpec(v.shape, dtype=types.numpy_type_to_builtin_type(v.dtype)) for v in inputs.values()]
+    namespace = {"build": build}
+    exec(f"def prog({', '.join(names)}):\n    return build({', '.join(f'{n}={n}' for n in names)})", namespace)
+    return mb.program(input_specs=specs, opset_version=opset)(namespace["prog"])
+
+
 def keras_reference(model, feeds):
     """TF outputs (inference mode) as a list of float arrays."""
     xs = list(feeds.values())

@@ -18,8 +18,9 @@ import pytest
 ct = pytest.importorskip("coremltools")
 
 from coremltools.converters.mil import Builder as mb  # noqa: E402
-from coremltools.converters.mil.mil import get_new_symbol, types  # noqa: E402
+from coremltools.converters.mil.mil import get_new_symbol  # noqa: E402
 
+import _emu_helpers as H  # noqa: E402
 from precision_sweep.emulator import Emulator  # noqa: E402
 from precision_sweep.emulator.ops import image_resizing as rs  # noqa: E402
 from precision_sweep.emulator.program import compile_plan, numpy_dtype  # noqa: E402
@@ -32,23 +33,9 @@ IMAGE_4X4 = np.arange(1, 17, dtype=np.float32).reshape(1, 1, 4, 4)
 # ---------------------------------------------------------------- helpers
 def run(build, inputs: dict, opset=IOS16, compute_units="cpu_only"):
     """Outputs (in the program's order) of ``build(**inputs)`` with every input a program input."""
-    specs = [
-        mb.TensorSpec(v.shape, dtype=types.numpy_type_to_builtin_type(v.dtype)) for v in inputs.values()
-    ]
-    names = list(inputs)
-    prog = mb.program(input_specs=specs, opset_version=opset)(_positional(names, build))
-    emulator = Emulator(prog, compute_units=compute_units)
-    feeds = {var: inputs[name] for var, name in zip(emulator.input_names, names)}
-    out = emulator.predict(feeds)
+    emulator = Emulator(H.mil_program(build, inputs, opset), compute_units=compute_units)
+    out = emulator.predict(dict(zip(emulator.input_names, inputs.values())))
     return [out[n] for n in emulator.output_names]
-
-
-def _positional(names, build):
-    """A function of exactly ``names`` (the builder names program inputs after its arguments)."""
-    namespace = {"build": build}
-    args = ", ".join(names)
-    exec(f"def prog({args}):\n    return build({', '.join(f'{n}={n}' for n in names)})", namespace)
-    return namespace["prog"]
 
 
 def folded(build, opset=IOS16):
