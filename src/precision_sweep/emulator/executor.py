@@ -114,8 +114,33 @@ def _block_callable(block: Block, env: Mapping[str, Any]):
     return call
 
 
-def run_step(step: Step, env: dict[str, Any]) -> None:
-    """Execute one step, reading its inputs from ``env`` and writing its outputs there."""
+def _root(array: np.ndarray) -> Any:
+    """The object that owns ``array``'s memory (itself, or the base of its chain of views)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
+
+
+def _free_buffer(env: Mapping[str, Any], name: str, argument: Any, dtype: np.dtype) -> np.ndarray | None:
+    """``env[name]``'s array if the step may write its result there: the kernel receives that
+    very array, of the output's dtype, contiguous and writeable, and no other live value is a
+    view of the same memory."""
+    value = env[name]
+    if argument is not value or not isinstance(value, np.ndarray) or value.dtype != dtype:
+        return None
+    if not (value.flags.c_contiguous and value.flags.writeable):
+        return None
+    root = _root(value)
+    for other_name, other in env.items():
+        if other_name != name and isinstance(other, np.ndarray) and _root(other) is root:
+            return None
+    return value
+
+
+def run_step(step: Step, env: dict[str, Any], reuse_buffers: bool = False) -> None:
+    """Execute one step, reading its inputs from ``env`` and writing its outputs there. With
+    ``reuse_buffers`` (a run that frees each value after its last reader), a step marked
+    ``reuses`` writes its result into that input's buffer when nothing else shares it."""
     kwargs = dict(step.const_kwargs)
     for arg, names in step.var_kwargs.items():
         kwargs[arg] = [env[n] for n in names] if isinstance(names, list) else env[names]
@@ -133,6 +158,10 @@ def run_step(step: Step, env: dict[str, Any]) -> None:
     accumulator = step.accumulator if fp16 else FP32
     if step.op_type in ACCUMULATING_OPS:
         kwargs["accumulator"] = accumulator
+    if reuse_buffers and step.reuses is not None:
+        buffer = _free_buffer(env, step.reuses, kwargs.get("x"), step.outputs[0][1])
+        if buffer is not None:
+            kwargs["out"] = buffer
     try:
         result = step.fn(**kwargs)
     except Exception as exc:  # add the op's identity to any kernel failure
@@ -164,22 +193,26 @@ def execute(
 
     Returns the program outputs and, if ``capture``, every top-level intermediate tensor keyed
     by MIL variable name as ``(op type, value)`` (list values and values inside nested blocks
-    are not captured). Without ``capture``, each value is dropped after its last reader.
+    are not captured). Without ``capture``, the plan's lean steps run (zero pads folded into
+    their convs), each value is dropped after its last reader, and an activation may write into
+    its input's buffer.
     """
     env: dict[str, Any] = dict(plan.constants)
     for name, (_, dtype) in plan.inputs.items():
         env[name] = np.asarray(feeds[name]).astype(dtype, copy=False)
     intermediates: dict[str, tuple[str, np.ndarray]] = {}
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"), single_threaded_blas():
-        for step, released in zip(plan.steps, plan.releases):
-            run_step(step, env)
-            if not capture:
+        if not capture:
+            for step, released in zip(plan.lean_steps, plan.releases):
+                run_step(step, env, reuse_buffers=True)
                 for name in released:
                     del env[name]
-            else:
-                for name, _ in step.outputs:
-                    # Tensors only: a list value is not an array for calibration or drift to
-                    # compare, and a loop's tensors are captured as the loop's outputs.
-                    if not isinstance(env[name], TensorList):
-                        intermediates[name] = (step.op_type, env[name])
+            return {name: env[name] for name in plan.outputs}, intermediates
+        for step in plan.steps:
+            run_step(step, env)
+            for name, _ in step.outputs:
+                # Tensors only: a list value is not an array for calibration or drift to
+                # compare, and a loop's tensors are captured as the loop's outputs.
+                if not isinstance(env[name], TensorList):
+                    intermediates[name] = (step.op_type, env[name])
     return {name: env[name] for name in plan.outputs}, intermediates

@@ -37,6 +37,10 @@ class Step:
     # Arguments whose values enter the Neural Engine from another unit or the program inputs
     # (NaN -> +inf there, datapath.coerce_nan).
     coerce: tuple[str, ...] = ()
+    # The variable whose buffer may receive this step's result: its input ``x``, when this
+    # top-level step is its last reader and it is neither a constant nor a program input (the
+    # executor still checks at run time that no live value shares the buffer).
+    reuses: str | None = None
 
 
 @dataclass
@@ -59,7 +63,11 @@ class Plan:
     # variable name -> (op type, op name) of every op the plan knows, folded ones included.
     producers: dict[str, tuple[str, str]] = field(default_factory=dict)
     spec_version: int | None = None
-    # Per top-level step, the values no later step reads (freed after it unless capturing).
+    # The top-level steps of a run that keeps no intermediates (``capture=False``): ``steps``
+    # with each zero ``pad`` folded into the 2-D conv that alone reads it (the conv pads for
+    # itself, as its kernels do without a padded copy), so the padded tensor never exists.
+    lean_steps: list[Step] = field(default_factory=list)
+    # Per lean step, the values no later step reads (freed after it).
     releases: list[list[str]] = field(default_factory=list)
 
     def all_steps(self):

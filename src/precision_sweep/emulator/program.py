@@ -19,6 +19,7 @@ MIL's lexical scoping is kept as it is; such steps are never folded.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from precision_sweep.emulator.ops._accumulate import Accumulator
 from precision_sweep.emulator.plan import Block, Plan, Step
-from precision_sweep.emulator.registry import KERNELS, supported_ops
+from precision_sweep.emulator.registry import KERNELS, WRITES_INTO_X, supported_ops
 
 
 class UnsupportedOpError(NotImplementedError):
@@ -103,9 +104,88 @@ def compile_plan(program, function_name: str = "main", placer: Callable | None =
         outputs=[var.name for var in function.outputs],
     )
     plan.steps = _compile_operations(function.operations, plan, placer, False)
-    plan.releases = _releases(plan)
     _mark_boundaries(plan)
+    plan.lean_steps = _fold_zero_pads(plan)
+    plan.releases = _releases(plan)
+    _mark_reuses(plan)
     return plan
+
+
+def _zero_spatial_pad(step: Step) -> list[int] | None:
+    """The [top, bottom, left, right] amounts of a ``pad`` step that adds zeros (+0.0) to the
+    last two axes of a rank-4 tensor only; None for any other step (``-0.0`` too: the conv's
+    own padding reads +0.0)."""
+    if step.op_type != "pad" or set(step.var_kwargs) != {"x"} or step.blocks:
+        return None
+    if str(step.const_kwargs.get("mode", "constant")) != "constant":
+        return None
+    value = np.asarray(step.const_kwargs.get("constant_val", 0.0))
+    if value.size != 1 or value.item() != 0 or np.signbit(value.item()):
+        return None
+    amounts = [int(a) for a in np.asarray(step.const_kwargs.get("pad", [])).reshape(-1)]
+    # The reader is a 2-D conv, so x has rank 4: four amounts pad its last two axes.
+    if len(amounts) == 4:
+        return amounts
+    if len(amounts) == 8 and not any(amounts[:4]):
+        return amounts[4:]
+    return None
+
+
+def _readers(plan: Plan) -> dict[str, int]:
+    """How many times each variable is read, nested blocks and program outputs included."""
+    counts: dict[str, int] = {}
+    for step in plan.steps:
+        for name in _names_read(step):
+            counts[name] = counts.get(name, 0) + 1
+    for name in plan.outputs:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _fold_zero_pads(plan: Plan) -> list[Step]:
+    """``plan.steps`` with each zero spatial ``pad`` whose only reader is the ``x`` of a
+    ``pad_type="valid"`` 2-D conv on the same compute unit folded into that conv
+    (``pad_type="custom"``): the same values, the conv's zero padding being the pad's."""
+    readers = _readers(plan)
+    producers = {name: step for step in plan.steps for name, _ in step.outputs}
+    folded: dict[int, Step] = {}
+    for step in plan.steps:
+        name = step.var_kwargs.get("x")
+        pad_step = producers.get(name) if isinstance(name, str) else None
+        if step.op_type != "conv" or pad_step is None or readers.get(name) != 1:
+            continue
+        amounts = _zero_spatial_pad(pad_step)
+        weight = step.const_kwargs.get("weight")
+        if amounts is None or weight is None or np.ndim(weight) != 4 or "pad" in step.var_kwargs:
+            continue
+        if str(step.const_kwargs.get("pad_type", "valid")) != "valid" or set(step.var_kwargs) != {"x"}:
+            continue
+        if (pad_step.placement and pad_step.placement.unit) != (step.placement and step.placement.unit):
+            continue
+        folded[id(pad_step)] = None
+        folded[id(step)] = replace(
+            step,
+            var_kwargs={"x": pad_step.var_kwargs["x"]},
+            const_kwargs={**step.const_kwargs, "pad_type": "custom", "pad": np.asarray(amounts, dtype=np.int32)},
+            coerce=tuple(sorted(set(step.coerce) | set(pad_step.coerce))),
+        )
+    return [folded.get(id(step), step) for step in plan.steps if folded.get(id(step), step) is not None]
+
+
+def _mark_reuses(plan: Plan) -> None:
+    """Set ``reuses`` on the top-level steps that may write into their input's buffer: the
+    input is freed after the step anyway, so the result takes its place (an activation after a
+    conv then needs no second buffer of the conv's size)."""
+    for step, released in zip(plan.lean_steps, plan.releases):
+        name = step.var_kwargs.get("x")
+        if (
+            step.op_type in WRITES_INTO_X
+            and isinstance(name, str)
+            and name in released
+            and name not in plan.inputs
+            and name not in plan.constants
+        ):
+            step.reuses = name
 
 
 def _mark_boundaries(plan: Plan) -> None:
@@ -145,13 +225,13 @@ def _releases(plan: Plan) -> list[list[str]]:
     """
     keep = set(plan.outputs) | set(plan.constants)
     last_use: dict[str, int] = {name: -1 for name in plan.inputs}
-    for index, step in enumerate(plan.steps):
+    for index, step in enumerate(plan.lean_steps):
         for name, _ in step.outputs:
             last_use.setdefault(name, index)
         for name in _names_read(step):
             if name in last_use:
                 last_use[name] = index
-    releases: list[list[str]] = [[] for _ in plan.steps]
+    releases: list[list[str]] = [[] for _ in plan.lean_steps]
     for name, index in last_use.items():
         if name not in keep and index >= 0:
             releases[index].append(name)

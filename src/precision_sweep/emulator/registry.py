@@ -6,7 +6,9 @@ array, or a tuple of arrays for ops with several outputs. Kernels compute; the e
 dtypes (it casts every result to the dtype the program declares). The kernel of an op in
 ``numerics.ACCUMULATING_OPS``, and only such a kernel, also takes a keyword-only
 ``accumulator`` through which it does every sum; registration refuses a kernel that
-disagrees.
+disagrees. A kernel with a keyword-only ``out`` (elementwise ops whose result has their input
+``x``'s shape and dtype) writes its result into that buffer when the executor passes one:
+``x``'s own, when nothing else reads it any more (:data:`WRITES_INTO_X`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Callable
 from precision_sweep.emulator.numerics import ACCUMULATING_OPS
 
 KERNELS: dict[str, Callable] = {}
+# Op types whose kernel can write its result into the buffer of its input ``x`` (``out=``).
+WRITES_INTO_X: set[str] = set()
 
 
 def kernel(*op_types: str) -> Callable[[Callable], Callable]:
@@ -33,6 +37,8 @@ def kernel(*op_types: str) -> Callable[[Callable], Callable]:
                     "in numerics.ACCUMULATING_OPS"
                 )
             KERNELS[op_type] = fn
+            if "out" in inspect.signature(fn).parameters:
+                WRITES_INTO_X.add(op_type)
         return fn
 
     return register

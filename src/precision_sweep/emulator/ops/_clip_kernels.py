@@ -39,18 +39,19 @@ def _clip_half(bits, lo, hi, lo_bits, hi_bits, ties_to_bounds, out):
         out[i] = bits[i] if choice == 0 else (lo_bits if choice == 1 else hi_bits)
 
 
-def clip_float16(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> np.ndarray:
+def clip_float16(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool, out: np.ndarray | None = None) -> np.ndarray:
     """A float16 ``x`` clipped to [lo, hi], with the bits the float32 computation rounds to.
 
     ``ties_to_bounds`` says what an element equal to a bound becomes, which matters only for
     signed zeros: the bound (``np.minimum(np.maximum(x, lo), hi)`` on float32 returns its
     second operand on ties) or the element itself (``np.clip``). ``lo`` and ``hi`` are taken
-    as float16, the dtype they have in an fp16 program.
+    as float16, the dtype they have in an fp16 program. ``out``, a C-contiguous float16 array of
+    ``x``'s shape (``x`` itself included), receives the result.
     """
     x = np.asarray(x, dtype=np.float16)
     lo16, hi16 = np.float16(lo), np.float16(hi)
     bits = np.ascontiguousarray(x).reshape(-1).view(np.uint16)
-    out = np.empty(x.size, dtype=np.uint16)
+    out = np.empty(x.size, dtype=np.uint16) if out is None else out.reshape(-1).view(np.uint16)
     lo_bits = np.array([lo16]).view(np.uint16)[0]
     hi_bits = np.array([hi16]).view(np.uint16)[0]
     _clip_half(bits, np.float32(lo16), np.float32(hi16), lo_bits, hi_bits, ties_to_bounds, out)
@@ -64,16 +65,17 @@ def _clip_single(x, lo, hi, ties_to_bounds, out):
         out[i] = x[i] if choice == 0 else (lo if choice == 1 else hi)
 
 
-def clip_float32(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool) -> np.ndarray:
+def clip_float32(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool, out: np.ndarray | None = None) -> np.ndarray:
     """:func:`clip_float16` for a float32 ``x``: the same bits as numpy, on all cores.
 
-    ``ties_to_bounds`` as there: ``np.minimum(np.maximum(x, lo), hi)`` (True) or ``np.clip``.
+    ``ties_to_bounds`` as there: ``np.minimum(np.maximum(x, lo), hi)`` (True) or ``np.clip``;
+    ``out`` as there.
     """
     x = np.asarray(x, dtype=np.float32)
     if x.size < PARALLEL_MIN_SIZE:
         if ties_to_bounds:
-            return np.minimum(np.maximum(x, np.float32(lo)), np.float32(hi))
-        return np.clip(x, np.float32(lo), np.float32(hi))
-    out = np.empty(x.size, dtype=np.float32)
-    _clip_single(np.ascontiguousarray(x).reshape(-1), np.float32(lo), np.float32(hi), ties_to_bounds, out)
-    return out.reshape(x.shape)
+            return np.minimum(np.maximum(x, np.float32(lo)), np.float32(hi), out=out)
+        return np.clip(x, np.float32(lo), np.float32(hi), out=out)
+    flat = np.empty(x.size, dtype=np.float32) if out is None else out.reshape(-1)
+    _clip_single(np.ascontiguousarray(x).reshape(-1), np.float32(lo), np.float32(hi), ties_to_bounds, flat)
+    return flat.reshape(x.shape)

@@ -23,21 +23,21 @@ def _erf_array(x: np.ndarray) -> np.ndarray:
 
 
 @kernel("relu")
-def relu(x):
+def relu(x, *, out=None):
     if x.dtype == np.float16:
-        return clip_float16(x, 0, np.inf, ties_to_bounds=True)
+        return clip_float16(x, 0, np.inf, ties_to_bounds=True, out=out)
     if x.dtype == np.float32:
-        return clip_float32(x, 0, np.inf, ties_to_bounds=True)
-    return np.maximum(x, 0)
+        return clip_float32(x, 0, np.inf, ties_to_bounds=True, out=out)
+    return np.maximum(x, 0, out=out)
 
 
 @kernel("relu6")
-def relu6(x):
+def relu6(x, *, out=None):
     if x.dtype == np.float16:
-        return clip_float16(x, 0, 6, ties_to_bounds=False)
+        return clip_float16(x, 0, 6, ties_to_bounds=False, out=out)
     if x.dtype == np.float32:
-        return clip_float32(x, 0, 6, ties_to_bounds=False)
-    return np.clip(x, 0, 6)
+        return clip_float32(x, 0, 6, ties_to_bounds=False, out=out)
+    return np.clip(x, 0, 6, out=out)
 
 
 @kernel("leaky_relu")

@@ -45,10 +45,12 @@ for _op_type, _fn in {
 
 
 @kernel("clip")
-def clip(x, alpha, beta):
+def clip(x, alpha, beta, *, out=None):
     if x.dtype == np.float16 and np.ndim(alpha) == 0 and np.ndim(beta) == 0:
-        return clip_float16(x, alpha, beta, ties_to_bounds=True)
-    return np.minimum(np.maximum(x, alpha), beta)
+        return clip_float16(x, alpha, beta, ties_to_bounds=True, out=out)
+    if out is not None and np.result_type(x, alpha, beta) != out.dtype:
+        out = None  # a float32 bound on a float16 x computes in float32: no buffer to share
+    return np.minimum(np.maximum(x, alpha), beta, out=out)
 
 
 @kernel("inverse")
