@@ -223,3 +223,25 @@ def test_new_ops_run_under_every_profile_in_the_declared_dtype(name):
                 if op_type in ("non_zero", "non_maximum_suppression") and float_dtype == np.float16:
                     continue  # selections may flip on fp16 rounding; dtype and execution are checked above
                 np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1.0, np.abs(want).max(initial=0)))
+
+
+# ---------------------------------------------------------------- fill with a symbolic shape
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tf_fill_with_a_dynamic_batch_from_a_saved_package(precision, tmp_path):
+    """``tf.fill([tf.shape(x)[0], 3], v)`` converts to ``shape -> slice -> concat -> fill``; the
+    package is saved with a flexible batch and run at several batch sizes on every profile."""
+    H.quiet()
+    fn = lambda x: x * tf.fill([tf.shape(x)[0], 3], 3.0) + tf.fill(tf.shape(x), 0.5)  # noqa: E731
+    concrete = tf.function(fn).get_concrete_function(tf.TensorSpec((None, 3), tf.float32, name="input_0"))
+    prec = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
+    mlmodel = ct.convert([concrete], source="tensorflow", convert_to="mlprogram", minimum_deployment_target=IOS16,
+                         compute_precision=prec, inputs=[ct.TensorType(name="input_0", shape=(ct.RangeDim(1, 16), 3))])
+    path = tmp_path / "fill.mlpackage"
+    mlmodel.save(str(path))
+    for units, device in PROFILES:
+        emulator = Emulator(str(path), compute_units=units, device=device)
+        assert "fill" in emulator.op_types()
+        for batch in (1, 5, 16):
+            x = RNG.uniform(-1, 1, (batch, 3)).astype(np.float32)
+            (got,) = emulator.predict({emulator.input_names[0]: x}).values()
+            np.testing.assert_allclose(got, fn(tf.constant(x)).numpy(), rtol=1e-6 if precision == "fp32" else 2e-3, atol=2e-3)
