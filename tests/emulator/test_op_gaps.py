@@ -17,13 +17,13 @@ import pytest
 
 ct = pytest.importorskip("coremltools")
 
-from coremltools.converters.mil import Builder as mb  # noqa: E402
-from coremltools.converters.mil.mil import get_new_symbol  # noqa: E402
+import _emu_helpers as H
+from coremltools.converters.mil import Builder as mb
+from coremltools.converters.mil.mil import get_new_symbol
 
-import _emu_helpers as H  # noqa: E402
-from precision_sweep.emulator import Emulator  # noqa: E402
-from precision_sweep.emulator.ops import image_resizing as rs  # noqa: E402
-from precision_sweep.emulator.program import compile_plan, numpy_dtype  # noqa: E402
+from precision_sweep.emulator import Emulator
+from precision_sweep.emulator.ops import image_resizing as rs
+from precision_sweep.emulator.program import compile_plan, numpy_dtype
 
 IOS15, IOS16, IOS17 = ct.target.iOS15, ct.target.iOS16, ct.target.iOS17
 RNG = np.random.default_rng(15)
@@ -198,7 +198,7 @@ def test_crop_resize_four_coordinate_roi_crops_every_image():
     assert got.shape == (2, 3, 2, 2, 3)
     for n, b in itertools.product(range(2), range(3)):
         boxes = roi[n].reshape(1, 4)
-        (one,) = run(lambda x: mb.crop_resize(x=x, boxes=boxes, box_indices=np.array([b], np.int32), target_height=2,
+        (one,) = run(lambda x, boxes=boxes, b=b: mb.crop_resize(x=x, boxes=boxes, box_indices=np.array([b], np.int32), target_height=2,
                                               target_width=3, sampling_mode="ALIGN_CORNERS"), {"x": x}, IOS17)
         np.testing.assert_allclose(got[n, b], one[0], rtol=1e-6)
 
@@ -295,9 +295,9 @@ def test_resample_normalized_modes_agree():
         ("normalized_minus_one_to_one", False): (pixels + 0.5) / size * 2 - 1,
     }
     outs = [
-        run(lambda x, coordinates: mb.resample(x=x, coordinates=coordinates, sampling_mode="bilinear",
-                                               padding_mode="border", padding_value=np.float32(0),
-                                               coordinates_mode=mode, align_corners=align),
+        run(lambda x, coordinates, mode=mode, align=align: mb.resample(
+                x=x, coordinates=coordinates, sampling_mode="bilinear", padding_mode="border",
+                padding_value=np.float32(0), coordinates_mode=mode, align_corners=align),
             {"x": x, "coordinates": coords.astype(np.float32)}, IOS16)[0]
         for (mode, align), coords in variants.items()
     ]
@@ -485,7 +485,7 @@ def test_ios17_scatters_validate_indices(op, bad):
     bad_indices.reshape(-1)[-1] = bad
     with pytest.raises(RuntimeError, match="out of bounds") as excinfo:
         run(lambda data, indices, updates: _bad_index_program(op, data, indices, updates),
-            dict(inputs, indices=bad_indices), IOS17)
+            {**inputs, "indices": bad_indices}, IOS17)
     assert isinstance(excinfo.value.__cause__, IndexError)
 
 
@@ -511,7 +511,7 @@ TOPK_X = RNG.permutation(60).reshape(3, 4, 5).astype(np.float32)
 
 
 def _topk_args(opset, k, axis, ascending, sort, return_indices, indices_dtype):
-    args = dict(k=k, axis=axis, ascending=ascending)
+    args = {"k": k, "axis": axis, "ascending": ascending}
     if opset >= IOS16:
         args.update(sort=sort, return_indices=return_indices)
     if opset >= IOS17 and return_indices:
@@ -554,7 +554,7 @@ def test_topk_ios17_k_minus_one_selects_all():
 
 def test_topk_ios17_small_unsigned_types_descending():
     x = RNG.integers(0, 250, (4, 6)).astype(np.uint8)
-    values, indices = run(lambda x: mb.topk(x=x, k=2), {"x": x}, IOS17)
+    values, _ = run(lambda x: mb.topk(x=x, k=2), {"x": x}, IOS17)
     np.testing.assert_array_equal(values, -np.sort(-x.astype(np.int64), axis=-1)[:, :2])
     assert values.dtype == np.uint8
 
@@ -575,7 +575,9 @@ def test_thresholded_relu_keeps_x_equal_to_alpha():
 ])
 def test_reshape_ios17_zero_copies_right_aligned_dim(x_shape, shape):
     x = RNG.standard_normal(x_shape).astype(np.float32)
-    from coremltools.converters.mil.mil.ops.defs.iOS17.tensor_transformation import reshape as reshape17
+    from coremltools.converters.mil.mil.ops.defs.iOS17.tensor_transformation import (
+        reshape as reshape17,
+    )
 
     expected = tuple(reshape17.replace_neg_one_in_shape(list(x_shape), reshape17.replace_zeros_in_shape(list(x_shape), list(shape))))
     (got,) = run(lambda x: mb.reshape(x=x, shape=np.array(shape, np.int32)), {"x": x}, IOS17)

@@ -19,10 +19,10 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 ct = pytest.importorskip("coremltools")
 
-import _emu_helpers as H  # noqa: E402
-from coremltools.converters.mil import Builder as mb  # noqa: E402
+import _emu_helpers as H
+from coremltools.converters.mil import Builder as mb
 
-from precision_sweep.emulator import Emulator  # noqa: E402
+from precision_sweep.emulator import Emulator
 
 IOS15, IOS16, IOS17 = ct.target.iOS15, ct.target.iOS16, ct.target.iOS17
 RNG = np.random.default_rng(150)
@@ -144,9 +144,9 @@ def test_tf_image_projective_transform_converts_to_affine(target, transforms, ou
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(transforms=[[1, 0, 0, 0, 1, 0, 0.01, 0]]), "non-zero c0 or c1 is not supported"),
-    (dict(transforms=[[1, 0, 0, 0, 1, 0, 0, 0]], fill=1.0), "Only fill_value = 0.0 is supported"),
-    (dict(transforms=[[1, 0, 0, 0, 1, 0, 0, 0]], interpolation="NEAREST"), "Only interpolation = BILINEAR"),
+    ({"transforms": [[1, 0, 0, 0, 1, 0, 0.01, 0]]}, "non-zero c0 or c1 is not supported"),
+    ({"transforms": [[1, 0, 0, 0, 1, 0, 0, 0]], "fill": 1.0}, "Only fill_value = 0.0 is supported"),
+    ({"transforms": [[1, 0, 0, 0, 1, 0, 0, 0]], "interpolation": "NEAREST"}, "Only interpolation = BILINEAR"),
 ])
 def test_tf_image_projective_transform_converter_refusals(kwargs, message):
     with pytest.raises((ValueError, NotImplementedError), match=message):
@@ -231,7 +231,7 @@ def test_tf_fill_with_a_dynamic_batch_from_a_saved_package(precision, tmp_path):
     """``tf.fill([tf.shape(x)[0], 3], v)`` converts to ``shape -> slice -> concat -> fill``; the
     package is saved with a flexible batch and run at several batch sizes on every profile."""
     H.quiet()
-    fn = lambda x: x * tf.fill([tf.shape(x)[0], 3], 3.0) + tf.fill(tf.shape(x), 0.5)  # noqa: E731
+    fn = lambda x: x * tf.fill([tf.shape(x)[0], 3], 3.0) + tf.fill(tf.shape(x), 0.5)
     concrete = tf.function(fn).get_concrete_function(tf.TensorSpec((None, 3), tf.float32, name="input_0"))
     prec = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
     mlmodel = ct.convert([concrete], source="tensorflow", convert_to="mlprogram", minimum_deployment_target=IOS16,
