@@ -70,6 +70,26 @@ def test_tf_crop_and_resize_converts_to_crop_resize(target, batch, extrapolation
     emulate_against_tf(_crop_and_resize(batch, extrapolation), [x], target, "crop_resize")
 
 
+@pytest.mark.parametrize("target,batch", [(IOS17, 2), (IOS16, 1)])
+def test_tf_crop_and_resize_with_boxes_as_inputs(target, batch):
+    """Boxes and box indices fed at run time (iOS16: the frontend builds the roi in the program)."""
+    H.quiet()
+    fn = lambda x, b, i: tf.image.crop_and_resize(x, b, i, [3, 4], extrapolation_value=-1.0)
+    shapes = [((batch, 6, 7, 3), tf.float32), ((5, 4), tf.float32), ((5,), tf.int32)]
+    specs = [tf.TensorSpec(s, d, name=f"input_{k}") for k, (s, d) in enumerate(shapes)]
+    inputs = [ct.TensorType(name=f"input_{k}", shape=s, **({"dtype": np.int32} if d == tf.int32 else {}))
+              for k, (s, d) in enumerate(shapes)]
+    concrete = tf.function(fn).get_concrete_function(*specs)
+    mlmodel = ct.convert([concrete], source="tensorflow", convert_to="mlprogram", minimum_deployment_target=target,
+                         compute_precision=ct.precision.FLOAT32, inputs=inputs)
+    feeds = [RNG.standard_normal((batch, 6, 7, 3)).astype(np.float32), RNG.uniform(-0.2, 1.2, (5, 4)).astype(np.float32),
+             (np.arange(5) % batch).astype(np.int32)]
+    emulator = Emulator(mlmodel, compute_units="cpu_only")
+    assert "crop_resize" in emulator.op_types()
+    (got,) = emulator.predict(dict(zip(emulator.input_names, feeds))).values()
+    H.assert_matches_tf(got, fn(*feeds).numpy(), rtol=1e-5, top1=False)
+
+
 def test_tf_crop_and_resize_before_ios17_fails_to_convert_a_batch():
     """iOS15/16 ``crop_resize`` type inference gives (N, B, C, h, w) for an indexed roi, so the
     frontend's squeeze of axis 1 fails for B > 1 (coremltools 9)."""
