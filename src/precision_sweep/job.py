@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from precision_sweep.errors import SkipJob
 from precision_sweep.config_checks import check_config
-from precision_sweep.limits import JobTerminated, job_limits
+from precision_sweep.limits import JobTerminated, job_limits, sigterm_raises
 from precision_sweep.tracking import store
 from precision_sweep.tracking.job_run import JobRun
 
@@ -77,12 +77,13 @@ def run_job(cfg: DictConfig) -> dict | None:
         check_config(cfg)  # a user error is raised before anything is stored
     run = open_job_run(cfg)
     try:
-        if multirun:
-            check_config(cfg)  # a grid's own values: this job's run FAILED says why
-        if cfg.limits.timeout_minutes or cfg.limits.max_memory_gb:
-            _import_libraries()
-        with job_limits(cfg.limits.timeout_minutes, cfg.limits.max_memory_gb):
-            metrics = evaluate(cfg, run)
+        with sigterm_raises():  # from here on, a scheduler's SIGTERM closes the run KILLED
+            if multirun:
+                check_config(cfg)  # a grid's own values: this job's run FAILED says why
+            if cfg.limits.timeout_minutes or cfg.limits.max_memory_gb:
+                _import_libraries()
+            with job_limits(cfg.limits.timeout_minutes, cfg.limits.max_memory_gb):
+                metrics = evaluate(cfg, run)
     except SkipJob as exc:
         log.warning("skipped: %s", exc)
         run.skip(str(exc))

@@ -81,6 +81,26 @@ class _MemoryWatch(threading.Thread):
         self.join()
 
 
+def _raise_terminated(signum, frame):
+    raise JobTerminated("the job received SIGTERM")
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While the block runs, SIGTERM raises :class:`JobTerminated` (main thread only), so a job
+    cancelled by its scheduler (SLURM's scancel or time limit) closes its run KILLED. A launcher
+    may have its own SIGTERM handler (submitit's only logs the signal, and SLURM kills the job
+    seconds later): it is restored when the block ends."""
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def job_limits(timeout_minutes: float | None = None, max_memory_gb: float | None = None):
     main = threading.current_thread() is threading.main_thread()
@@ -88,10 +108,7 @@ def job_limits(timeout_minutes: float | None = None, max_memory_gb: float | None
     active = threading.Event()  # set while the limits apply; handlers do nothing once cleared
     active.set()
     if main and hasattr(signal, "SIGTERM"):
-        def _terminated(signum, frame):
-            raise JobTerminated("the job received SIGTERM")
-
-        restore.append((signal.SIGTERM, signal.signal(signal.SIGTERM, _terminated)))
+        restore.append((signal.SIGTERM, signal.signal(signal.SIGTERM, _raise_terminated)))
     if main and timeout_minutes:
         def _timeout(signum, frame):
             if not active.is_set():

@@ -13,9 +13,10 @@ from typing import Callable
 
 from omegaconf import DictConfig
 
-from precision_sweep.cli.preflight import ray
+from precision_sweep.cli.preflight import ray, slurm
 
 CHECKS: dict[str, Callable[[DictConfig], None]] = {
+    "SlurmLauncher": slurm.check,
     "RayTaskLauncher": ray.check,
 }
 

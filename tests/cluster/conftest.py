@@ -1,0 +1,24 @@
+"""Fixtures of the cluster tests: one real single-node SLURM cluster per test session
+(:mod:`slurm_cluster`), skipped with the reason when SLURM cannot run on this machine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # slurm_cluster, next to this file
+
+from slurm_cluster import ClusterUnavailable, SlurmCluster, start_cluster
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> SlurmCluster:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install -e '.[cluster]' (hydra-submitit-launcher)")
+    try:
+        cluster = start_cluster()
+    except ClusterUnavailable as exc:
+        pytest.skip(f"no SLURM cluster on this machine: {exc}")
+    yield cluster
+    cluster.stop()
