@@ -98,8 +98,10 @@ def stop_command(pg: Postgres) -> list[str]:
 
 def mlflow_server_command(backend_uri: str, port: int, artifacts: Path) -> list[str]:
     """``--artifacts-destination``: the server stores artifacts and new experiments get
-    ``mlflow-artifacts:/`` roots, so clients on other machines upload over HTTP."""
-    return ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+    ``mlflow-artifacts:/`` roots, so clients on other machines upload over HTTP. One worker
+    process (its requests run on threads): on a small busy machine uvicorn's supervisor kills
+    extra workers that start slowly, and requests they accepted are lost."""
+    return ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts)]
 
 

@@ -59,8 +59,10 @@ def prepare_experiment(uri: str, name: str, artifact_location: str | None) -> st
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     if is_database_uri(uri):
         check_database(uri)  # MLflow retries a refused database connection for ~100 s
+    if urlparse(uri).scheme in ("http", "https"):
+        check_server(uri)  # and an unreachable server for minutes
     try:
-        with _fail_fast():  # MLflow retries an unreachable server for minutes: probe once
+        with _fail_fast():  # reachable, but a just-started server's first answer can be slow
             client = client_for(uri)
             experiment = client.get_experiment_by_name(name)
         if experiment is not None:
@@ -98,6 +100,30 @@ def create_or_find_experiment(client, name: str, location: str | None) -> str:
         raise UserInputError(f"The experiment {name!r} exists but cannot be found (deleted?). Restore it "
                              f"with `mlflow experiments restore` or choose another tracking.experiment.")
     return experiment.experiment_id
+
+
+# -- an MLflow tracking server (http://host:port) ------------------------------------------
+
+
+def check_server(uri: str) -> None:
+    """Open one TCP connection to the server, with a timeout; a failure is a :class:`UserInputError`.
+
+    Skipped when the environment routes the host through an HTTP proxy (only the proxy is
+    reached directly then; MLflow's own first request tells).
+    """
+    import socket
+    import urllib.request
+
+    parsed = urlparse(uri)
+    host = parsed.hostname or ""
+    if urllib.request.getproxies().get(parsed.scheme) and not urllib.request.proxy_bypass(host):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        raise UserInputError(store_error_message(uri, exc)) from exc
 
 
 # -- SQL databases given directly as tracking.uri (postgresql://user:password@host:port/db) --
@@ -172,6 +198,8 @@ _DIAGNOSES = [
     (("connection refused",), "nothing is listening at that host and port",
      ("start the server (README, \"Team set-up\"), or correct the host and port in tracking.uri "
       "(or $MLFLOW_TRACKING_URI); tracking=local needs no server.")),
+    (("read timed out",), "the server accepts connections but did not answer a request in 60 s",
+     "look at the server's log (still starting? overloaded?) and try again, or correct tracking.uri."),
     (("timed out",), "the server did not answer in time",
      "check that the host is reachable from this machine and the server is up, or correct tracking.uri."),
     (("timeout expired",), "the server did not answer in time",
@@ -199,8 +227,10 @@ def store_error_message(uri: str, exc: BaseException) -> str:
 
 @contextmanager
 def _fail_fast():
-    """No retries and a short timeout for MLflow HTTP requests inside the block."""
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    """Few retries for MLflow HTTP requests inside the block (MLflow's default backs off for
+    minutes), with time for a slow first answer: a just-started server sets up its store on
+    the first request, and a busy machine makes that take tens of seconds."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
     saved = {key: os.environ.get(key) for key in keys}
     os.environ.update({key: os.environ.get(key) or value for key, value in keys.items()})
     try:
