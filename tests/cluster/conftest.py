@@ -22,3 +22,5 @@ def slurm_cluster() -> SlurmCluster:
         pytest.skip(f"no SLURM cluster on this machine: {exc}")
     yield cluster
     cluster.stop()
+
+from postgres_server import postgres_db, tracking_server  # noqa: E402,F401  (PostgreSQL + MLflow server)
