@@ -2,10 +2,11 @@
 an unusable store refused before any job starts.
 
 Owns: two sweeps launched at once from two processes into one experiment on the server of
-:mod:`postgres_server` (nothing lost or misfiled); a PostgreSQL URI with a wrong password and
-an MLflow server nobody answers at (one paragraph with the fix, exit 2, no run left RUNNING,
-the password never printed). The tests on a closed port need no server and run by default;
-the others start PostgreSQL and MLflow and are slow.
+:mod:`postgres_server` (nothing lost or misfiled); a sweep losing the race to create the
+experiment using the winner's; a PostgreSQL URI with a wrong password, a store nobody answers
+at and a missing driver (one paragraph with the fix, exit 2, no run left RUNNING, the password
+never printed). The tests that need no server run by default; the others start PostgreSQL and
+MLflow and are slow.
 """
 
 from __future__ import annotations
