@@ -237,3 +237,14 @@ def test_losing_the_race_to_create_the_experiment_is_not_an_error(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     winner = client.create_experiment(EXPERIMENT)  # another sweep, between our look-up and create
     assert store.create_or_find_experiment(client, EXPERIMENT, None) == winner
+
+
+def test_the_readme_team_set_up_is_the_commands_the_fixture_runs():
+    """README.md's team set-up shows, line for line, what tests/cluster/postgres_server.py runs."""
+    script = Path(__file__).with_name("postgres_server.py")
+    printed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    lines = [line for line in printed.splitlines() if line.strip()]
+    assert len(lines) >= 6
+    for line in lines:
+        assert line in readme, f"README.md's team set-up lacks: {line}"
