@@ -8,7 +8,8 @@ allowance, interrupts the main thread with SIGUSR1, which raises :class:`JobMemo
 (RLIMIT_AS) was tried first and failed normal jobs, since every new thread reserves tens of
 MiB of address space it never uses. A single allocation larger than the machine's free
 memory can still be killed by the kernel before the watchdog looks.
-SIGTERM (a cluster scheduler cancelling the job) raises :class:`JobTerminated` so the run is
+SIGTERM (a cluster scheduler cancelling the job) raises :class:`JobTerminated` inside
+:func:`sigterm_raises`, which the job holds from the moment its run exists, so the run is
 closed as KILLED instead of left RUNNING. Everything is restored when the job ends. POSIX
 only; signals need the main thread, so a job run in another thread gets neither the timeout
 nor the memory cap.
@@ -107,8 +108,6 @@ def job_limits(timeout_minutes: float | None = None, max_memory_gb: float | None
     restore: list = []
     active = threading.Event()  # set while the limits apply; handlers do nothing once cleared
     active.set()
-    if main and hasattr(signal, "SIGTERM"):
-        restore.append((signal.SIGTERM, signal.signal(signal.SIGTERM, _raise_terminated)))
     if main and timeout_minutes:
         def _timeout(signum, frame):
             if not active.is_set():
