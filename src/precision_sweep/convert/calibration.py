@@ -81,8 +81,8 @@ def activation_stats(mlmodel, samples: np.ndarray, batch_size: int = 32) -> dict
     for start in range(0, len(samples), batch_size):
         _, captured = emulator.predict({input_name: samples[start : start + batch_size]}, capture=True)
         for name, (op_type, value) in captured.items():
-            if op_type == "const" or name in outputs or name == input_name:
-                continue
+            if op_type == "const" or name in outputs or name == input_name or "@" in name:
+                continue  # "@": a value inside a loop/cond body (one per iteration), not an output Core ML records
             value = np.asarray(value)
             if value.dtype.type not in _RECORDED_DTYPES or value.size == 0:
                 continue

@@ -3,10 +3,18 @@
 Both programs run on the same batch with the emulator capturing every intermediate variable.
 Variables are matched by name after removing the suffixes coremltools appends when it
 rewrites a program (``_cast_fp16``/``_cast_fp32`` for ops moved to another precision,
-``_to_fp16``/``_to_fp32`` for inserted casts, ``_quantized`` for compressed weights). For each
+``_to_fp16``/``_to_fp32`` for inserted casts, ``_quantized`` for compressed weights) and the
+number TensorFlow gives each traced loop/branch function (``while_body_533``: the FP32 and the
+low-precision programs come from two conversions, two traces, two numbers). For each
 matched op the table holds the relative L2 error, the cosine similarity, the SQNR in dB and
 whether NaN/Inf appeared, plus the op's *gain*: its error minus the largest error of its
 inputs, which ranks the ops that introduce error rather than the ones that only carry it.
+
+Ops inside ``while_loop``/``cond`` bodies have one row per loop iteration: the emulator's
+capture names their values ``var@<iteration path>`` (``var@3``, ``var@3.1`` in nested loops,
+see :func:`precision_sweep.emulator.executor.qualified_name`); the path is kept through the
+name matching and shown in the ``iteration`` column, and the dataflow the gain follows goes
+from one iteration to the next.
 """
 
 from __future__ import annotations
@@ -21,16 +29,32 @@ import pandas as pd
 from precision_sweep.data.layers import LayerMapper
 
 _SUFFIX = re.compile(r"(_cast_fp16|_cast_fp32|_to_fp16|_to_fp32|_quantized)+$")
+# The unique number of a traced TensorFlow loop or branch function inside a variable name.
+_TF_FUNCTION_NUMBER = re.compile(r"(while_body|while_cond|cond_true|cond_false)_\d+")
 # Ops that move or reorder values without computing: they carry error but never cause it.
 _MOVERS = {"transpose", "reshape", "cast", "squeeze", "expand_dims", "identity", "slice_by_index", "max_pool", "relu"}
 
 
+def split_qualified(name: str) -> tuple[str, str]:
+    """``(variable name, iteration path)`` of a captured name (``""`` at the top level)."""
+    var, _, iteration = name.partition("@")
+    return var, iteration
+
+
 def normalize(name: str) -> str:
-    """A variable or op name without coremltools' precision-rewrite suffixes."""
+    """A variable or op name without coremltools' precision-rewrite suffixes (a captured
+    name's iteration path, ``@3``, is kept)."""
+    base, marker, path = name.partition("@")
     previous = None
-    while previous != name:
-        previous, name = name, _SUFFIX.sub("", name)
-    return name
+    while previous != base:
+        previous, base = base, _SUFFIX.sub("", base)
+    return base + marker + path
+
+
+def match_key(name: str) -> str:
+    """What a variable is matched by across programs: :func:`normalize` without TensorFlow's
+    per-trace function numbers."""
+    return _TF_FUNCTION_NUMBER.sub(r"\1", normalize(name))
 
 
 @dataclass
@@ -49,15 +73,9 @@ def capture(program: Any, x: np.ndarray, execution: Any = None) -> Capture:
     from precision_sweep.emulator import Emulator, Execution
 
     emulator = program if isinstance(program, Emulator) else (execution or Execution()).emulator(program)
-    with np.errstate(all="ignore"):
-        outputs, values = emulator.predict({emulator.input_names[0]: x}, capture=True)
     inputs_of: dict[str, list[str]] = {}
-    for step in emulator.plan.steps:
-        read = []
-        for names in step.var_kwargs.values():
-            read.extend(names if isinstance(names, list) else [names])
-        for out_name, _ in step.outputs:
-            inputs_of[out_name] = read
+    with np.errstate(all="ignore"):
+        outputs, values = emulator.predict({emulator.input_names[0]: x}, capture=True, dataflow=inputs_of)
     return Capture(outputs, values, dict(emulator.plan.producers), inputs_of)
 
 
@@ -92,26 +110,28 @@ def drift_table(variant: Capture, reference: Capture, mapper: LayerMapper | None
 
     Columns: ``position``, ``var``, ``ref_var``, ``op_type``, ``op_name``, ``key`` (the op
     name without rewrite suffixes: what ``FP16ComputePrecision``'s op selector sees, sanitized),
-    ``layer``, ``rel_error``, ``cosine``, ``sqnr_db``, ``max_abs_error``, ``nonfinite``,
+    ``iteration`` (the loop iteration path of an op inside control flow, ``""`` at the top
+    level), ``layer``, ``rel_error``, ``cosine``, ``sqnr_db``, ``max_abs_error``, ``nonfinite``,
     ``ref_nonfinite``, ``gain``, ``is_first_jump`` (first op whose relative error exceeds
     ``threshold``) and ``is_first_nonfinite`` (first op whose output holds NaN/Inf that the
     FP32 program does not).
     """
     by_key = {}
     for name in reference.values:
-        by_key.setdefault(normalize(name), name)
+        by_key.setdefault(match_key(name), name)
     error_of: dict[str, float] = {}
     rows = []
     for name, (op_type, value) in variant.values.items():
-        ref_name = by_key.get(normalize(name))
+        ref_name = by_key.get(match_key(name))
         if ref_name is None:
             continue
-        _, op_name = variant.producers.get(name, (op_type, name))
+        var, iteration = split_qualified(name)
+        _, op_name = variant.producers.get(var, (op_type, var))
         stats = _compare(value, reference.values[ref_name][1])
         error_of[name] = stats["rel_error"]
         rows.append(dict(var=name, ref_var=ref_name, op_type=op_type, op_name=op_name,
-                         key=normalize(op_name),
-                         layer=mapper.layer_of(name, op_name) if mapper else "", **stats))
+                         key=normalize(op_name), iteration=iteration,
+                         layer=mapper.layer_of(var, op_name) if mapper else "", **stats))
 
     def upstream(var: str, seen: frozenset = frozenset()) -> float:
         # Largest error among the matched variables feeding ``var`` (through unmatched ones).

@@ -113,7 +113,8 @@ class Emulator:
         """``ane_op_fraction`` and ``ane_mac_fraction`` of the executed ops."""
         return fractions(s.placement for s in self.plan.all_steps() if s.placement is not None)
 
-    def predict(self, feeds: dict[str, np.ndarray], capture: bool = False):
+    def predict(self, feeds: dict[str, np.ndarray], capture: bool = False,
+                dataflow: dict[str, list[str]] | None = None):
         """Run the program on a batch.
 
         Parameters
@@ -122,12 +123,17 @@ class Emulator:
             Input name -> array. Any batch size works where the batch dimension is flexible.
         capture
             If true, also return every intermediate value: ``(outputs, intermediates)``, where
-            ``intermediates`` maps each MIL variable name to ``(op_type, value)``.
+            ``intermediates`` maps each MIL variable name to ``(op_type, value)``. Values
+            computed inside ``while_loop``/``cond`` blocks are keyed ``name@<iteration path>``,
+            one entry per loop iteration (:func:`.executor.qualified_name`).
+        dataflow
+            With ``capture``, a dict to fill with each recorded name's inputs (names as in
+            ``intermediates``; lists and constants too).
         """
         missing = set(self.plan.inputs) - set(feeds)
         if missing:
             raise KeyError(
                 f"missing input(s) {sorted(missing)}; the program's inputs are {self.input_names}"
             )
-        outputs, intermediates = execute(self.plan, feeds, capture=capture)
+        outputs, intermediates = execute(self.plan, feeds, capture=capture, dataflow=dataflow)
         return (outputs, intermediates) if capture else outputs

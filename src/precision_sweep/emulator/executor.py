@@ -14,6 +14,15 @@ Nested blocks (``while_loop``/``cond``) run through :func:`run_block`, the same 
 block's steps on a scope that sees the enclosing values; the same dtype rules hold there (block
 inputs are cast to their declared dtypes, every op output to its own). A list value
 (:class:`~precision_sweep.emulator.ops.control_flow.TensorList`) is cast element-wise.
+
+A capture run (``capture=True``) also records the values computed inside nested blocks, once
+per call of the block, under *qualified names* (:func:`qualified_name`): ``name@3`` is
+``name`` in the 4th iteration (0-based) of its ``while_loop``, ``name@3.1`` the 2nd iteration
+of an inner loop during the 4th of the outer one. A ``cond`` adds no level: the branch that
+ran records its values under the enclosing path (its own variable names tell which branch
+ran). A ``while_loop``'s ``_cond`` block call ``k`` is checked before body call ``k``. The
+optional ``dataflow`` map gives, per recorded name, the qualified names its op read (a loop
+output reads the last body iteration's result, a block input the value bound to it).
 """
 
 from __future__ import annotations
@@ -91,11 +100,12 @@ def prepare(step: Step) -> None:
         step.const_kwargs = {k: _upcast(v, flush) for k, v in step.const_kwargs.items()}
 
 
-def run_block(block: Block, env: Mapping[str, Any], *values: Any) -> tuple:
+def run_block(block: Block, env: Mapping[str, Any], *values: Any, frame: _Frame | None = None) -> tuple:
     """Run a nested block on ``values`` (its inputs, in order) and return its outputs.
 
     The block's own values live in a fresh scope chained to ``env``, so its ops see the
-    enclosing block's values and nothing it computes leaks out.
+    enclosing block's values and nothing it computes leaks out. With ``frame`` (a capture
+    run), every step's outputs are recorded under the frame's iteration path.
     """
     if len(values) != len(block.inputs):
         raise RuntimeError(f"block takes {len(block.inputs)} inputs, got {len(values)}")
@@ -103,7 +113,10 @@ def run_block(block: Block, env: Mapping[str, Any], *values: Any) -> tuple:
     for (name, dtype), value in zip(block.inputs, values):
         scope[name] = _cast(value, dtype)
     for step in block.steps:
-        run_step(step, scope)
+        if frame is None:
+            run_step(step, scope)
+        else:
+            frame.run(step, scope)
     return tuple(scope[name] for name in block.outputs)
 
 
@@ -112,6 +125,92 @@ def _block_callable(block: Block, env: Mapping[str, Any]):
         return run_block(block, env, *values)
 
     return call
+
+
+def qualified_name(name: str, path: tuple[int, ...]) -> str:
+    """``name`` as a capture records it: itself at the top level, ``name@3`` in iteration 3 of
+    its loop, ``name@3.1`` in iteration 1 of an inner loop during iteration 3 of the outer."""
+    return f"{name}@{'.'.join(map(str, path))}" if path else name
+
+
+def _names_read(step: Step) -> list[str]:
+    read: list[str] = []
+    for names in step.var_kwargs.values():
+        read.extend(names if isinstance(names, list) else [names])
+    return read
+
+
+class _Frame:
+    """Where a capture run is: the iteration path of the enclosing loops, the qualified name of
+    every value visible there, and the capture's values and dataflow it records into."""
+
+    def __init__(self, values: dict, dataflow: dict | None, path: tuple[int, ...] = (),
+                 names: ChainMap | None = None):
+        self.values = values
+        self.dataflow = dataflow
+        self.path = path
+        self.names = names if names is not None else ChainMap()
+
+    def source(self, name: str) -> str:
+        """The qualified name of the value ``name`` holds here (constants and program inputs,
+        never recorded, keep their own)."""
+        return self.names.get(name, name)
+
+    def child(self, path: tuple[int, ...]) -> _Frame:
+        return _Frame(self.values, self.dataflow, path, self.names.new_child())
+
+    def run(self, step: Step, env: Mapping[str, Any]) -> None:
+        """Run ``step`` and record its tensor outputs (list values are not recorded)."""
+        calls = _BlockCalls(self, step, env) if step.blocks else None
+        run_step(step, env, calls=calls)
+        read = [self.source(n) for n in _names_read(step)]
+        sources = calls.sources() if calls is not None else None
+        for index, (name, _) in enumerate(step.outputs):
+            qualified = qualified_name(name, self.path)
+            self.names[name] = qualified
+            value = env[name]
+            if not isinstance(value, TensorList):
+                self.values[qualified] = (step.op_type, value)
+            if self.dataflow is not None:
+                self.dataflow[qualified] = read if sources is None else sources[index:index + 1]
+
+
+class _BlockCalls:
+    """The block callables of one control-flow step in a capture run.
+
+    A ``while_loop`` numbers the calls of each of its blocks (one level of the iteration path)
+    and binds each call's block inputs to the previous body call's outputs (the initial loop
+    variables first); a ``cond`` branch runs on the enclosing path."""
+
+    def __init__(self, frame: _Frame, step: Step, env: Mapping[str, Any]):
+        self.frame = frame
+        self.env = env
+        self.loops = step.op_type == "while_loop"
+        names = step.var_kwargs.get("loop_vars", [])
+        self.loop_sources = [frame.source(n) for n in (names if isinstance(names, list) else [names])]
+        self.branch_sources: list[str] = []
+        self.counts: dict[str, int] = {}
+
+    def callable(self, arg: str, block: Block):
+        def call(*values: Any) -> tuple:
+            count = self.counts.get(arg, 0)
+            self.counts[arg] = count + 1
+            frame = self.frame.child(self.frame.path + (count,) if self.loops else self.frame.path)
+            for (name, _), source in zip(block.inputs, self.loop_sources):
+                frame.names[name] = source
+            outputs = run_block(block, self.env, *values, frame=frame)
+            sources = [frame.source(n) for n in block.outputs]
+            if not self.loops:
+                self.branch_sources = sources
+            elif arg == "_body":
+                self.loop_sources = sources
+            return outputs
+
+        return call
+
+    def sources(self) -> list[str]:
+        """Per output of the step, the qualified name of the block value it returns."""
+        return self.loop_sources if self.loops else self.branch_sources
 
 
 def _root(array: np.ndarray) -> Any:
@@ -137,15 +236,16 @@ def _free_buffer(env: Mapping[str, Any], name: str, argument: Any, dtype: np.dty
     return value
 
 
-def run_step(step: Step, env: dict[str, Any], reuse_buffers: bool = False) -> None:
+def run_step(step: Step, env: dict[str, Any], reuse_buffers: bool = False, calls: _BlockCalls | None = None) -> None:
     """Execute one step, reading its inputs from ``env`` and writing its outputs there. With
     ``reuse_buffers`` (a run that frees each value after its last reader), a step marked
-    ``reuses`` writes its result into that input's buffer when nothing else shares it."""
+    ``reuses`` writes its result into that input's buffer when nothing else shares it.
+    ``calls`` (a capture run) builds the callables of a control-flow step's blocks."""
     kwargs = dict(step.const_kwargs)
     for arg, names in step.var_kwargs.items():
         kwargs[arg] = [env[n] for n in names] if isinstance(names, list) else env[names]
     for arg, block in step.blocks.items():
-        kwargs[arg] = _block_callable(block, env)
+        kwargs[arg] = _block_callable(block, env) if calls is None else calls.callable(arg, block)
     model = step.placement.model if step.placement is not None else None
     on_ane = model is not None and model.ane_datapath
     if on_ane and step.coerce:
@@ -188,14 +288,17 @@ def execute(
     plan: Plan,
     feeds: dict[str, np.ndarray],
     capture: bool = False,
+    dataflow: dict[str, list[str]] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, np.ndarray]]]:
     """Run the plan on ``feeds``.
 
-    Returns the program outputs and, if ``capture``, every top-level intermediate tensor keyed
-    by MIL variable name as ``(op type, value)`` (list values and values inside nested blocks
-    are not captured). Without ``capture``, the plan's lean steps run (zero pads folded into
-    their convs), each value is dropped after its last reader, and an activation may write into
-    its input's buffer.
+    Returns the program outputs and, if ``capture``, every intermediate tensor as
+    ``(op type, value)``: top-level ones keyed by MIL variable name, those computed inside
+    ``while_loop``/``cond`` blocks by :func:`qualified_name` (one entry per loop iteration; list
+    values are not captured). With ``capture``, ``dataflow`` (if given) is filled with each
+    recorded name's inputs as qualified names, lists included. Without ``capture``, the plan's
+    lean steps run (zero pads folded into their convs), each value is dropped after its last
+    reader, and an activation may write into its input's buffer.
     """
     env: dict[str, Any] = dict(plan.constants)
     for name, (_, dtype) in plan.inputs.items():
@@ -208,11 +311,7 @@ def execute(
                 for name in released:
                     del env[name]
             return {name: env[name] for name in plan.outputs}, intermediates
+        frame = _Frame(intermediates, dataflow)
         for step in plan.steps:
-            run_step(step, env)
-            for name, _ in step.outputs:
-                # Tensors only: a list value is not an array for calibration or drift to
-                # compare, and a loop's tensors are captured as the loop's outputs.
-                if not isinstance(env[name], TensorList):
-                    intermediates[name] = (step.op_type, env[name])
+            frame.run(step, env)
     return {name: env[name] for name in plan.outputs}, intermediates
