@@ -41,6 +41,16 @@ class LayerMapper:
         inputs = [layer.name for layer in keras_model.layers if type(layer).__name__ == "InputLayer"]
         return cls([layer.name for layer in keras_model.layers], keras_model.name, inputs)
 
+    @classmethod
+    def of_model(cls, model) -> "LayerMapper | None":
+        """The mapper of a loaded model: from its Keras model, or from the legacy Keras 2 model
+        that a ``tf_keras`` source converts through a concrete function; None for a SavedModel
+        (no layers)."""
+        for candidate in (model.keras_model, getattr(model, "source_model", None)):
+            if hasattr(candidate, "layers"):
+                return cls.from_keras(candidate)
+        return None
+
     def layer_of(self, *names: str) -> str:
         """The layer of the first of ``names`` that maps to one, or ``""``."""
         for name in names:

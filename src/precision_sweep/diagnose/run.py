@@ -35,15 +35,6 @@ def fp32_twin(model, target, max_batch: int = 1024, cache_dir: Path | None = Non
     return fp32_package(model, target.coremltools_target, max_batch, cache_dir)
 
 
-def layer_mapper(model) -> LayerMapper | None:
-    """The layer mapper of a loaded model: from its Keras model, or from the legacy Keras 2
-    model a ``tf_keras`` source converts through a concrete function; None for a SavedModel."""
-    for candidate in (model.keras_model, getattr(model, "source_model", None)):
-        if hasattr(candidate, "layers"):
-            return LayerMapper.from_keras(candidate)
-    return None
-
-
 def _cliff_inputs(cfg, dataset) -> np.ndarray:
     from precision_sweep.convert.calibration import calibration_data
 
@@ -56,7 +47,7 @@ def cliffs_of(cfg, model, dataset, emulator):
     from precision_sweep.diagnose.cliffs import cliff_report
 
     reference = fp32_twin(model, cfg.target, cfg.model.max_batch, Path(cfg.paths.cache))
-    return cliff_report(reference, _cliff_inputs(cfg, dataset), emulator, emulator.device, layer_mapper(model))
+    return cliff_report(reference, _cliff_inputs(cfg, dataset), emulator, emulator.device, LayerMapper.of_model(model))
 
 
 def device_report(cfg, model, dataset, package: Path, emulator, out_dir: Path) -> tuple[dict, list[Path], str]:
@@ -71,7 +62,7 @@ def device_report(cfg, model, dataset, package: Path, emulator, out_dir: Path) -
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     emulator = emulator or execution_of(cfg).emulator(package)
-    metrics, files = record_placement(emulator, package, emulator.compute_units, layer_mapper(model), out_dir)
+    metrics, files = record_placement(emulator, package, emulator.compute_units, LayerMapper.of_model(model), out_dir)
     text = "cliff scanner off"
     if int(cfg.diagnosis.get("cliff_samples", 64)) > 0:
         table = cliffs_of(cfg, model, dataset, emulator)
@@ -89,7 +80,7 @@ def run_diagnosis(cfg, model, dataset, package: Path, work_dir: Path) -> DriftRe
     batch = dataset.x_test[: int(cfg.diagnosis.samples)]
     return diagnose(
         package, reference, batch, execution_of(cfg),
-        layer_mapper(model), float(cfg.diagnosis.threshold),
+        LayerMapper.of_model(model), float(cfg.diagnosis.threshold),
     )
 
 

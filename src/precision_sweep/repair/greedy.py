@@ -145,7 +145,7 @@ def repair(model, target_name: str, kind: str, start_path: Path, reference: Capt
     tf_out = predict_probabilities(model, x_cal)
     tf_top1 = tf_out.argmax(-1)
     tf_accuracy = float(np.mean(tf_top1 == y_cal))
-    mapper = LayerMapper.from_keras(model.keras_model)
+    mapper = LayerMapper.of_model(model)
     name_column = "key" if kind == "fp16" else "op_name"
     op_types = None if kind == "fp16" else WEIGHT_OPS
     keep: list[str] = []
