@@ -17,15 +17,13 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
 from omegaconf import open_dict
-
-if TYPE_CHECKING:
-    from .ray_launcher import RayTaskLauncher
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +32,9 @@ log = logging.getLogger(__name__)
 THREAD_ENV_KEYS = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
-def launch(launcher: RayTaskLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    """Run the jobs as Ray tasks; return their results in the order of ``job_overrides``."""
+def launch(launcher: Launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+    """Run the jobs as Ray tasks; return their results in the order of ``job_overrides``.
+    ``launcher`` is the :class:`.ray_launcher.RayTaskLauncher` after its ``setup``."""
     import ray
 
     assert launcher.config is not None and launcher.hydra_context is not None and launcher.task_function is not None
