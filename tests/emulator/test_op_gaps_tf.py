@@ -173,8 +173,22 @@ def test_tf_image_projective_transform_converter_refusals(kwargs, message):
         convert_tf(_projective(output_shape=[6, 7], **kwargs), [(1, 6, 7, 3)], IOS16)
 
 
+def test_resample_has_no_entry_point_in_core_tensorflow():
+    """The frontend maps only TensorFlow Addons' resampler to ``resample`` (``Resampler``,
+    ``Addons>Resampler``), and core TensorFlow has no such op: no TF model without Addons
+    converts to it."""
+    import inspect
+
+    from coremltools.converters.mil.frontend.tensorflow.tf_op_registry import _TF_OPS_REGISTRY
+
+    mapped = sorted(name for name, fn in _TF_OPS_REGISTRY.items() if "mb.resample(" in inspect.getsource(fn))
+    assert mapped == ["Addons>Resampler", "Resampler"]
+    assert not any(hasattr(tf.raw_ops, name.split(">")[-1]) for name in mapped)
+
+
 def test_resample_tf_entry_point_needs_tensorflow_addons():
-    """The only TF op the frontend maps to ``resample`` is ``Addons>Resampler``."""
+    """The only TF op the frontend maps to ``resample`` is ``Addons>Resampler`` (runs where
+    TensorFlow Addons installs; it is not released for this TensorFlow)."""
     tfa = pytest.importorskip("tensorflow_addons")
     x = RNG.standard_normal((1, 5, 6, 2)).astype(np.float32)
     warp = RNG.uniform(-1, 6, (1, 3, 4, 2)).astype(np.float32)
