@@ -3,7 +3,8 @@
 Both sweeps use hydra/launcher=parallel (the joblib launcher) with the same warm caches (a
 first, untimed sweep of the same grid trains the model and fills the baseline, frontend and
 base-package caches), each into a fresh store, and the script prints the ratio 1-worker time /
-2-worker time. Each sweep includes its fixed costs: the launcher, and every worker's start-up
+2-worker time, and each worker's jobs and thread share (the ``precision_sweep.threads`` tag its
+runs carry: TensorFlow intra-op, OpenMP/BLAS and numba threads of the machine's cores). Each sweep includes its fixed costs: the launcher, and every worker's start-up
 (importing TensorFlow, coremltools and MLflow, loading the model).
 
     python benchmarks/parallel_speedup.py
@@ -36,15 +37,32 @@ def sweep(workdir: Path, cache: Path, args: list[str]) -> float:
     return seconds
 
 
+def worker_shares(workdir: Path) -> list[str]:
+    """One line per worker process of the sweep recorded under ``workdir``: its jobs and the
+    thread share its runs record."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'outputs' / 'mlflow.db'}")
+    workers: dict[str, list] = {}
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id], "tags.`precision_sweep.role` = 'job'"):
+            key = f"{run.data.tags.get('precision_sweep.host')}:{run.data.tags.get('precision_sweep.pid')}"
+            workers.setdefault(key, []).append(run.data.tags.get("precision_sweep.threads", "?"))
+    return [f"  worker {key}: {len(tags)} jobs, threads {', '.join(sorted(set(tags)))}" for key, tags in sorted(workers.items())]
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp, cache = Path(tmp), Path(tmp) / "cache"
         sweep(tmp / "warm", cache, GRID)  # untimed: fills every cache both timed sweeps use
         one = sweep(tmp / "one", cache, ["hydra/launcher=parallel", "hydra.launcher.n_jobs=1", *GRID])
         two = sweep(tmp / "two", cache, ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2", *GRID])
+        shares = {label: worker_shares(tmp / label) for label in ("one", "two")}
     print(f"12-job digits grid, joblib 1 worker : {one:6.1f} s")
     print(f"12-job digits grid, joblib 2 workers: {two:6.1f} s")
     print(f"speedup (1 worker / 2 workers)      : {one / two:5.2f}x  on {os.cpu_count()} cores")
+    for label, lines in shares.items():
+        print(f"{label} worker(s):", *lines, sep="\n")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ def test_twelve_jobs_on_two_joblib_workers_land_under_one_parent(tmp_path, share
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert len({r.data.tags["precision_sweep.pid"] for r in roles["job"]}) >= 2  # really two workers
     assert "sweep: ok 11, failed 0, skipped 1" in result.stderr  # the overall progress line
+    share = max(1, (os.cpu_count() or 1) // 2)  # each of the 2 workers gets its half of the cores
+    expected = f"tf {share}, omp {share}, numba {share} of {os.cpu_count()} cores"
+    assert {r.data.tags["precision_sweep.threads"] for r in roles["job"]} == {expected}
 
 
 def _free_port() -> int:
