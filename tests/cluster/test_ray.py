@@ -71,16 +71,17 @@ def test_an_unreachable_ray_address_fails_before_any_run(tmp_path):
 
 
 def test_each_task_gets_the_sweeps_variables_and_threads_for_its_cpus(monkeypatch):
-    from hydra_plugins.precision_sweep_ray_launcher._core import THREAD_ENV_KEYS, task_env, task_options
+    from hydra_plugins.precision_sweep_ray_launcher._core import task_env, task_options
+    from precision_sweep.runtime.threads import THREAD_VARIABLES
 
-    for key in (*THREAD_ENV_KEYS, "TF_NUM_INTEROP_THREADS"):
+    for key in (*THREAD_VARIABLES, "TF_NUM_INTEROP_THREADS"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("PRECISION_SWEEP_PARENT_RUN_ID", "abc")
     monkeypatch.setenv("UNRELATED_SECRET", "x")
 
     env = task_env(["PRECISION_SWEEP_", "MLFLOW_"], 2)
     assert env["PRECISION_SWEEP_PARENT_RUN_ID"] == "abc" and "UNRELATED_SECRET" not in env
-    assert {env[key] for key in THREAD_ENV_KEYS} == {"2"} and env["TF_NUM_INTEROP_THREADS"] == "1"
+    assert {env[key] for key in THREAD_VARIABLES} == {"2"} and env["TF_NUM_INTEROP_THREADS"] == "1"
     assert task_env([], 0.5)["OMP_NUM_THREADS"] == "1"
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the launching process's own setting wins

@@ -25,12 +25,9 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from hydra.plugins.launcher import Launcher
 from omegaconf import open_dict
 
+from precision_sweep.runtime.threads import share_env
+
 log = logging.getLogger(__name__)
-
-# Thread pools sized to the task's CPUs (TensorFlow, OpenMP, BLAS, numba), unless the launching
-# process set them; TensorFlow's inter-op pool stays at one thread.
-THREAD_ENV_KEYS = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-
 
 def launch(launcher: Launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """Run the jobs as Ray tasks; return their results in the order of ``job_overrides``.
@@ -70,10 +67,7 @@ def task_env(forward_prefixes: Sequence[str], num_cpus: Any) -> dict[str, str]:
     """The environment each task gets: the forwarded variables of the launching process and
     thread counts equal to the task's CPUs (the ones the launching process set win)."""
     env = {key: value for key, value in os.environ.items() if key.startswith(tuple(forward_prefixes))} if forward_prefixes else {}
-    share = str(max(1, int(float(num_cpus or 1))))
-    for key in THREAD_ENV_KEYS:
-        env[key] = os.environ.get(key) or share
-    env["TF_NUM_INTEROP_THREADS"] = os.environ.get("TF_NUM_INTEROP_THREADS") or "1"
+    env.update(share_env(int(float(num_cpus or 1))))
     return env
 
 

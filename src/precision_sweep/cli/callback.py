@@ -32,6 +32,7 @@ from precision_sweep.cli.report import report_user_error
 from precision_sweep.config_checks import check_config
 from precision_sweep.errors import UserInputError
 from precision_sweep.pick.decision import log_decision, sweep_decision
+from precision_sweep.runtime.threads import share_env
 from precision_sweep.tracking import liveness, store
 from precision_sweep.tracking.job_run import ROLE_TAG
 from precision_sweep.tracking.progress import SweepProgress, count_jobs
@@ -172,7 +173,4 @@ def _share_cores_between_workers(config: DictConfig) -> None:
         return
     cores = os.cpu_count() or 1
     workers = cores if int(n_jobs) < 0 else max(1, int(n_jobs))
-    share = str(max(1, cores // workers))
-    for key in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(key, share)
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    os.environ.update(share_env(cores // workers))

@@ -6,7 +6,6 @@ class and message in tags and an ``error.txt`` artifact).
 
 from __future__ import annotations
 
-import os
 import traceback
 from pathlib import Path
 from typing import Any
@@ -14,23 +13,14 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 
 from precision_sweep.limits import JobTerminated
+from precision_sweep.runtime.threads import thread_share
 from precision_sweep.tracking.liveness import process_tags
 
 # Tag that says how a job ended: evaluated, skipped or failed.
 OUTCOME_TAG = "precision_sweep.outcome"
 ROLE_TAG = "precision_sweep.role"
-# The threads this job's libraries may use (TensorFlow intra-op, OpenMP/BLAS, numba) and the
-# machine's cores: the share a parallel launcher gave the worker.
+# The worker's thread share the job ran with (runtime.threads.thread_share).
 THREADS_TAG = "precision_sweep.threads"
-THREAD_VARIABLES = {"tf": "TF_NUM_INTRAOP_THREADS", "omp": "OMP_NUM_THREADS", "numba": "NUMBA_NUM_THREADS"}
-
-
-def thread_share() -> str:
-    """``"tf 1, omp 1, numba 1 of 2 cores"``: the worker's thread counts (a library with no
-    count set uses every core)."""
-    cores = os.cpu_count() or 1
-    counts = ", ".join(f"{name} {os.environ.get(variable, cores)}" for name, variable in THREAD_VARIABLES.items())
-    return f"{counts} of {cores} cores"
 
 
 class JobRun:
