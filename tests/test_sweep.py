@@ -125,3 +125,36 @@ def test_pick_within_budget_prints_the_cheapest_and_exits_0(default_sweep):
     sizes = [row["cost"] for row in decision["qualifying"]]
     assert decision["pick"]["cost"] == min(sizes)
     assert decision["pick"]["precision"] == "int8"
+
+
+def test_the_decision_is_on_the_parent_and_the_children_and_the_links_are_printed(default_sweep):
+    """The UI answers without set-up: the parent's description names the pick and links to its
+    run, the parent logs headline metrics and the swept axes, evaluated children carry pick /
+    on_front / within_budget, and the terminal prints the runs view and the parent's page."""
+    _, outputs, client, experiment, runs, result = default_sweep
+    (parent,) = [r for r in runs if r.data.tags.get("precision_sweep.role") == "sweep"]
+    children = _children(runs)
+    evaluated = [c for c in children if c.data.tags.get("precision_sweep.outcome") == "evaluated"]
+    assert parent.data.params["precision"] == "fp32,fp16,int8"
+    assert parent.data.params["target"] == "ios15,ios16,ios17,ios18"
+    assert parent.info.run_name.startswith("sweep digits_cnn on digits ")
+    metrics = parent.data.metrics
+    assert (metrics["n_evaluated"], metrics["n_skipped"], metrics["n_failed"]) == (11, 1, 0)
+    best = max(100 * c.data.metrics["accuracy_delta"] for c in evaluated)
+    assert metrics["best_delta_pp"] == pytest.approx(best)
+    picked = [c for c in evaluated if c.data.tags.get("pick") == "true"]
+    assert len(picked) == 1, "one pick under the default budget on the digits model"
+    (pick,) = picked
+    assert {c.data.tags["pick"] for c in evaluated} == {"true", "false"}
+    assert pick.data.tags["within_budget"] == "true" and pick.data.tags["on_front"] == "true"
+    assert all(c.data.tags.get("within_budget") in ("true", "false") for c in evaluated)
+    assert metrics["pick_delta_pp"] == pytest.approx(100 * pick.data.metrics["accuracy_delta"])
+    assert metrics["pick_size_kb"] == pytest.approx(pick.data.metrics["model_size_bytes"] / 1024)
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**Pick: [")
+    assert f"#/experiments/{experiment.experiment_id}/runs/{pick.info.run_id}" in note
+    assert "precision-sweep summary" in note
+    assert experiment.tags["mlflow.note.content"].startswith("precision-sweep: one parent run per sweep")
+    assert f"/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning" in result.stdout
+    assert f"/#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}" in result.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{outputs / 'mlflow.db'}" in result.stdout

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from mlflow.entities import Param
 from omegaconf import DictConfig
 
 from precision_sweep.cli.preflight import check_launcher
@@ -35,6 +36,7 @@ from precision_sweep.pick.decision import log_decision, sweep_decision
 from precision_sweep.runtime.threads import share_env
 from precision_sweep.tracking import liveness, store
 from precision_sweep.tracking.job_run import ROLE_TAG
+from precision_sweep.tracking.links import sweep_links
 from precision_sweep.tracking.progress import SweepProgress, count_jobs
 from precision_sweep.tracking.summary import child_runs, format_table, runs_table
 
@@ -87,7 +89,7 @@ class SweepTrackingCallback(Callback):
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
         parent = self.client.create_run(
             self.experiment_id,
-            run_name=f"sweep-{Path(sweep_dir).name}",
+            run_name=f"sweep {config.model.name} on {config.dataset.name} {Path(sweep_dir).name}",
             tags={
                 ROLE_TAG: "sweep",
                 "sweep_dir": sweep_dir,
@@ -96,6 +98,8 @@ class SweepTrackingCallback(Callback):
             },
         )
         self.parent_run_id = parent.info.run_id
+        self.client.log_batch(self.parent_run_id, params=[Param(k, v) for k, v in swept_axes(config).items()])
+        _describe_experiment(self.client, self.experiment_id)
         os.environ[store.ENV_URI] = uri
         os.environ[store.ENV_EXPERIMENT] = self.experiment_id
         os.environ[store.ENV_PARENT] = self.parent_run_id
@@ -112,14 +116,15 @@ class SweepTrackingCallback(Callback):
         liveness.reap(self.client, self.experiment_id, f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'")
         table = runs_table(child_runs(self.client, self.experiment_id, self.parent_run_id))
         text = format_table(table) + sweep_decision(table, config.get("pick"))
-        print(f"\nprecision-sweep summary (parent run {self.parent_run_id}):\n{text}\n", flush=True)
+        links = sweep_links(os.environ.get(store.ENV_URI, ""), self.experiment_id, self.parent_run_id)
+        print(f"\nprecision-sweep summary (parent run {self.parent_run_id}):\n{text}\n\n{links}\n", flush=True)
         failed = int(table["status"].isin(["FAILED", "KILLED"]).sum()) if not table.empty else 0
         with tempfile.TemporaryDirectory() as tmp:
             csv = Path(tmp) / "summary.csv"
             table.to_csv(csv, index=False)
             self.client.log_artifact(self.parent_run_id, str(csv))
             self.client.log_text(self.parent_run_id, text + "\n", "summary.txt")
-            log_decision(self.client, self.parent_run_id, table, config.get("pick"), Path(tmp))
+            log_decision(self.client, self.experiment_id, self.parent_run_id, table, config.get("pick"), Path(tmp))
         self.client.set_tag(self.parent_run_id, "n_jobs", str(len(table)))
         self.client.set_tag(self.parent_run_id, "n_failed", str(failed))
         self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
@@ -163,6 +168,34 @@ class SweepTrackingCallback(Callback):
             )
         finally:
             self._forget()
+
+
+EXPERIMENT_DESCRIPTION = (
+    "precision-sweep: one parent run per sweep (its description holds the summary and the pick), "
+    "one child run per job: a Core ML variant of the model (precision x deployment target x compute "
+    "units) evaluated on the labeled test set against the FP32 TensorFlow baseline. Children log "
+    "accuracy, accuracy_delta with its confidence interval, agreement with the baseline, size, and "
+    "artifacts (the .mlpackage, predictions, placement and numeric-cliff reports); the picked run "
+    "and the Pareto front are tagged pick / on_front / within_budget."
+)
+
+
+def _describe_experiment(client, experiment_id: str) -> None:
+    """Give the experiment its description once (a user's own is kept)."""
+    experiment = client.get_experiment(experiment_id)
+    if not experiment.tags.get("mlflow.note.content"):
+        client.set_experiment_tag(experiment_id, "mlflow.note.content", EXPERIMENT_DESCRIPTION)
+
+
+def swept_axes(config: DictConfig) -> dict[str, str]:
+    """The sweep's axes as the parent's params: ``{"precision": "fp32,fp16,int8", ...}``, from the
+    grid config (``hydra.sweeper.params``) and the command line's comma lists."""
+    axes = {str(k): str(v) for k, v in (config.hydra.sweeper.get("params") or {}).items()}
+    for override in config.hydra.overrides.task:
+        key, _, value = str(override).partition("=")
+        if "," in value and not key.startswith(("hydra.", "hydra/")):
+            axes[key.lstrip("+~")] = value
+    return axes
 
 
 def _share_cores_between_workers(config: DictConfig) -> None:
