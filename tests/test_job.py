@@ -30,6 +30,8 @@ def test_unsupported_op_fails_the_job_with_error_txt(outputs, shared_cache, monk
     assert run.info.status == "FAILED"
     assert run.data.tags["error_class"] == "UnsupportedOpError"
     assert "softmax" in run.data.tags["error_message"]
+    assert run.data.tags["mlflow.note.content"].startswith("**Failed:** UnsupportedOpError:")
+    assert run.info.run_name.endswith("(failed)")
     text = open(client.download_artifacts(run.info.run_id, "error.txt")).read()
     assert text.startswith("UnsupportedOpError:") and "softmax" in text
 

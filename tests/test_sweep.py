@@ -66,6 +66,10 @@ def test_finished_children_have_every_metric_param_and_artifact(default_sweep):
         assert {"resolved_config.yaml", "predictions.npz"} <= names
         assert any(n.endswith(".mlpackage") for n in names)
         assert run.data.metrics["model_size_bytes"] > 10_000
+        # the summaries' units, for the runs table
+        assert run.data.metrics["delta_pp"] == pytest.approx(100 * run.data.metrics["accuracy_delta"])
+        assert run.data.metrics["ci_low_pp"] == pytest.approx(100 * run.data.metrics["accuracy_delta_ci_low"])
+        assert run.data.metrics["size_kb"] == pytest.approx(run.data.metrics["model_size_bytes"] / 1024)
 
 
 def test_int8_ios15_is_a_skipped_child_with_its_reason(default_sweep):
@@ -75,6 +79,8 @@ def test_int8_ios15_is_a_skipped_child_with_its_reason(default_sweep):
     assert run.data.tags["precision_sweep.outcome"] == "skipped"
     assert "iOS16" in run.data.tags["skip_reason"]
     assert "accuracy" not in run.data.metrics
+    assert run.data.tags["mlflow.note.content"] == "**Skipped.** " + run.data.tags["skip_reason"]
+    assert run.info.run_name.endswith("(skipped)")
 
 
 def test_fp32_emulator_matches_tensorflow(default_sweep):

@@ -244,7 +244,7 @@ def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, o
     returns the metrics and the files to log."""
     from precision_sweep.diagnose.run import device_report
     from precision_sweep.emulator import NUMERICS_VERSION
-    from precision_sweep.metrics import compare
+    from precision_sweep.metrics import compare, display_units
     from precision_sweep.metrics.statistics import paired_report
 
     metrics = compare(outputs, baseline, dataset.y_test)
@@ -260,6 +260,7 @@ def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, o
         bits_per_weight=converted.bits_per_weight,
         convert_seconds=converted.convert_seconds,
     )
+    metrics.update(display_units(metrics))
     run.log_params({"numerics_version": NUMERICS_VERSION})
     device_metrics, device_files, cliff_text = device_report(
         cfg, model, dataset, converted.path, runtime.emulator, job_dir / "device"

@@ -2,7 +2,8 @@
 
 Names are the ones logged to MLflow: ``accuracy``, ``baseline_accuracy``,
 ``accuracy_delta`` (a fraction), ``agreement`` (top-1 equal to the baseline's top-1),
-``max_abs_diff`` and ``mean_abs_diff`` of the outputs, ``n_samples``.
+``max_abs_diff`` and ``mean_abs_diff`` of the outputs, ``n_samples``; and, in the units the
+summaries use, ``delta_pp``, ``ci_low_pp`` and ``size_kb`` (:func:`display_units`).
 """
 
 from __future__ import annotations
@@ -35,3 +36,16 @@ def compare(outputs: np.ndarray, baseline: np.ndarray, labels: np.ndarray) -> di
         "mean_abs_diff": float(diff.mean()) if finite.all() else float("inf"),
         "n_samples": int(len(labels)),
     }
+
+
+def display_units(metrics: dict[str, float]) -> dict[str, float]:
+    """The accuracy delta and its CI's lower bound in percentage points, the size in KB: the
+    units of the summaries, so that the runs table reads the same."""
+    shown = {}
+    if "accuracy_delta" in metrics:
+        shown["delta_pp"] = 100 * float(metrics["accuracy_delta"])
+    if "accuracy_delta_ci_low" in metrics:
+        shown["ci_low_pp"] = 100 * float(metrics["accuracy_delta_ci_low"])
+    if "model_size_bytes" in metrics:
+        shown["size_kb"] = float(metrics["model_size_bytes"]) / 1024
+    return shown

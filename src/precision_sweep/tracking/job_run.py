@@ -1,11 +1,13 @@
 """One job's MLflow child run, written with an explicit client and experiment id.
 
 A run always ends: FINISHED (evaluated, or skipped with its reason) or FAILED (with the error
-class and message in tags and an ``error.txt`` artifact).
+class and message in tags and an ``error.txt`` artifact). A skipped or failed run says why in
+its description and shows the outcome in its name, as the UI lists them.
 """
 
 from __future__ import annotations
 
+import logging
 import traceback
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,10 @@ from precision_sweep.tracking.liveness import process_tags
 # Tag that says how a job ended: evaluated, skipped or failed.
 OUTCOME_TAG = "precision_sweep.outcome"
 ROLE_TAG = "precision_sweep.role"
+log = logging.getLogger(__name__)
+
+# What the UI shows as a run's description: why a job was skipped or failed.
+NOTE_TAG = "mlflow.note.content"
 # The worker's thread share the job ran with (runtime.threads.thread_share).
 THREADS_TAG = "precision_sweep.threads"
 
@@ -62,8 +68,9 @@ class JobRun:
         self._end("FINISHED")
 
     def skip(self, reason: str) -> None:
-        self.set_tags({OUTCOME_TAG: "skipped", "skip_reason": reason})
+        self.set_tags({OUTCOME_TAG: "skipped", "skip_reason": reason, NOTE_TAG: f"**Skipped.** {reason}"})
         self.log_text(reason + "\n", "skip_reason.txt")
+        self._rename("skipped")
         self._end("FINISHED")
 
     def reuse(self, source) -> None:
@@ -76,17 +83,28 @@ class JobRun:
     def fail(self, exc: BaseException) -> None:
         """FAILED with the error recorded; KILLED when the user or the system stopped the job."""
         message = str(exc) or type(exc).__name__
+        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, JobTerminated))
+        outcome = "killed" if stopped else "failed"
         self.set_tags(
             {
                 OUTCOME_TAG: "failed",
                 "error_class": type(exc).__name__,
                 "error_message": message[:4900],
+                NOTE_TAG: f"**{outcome.capitalize()}:** {type(exc).__name__}: {message[:4000]} (the traceback is in error.txt)",
             }
         )
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.log_text(f"{type(exc).__name__}: {message}\n\n{detail}", "error.txt")
-        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, JobTerminated))
+        self._rename(outcome)
         self._end("KILLED" if stopped else "FAILED")
+
+    def _rename(self, outcome: str) -> None:
+        """Show the outcome in the run's name, which the runs table lists (best effort: the run
+        must still end when the store refuses this)."""
+        try:
+            self.client.update_run(self.run_id, name=f"{self.run.info.run_name} ({outcome})")
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not rename run %s: %s", self.run_id, exc)
 
     def _end(self, status: str) -> None:
         if not self.ended:
