@@ -59,12 +59,17 @@ for _op_type, _fn in _BINARY.items():
 
 
 @kernel("add")
-def add(x, y):
+def add(x, y, *, out=None):
     """``x + y``. float16 operands come as they are under every profile (numerics
-    ``SINGLE_ROUNDING_OPS``): the result is their float32 sum, rounded to float16."""
+    ``SINGLE_ROUNDING_OPS``): the result is their float32 sum, rounded to float16. ``out``
+    (``x``'s buffer, see the registry) is used when the result has its shape and dtype."""
     x, y = np.asarray(x), np.asarray(y)
+    if out is not None and out.shape != np.broadcast_shapes(x.shape, y.shape):
+        out = None
     if x.dtype == np.float16 and y.dtype == np.float16:
         if x.shape == y.shape:
-            return add_float16(x, y)
+            return add_float16(x, y, out=out)
         return np.add(float16_to_float32(x), float16_to_float32(y))  # the executor rounds it
-    return np.add(x, y)
+    if out is not None and np.result_type(x, y) != out.dtype:
+        out = None
+    return np.add(x, y, out=out)
