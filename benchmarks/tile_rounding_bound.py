@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from precision_sweep.emulator.ops._accumulate_kernels import tiles_matmul  # noqa: E402
 from precision_sweep.emulator.ops._half import round_half  # noqa: E402
+from emulator_vs_tf import best_time  # noqa: E402  (the benchmarks' one timer)
 
 LANES = 64  # outputs kept in registers/L1 by the arithmetic-only loop
 
@@ -55,16 +56,6 @@ def _tile_arithmetic(weights, values, steps, chunks):
     return total
 
 
-def best(fn, repeats=5):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", type=int, nargs=3, default=[4608, 576, 64], metavar=("M", "K", "N"))
@@ -78,9 +69,9 @@ def main() -> None:
     products = m * k * n
     steps = products // (4 * LANES)  # tiles per lane over all chunks
     chunks = 64
-    sgemm = best(lambda: a @ b)
-    tiles = best(lambda: tiles_matmul(a, b))
-    bound = best(lambda: _tile_arithmetic(weights, values, steps // chunks, chunks))
+    sgemm = best_time(lambda: a @ b, 5)
+    tiles = best_time(lambda: tiles_matmul(a, b), 5)
+    bound = best_time(lambda: _tile_arithmetic(weights, values, steps // chunks, chunks), 5)
     print(f"({m}, {k}) x ({k}, {n}): {products / 1e6:.0f} M products")
     print(f"sgemm (float32 BLAS)        {sgemm * 1e3:8.2f} ms   1.00x")
     print(f"tiles kernel (ANE model)    {tiles * 1e3:8.2f} ms  {tiles / sgemm:5.2f}x")
