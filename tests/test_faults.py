@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sweep_testing import compose, mlflow_client
+from sweep_testing import compose, mlflow_client, run_cli
 
 
 def test_fingerprint_ignores_where_and_how_but_not_what():
@@ -41,6 +41,83 @@ def test_stale_running_run_of_a_dead_process_is_marked_killed(outputs):
     assert client.get_run(stale.info.run_id).info.status == "KILLED"
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
     assert client.get_run(finished.info.run_id).info.status == "FINISHED"
+
+
+POLLER = """
+import sqlite3, sys, time
+from pathlib import Path
+path = Path(sys.argv[1])
+print("ready", flush=True)
+while not path.exists():
+    time.sleep(0.0005)
+db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+try:
+    version = db.execute("select version_num from alembic_version").fetchone()
+    names = [row[0] for row in db.execute("select name from experiments")]
+    print("complete", version[0] if version else None, names)
+except sqlite3.Error as exc:
+    print("half-made:", exc)
+"""
+
+
+def test_a_process_polling_for_the_new_sqlite_store_never_sees_it_half_made(outputs):
+    # MLflow migrating one SQLite file from two processes corrupts it; a tool (or a test) that
+    # opens the store as soon as the file appears must find MLflow's tables already complete.
+    from precision_sweep.tracking.store import prepare_experiment
+
+    path = outputs / "mlflow.db"
+    poller = subprocess.Popen([sys.executable, "-c", POLLER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert poller.stdout.readline().strip() == "ready"
+    experiment = prepare_experiment(f"sqlite:///{path}", "precision-sweep", str(outputs / "art"))
+    seen = poller.communicate(timeout=60)[0].strip()
+    assert seen.startswith("complete") and "'Default'" in seen, seen
+    assert mlflow_client(outputs).get_experiment(experiment).name == "precision-sweep"
+    assert [p.name for p in outputs.iterdir() if p.name.endswith(".creating")] == []
+    # A second launch finds the same store and experiment.
+    assert prepare_experiment(f"sqlite:///{path}", "precision-sweep", str(outputs / "art")) == experiment
+
+
+def test_describing_an_experiment_another_sweep_just_described_does_not_stop_the_sweep(outputs, monkeypatch):
+    # On PostgreSQL, two sweeps that both find the experiment undescribed race to insert the tag
+    # and the second gets a unique-key error (seen in CI): the description is best effort.
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from precision_sweep.tracking import store
+
+    uri = f"sqlite:///{outputs / 'mlflow.db'}"
+    store.create_sqlite_database(outputs / "mlflow.db")
+    made_by_mlflow = mlflow_client(outputs).create_experiment("precision-sweep")  # no description
+
+    def lost_the_race(self, experiment_id, key, value):
+        raise MlflowException("duplicate key value violates unique constraint \"experiment_tag_pk\"")
+
+    monkeypatch.setattr(MlflowClient, "set_experiment_tag", lost_the_race)
+    assert store.prepare_experiment(uri, "precision-sweep", None) == made_by_mlflow
+    monkeypatch.undo()
+    assert store.prepare_experiment(uri, "precision-sweep", None) == made_by_mlflow
+    described = mlflow_client(outputs).get_experiment(made_by_mlflow)
+    assert described.tags[store.NOTE_TAG] == store.EXPERIMENT_DESCRIPTION
+
+
+@pytest.mark.parametrize("mode", [["-m", "precision=fp32,fp16"], ["precision=fp32"]], ids=["multirun", "single-run"])
+def test_a_deleted_experiment_is_refused_with_the_restore_command(outputs, mode):
+    from precision_sweep.tracking.store import prepare_experiment
+
+    uri = f"sqlite:///{outputs / 'mlflow.db'}"
+    experiment = prepare_experiment(uri, "precision-sweep", None)
+    client = mlflow_client(outputs)
+    kept = client.create_run(experiment)
+    client.set_terminated(kept.info.run_id)
+    client.delete_experiment(experiment)  # in the UI, say; MLflow keeps the name taken
+    result = run_cli(["precision-sweep", *mode, f"paths.outputs={outputs}"], cwd=outputs)
+    assert result.returncode == 2, result.stderr[-3000:]
+    message = " ".join(result.stderr.split())
+    assert "'precision-sweep' (id 1)" in message and "is deleted" in message
+    assert "mlflow experiments restore --experiment-id 1" in message and "tracking.experiment=NAME" in message
+    assert "Traceback" not in result.stderr
+    runs = client.search_runs([experiment], run_view_type=3)  # ViewType.ALL
+    assert [r.info.run_id for r in runs] == [kept.info.run_id]  # nothing added, nothing lost
 
 
 def test_job_past_its_time_limit_fails_alone(outputs, shared_cache, monkeypatch):
@@ -139,3 +216,30 @@ def test_job_count_follows_the_sweep_overrides():
         {"hydra": {"overrides": {"task": ["precision=fp32,fp16", "target=ios16,ios17,ios18", "seed=1"]}, "sweeper": {"params": None}}}
     )
     assert count_jobs(command_line) == 6
+
+
+def test_a_sweep_whose_tracking_fails_to_start_stops_before_any_job(outputs, monkeypatch, capsys):
+    # Hydra only warns when a callback raises, then runs every job: without the parent's id in
+    # their environment they would be filed outside the sweep. The sweep stops instead.
+    import os
+
+    from precision_sweep.cli import callback as callback_module
+    from precision_sweep.tracking import store
+
+    config = compose([f"paths.outputs={outputs}", "runtime.progress=false", f"hydra.sweep.dir={outputs}/multirun"],
+                     return_hydra_config=True)
+
+    def store_fails(config):
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr(callback_module, "swept_axes", store_fails)  # fails after the parent exists
+    tracking = callback_module.SweepTrackingCallback()
+    with pytest.raises(SystemExit) as stopped:
+        tracking.on_multirun_start(config)
+    assert stopped.value.code == 1
+    message = " ".join(capsys.readouterr().err.split())
+    assert "could not start recording to the tracking store (RuntimeError: the store went away)" in message
+    assert "no job was started" in message
+    (parent,) = mlflow_client(outputs).search_runs([os.environ.get(store.ENV_EXPERIMENT) or "1"])
+    assert parent.info.status == "FAILED"
+    assert not any(os.environ.get(key) for key in (store.ENV_URI, store.ENV_EXPERIMENT, store.ENV_PARENT))

@@ -22,14 +22,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.experimental.callback import Callback
 from mlflow.entities import Param
 from omegaconf import DictConfig
 
 from precision_sweep.cli.preflight import check_launcher
-from precision_sweep.cli.report import report_user_error
+from precision_sweep.cli.report import fail, report_user_error
 from precision_sweep.config_checks import check_config
 from precision_sweep.errors import UserInputError
 from precision_sweep.pick.decision import log_decision, sweep_decision
@@ -84,6 +84,13 @@ class SweepTrackingCallback(Callback):
             )
         except UserInputError as exc:
             report_user_error("precision-sweep", exc)
+        try:
+            self._open_sweep(config, uri)
+        except Exception as exc:  # noqa: BLE001 - Hydra would only warn, then run every job outside the sweep
+            self._abort_start(exc)
+
+    def _open_sweep(self, config: DictConfig, uri: str) -> None:
+        """The parent run, the jobs' environment pointing at it, the progress display."""
         self.client = store.client_for(uri)
         self._close_stale_sweeps()
         sweep_dir = str(Path(config.hydra.sweep.dir).resolve())
@@ -99,7 +106,6 @@ class SweepTrackingCallback(Callback):
         )
         self.parent_run_id = parent.info.run_id
         self.client.log_batch(self.parent_run_id, params=[Param(k, v) for k, v in swept_axes(config).items()])
-        _describe_experiment(self.client, self.experiment_id)
         os.environ[store.ENV_URI] = uri
         os.environ[store.ENV_EXPERIMENT] = self.experiment_id
         os.environ[store.ENV_PARENT] = self.parent_run_id
@@ -130,6 +136,20 @@ class SweepTrackingCallback(Callback):
         self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
         self._forget()
         _LAST_SWEEP[:] = [failed, len(table)]
+
+    def _abort_start(self, exc: Exception) -> NoReturn:
+        """Close the parent (if made) FAILED and stop before any job runs, non-zero."""
+        log.debug("the sweep could not start", exc_info=exc)
+        if self.parent_run_id is not None:
+            try:
+                self.client.set_terminated(self.parent_run_id, status="FAILED")
+            except Exception:  # noqa: BLE001 - the store itself may be what failed
+                pass
+        self._stop_progress()
+        self._forget()
+        fail("precision-sweep", f"error: the sweep could not start recording to the tracking store "
+             f"({type(exc).__name__}: {exc}); no job was started. Fix: check the store (tracking.uri) "
+             "and re-run the same command; add resume=true to skip the jobs an earlier run finished.", code=1)
 
     def _forget(self) -> None:
         self.parent_run_id = None
@@ -168,23 +188,6 @@ class SweepTrackingCallback(Callback):
             )
         finally:
             self._forget()
-
-
-EXPERIMENT_DESCRIPTION = (
-    "precision-sweep: one parent run per sweep (its description holds the summary and the pick), "
-    "one child run per job: a Core ML variant of the model (precision x deployment target x compute "
-    "units) evaluated on the labeled test set against the FP32 TensorFlow baseline. Children log "
-    "accuracy, accuracy_delta with its confidence interval, agreement with the baseline, size, and "
-    "artifacts (the .mlpackage, predictions, placement and numeric-cliff reports); the picked run "
-    "and the Pareto front are tagged pick / on_front / within_budget."
-)
-
-
-def _describe_experiment(client, experiment_id: str) -> None:
-    """Give the experiment its description once (a user's own is kept)."""
-    experiment = client.get_experiment(experiment_id)
-    if not experiment.tags.get("mlflow.note.content"):
-        client.set_experiment_tag(experiment_id, "mlflow.note.content", EXPERIMENT_DESCRIPTION)
 
 
 def swept_axes(config: DictConfig) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 MLflow on SQLite corrupts a new database, and files runs under "Default", when several
 processes create the database or the experiment at once; so the launcher creates both before
-any job starts and jobs pass ``experiment_id`` explicitly.
+any job starts and jobs pass ``experiment_id`` explicitly. A new SQLite database is built in a
+private file and linked into place, so another process never opens it half-made.
 
 The launching process also finds an unusable store there, once and quickly (MLflow itself
 retries for minutes): an MLflow server nobody answers at, a PostgreSQL URI with a wrong
@@ -56,7 +57,10 @@ def prepare_experiment(uri: str, name: str, artifact_location: str | None) -> st
     """
     uri = absolute_uri(uri)
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            create_sqlite_database(Path(uri[len("sqlite:///"):]))
+        except Exception as exc:
+            raise UserInputError(store_error_message(uri, exc)) from exc
     if is_database_uri(uri):
         check_database(uri)  # MLflow retries a refused database connection for ~100 s
     if urlparse(uri).scheme in ("http", "https"):
@@ -65,7 +69,10 @@ def prepare_experiment(uri: str, name: str, artifact_location: str | None) -> st
         with _fail_fast():  # reachable, but a just-started server's first answer can be slow
             client = client_for(uri)
             experiment = client.get_experiment_by_name(name)
+        if experiment is not None and experiment.lifecycle_stage == "deleted":
+            raise UserInputError(_deleted_message(name, experiment.experiment_id, uri))
         if experiment is not None:
+            _describe(client, experiment)
             return experiment.experiment_id
         return create_or_find_experiment(client, name, _artifact_root(artifact_location))
     except UserInputError:
@@ -85,21 +92,80 @@ def _artifact_root(artifact_location: str | None) -> str | None:
     return Path(location).resolve().as_uri()
 
 
+NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows
+EXPERIMENT_DESCRIPTION = (
+    "precision-sweep: one parent run per sweep (its description holds the summary and the pick), "
+    "one child run per job: a Core ML variant of the model (precision x deployment target x compute "
+    "units) evaluated on the labeled test set against the FP32 TensorFlow baseline. Children log "
+    "accuracy, accuracy_delta with its confidence interval, agreement with the baseline, size, and "
+    "artifacts (the .mlpackage, predictions, placement and numeric-cliff reports); the picked run "
+    "and the Pareto front are tagged pick / on_front / within_budget."
+)
+
+
+def _describe(client, experiment) -> None:
+    """Describe an experiment made before descriptions existed (a user's own is kept). Best
+    effort: two sweeps starting together both see it empty, and the database refuses the second
+    insert (a unique key), which must not stop the sweep."""
+    from mlflow.exceptions import MlflowException
+
+    if experiment.tags.get(NOTE_TAG):
+        return
+    try:
+        client.set_experiment_tag(experiment.experiment_id, NOTE_TAG, EXPERIMENT_DESCRIPTION)
+    except MlflowException:
+        pass
+
+
+def create_sqlite_database(path: Path) -> None:
+    """Create MLflow's tables in a private file, then link it into place at ``path``.
+
+    A process opening ``path`` meanwhile (another sweep, ``mlflow ui``, ``precision-pick``, a
+    script polling the store) sees no file or a complete database, never one half-migrated:
+    MLflow migrating one SQLite file from two processes at once corrupts it. An existing
+    database is left alone; if another process links its copy first, that one is used.
+    """
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.creating")
+    staging.unlink(missing_ok=True)
+    try:
+        client = client_for(f"sqlite:///{staging}")
+        client.search_experiments(max_results=1)  # MLflow creates and migrates the tables here
+        engine = getattr(getattr(client._tracking_client, "store", None), "engine", None)
+        if engine is not None:
+            engine.dispose()
+        try:
+            os.link(staging, path)  # atomic, and fails rather than replace a database made meanwhile
+        except FileExistsError:
+            pass
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def create_or_find_experiment(client, name: str, location: str | None) -> str:
     """Create the experiment; if another process created it first, return that one's id."""
     from mlflow.exceptions import MlflowException
 
-    try:
-        return client.create_experiment(name, artifact_location=location)
+    try:  # described as it is created: a tag set afterwards races another sweep's
+        return client.create_experiment(name, artifact_location=location, tags={NOTE_TAG: EXPERIMENT_DESCRIPTION})
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    # Another sweep created it between our look-up and our create (a shared server).
+    # Another sweep created it between our look-up and our create (a shared server), or it was
+    # deleted (MLflow keeps the name of a deleted experiment taken).
     experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        raise UserInputError(f"The experiment {name!r} exists but cannot be found (deleted?). Restore it "
-                             f"with `mlflow experiments restore` or choose another tracking.experiment.")
+    if experiment is None or experiment.lifecycle_stage == "deleted":
+        raise UserInputError(_deleted_message(name, experiment.experiment_id if experiment else "ID", client.tracking_uri))
     return experiment.experiment_id
+
+
+def _deleted_message(name: str, experiment_id: str, uri: str) -> str:
+    return (f"The MLflow experiment {name!r} (id {experiment_id}) in {redact(uri)} is deleted, and MLflow "
+            f"keeps its name taken, so no run can be recorded in it. Fix: restore it with `mlflow experiments "
+            f"restore --experiment-id {experiment_id}` (MLFLOW_TRACKING_URI set to the store), or record "
+            "into another one with tracking.experiment=NAME.")
 
 
 # -- an MLflow tracking server (http://host:port) ------------------------------------------
