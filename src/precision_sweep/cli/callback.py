@@ -39,6 +39,7 @@ from precision_sweep.tracking.job_run import ROLE_TAG
 from precision_sweep.tracking.links import sweep_links
 from precision_sweep.tracking.progress import SweepProgress, count_jobs
 from precision_sweep.tracking.summary import child_runs, format_table, runs_table
+from precision_sweep.tracking.view import share_sweep_view
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ class SweepTrackingCallback(Callback):
         liveness.reap(self.client, self.experiment_id, f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'")
         table = runs_table(child_runs(self.client, self.experiment_id, self.parent_run_id))
         text = format_table(table) + sweep_decision(table, config.get("pick"))
-        links = sweep_links(os.environ.get(store.ENV_URI, ""), self.experiment_id, self.parent_run_id)
+        view_key = share_sweep_view(self.client, self.experiment_id, self.parent_run_id)
+        links = sweep_links(os.environ.get(store.ENV_URI, ""), self.experiment_id, self.parent_run_id, view_key)
         print(f"\nprecision-sweep summary (parent run {self.parent_run_id}):\n{text}\n\n{links}\n", flush=True)
         failed = int(table["status"].isin(["FAILED", "KILLED"]).sum()) if not table.empty else 0
         with tempfile.TemporaryDirectory() as tmp:
