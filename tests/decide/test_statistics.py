@@ -78,5 +78,5 @@ def test_paired_report_writes_the_table_and_a_png(tmp_path):
     eye = np.eye(10, dtype=np.float32)
     metrics, paths = paired_report(eye[predicted], eye[reference], labels, [str(i) for i in range(10)], tmp_path, title="t")
     assert metrics["flips_to_wrong"] == 4
-    assert [p.name for p in paths] == ["per_class.csv", "confusion.png"]
+    assert [p.name for p in paths] == ["per_class.csv", "confusion.png", "confusion.csv"]
     assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -114,9 +114,24 @@ def per_class_deltas(
 
 def confusion(predicted: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts ``[true, predicted]``."""
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels, dtype=int), np.asarray(predicted, dtype=int)), 1)
-    return matrix
+    flat = np.asarray(labels, dtype=np.int64) * n_classes + np.asarray(predicted, dtype=np.int64)
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def confusion_table(variant: np.ndarray, baseline: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """Both full confusion matrices, one row per cell that is non-zero in either.
+
+    Columns ``true``, ``predicted`` (class names), ``count`` (variant), ``baseline_count``
+    and ``change``; a pair not listed is 0 in both. Long form because a dense 1000-class
+    matrix is a million cells, nearly all zero.
+    """
+    true, predicted = np.nonzero((variant != 0) | (baseline != 0))
+    names = np.asarray(class_names, dtype=object)
+    return pd.DataFrame({
+        "true": names[true], "predicted": names[predicted],
+        "count": variant[true, predicted], "baseline_count": baseline[true, predicted],
+        "change": variant[true, predicted] - baseline[true, predicted],
+    })
 
 
 def paired_report(
@@ -133,7 +148,9 @@ def paired_report(
     """Paired statistics and their artifacts for one run.
 
     Returns ``(metrics, paths)``: the metrics of :func:`paired_statistics` and the written
-    ``per_class.csv`` and ``confusion.png`` under ``out_dir``.
+    ``per_class.csv``, ``confusion.png`` and ``confusion.csv`` (the full matrices, see
+    :func:`confusion_table`; the png shows a subset beyond ``plots.MAX_CLASSES`` classes)
+    under ``out_dir``.
     """
     from pathlib import Path
 
@@ -148,11 +165,15 @@ def paired_report(
     table = per_class_deltas(predicted, reference, labels, names)
     per_class = out_dir / "per_class.csv"
     table.to_csv(per_class, index=False)
+    variant, base = confusion(predicted, labels, n_classes), confusion(reference, labels, n_classes)
+    # a class is involved in a changed prediction as its true, old or new class
+    moved = predicted != reference
+    involved = sum(np.bincount(np.asarray(a, dtype=np.int64)[moved], minlength=n_classes)
+                   for a in (labels, predicted, reference))
     png = confusion_png(
-        out_dir / "confusion.png",
-        confusion(predicted, labels, n_classes),
-        confusion(reference, labels, n_classes),
-        names,
-        title=title,
+        out_dir / "confusion.png", variant, base, names, title=title,
+        flips=(metrics["flips_to_wrong"], metrics["flips_to_right"]), changed_by_class=involved,
     )
-    return metrics, [per_class, png]
+    matrix = out_dir / "confusion.csv"
+    confusion_table(variant, base, names).to_csv(matrix, index=False)
+    return metrics, [per_class, png, matrix]

@@ -1,8 +1,8 @@
 """The end-of-sweep decision: the pick under the default budget, printed and logged to the
-sweep's parent run (``summary.md``, ``pareto.png``/``pareto.csv``), where the UI shows it: the
-parent's description holds the summary and the pick with a link to the picked run, the parent
-logs headline metrics, and every evaluated child is tagged ``pick``, ``on_front`` and
-``within_budget``.
+sweep's parent run (``summary.md``, ``pareto.png``/``pareto.csv``, ``overview.png``), where the
+UI shows it: the parent's description holds the summary and the pick with a link to the picked
+run, the parent logs headline metrics, and every evaluated child is tagged ``pick``,
+``on_front`` and ``within_budget``.
 
 The sweep callback (:mod:`precision_sweep.cli.callback`) calls it once every job has ended;
 ``precision-pick`` makes the same decision with the budget and rule given on its command line.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import textwrap
 import time
+from pathlib import Path
 
 import pandas as pd
 from mlflow.entities import Metric, RunTag
@@ -56,7 +57,8 @@ def sweep_decision(table: pd.DataFrame, pick_cfg) -> str:
 
 def log_decision(client, experiment_id: str, parent_run_id: str, table: pd.DataFrame, pick_cfg, tmp) -> None:
     """Log ``summary.md`` (the summary table and the pick), the parent's description, headline
-    metrics and ``pareto.png``/``pareto.csv``, and tag the children."""
+    metrics, ``pareto.png``/``pareto.csv`` and ``overview.png`` (delta and size over precision x
+    target), and tag the children."""
     try:
         frame = pd.DataFrame() if table.empty else format_frame(table)
         text = sweep_decision(table, pick_cfg).strip()
@@ -71,6 +73,10 @@ def log_decision(client, experiment_id: str, parent_run_id: str, table: pd.DataF
             from precision_sweep.pick.report import log_pareto
 
             log_pareto(client, parent_run_id, decision, max_drop, cost)
+        if not table.empty:
+            from precision_sweep.metrics.plots import overview_png
+
+            client.log_artifact(parent_run_id, str(overview_png(Path(tmp) / "overview.png", table, max_drop)))
     except Exception as exc:  # noqa: BLE001 - never lose the sweep's closing over a plot
         log.warning("could not log the sweep decision: %s: %s", type(exc).__name__, exc)
 

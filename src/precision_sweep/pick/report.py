@@ -29,9 +29,8 @@ def log_pareto(client, parent_run_id: str, decision: Decision, max_drop: float, 
     view = pareto_view(decision)
     if view.empty:
         return []
-    frame = view.assign(label=view["precision"].astype(str) + "/" + view["target"].astype(str))
     with tempfile.TemporaryDirectory() as tmp:
-        png = pareto_png(Path(tmp) / "pareto.png", frame, cost, max_drop,
+        png = pareto_png(Path(tmp) / "pareto.png", view, cost, max_drop,
                          (decision.pick or {}).get("run_id"), decision.rule)
         csv = Path(tmp) / "pareto.csv"
         view.to_csv(csv, index=False)
