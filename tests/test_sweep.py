@@ -164,3 +164,58 @@ def test_the_decision_is_on_the_parent_and_the_children_and_the_links_are_printe
     assert f"/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning" in result.stdout
     assert f"/#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}" in result.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{outputs / 'mlflow.db'}" in result.stdout
+
+
+def test_a_redirected_log_holds_no_escape_codes_and_the_end_prints_once(default_sweep):
+    *_, result = default_sweep  # run with its output piped, as a scheduler or `> log` would
+    output = result.stdout + result.stderr
+    assert "\x1b" not in output and "\r" not in output
+    assert result.stdout.count("precision-sweep summary") == 1
+    assert result.stdout.count("runs view:") == 1
+    final = [line for line in result.stderr.splitlines() if line.startswith("sweep: 12/12 jobs done")]
+    assert len(final) == 1 and " in " in final[0], final
+    progress = [line for line in result.stderr.splitlines() if line.startswith("sweep: ")]
+    assert len(progress) == len(set(progress)), "a progress line repeats unchanged"
+
+
+@pytest.mark.slow
+def test_a_terminal_shows_one_live_line_below_the_log(tmp_path, shared_cache):
+    import fcntl
+    import os
+    import pty
+    import re
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a 160-column terminal
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRECISION_SWEEP_", "MLFLOW_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "precision_sweep", "-m", "precision=fp32,fp16", "target=ios16,ios17",
+         f"paths.outputs={tmp_path / 'outputs'}", f"paths.cache={shared_cache}"],
+        cwd=tmp_path, stdin=terminal, stdout=terminal, stderr=terminal, env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # the terminal closed: the sweep ended
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(main)
+    assert process.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    # What a terminal shows: each \r returns to the line start, so keep what follows the last one.
+    lines = [re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line.rstrip("\r").rsplit("\r", 1)[-1]) for line in screen.split("\n")]
+    assert any("sweep: ok" in line for line in screen.split("\n")), "no live sweep line"
+    logged = [line for line in lines if "[precision_sweep.job][INFO]" in line]
+    assert len(logged) >= 4, lines[-40:]
+    assert not [line for line in logged if "jobs [" in line], "a log line was glued to the live line"
+    assert not [line for line in lines if "batch" in line and "%|" in line], "a job's batch bar under the live line"
+    assert len([line for line in lines if line.startswith("sweep: 4/4 jobs done")]) == 1
+    assert sum("precision-sweep summary" in line for line in lines) == 1

@@ -221,6 +221,7 @@ def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
 def _execute(cfg: DictConfig, run: JobRun, converted, dataset):
     """Run the package on the test split (Core ML on a Mac, else the emulator)."""
     from precision_sweep.runtime import execution_of, run_batches, select_runtime
+    from precision_sweep.tracking.progress import job_bar_wanted
 
     runtime = select_runtime(cfg.runtime.name, converted.path, execution_of(cfg), probe=dataset.x_test)
     run.set_tags(
@@ -233,7 +234,7 @@ def _execute(cfg: DictConfig, run: JobRun, converted, dataset):
     run.log_params({"runtime": runtime.name})
     start = time.perf_counter()
     outputs = run_batches(
-        runtime, dataset.x_test, cfg.runtime.batch_size, progress=cfg.runtime.progress,
+        runtime, dataset.x_test, cfg.runtime.batch_size, progress=job_bar_wanted(cfg.runtime.progress),
         desc=f"{cfg.precision.name}/{cfg.target.name}",
     )
     return runtime, outputs, time.perf_counter() - start

@@ -37,7 +37,7 @@ from precision_sweep.runtime.threads import share_env
 from precision_sweep.tracking import liveness, store
 from precision_sweep.tracking.job_run import ROLE_TAG
 from precision_sweep.tracking.links import sweep_links
-from precision_sweep.tracking.progress import SweepProgress, count_jobs
+from precision_sweep.tracking.progress import SweepProgress, count_jobs, keep_log_lines_off_the_live_line
 from precision_sweep.tracking.summary import child_runs, format_table, runs_table
 from precision_sweep.tracking.view import share_sweep_view
 
@@ -115,6 +115,10 @@ class SweepTrackingCallback(Callback):
         log.info("MLflow: experiment %s, sweep parent run %s (%s)", self.experiment_id, self.parent_run_id, uri)
         if config.get("progress", True):
             self.progress = SweepProgress(self.client, self.experiment_id, self.parent_run_id, count_jobs(config)).start()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra has just configured this job's logging: keep its records off the live line.
+        keep_log_lines_off_the_live_line(self.progress)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_run_id is None:

@@ -95,7 +95,8 @@ def run_batches(runtime: Runtime, x: np.ndarray, batch_size: int, progress: bool
 
     outputs = []
     starts = range(0, len(x), batch_size)
-    for start in tqdm(starts, desc=desc or runtime.name, disable=not progress, unit="batch", leave=False):
+    # disable=None: no bar when stderr is not a terminal (no carriage returns in a log file)
+    for start in tqdm(starts, desc=desc or runtime.name, disable=None if progress else True, unit="batch", leave=False):
         result = runtime.predict({runtime.input_name: x[start : start + batch_size]})
         outputs.append(np.asarray(result[runtime.output_name], dtype=np.float32))
     return np.concatenate(outputs, axis=0)
