@@ -274,9 +274,14 @@ def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, o
 
 
 def _record(cfg: DictConfig, run: JobRun, metrics, files, outputs, baseline, dataset, converted, job_dir: Path) -> None:
-    """Log the metrics and the artifacts: reports, predictions and the package itself."""
+    """Log the test set as the run's dataset input, the package as the job's LoggedModel with
+    the metrics linked to both, and the artifacts: reports, predictions and the package (the run
+    keeps its copy: ``precision-diagnose RUN_ID`` reads it from the run's artifacts)."""
+    run.log_dataset(dataset.name, dataset.content_hash, dataset.x_test, dataset.y_test)
+    run.create_model(f"{converted.path.stem}-{cfg.compute_units.name.value}")
     run.log_metrics(metrics)
     predictions = job_dir / "predictions.npz"
     np.savez_compressed(predictions, outputs=outputs, baseline=baseline, labels=dataset.y_test)
     for path in [*files, predictions, converted.path]:
         run.log_artifact(path)
+    run.log_model_package(converted.path)

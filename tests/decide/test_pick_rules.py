@@ -80,6 +80,8 @@ def test_confident_with_nothing_qualifying_exits_1_with_the_best_bound(outputs):
 
 
 def test_register_creates_a_version_whose_source_is_the_picked_run(outputs):
+    # Runs logged before packages were LoggedModels (test_logged_models.py has today's runs):
+    # the version's source is the run's .mlpackage artifact.
     client, _, ids = _store(outputs, CI_CROSSES_BUDGET)
     result = run_cli(["precision-pick", "--max-drop", "1", "--rule", "confident", "--register", "digits-classifier"],
                      cwd=outputs.parent)
@@ -91,3 +93,4 @@ def test_register_creates_a_version_whose_source_is_the_picked_run(outputs):
     assert version.source == f"{run.info.artifact_uri}/m-fp32.mlpackage"
     assert "rule confident" in version.description and "delta +0.00 pp" in version.description
     assert "rule confident" in client.get_registered_model("digits-classifier").description
+    assert client.get_model_version_by_alias("digits-classifier", "candidate").version == version.version

@@ -3,8 +3,9 @@
 ``--rule point`` judges the measured accuracy delta, ``--rule confident`` the lower bound of
 its paired-bootstrap CI. The output states the rule, the Pareto table of all evaluated runs
 (cost vs accuracy) and why cheaper runs were excluded. ``pareto.png``/``pareto.csv`` are logged
-to the sweep's parent run; ``--register NAME`` registers the picked package in the MLflow
-Model Registry with the decision as its description.
+to the sweep's parent run; ``--register NAME`` registers the picked run's LoggedModel (its
+``.mlpackage``) in the MLflow Model Registry with the decision as its description, and points
+the alias ``--alias`` (default ``candidate``) at the new version.
 
 Exit codes: 0 a pick was made, 1 nothing qualifies (the reason is printed), 2 bad input.
 """
@@ -15,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -40,6 +42,16 @@ def _budget(text: str) -> float:
     return value
 
 
+def _alias(text: str) -> str:
+    """A registered model alias as MLflow accepts one, refused before anything is registered."""
+    if not re.fullmatch(r"[\w-]{1,255}", text) or text.lower() == "latest" or re.fullmatch(r"[vV]\d+", text):
+        raise argparse.ArgumentTypeError(
+            f"--alias must be letters, digits, '_' or '-' (at most 255), and neither 'latest' nor "
+            f"a version like 'v2' (MLflow reserves them), got {text!r}"
+        )
+    return text
+
+
 def _default_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'outputs' / 'mlflow.db'}"
 
@@ -61,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./outputs/mlflow.db)")
     parser.add_argument("--register", metavar="NAME", default=None,
-                        help="register the picked .mlpackage as a version of this MLflow registered model")
+                        help="register the picked run's logged model (its .mlpackage) as a version of this "
+                        "MLflow registered model")
+    parser.add_argument("--alias", type=_alias, default="candidate",
+                        help="alias set on the registered version (default: candidate); with --register")
     parser.add_argument("--no-log", action="store_true", help="do not log pareto.png/pareto.csv to the sweep's parent run")
     parser.add_argument("--json", action="store_true", help="print the decision as JSON")
     return parser
@@ -118,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.cost}={p['cost']:,.0f}. Budget {args.max_drop:g} pp. {decision.reason}."
         )
         try:
-            version = register(client, args.register, decision, description)
+            version = register(client, args.register, decision, description, alias=args.alias)
         except LookupError as exc:
             fail(PROGRAM, f"error: cannot register: {exc}. Re-run the sweep so the package is logged.", 2)
     if args.json:
@@ -134,7 +149,10 @@ def main(argv: list[str] | None = None) -> None:
             "excluded": _records(decision.excluded, columns + ["why"]),
             "pareto": _records(pareto_view(decision), list(pareto_view(decision).columns)),
             "logged_to_parent": logged,
-            "registered": None if version is None else {"name": version.name, "version": version.version, "source": version.source},
+            "registered": None if version is None else {
+                "name": version.name, "version": version.version, "alias": args.alias,
+                "source": version.source,
+                "logged_model": version.source.removeprefix("models:/") if version.source.startswith("models:/") else None},
         }
         print(json.dumps(payload, indent=2, default=str))
     else:
@@ -168,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(textwrap.fill("why: " + decision.reason, width=100, subsequent_indent="     "))
         if version is not None:
-            print(f"registered {version.name} version {version.version} (source {version.source})")
+            print(f"registered {version.name} version {version.version} as @{args.alias} (source {version.source}); "
+                  f"load it as models:/{version.name}@{args.alias}")
 
 
 if __name__ == "__main__":

@@ -3,16 +3,31 @@
 A run always ends: FINISHED (evaluated, or skipped with its reason) or FAILED (with the error
 class and message in tags and an ``error.txt`` artifact). A skipped or failed run says why in
 its description and shows the outcome in its name, as the UI lists them.
+
+An evaluated job's ``.mlpackage`` is also an MLflow LoggedModel (the experiment's Models tab
+compares variants across sweeps; a version can be registered from it), with the job's params,
+and the job's metrics linked to it and to the test set, which is the run's dataset input.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import (
+    Dataset,
+    DatasetInput,
+    InputTag,
+    LoggedModelOutput,
+    Metric,
+    Param,
+    RunTag,
+)
 
 from precision_sweep.limits import JobTerminated
 from precision_sweep.runtime.threads import thread_share
@@ -27,6 +42,19 @@ log = logging.getLogger(__name__)
 NOTE_TAG = "mlflow.note.content"
 # The worker's thread share the job ran with (runtime.threads.thread_share).
 THREADS_TAG = "precision_sweep.threads"
+# Run params copied onto the job's LoggedModel: what the Models tab filters and compares by.
+MODEL_PARAMS = (
+    "precision", "target", "compute_units", "device", "model", "dataset", "effective_target",
+    "spec_version", "runtime", "numerics_version", "model_hash", "dataset_hash",
+)
+# LoggedModel tag <- run tag: the sweep (its parent run), the job's fingerprint, the runtime.
+MODEL_TAGS = {
+    "precision_sweep.sweep": "mlflow.parentRunId",
+    "precision_sweep.fingerprint": "precision_sweep.fingerprint",
+    "runtime": "runtime",
+}
+# The LoggedModel's model_type: every variant is a Core ML package.
+MODEL_TYPE = "coreml.mlpackage"
 
 
 class JobRun:
@@ -38,17 +66,70 @@ class JobRun:
         self.run = client.create_run(experiment_id, tags=tags, run_name=run_name)
         self.run_id = self.run.info.run_id
         self.ended = False
+        self.model_id: str | None = None  # the job's LoggedModel, once created
+        self._model_final = False
+        self._dataset: tuple[str, str] | None = None  # (name, digest) of the evaluation data
 
     def log_params(self, params: dict[str, Any]) -> None:
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
-        import time
-
+        """Log to the run; once the job has a LoggedModel and a dataset input, the metrics are
+        also the model's, measured on that dataset (the Models tab's columns)."""
         now = int(time.time() * 1000)
+        name, digest = self._dataset or (None, None)
         self.client.log_batch(
-            self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+            self.run_id,
+            metrics=[Metric(k, float(v), now, 0, model_id=self.model_id, dataset_name=name, dataset_digest=digest)
+                     for k, v in metrics.items()],
         )
+
+    def log_dataset(self, name: str, digest: str, x, y) -> None:
+        """Log the evaluation data as the run's dataset input (name, content digest, and a
+        profile with the number of samples); later metrics are linked to it.
+
+        Parameters
+        ----------
+        name, digest
+            The dataset's name and content hash (``Dataset.content_hash``: the test arrays).
+        x, y
+            The test arrays; only their shapes and dtypes are recorded (schema and profile).
+        """
+        from mlflow.data.numpy_dataset import from_numpy
+
+        numpy = from_numpy(x, targets=y, name=name, digest=digest)._to_mlflow_entity()
+        entity = Dataset(
+            name=name, digest=digest, source_type=numpy.source_type, source=numpy.source, schema=numpy.schema,
+            profile=json.dumps({"num_rows": len(y), **json.loads(numpy.profile or "{}")}),
+        )
+        context = InputTag("mlflow.data.context", "evaluation")
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=[context])])
+        self._dataset = (name, digest)
+
+    def create_model(self, name: str) -> str:
+        """Create the job's LoggedModel (PENDING until :meth:`log_model_package`), with the
+        run's params in :data:`MODEL_PARAMS` and tags in :data:`MODEL_TAGS`, as an output of
+        the run; metrics logged from now on are linked to it. Returns its id."""
+        run = self.client.get_run(self.run_id)
+        params = {k: run.data.params[k] for k in MODEL_PARAMS if k in run.data.params}
+        tags = {k: run.data.tags[tag] for k, tag in MODEL_TAGS.items() if tag in run.data.tags}
+        model = self.client.create_logged_model(
+            run.info.experiment_id, name=_model_name(name), source_run_id=self.run_id,
+            params=params, tags=tags, model_type=MODEL_TYPE,
+        )
+        self.model_id = model.model_id
+        self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
+        return model.model_id
+
+    def log_model_package(self, package: Path) -> None:
+        """Upload the package's contents as the LoggedModel's artifacts and mark it READY
+        (FAILED, and the error raised, when the upload fails)."""
+        try:
+            self.client.log_model_artifacts(self.model_id, str(package))
+        except BaseException:
+            self._finalize_model("FAILED")
+            raise
+        self._finalize_model("READY")
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
@@ -78,6 +159,11 @@ class JobRun:
         from precision_sweep.tracking.resume import copy_into
 
         copy_into(self.client, source, self.run_id)
+        # The measured variant and its test set, linked (not copied) into this sweep.
+        if source.outputs and source.outputs.model_outputs:
+            self.client.log_outputs(self.run_id, list(source.outputs.model_outputs))
+        if source.inputs and source.inputs.dataset_inputs:
+            self.client.log_inputs(self.run_id, datasets=list(source.inputs.dataset_inputs))
         self._end("FINISHED")
 
     def fail(self, exc: BaseException) -> None:
@@ -93,6 +179,7 @@ class JobRun:
                 NOTE_TAG: f"**{outcome.capitalize()}:** {type(exc).__name__}: {message[:4000]} (the traceback is in error.txt)",
             }
         )
+        self._finalize_model("FAILED")
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.log_text(f"{type(exc).__name__}: {message}\n\n{detail}", "error.txt")
         self._rename(outcome)
@@ -106,7 +193,37 @@ class JobRun:
         except Exception as exc:  # noqa: BLE001
             log.warning("could not rename run %s: %s", self.run_id, exc)
 
+    def _finalize_model(self, status: str) -> None:
+        """READY or FAILED, once (best effort for FAILED: the run must still end)."""
+        if self.model_id is None or self._model_final:
+            return
+        try:
+            self.client.finalize_logged_model(self.model_id, status)
+            self._model_final = True
+        except Exception as exc:
+            if status == "READY":
+                raise
+            log.warning("could not mark logged model %s %s: %s", self.model_id, status, exc)
+
     def _end(self, status: str) -> None:
         if not self.ended:
             self.client.set_terminated(self.run_id, status=status)
             self.ended = True
+
+
+def _model_name(name: str) -> str:
+    """A LoggedModel name: MLflow refuses ``/ : . % " '`` in one."""
+    return re.sub(r"[/:.%\"']", "_", name)
+
+
+def logged_model_of(client, run):
+    """The READY LoggedModel that job ``run`` produced (or, when reused, links); None for a run
+    logged before packages were LoggedModels, whose package is only a run artifact."""
+    from mlflow.entities import LoggedModelStatus
+
+    outputs = run.outputs.model_outputs if run.outputs else []
+    for output in sorted(outputs, key=lambda o: o.step, reverse=True):
+        model = client.get_logged_model(output.model_id)
+        if model.status == LoggedModelStatus.READY:
+            return model
+    return None
