@@ -532,7 +532,7 @@ def _grid_axes(plt, n_rows: int, n_precisions: int, n_targets: int, name_chars: 
     panel_w, panel_h = cell_w * n_targets, max(1.6, 0.3 * n_precisions)
     bar_gap, bar_w, bar_labels = 0.12, 0.14, 0.85
     column = names + panel_w + bar_gap + bar_w + bar_labels
-    top, row_head, row_foot, bottom = 0.45, 0.3 if n_rows == 1 else 0.48, 0.3, 0.35
+    top, row_head, row_foot, bottom = 0.45, 0.3 if n_rows == 1 else 0.48, 0.12, 0.53
     width = 2 * column + 0.1
     height = top + n_rows * (row_head + panel_h + row_foot) + bottom
     fig = plt.figure(figsize=(width, height))
@@ -632,7 +632,8 @@ def overview_figure(table, max_drop: float | None = None):
                                              edgecolor="0.7", linewidth=0))
                     axis.text(t, p, text, ha="center", va="center", fontsize=fontsize - 1, color="0.2",
                               in_layout=False)
-            axis.set_xticks(range(len(targets)), targets, fontsize=8)
+            # targets under the last row only: the rows above share its columns
+            axis.set_xticks(range(len(targets)), targets if u == len(units) - 1 else [], fontsize=8)
             axis.set_yticks(range(len(precisions)), precisions, fontsize=8)
             # cell borders as two line collections (minor ticks cost ~5 ms each)
             axis.hlines(np.arange(1, len(precisions)) - 0.5, -0.5, len(targets) - 0.5, color="white", linewidth=1.5)
