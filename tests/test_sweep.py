@@ -219,3 +219,27 @@ def test_a_terminal_shows_one_live_line_below_the_log(tmp_path, shared_cache):
     assert not [line for line in lines if "batch" in line and "%|" in line], "a job's batch bar under the live line"
     assert len([line for line in lines if line.startswith("sweep: 4/4 jobs done")]) == 1
     assert sum("precision-sweep summary" in line for line in lines) == 1
+
+
+def test_the_parent_logs_the_summary_as_a_table_with_the_deciding_columns_first(default_sweep):
+    from pathlib import Path
+
+    import pandas as pd
+
+    _, outputs, client, experiment, runs, _ = default_sweep
+    (parent,) = [r for r in runs if r.data.tags.get("precision_sweep.role") == "sweep"]
+    local = client.download_artifacts(parent.info.run_id, "summary.csv", str(outputs.parent / "download"))
+    csv = pd.read_csv(local)
+    assert list(csv.columns[:8]) == ["precision", "target", "compute_units", "device", "status", "delta_pp", "ci_low_pp", "size_kb"]
+    assert csv.columns[-1] == "run_id" and len(csv) == 12
+    # a logged table (MLflow's artifact view renders it): {"columns": [...], "data": [[...], ...]}
+    logged = json.loads(Path(client.download_artifacts(parent.info.run_id, "summary_table.json",
+                                                       str(outputs.parent / "download"))).read_text())
+    table = pd.DataFrame(logged["data"], columns=logged["columns"])
+    assert "mlflow.loggedArtifacts" in client.get_run(parent.info.run_id).data.tags  # what mlflow.load_table finds
+    assert sorted(zip(table["precision"], table["target"])) == sorted(zip(csv["precision"], csv["target"]))
+    evaluated = table[table["status"] == "FINISHED"]
+    sizes = {(c.data.params["precision"], c.data.params["target"]): c.data.metrics["size_kb"]
+             for c in _children(runs) if "size_kb" in c.data.metrics}
+    for row in evaluated.itertuples():
+        assert row.size_kb == pytest.approx(sizes[(row.precision, row.target)], abs=1e-3)

@@ -38,7 +38,7 @@ from precision_sweep.tracking import liveness, store
 from precision_sweep.tracking.job_run import ROLE_TAG
 from precision_sweep.tracking.links import sweep_links
 from precision_sweep.tracking.progress import SweepProgress, count_jobs, keep_log_lines_off_the_live_line
-from precision_sweep.tracking.summary import child_runs, format_table, runs_table
+from precision_sweep.tracking.summary import child_runs, decision_table, format_table, runs_table
 from precision_sweep.tracking.view import share_sweep_view
 
 log = logging.getLogger(__name__)
@@ -132,9 +132,12 @@ class SweepTrackingCallback(Callback):
         print(f"\nprecision-sweep summary (parent run {self.parent_run_id}):\n{text}\n\n{links}\n", flush=True)
         failed = int(table["status"].isin(["FAILED", "KILLED"]).sum()) if not table.empty else 0
         with tempfile.TemporaryDirectory() as tmp:
+            decisive = decision_table(table)
             csv = Path(tmp) / "summary.csv"
-            table.to_csv(csv, index=False)
+            decisive.to_csv(csv, index=False)
             self.client.log_artifact(self.parent_run_id, str(csv))
+            # the artifact view renders a logged table as a table (sortable columns)
+            self.client.log_table(self.parent_run_id, data=decisive.fillna(""), artifact_file="summary_table.json")
             self.client.log_text(self.parent_run_id, text + "\n", "summary.txt")
             log_decision(self.client, self.experiment_id, self.parent_run_id, table, config.get("pick"), Path(tmp))
         self.client.set_tag(self.parent_run_id, "n_jobs", str(len(table)))

@@ -22,8 +22,9 @@ def runs_view(experiment_id: str, view_key: str | None = None, charts: bool = Fa
 
 
 def run_page(experiment_id: str, run_id: str) -> str:
-    """The UI route of one run (relative: ``#/...``)."""
-    return f"#/experiments/{experiment_id}/runs/{run_id}"
+    """The UI route of one run (relative: ``#/...``), in the UI's model-training mode (its
+    navigation lists runs and models, not traces)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def ui_base(uri: str) -> tuple[str, str | None]:

@@ -128,3 +128,21 @@ def format_frame(table: pd.DataFrame) -> pd.DataFrame:
     _device_columns(view, table)
     view["note"] = table["note"]
     return view.rename(columns={"accuracy_delta": "delta", "model_size_bytes": "size_bytes"})
+
+
+# What decides, first: the summary the parent logs as a table (and as summary.csv).
+DECISION_COLUMNS = ["precision", "target", "compute_units", "device", "status", "delta_pp", "ci_low_pp",
+                    "size_kb", "accuracy", "agreement", "ane_op_fraction", "cliff_count", "note", "run_id"]
+
+
+def decision_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's jobs with the deciding columns first, in display units (pp, KB), run ids last."""
+    if table.empty:
+        return pd.DataFrame(columns=DECISION_COLUMNS)
+    view = table.copy()
+    for name in ("delta_pp", "ci_low_pp", "size_kb"):
+        view[name] = view.get(f"metric:{name}")
+    view = view.reindex(columns=DECISION_COLUMNS)
+    for name in ("delta_pp", "ci_low_pp", "size_kb", "accuracy", "agreement", "ane_op_fraction"):
+        view[name] = pd.to_numeric(view[name], errors="coerce").round(4)
+    return view
