@@ -49,7 +49,7 @@ def test_single_job_runs_and_logs_to_a_run_without_parent(outputs, shared_cache)
     assert "mlflow.parentRunId" not in run.data.tags
     assert run.data.params["effective_target"] == "ios17"
     # the numerics model, the placement estimate and the cliff scan are part of every run
-    assert run.data.params["device"] == "m5" and run.data.params["numerics_version"] == NUMERICS_VERSION
+    assert run.data.params["device"] == "m5" and run.data.tags["numerics_version"] == NUMERICS_VERSION
     assert run.data.metrics["ane_op_fraction"] > 0.9 and run.data.metrics["ane_mac_fraction"] == 1.0
     assert run.data.metrics["cliff_count"] == 0 and run.data.tags["cliffs"] == "no numeric cliffs"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

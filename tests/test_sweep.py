@@ -17,7 +17,8 @@ METRICS = {
     "accuracy", "baseline_accuracy", "accuracy_delta", "agreement", "max_abs_diff",
     "mean_abs_diff", "model_size_bytes", "convert_seconds", "eval_seconds", "n_samples",
 }
-PARAMS = {"precision", "target", "effective_target", "compute_units", "runtime", "model", "dataset"}
+PARAMS = {"precision", "target", "effective_target", "compute_units", "model", "dataset"}
+PROVENANCE = {"runtime", "runtime_requested", "numerics_version", "model_hash", "dataset_hash"}
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,9 @@ def test_finished_children_have_every_metric_param_and_artifact(default_sweep):
     for run in evaluated:
         assert METRICS <= set(run.data.metrics), run.data.params
         assert PARAMS <= set(run.data.params)
+        # params are what varies or is filtered by; where the run came from is in its tags
+        assert set(run.data.params) <= PARAMS | {"device", "spec_version"}, set(run.data.params)
+        assert PROVENANCE <= set(run.data.tags)
         assert run.data.tags["runtime"] in ("emulator", "coreml")
         assert run.data.params["effective_target"] == run.data.params["target"]
         assert run.data.metrics["accuracy_delta"] == pytest.approx(

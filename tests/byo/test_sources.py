@@ -61,7 +61,7 @@ def test_keras_file_on_an_image_folder(tmp_path):
         "dataset=image_folder", f"dataset.path={images}", "dataset.test_size=0.8",
     )
     runs = _assert_measured(children, result, n_samples=12)
-    params = runs["fp16"].data.params
+    params = runs["fp16"].data.tags  # a source's details are provenance: tags
     assert params["dataset_classes"] == "cat,dog,eel"  # sorted folder names = label order
     assert params["dataset_skipped_files"] == "1"
     assert params["dataset_n_calib"] == "3"
@@ -81,7 +81,7 @@ def test_saved_model_with_a_chosen_signature_and_output(tmp_path):
         "model.output=output_0", "dataset=npz", f"dataset.path={data}", "dataset.test_size=1.0",
     )
     runs = _assert_measured(children, result, n_samples=20)
-    params = runs["fp32"].data.params
+    params = runs["fp32"].data.tags
     assert params["model_signature"] == "serve" and params["model_output"] == "output_0"
     assert params["model_input"] == "feat [6] float32"
 
@@ -97,7 +97,7 @@ def test_h5_file_with_logits_on_npz(tmp_path):
         "dataset.mean=[0.5]", "dataset.std=[0.25]", "dataset.test_size=0.5",
     )
     runs = _assert_measured(children, result, n_samples=8)
-    assert runs["fp16"].data.params["model_outputs_are"] == "logits"
+    assert runs["fp16"].data.tags["model_outputs_are"] == "logits"
 
 
 @pytest.mark.slow
@@ -157,5 +157,5 @@ def test_lambda_model_is_refused_by_default_and_runs_with_the_opt_in(outputs, ca
     client = mlflow_client(outputs)
     runs = client.search_runs([client.get_experiment_by_name("precision-sweep").experiment_id],
                               filter_string="attributes.status = 'FINISHED'")
-    opted = [r for r in runs if r.data.params.get("model_safe_mode") == "False"]
-    assert len(opted) == 1 and opted[0].data.params["model_lambda_layers"] == "double"
+    opted = [r for r in runs if r.data.tags.get("model_safe_mode") == "False"]
+    assert len(opted) == 1 and opted[0].data.tags["model_lambda_layers"] == "double"

@@ -185,10 +185,10 @@ def test_a_job_past_its_slurm_time_limit_never_stays_running_and_resume_complete
                                    "resume=true"), cwd=tmp_path, timeout=SWEEP_SECONDS,
                      env={"SLURM_CONF": str(slurm_cluster.conf)})
     assert second.returncode == 0, second.stderr[-3000:]
-    fast_model = {r.data.params["model_hash"] for r in jobs if r.info.status == "FINISHED"}
+    fast_model = {r.data.tags["model_hash"] for r in jobs if r.info.status == "FINISHED"}
     assert_resume_completes(client, finished_before, [("fp16", "ios16")] * 2)
     _, parents, jobs = runs_by_role(client)
-    models = {r.data.params["model_hash"] for r in children_of(jobs, parents[-1])}
+    models = {r.data.tags["model_hash"] for r in children_of(jobs, parents[-1])}
     assert len(models) == 2 and fast_model <= models  # both cells: the 30- and the 600-epoch model
 
 

@@ -43,14 +43,16 @@ def test_one_ready_logged_model_per_evaluated_job_with_its_params_and_metrics(sw
         assert model.status == LoggedModelStatus.READY  # its artifacts are uploaded: it can be registered
         assert model.model_type == "coreml.mlpackage"
         assert model.name == f"digits_cnn-{run.data.params['precision']}-{run.data.params['target']}-all"
-        for key in ("precision", "target", "compute_units", "device", "runtime", "dataset_hash"):
+        for key in ("precision", "target", "compute_units", "device"):
             assert model.params[key] == run.data.params[key]
+        for key in ("runtime", "dataset_hash", "numerics_version"):  # provenance: the run's tags
+            assert model.params[key] == run.data.tags[key]
         assert model.tags["precision_sweep.sweep"] == run.data.tags["mlflow.parentRunId"]
         # the run's metrics are the model's, measured on the test set
         linked = {m.key: m for m in model.metrics}
         for key in ("accuracy", "accuracy_delta", "agreement", "model_size_bytes", "delta_pp"):
             assert linked[key].value == pytest.approx(run.data.metrics[key])
-            assert (linked[key].dataset_name, linked[key].dataset_digest) == ("digits", run.data.params["dataset_hash"])
+            assert (linked[key].dataset_name, linked[key].dataset_digest) == ("digits", run.data.tags["dataset_hash"])
         # the package is the model's artifacts; the run links the model as its output
         assert {"Manifest.json", "Data"} <= {a.path for a in client.list_logged_model_artifacts(model.model_id)}
         assert [o.model_id for o in run.outputs.model_outputs] == [model.model_id]
@@ -66,7 +68,7 @@ def test_the_run_has_the_test_set_as_its_dataset_input(sweep):
     for run in _evaluated(jobs):
         (dataset_input,) = run.inputs.dataset_inputs
         dataset = dataset_input.dataset
-        assert (dataset.name, dataset.digest) == ("digits", run.data.params["dataset_hash"])
+        assert (dataset.name, dataset.digest) == ("digits", run.data.tags["dataset_hash"])
         assert json.loads(dataset.profile)["num_rows"] == run.data.metrics["n_samples"]
         assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "evaluation"
     (skipped,) = [r for r in jobs if r.data.tags["precision_sweep.outcome"] == "skipped"]
@@ -111,7 +113,7 @@ def test_a_resumed_sweep_links_the_measured_model_and_registers_it(sweep, shared
     # no second model: the reused run links the original's, and its test set
     assert len(client.search_logged_models([experiment_id])) == 3
     assert reused.outputs.model_outputs == original.outputs.model_outputs
-    assert [d.dataset.digest for d in reused.inputs.dataset_inputs] == [original.data.params["dataset_hash"]]
+    assert [d.dataset.digest for d in reused.inputs.dataset_inputs] == [original.data.tags["dataset_hash"]]
     pick = run_cli(["precision-pick", "--max-drop", "5", "--register", "int8-variant", "--json"], cwd=workdir)
     assert pick.returncode == 0, pick.stderr[-3000:]
     decision = json.loads(pick.stdout)

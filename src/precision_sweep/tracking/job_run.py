@@ -47,6 +47,23 @@ MODEL_PARAMS = (
     "precision", "target", "compute_units", "device", "model", "dataset", "effective_target",
     "spec_version", "runtime", "numerics_version", "model_hash", "dataset_hash",
 )
+# Where a run came from, the same on every job of a sweep: logged as tags, so that the runs
+# table's params are what varies (precision, target, compute units, device, effective target,
+# spec version) and what a user filters by (model, dataset).
+PROVENANCE = {"runtime_requested", "runtime", "numerics_version", "model_hash", "dataset_hash"}
+PROVENANCE_PREFIXES = ("model_", "dataset_")  # a source's own details: model_outputs_are, dataset_classes...
+
+
+def is_provenance(key: str) -> bool:
+    """Whether the run field ``key`` is provenance (a tag), not a param."""
+    return key in PROVENANCE or key.startswith(PROVENANCE_PREFIXES)
+
+
+def run_field(run, key: str) -> str | None:
+    """A job run's field, param or provenance tag."""
+    return (run.data.tags if is_provenance(key) else run.data.params).get(key)
+
+
 # LoggedModel tag <- run tag: the sweep (its parent run), the job's fingerprint, the runtime.
 MODEL_TAGS = {
     "precision_sweep.sweep": "mlflow.parentRunId",
@@ -71,7 +88,13 @@ class JobRun:
         self._dataset: tuple[str, str] | None = None  # (name, digest) of the evaluation data
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        """Log what varies across a sweep or is filtered by as params (the runs table's
+        columns); provenance (:func:`is_provenance`) goes to tags under the same names."""
+        self.client.log_batch(
+            self.run_id,
+            params=[Param(k, str(v)) for k, v in params.items() if not is_provenance(k)],
+            tags=[RunTag(k, str(v)) for k, v in params.items() if is_provenance(k)],
+        )
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         """Log to the run; once the job has a LoggedModel and a dataset input, the metrics are
@@ -111,7 +134,7 @@ class JobRun:
         run's params in :data:`MODEL_PARAMS` and tags in :data:`MODEL_TAGS`, as an output of
         the run; metrics logged from now on are linked to it. Returns its id."""
         run = self.client.get_run(self.run_id)
-        params = {k: run.data.params[k] for k in MODEL_PARAMS if k in run.data.params}
+        params = {k: run_field(run, k) for k in MODEL_PARAMS if run_field(run, k) is not None}
         tags = {k: run.data.tags[tag] for k, tag in MODEL_TAGS.items() if tag in run.data.tags}
         model = self.client.create_logged_model(
             run.info.experiment_id, name=_model_name(name), source_run_id=self.run_id,
