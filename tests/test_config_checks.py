@@ -145,3 +145,13 @@ def test_the_configuration_page_lists_the_generated_rules():
     block = page.split("<!-- config-rules:start -->\n")[1].split("\n<!-- config-rules:end -->")[0]
     assert block == rules_markdown(Config)
     assert "| `precision.weight_palettization.nbits` | one of 1, 2, 3, 4, 6, 8 |" in block
+
+
+def test_a_long_path_in_an_error_is_never_broken_across_lines(capsys):
+    from precision_sweep.cli.report import fail
+
+    path = "/tmp/pytest-of-root/pytest-131/popen-gw1/test-an-output-folder-that-is-a-file-0/" + "x" * 120
+    with pytest.raises(SystemExit):
+        fail("precision-sweep", f"error: paths.outputs={path} is a file. Point paths.outputs at a folder.")
+    lines = capsys.readouterr().err.splitlines()
+    assert [line for line in lines if path in line], lines  # the whole path on one line

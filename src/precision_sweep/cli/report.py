@@ -15,7 +15,10 @@ EXIT_USER_ERROR = 2
 
 def fail(program: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
     """Print ``program: message`` as one wrapped paragraph on stderr and exit with ``code``."""
-    paragraph = textwrap.fill(" ".join(str(message).split()), width=100)
+    # Lines break between words only: a path or URI stays whole, so it can be copied (a break at
+    # a hyphen inside /tmp/pytest-of-root/... split a path in two).
+    paragraph = textwrap.fill(" ".join(str(message).split()), width=100, break_on_hyphens=False,
+                              break_long_words=False)
     print(f"{program}: {paragraph}", file=sys.stderr, flush=True)
     sys.exit(code)
 
