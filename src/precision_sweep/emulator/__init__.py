@@ -14,7 +14,9 @@ the family it speeds up (``ops/_casts.py``, ``_clip_kernels.py``, ``_binary_kern
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ from precision_sweep.emulator.executor import execute
 from precision_sweep.emulator.numerics import COMPUTE_UNITS, NUMERICS_VERSION, unit_models
 from precision_sweep.emulator.placement import fractions, place
 from precision_sweep.emulator.plan import Plan
+from precision_sweep.emulator.plan_store import cached_plan
 from precision_sweep.emulator.program import UnsupportedOpError, compile_plan, load_program
 from precision_sweep.emulator.registry import supported_ops
 
@@ -42,9 +45,11 @@ class Execution:
     device: str = DEFAULT_DEVICE
     gpu_low_precision_accumulation: bool = False
 
-    def emulator(self, source: Any) -> "Emulator":
-        """An :class:`Emulator` of ``source`` (package path, MLModel or Program) here."""
-        return Emulator(source, self.compute_units, self.device, self.gpu_low_precision_accumulation)
+    def emulator(self, source: Any, plan_cache: Path | None = None) -> "Emulator":
+        """An :class:`Emulator` of ``source`` (package path, MLModel or Program) here, its plan
+        kept in ``plan_cache`` (see :class:`Emulator`)."""
+        return Emulator(source, self.compute_units, self.device, self.gpu_low_precision_accumulation,
+                        plan_cache=plan_cache)
 
 
 class Emulator:
@@ -63,6 +68,10 @@ class Emulator:
         Core ML's ``allowLowPrecisionAccumulationOnGPU``: fp16 sums on the GPU.
     function_name
         The program function to run.
+    plan_cache
+        A folder of compiled plans (:mod:`.plan_store`). For a package path, the plan is read
+        from there when an entry exists, without importing coremltools (nor TensorFlow); else
+        it is compiled as usual and stored. Ignored for an MLModel or Program.
 
     Raises
     ------
@@ -73,11 +82,21 @@ class Emulator:
     """
 
     def __init__(self, path_or_mlmodel: Any, compute_units: str = "all", device: str = DEFAULT_DEVICE,
-                 gpu_low_precision_accumulation: bool = False, function_name: str = "main"):
+                 gpu_low_precision_accumulation: bool = False, function_name: str = "main",
+                 plan_cache: Path | None = None):
         self.models = unit_models(compute_units, device, gpu_low_precision_accumulation)
-        program, self.spec_version = load_program(path_or_mlmodel)
-        self.plan: Plan = compile_plan(program, function_name, lambda op, nested: place(op, self.models, nested))
-        self.plan.spec_version = self.spec_version
+
+        def compile_() -> Plan:
+            program, spec_version = load_program(path_or_mlmodel)
+            plan = compile_plan(program, function_name, lambda op, nested: place(op, self.models, nested))
+            plan.spec_version = spec_version
+            return plan
+
+        if plan_cache is not None and isinstance(path_or_mlmodel, (str, os.PathLike)):
+            self.plan: Plan = cached_plan(Path(path_or_mlmodel), self.models, function_name, Path(plan_cache), compile_)
+        else:
+            self.plan = compile_()
+        self.spec_version = self.plan.spec_version
 
     @property
     def compute_units(self) -> str:
