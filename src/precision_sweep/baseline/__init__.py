@@ -1,7 +1,8 @@
 """Stage 2: the FP32 TensorFlow baseline predictions on the test split.
 
 Cached by model and dataset content hashes (and the TensorFlow and Keras versions, which run
-the model), so a sweep computes them once however many jobs it runs.
+the model), so a sweep computes them once however many jobs it runs. A cached entry is read
+without importing TensorFlow or loading the model (a model read from its card loads on a miss).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import numpy as np
 
 from precision_sweep.cache import file_lock, load_npy, save_npy_atomic
 from precision_sweep.data.models import LoadedModel, predict_probabilities
+from precision_sweep.data.versions import library_version
 
 
 def baseline_path(cache_dir: Path, model: LoadedModel, dataset_hash: str) -> Path:
-    import keras
-    import tensorflow as tf
-
-    name = f"{model.content_hash}-{dataset_hash}-tf{tf.__version__}-keras{keras.__version__}.npy"
+    """The cache file of the model's outputs on the dataset (the versions read from the installed
+    distributions: TensorFlow is imported only to compute an entry)."""
+    name = f"{model.content_hash}-{dataset_hash}-tf{library_version('tensorflow')}-keras{library_version('keras')}.npy"
     return Path(cache_dir) / "baseline" / name
 
 

@@ -3,8 +3,9 @@
 Three levels, each memoized in the process and, when a cache directory is given, stored
 content-addressed under ``<cache>/convert/`` (keys: model content hash, target, compute
 precision with its fp32 op selection, batch bound, input name, coremltools/TensorFlow/Keras
-versions and :data:`CACHE_REVISION`) behind a file lock, so the workers of a parallel launcher
-compute each entry once:
+versions read from the installed distributions, and :data:`CACHE_REVISION`) behind a file
+lock, so the workers of a parallel launcher compute each entry once. A cached entry is found
+and used without importing coremltools or TensorFlow:
 
 1. **frontend**: ``ct.convert(..., convert_to="milinternal")`` with an empty pass pipeline, the
    MIL program straight from the TensorFlow frontend, once per (model, target, fp16/fp32 I/O).
@@ -45,8 +46,9 @@ from precision_sweep.convert.recipes import (
     is_compressed,
     recipe_block,
 )
-from precision_sweep.convert.targets import coremltools_target, effective_target_name
+from precision_sweep.convert.targets import coremltools_target, effective_target_name, package_spec_version
 from precision_sweep.data.models import LoadedModel
+from precision_sweep.data.versions import library_version
 from precision_sweep.errors import SkipJob, UserInputError
 from precision_sweep.hashing import hash_config
 
@@ -103,12 +105,9 @@ CACHE_REVISION = 2
 
 
 def _versions() -> dict:
-    import coremltools as ct
-    import keras
-    import tensorflow as tf
-
-    return {"coremltools": ct.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "precision_sweep_cache": CACHE_REVISION}
+    # From the installed distributions: a cached entry is found without importing the libraries.
+    return {"coremltools": library_version("coremltools"), "tensorflow": library_version("tensorflow"),
+            "keras": library_version("keras"), "precision_sweep_cache": CACHE_REVISION}
 
 
 @dataclass(frozen=True)
@@ -251,8 +250,6 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
     repair that converts many selections converts each once, across jobs and processes.
     ``recipe`` only names the recipe in error messages.
     """
-    import coremltools as ct
-
     key = hash_config(
         {"stage": "base", "model": model.content_hash, "target": target_name, "compute": compute.key,
          "max_batch": max_batch, "input": model.input_name, "versions": _versions()}
@@ -264,6 +261,8 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
     path = root / f"{model.name}-{target_name}-{compute.key}-{key}.mlpackage"
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
+            import coremltools as ct
+
             log.info("base: converting %s for %s at %s", model.name, target_name, compute.key)
             program, source = _frontend(model, target_name, compute, max_batch, cache_dir)
             step = BuildStep("base", model.name, target_name, compute.key, recipe, path if cache_dir else None, source)
@@ -288,8 +287,6 @@ def compressed_package(model: LoadedModel, precision, target_name: str, max_batc
     ``keep_float`` names ops whose weights stay uncompressed (the int8 repair's kept ops);
     ``calibration`` is the activation-quantization calibration input (part of the key).
     """
-    import coremltools as ct
-
     from precision_sweep.hashing import hash_arrays
 
     compute = compute_spec(precision)
@@ -306,6 +303,8 @@ def compressed_package(model: LoadedModel, precision, target_name: str, max_batc
     path = root / f"{model.name}-{target_name}-{precision.name}-{key}.mlpackage"
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
+            import coremltools as ct
+
             log.info("compressed: %s for %s at %s%s", model.name, target_name, precision.name,
                      f" keeping {len(keep_float)} op(s) float" if keep_float else "")
             step = BuildStep("compression", model.name, target_name, compute.key, precision.name,
@@ -351,9 +350,10 @@ def convert_variant(
     calibration
         Calibration inputs for recipes that quantize activations (see
         :func:`precision_sweep.convert.calibration.calibration_split`).
-    """
-    import coremltools as ct
 
+    When the packages are cached nothing is converted and neither coremltools nor TensorFlow is
+    imported (the spec version is read from the package's bytes).
+    """
     start = time.perf_counter()
     target_name = target.coremltools_target
     if is_compressed(precision):
@@ -365,7 +365,7 @@ def convert_variant(
     if out_path.exists():
         shutil.rmtree(out_path)
     shutil.copytree(source, out_path)
-    spec_version = ct.utils.load_spec(str(out_path)).specificationVersion
+    spec_version = package_spec_version(out_path)
     seconds = time.perf_counter() - start
     reference = fp32_package(model, target_name, max_batch, cache_dir)
     return ConvertedModel(

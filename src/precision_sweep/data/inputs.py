@@ -8,6 +8,7 @@ the model's output classes.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -15,8 +16,10 @@ import numpy as np
 
 from precision_sweep.data.datasets import Dataset, InputSpec, load_dataset
 from precision_sweep.data.models import LoadedModel, load_model, predict_probabilities
+from precision_sweep.data.models.card import write_json_atomic
 from precision_sweep.data.validate import validate_sources
 from precision_sweep.errors import UserInputError
+from precision_sweep.hashing import hash_arrays
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +56,37 @@ def check_compatible(dataset: Dataset, model: LoadedModel, dataset_cfg=None) -> 
         )
 
 
-def _warn_if_not_probabilities(model: LoadedModel, x: np.ndarray) -> None:
+def _probe(model: LoadedModel, x: np.ndarray, cache_dir: Path | None) -> tuple[bool, float, float]:
+    """(any negative output, smallest row sum, largest row sum) of the model on ``x``.
+
+    Stored under ``<cache>/models/probes/`` by model and samples, so that a model read from its
+    card is not loaded only for this check.
+    """
+    record = None
+    if cache_dir is not None:
+        record = Path(cache_dir) / "models" / "probes" / f"{model.content_hash}-{hash_arrays([x])}.json"
+        try:
+            negative, low, high = json.loads(record.read_text())
+            return bool(negative), float(low), float(high)
+        except (OSError, ValueError, TypeError):
+            pass
+    probe = predict_probabilities(model, x)
+    sums = probe.sum(axis=-1)
+    result = (bool((probe < -1e-6).any()), float(sums.min()), float(sums.max()))
+    if record is not None:
+        write_json_atomic(record, list(result))
+    return result
+
+
+def _warn_if_not_probabilities(model: LoadedModel, x: np.ndarray, cache_dir: Path | None = None) -> None:
     if model.outputs_are != "probabilities":
         return
-    probe = predict_probabilities(model, x[:8])
-    sums = probe.sum(axis=-1)
-    if (probe < -1e-6).any() or not np.allclose(sums, 1.0, atol=1e-3):
+    negative, low, high = _probe(model, x[:8], cache_dir)
+    if negative or not (abs(low - 1.0) <= 1e-3 + 1e-5 and abs(high - 1.0) <= 1e-3 + 1e-5):
         log.warning(
             "model %s: outputs do not look like probabilities (rows sum to %.3g..%.3g); if they are "
             "logits set model.outputs_are=logits (agreement and top-k are the same either way)",
-            model.name, float(sums.min()), float(sums.max()),
+            model.name, low, high,
         )
 
 
@@ -78,5 +102,5 @@ def load_inputs(model_cfg, dataset_cfg, cache_dir: str | Path) -> tuple[Dataset,
         model = load_model(model_cfg, None, cache_dir)
         dataset = load_dataset(dataset_cfg, InputSpec(tuple(model.input_shape), model.input_dtype))
     check_compatible(dataset, model)
-    _warn_if_not_probabilities(model, dataset.x_test)
+    _warn_if_not_probabilities(model, dataset.x_test, cache_dir)
     return dataset, model

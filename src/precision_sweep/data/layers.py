@@ -17,6 +17,14 @@ def sanitize(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", name)
 
 
+def keras_layer_names(keras_model) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    """(layer names, model name, input layer names) of a Keras 3 or tf_keras model: what
+    :class:`LayerMapper` is built from (and what a model card keeps of the layers)."""
+    layers = tuple(layer.name for layer in keras_model.layers)
+    inputs = tuple(layer.name for layer in keras_model.layers if type(layer).__name__ == "InputLayer")
+    return layers, keras_model.name, inputs
+
+
 class LayerMapper:
     """Find the Keras layer of a MIL name.
 
@@ -31,21 +39,27 @@ class LayerMapper:
 
     def __init__(self, layer_names: Iterable[str], model_name: str = "", input_names: Iterable[str] = ()):
         skip = set(input_names)
-        self.layers = sorted({n for n in layer_names if n and n not in skip}, key=len, reverse=True)
+        # Longest first (a layer whose name extends another's wins), then by name: the same order
+        # in every process.
+        self.layers = sorted({n for n in layer_names if n and n not in skip}, key=lambda n: (-len(n), n))
         self.prefix = re.compile(rf"^{re.escape(sanitize(model_name))}(?:_\d+)?_") if model_name else None
         self._at_start = [(n, re.compile(rf"^{re.escape(sanitize(n))}(?:_\d+)?_")) for n in self.layers]
         self._anywhere = [(n, re.compile(rf"(?:^|_){re.escape(sanitize(n))}(?:_\d+)?_")) for n in self.layers]
 
     @classmethod
     def from_keras(cls, keras_model) -> "LayerMapper":
-        inputs = [layer.name for layer in keras_model.layers if type(layer).__name__ == "InputLayer"]
-        return cls([layer.name for layer in keras_model.layers], keras_model.name, inputs)
+        return cls(*keras_layer_names(keras_model))
 
     @classmethod
     def of_model(cls, model) -> "LayerMapper | None":
         """The mapper of a loaded model: from its Keras model, or from the legacy Keras 2 model
         that a ``tf_keras`` source converts through a concrete function; None for a SavedModel
-        (no layers)."""
+        (no layers). A model read from its card maps from the card's names (nothing loads)."""
+        names = getattr(model, "keras_layers", None)
+        if names is not None:
+            return cls(*names)
+        if getattr(model, "is_loaded", True) is False:
+            return None  # its card says it has no Keras layers
         for candidate in (model.keras_model, getattr(model, "source_model", None)):
             if hasattr(candidate, "layers"):
                 return cls.from_keras(candidate)

@@ -4,6 +4,10 @@ One module per ``model.source`` (``builtin``, ``keras_file``, ``saved_model``, `
 ``interface`` checks what every source must offer (one input, one classifier output),
 ``safety`` refuses stored Python code unless the user opts out, ``loaded`` is the result.
 
+What every job needs of a model (input, output, content hash, layer names) is cached in a
+small JSON card (``card``); a job whose conversions and baseline are cached never loads
+TensorFlow: :class:`LoadedModel` loads the model at the first access to its TensorFlow objects.
+
 Files load with ``safe_mode=True``: a file with Lambda layers (stored Python code) is refused
 unless the config opts out with ``model.safe_mode=false``, which the run records.
 """
@@ -32,4 +36,4 @@ def load_model(cfg, dataset, cache_dir: str | Path) -> LoadedModel:
         if dataset is None:
             raise ValueError("builtin models need the dataset to train on")
         return load_builtin(cfg, dataset, Path(cache_dir))
-    return SOURCES[str(cfg.source)](cfg, path)
+    return SOURCES[str(cfg.source)](cfg, path, Path(cache_dir) if cache_dir is not None else None)

@@ -9,8 +9,10 @@ import tempfile
 from pathlib import Path
 
 from precision_sweep.cache import file_lock
+from precision_sweep.data.models.card import load_with_card
 from precision_sweep.data.models.interface import wrap_keras_model
 from precision_sweep.data.models.loaded import LoadedModel
+from precision_sweep.data.versions import library_version
 from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_arrays, hash_config
 
@@ -31,9 +33,8 @@ def atomic_save(model, path: Path) -> None:
             os.unlink(tmp)
 
 def load_builtin(cfg, dataset, cache_dir: Path) -> LoadedModel:
-    import keras
-    import tensorflow as tf
-
+    """The trained model (trained now at first use); from its card when one is cached, so
+    Keras loads it only when first needed."""
     from precision_sweep.data.builtin_models import BUILDERS
 
     builder = BUILDERS.get(cfg.builder or "")
@@ -46,7 +47,7 @@ def load_builtin(cfg, dataset, cache_dir: Path) -> LoadedModel:
         {
             "model": {k: cfg[k] for k in ("builder", "epochs", "seed")},
             "train": hash_arrays([dataset.x_train, dataset.y_train]),
-            "versions": [tf.__version__, keras.__version__],
+            "versions": [library_version("tensorflow"), library_version("keras")],
         }
     )
     path = cache_dir / "models" / f"{cfg.builder}-{key}.keras"
@@ -58,7 +59,12 @@ def load_builtin(cfg, dataset, cache_dir: Path) -> LoadedModel:
             if not path.exists():
                 log.info("training builtin model %s (first use; cached at %s)", cfg.builder, path)
                 atomic_save(builder(dataset, epochs=cfg.epochs, seed=cfg.seed), path)
-    model = keras.models.load_model(path, safe_mode=True)
-    loaded = wrap_keras_model(cfg, model, path)
+    loaded = load_with_card(cfg, path, cache_dir, lambda: _load(cfg, path))
     _MEMO[str(path)] = loaded
     return loaded
+
+
+def _load(cfg, path: Path) -> LoadedModel:
+    import keras
+
+    return wrap_keras_model(cfg, keras.models.load_model(path, safe_mode=True), path)

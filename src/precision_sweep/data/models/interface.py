@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from precision_sweep.data.layers import keras_layer_names
 from precision_sweep.data.models.loaded import LoadedModel, _content_hash, run_params_of
 from precision_sweep.errors import UserInputError
 
@@ -103,6 +104,7 @@ def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
         n_outputs=n_outputs_of(model.outputs[0].shape, names[index], where),
         output_name=names[index],
         source_model=model,
+        keras_layers=keras_layer_names(model),
     )
     loaded.run_params = run_params_of(cfg, loaded)
     return loaded

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from precision_sweep.data.models.card import load_with_card
 from precision_sweep.data.models.interface import wrap_keras_model
 from precision_sweep.data.models.loaded import LoadedModel
 from precision_sweep.data.models.safety import load_failed, refuse_unsafe
@@ -12,7 +13,13 @@ from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_path
 
 
-def load_keras_file(cfg, path: Path) -> LoadedModel:
+def load_keras_file(cfg, path: Path, cache_dir: Path | None = None) -> LoadedModel:
+    """The model; from its card when one is cached (Keras then loads when first needed)."""
+    refuse_unsafe(cfg, path)  # safe mode is checked by every job, loaded or not
+    return load_with_card(cfg, path, cache_dir, lambda: _load(cfg, path))
+
+
+def _load(cfg, path: Path) -> LoadedModel:
     import keras
 
     lambdas = refuse_unsafe(cfg, path)

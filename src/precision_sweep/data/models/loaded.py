@@ -12,13 +12,23 @@ import numpy as np
 from precision_sweep.hashing import hash_arrays
 
 
+# Filled by loading the TensorFlow/Keras model: a model described by its card (see
+# :mod:`precision_sweep.data.models.card`) loads them at first access.
+_HEAVY = ("keras_model", "source_model", "predict_fn")
+
+
 @dataclass
 class LoadedModel:
-    """A model with what conversion and evaluation need to know about it."""
+    """A model with what conversion and evaluation need to know about it.
+
+    A model read from its cached card knows everything but the TensorFlow objects
+    (``keras_model``, ``source_model``, ``predict_fn``): the first access to one of them loads
+    the model (``loader``) as a cold job would, with the same checks and messages.
+    """
 
     name: str
     # What ct.convert takes: a Keras 3 model, or a list with one TF concrete function.
-    keras_model: Any
+    keras_model: Any = field(repr=False, compare=False)
     input_name: str
     input_shape: tuple  # without the batch dimension
     outputs_are: str
@@ -29,10 +39,44 @@ class LoadedModel:
     output_name: str = ""
     # The loaded model with its layers (Keras 3 / tf_keras model, or the SavedModel object):
     # the conversion doctor reads its layers, and it keeps SavedModel variables alive.
-    source_model: Any = None
+    source_model: Any = field(default=None, repr=False, compare=False)
     # Batch -> outputs; None means ``keras_model.predict``.
-    predict_fn: Callable[[np.ndarray], np.ndarray] | None = None
+    predict_fn: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
     run_params: dict = field(default_factory=dict)
+    # What :class:`~precision_sweep.data.layers.LayerMapper` needs: (layer names, the Keras
+    # model's name, input layer names); None for a SavedModel (no layers) or when unknown.
+    keras_layers: tuple | None = None
+    # Loads the model (a :class:`LoadedModel` with the TensorFlow objects) on first use.
+    loader: Callable[[], LoadedModel] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.loader is not None:
+            for name in _HEAVY:  # absent, so that reading one goes through __getattr__
+                self.__dict__.pop(name, None)
+
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the TensorFlow objects are in memory (reading them loads them otherwise)."""
+        return "keras_model" in self.__dict__
+
+    def __getattr__(self, name: str):
+        # Only called for absent attributes: the TensorFlow objects of a model not loaded yet.
+        if name in _HEAVY and self.__dict__.get("loader") is not None:
+            self._load()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _load(self) -> None:
+        full = self.__dict__["loader"]()
+        for attr in ("content_hash", "input_name", "input_shape", "input_dtype", "n_outputs", "output_name"):
+            if getattr(full, attr) != getattr(self, attr):
+                raise RuntimeError(
+                    f"model {self.name}: the loaded model's {attr} {getattr(full, attr)!r} differs from its "
+                    f"cached card's {getattr(self, attr)!r}"
+                )
+        for attr in _HEAVY:
+            self.__dict__[attr] = full.__dict__.get(attr)
+        self.loader = None
 
 def _content_hash(model) -> str:
     return hash_arrays(model.get_weights(), extra=model.to_json())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from precision_sweep.data.models.card import load_with_card
 from precision_sweep.data.models.interface import n_outputs_of, resolve_dtype, resolve_shape, select_output
 from precision_sweep.data.models.loaded import LoadedModel, batched, run_params_of
 from precision_sweep.data.models.safety import load_failed
@@ -19,7 +20,13 @@ def concrete_function(call, shape: tuple, dtype: str, name: str):
     function = tf.function(call, input_signature=[tf.TensorSpec((None, *shape), tf.as_dtype(dtype), name=name)])
     return function.get_concrete_function()
 
-def load_saved_model(cfg, path: Path) -> LoadedModel:
+def load_saved_model(cfg, path: Path, cache_dir: Path | None = None) -> LoadedModel:
+    """The signature's model; from its card when one is cached (TensorFlow then loads it when
+    first needed)."""
+    return load_with_card(cfg, path, cache_dir, lambda: _load(cfg, path))
+
+
+def _load(cfg, path: Path) -> LoadedModel:
     import tensorflow as tf
 
     try:

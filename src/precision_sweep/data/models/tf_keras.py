@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from precision_sweep.data.layers import keras_layer_names
 from precision_sweep.data.models.interface import (
     n_outputs_of,
     require_one_input,
@@ -13,6 +14,7 @@ from precision_sweep.data.models.interface import (
     resolve_shape,
     select_output,
 )
+from precision_sweep.data.models.card import load_with_card
 from precision_sweep.data.models.loaded import LoadedModel, run_params_of
 from precision_sweep.data.models.safety import load_failed, refuse_unsafe
 from precision_sweep.data.models.saved_model import concrete_function
@@ -20,14 +22,31 @@ from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_path
 
 
-def load_tf_keras(cfg, path: Path) -> LoadedModel:
+NOT_INSTALLED = (
+    "model=tf_keras needs the legacy Keras 2 package tf_keras, which is not installed. Install "
+    "it with pip install 'precision-sweep[tf_keras]' (tf-keras matching your TensorFlow)."
+)
+
+
+def load_tf_keras(cfg, path: Path, cache_dir: Path | None = None) -> LoadedModel:
+    """The model; from its card when one is cached (Keras 2 then loads when first needed)."""
+    from importlib.util import find_spec
+
+    try:
+        installed = find_spec("tf_keras") is not None
+    except (ImportError, ValueError):
+        installed = False
+    if not installed:
+        raise UserInputError(NOT_INSTALLED)
+    refuse_unsafe(cfg, path)  # safe mode is checked by every job, loaded or not
+    return load_with_card(cfg, path, cache_dir, lambda: _load(cfg, path))
+
+
+def _load(cfg, path: Path) -> LoadedModel:
     try:
         import tf_keras
     except ImportError as exc:
-        raise UserInputError(
-            "model=tf_keras needs the legacy Keras 2 package tf_keras, which is not installed. Install "
-            "it with pip install 'precision-sweep[tf_keras]' (tf-keras matching your TensorFlow)."
-        ) from exc
+        raise UserInputError(NOT_INSTALLED) from exc
     lambdas = refuse_unsafe(cfg, path)
     try:
         model = tf_keras.models.load_model(path, safe_mode=bool(cfg.safe_mode), compile=False)
@@ -55,6 +74,7 @@ def load_tf_keras(cfg, path: Path) -> LoadedModel:
         n_outputs=n_outputs_of(model.outputs[0].shape, names[index], where),
         output_name=names[index],
         source_model=model,
+        keras_layers=keras_layer_names(model),
         predict_fn=lambda x: model.predict(x, batch_size=256, verbose=0),
     )
     loaded.run_params = run_params_of(cfg, loaded, **({"model_lambda_layers": ",".join(lambdas)} if lambdas else {}))
