@@ -48,7 +48,7 @@ def test_twelve_jobs_on_two_joblib_workers_land_under_one_parent(tmp_path, share
     assert client.search_runs(["0"]) == []  # nothing in "Default"
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert len({r.data.tags["precision_sweep.pid"] for r in roles["job"]}) >= 2  # really two workers
-    assert "sweep: ok 11, failed 0, skipped 1" in result.stderr  # the overall progress line
+    assert "sweep: 12/12 jobs done (ok 11, failed 0, skipped 1, running 0) in " in result.stderr  # the final counts
     share = max(1, (os.cpu_count() or 1) // 2)  # each of the 2 workers gets its half of the cores
     expected = f"tf {share}, omp {share}, numba {share} of {os.cpu_count()} cores"
     assert {r.data.tags["precision_sweep.threads"] for r in roles["job"]} == {expected}
