@@ -94,16 +94,16 @@ def _slice_offset(step, x) -> bool:
     return datapath._last_axis_begin(inputs, step.op_type, x.ndim, x.shape[-1]) != 0
 
 
-def op_stats(fp32_program, x: np.ndarray, batch: int = 16) -> dict[str, OpStats]:
+def op_stats(fp32_program, x: np.ndarray, batch: int = 16, plan_cache=None) -> dict[str, OpStats]:
     """Per-op statistics of ``fp32_program`` (package path) on ``x``, keyed by op name.
-    Memoized in the process per (program, data)."""
+    Memoized in the process per (program, data); its compiled plan kept in ``plan_cache``."""
     from precision_sweep.emulator import Execution
     from precision_sweep.hashing import hash_arrays
 
     key = (str(fp32_program), hash_arrays([x]))
     if key in _STATS_MEMO:
         return _STATS_MEMO[key]
-    emulator = Execution("cpu_only").emulator(fp32_program)
+    emulator = Execution("cpu_only", plan_cache=plan_cache).emulator(fp32_program)
     name = emulator.input_names[0]
     stats: dict[str, OpStats] = {}
     steps = [s for s in emulator.plan.steps if s.outputs]
@@ -236,7 +236,8 @@ def placement_lookup(emulator, models=None):
 def cliff_report(fp32_program, x: np.ndarray, variant_emulator, device: str, mapper=None) -> pd.DataFrame:
     """The cliffs of a variant (run by ``variant_emulator``) for ``device``, from the FP32
     program's values on ``x``."""
-    return scan(op_stats(fp32_program, x), placement_lookup(variant_emulator), device, mapper)
+    return scan(op_stats(fp32_program, x, plan_cache=getattr(variant_emulator, "plan_cache", None)), placement_lookup(variant_emulator),
+                device, mapper)
 
 
 def summary(table: pd.DataFrame, limit: int = 3) -> str:

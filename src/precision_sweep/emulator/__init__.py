@@ -44,12 +44,14 @@ class Execution:
     compute_units: str = "all"
     device: str = DEFAULT_DEVICE
     gpu_low_precision_accumulation: bool = False
+    plan_cache: str | None = None  # where compiled plans are kept (a job's paths.cache/plans)
 
     def emulator(self, source: Any, plan_cache: Path | None = None) -> "Emulator":
         """An :class:`Emulator` of ``source`` (package path, MLModel or Program) here, its plan
-        kept in ``plan_cache`` (see :class:`Emulator`)."""
+        kept in ``plan_cache`` (default: this execution's; see :class:`Emulator`)."""
+        cache = plan_cache if plan_cache is not None else self.plan_cache
         return Emulator(source, self.compute_units, self.device, self.gpu_low_precision_accumulation,
-                        plan_cache=plan_cache)
+                        plan_cache=None if cache is None else Path(cache))
 
 
 class Emulator:
@@ -85,6 +87,7 @@ class Emulator:
                  gpu_low_precision_accumulation: bool = False, function_name: str = "main",
                  plan_cache: Path | None = None):
         self.models = unit_models(compute_units, device, gpu_low_precision_accumulation)
+        self.plan_cache = plan_cache
 
         def compile_() -> Plan:
             program, spec_version = load_program(path_or_mlmodel)

@@ -40,6 +40,8 @@ def execution_of(cfg):
         compute_units=str(units.name),
         device=str(cfg.device.name),
         gpu_low_precision_accumulation=bool(units.gpu_low_precision_accumulation),
+        # compiled plans are cached: a warm job loads them without coremltools or TensorFlow
+        plan_cache=str(Path(cfg.paths.cache) / "plans"),
     )
 
 
