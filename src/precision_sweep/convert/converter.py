@@ -55,8 +55,10 @@ from precision_sweep.hashing import hash_config
 log = logging.getLogger(__name__)
 
 _FRONTEND: dict[str, object] = {}
-_BASE: dict[str, Path] = {}
-_COMPRESSED: dict[str, Path] = {}
+# In-process memo of built packages, per (cache key, cache folder): a package built for one
+# cache folder is not an entry of another one.
+_BASE: dict[tuple[str, str | None], Path] = {}
+_COMPRESSED: dict[tuple[str, str | None], Path] = {}
 _SCRATCH: list[Path] = []
 
 
@@ -254,7 +256,7 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
         {"stage": "base", "model": model.content_hash, "target": target_name, "compute": compute.key,
          "max_batch": max_batch, "input": model.input_name, "versions": _versions()}
     )
-    cached = _BASE.get(key)
+    cached = _BASE.get((key, None if cache_dir is None else str(cache_dir)))
     if cached is not None and cached.exists():
         return cached
     root = Path(cache_dir) / "convert" / "base" if cache_dir is not None else _scratch_dir()
@@ -275,7 +277,7 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
                     skip_model_load=True,
                 )
             _publish_package(mlmodel, path)
-    _BASE[key] = path
+    _BASE[(key, None if cache_dir is None else str(cache_dir))] = path
     return path
 
 
@@ -296,7 +298,7 @@ def compressed_package(model: LoadedModel, precision, target_name: str, max_batc
          "keep_float": sorted(keep_float), "calibration": hash_arrays([calibration]) if calibration is not None else None,
          "versions": _versions()}
     )
-    cached = _COMPRESSED.get(key)
+    cached = _COMPRESSED.get((key, None if cache_dir is None else str(cache_dir)))
     if cached is not None and cached.exists():
         return cached
     root = Path(cache_dir) / "convert" / "compressed" if cache_dir is not None else _scratch_dir()
@@ -313,7 +315,7 @@ def compressed_package(model: LoadedModel, precision, target_name: str, max_batc
                 mlmodel = ct.models.MLModel(str(base), skip_model_load=True)
                 mlmodel = compress_weights(mlmodel, precision, calibration, keep_float)
             _publish_package(mlmodel, path)
-    _COMPRESSED[key] = path
+    _COMPRESSED[(key, None if cache_dir is None else str(cache_dir))] = path
     return path
 
 
