@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +24,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from emulator_vs_tf import best_time  # noqa: E402  (the benchmarks' one timer)
+
 # (spatial size, channels, stride) of MobileNetV2 96x96's depthwise layers (one of each kind)
 SHAPES = [(48, 32, 1), (48, 96, 2), (24, 144, 1), (24, 144, 2), (12, 192, 1), (12, 192, 2),
           (6, 384, 1), (6, 576, 1), (6, 576, 2), (3, 960, 1)]
-
-
-def best_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main(argv=None):

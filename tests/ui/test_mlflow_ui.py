@@ -12,15 +12,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from cluster.postgres_server import TrackingServer, free_port, stop_tracking_server, wait_for_health
 from sweep_testing import mlflow_client, run_cli
 
 pytestmark = pytest.mark.slow
@@ -42,12 +39,6 @@ def _chromium() -> str:
     return CHROMIUM
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, shared_cache):
     """The README's default sweep (12 jobs: fp32, fp16, int8 x iOS15-18; int8 at iOS15 is
@@ -63,36 +54,19 @@ def sweep(tmp_path_factory, shared_cache):
 def ui(sweep, tmp_path_factory):
     """``mlflow ui`` on the sweep's store, as the sweep's links say, on a free port: its base URL."""
     outputs, _ = sweep
-    port, log = _free_port(), tmp_path_factory.mktemp("ui") / "mlflow-ui.log"
+    port, log = free_port(), tmp_path_factory.mktemp("ui") / "mlflow-ui.log"
     command = [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{outputs / 'mlflow.db'}",
                "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "wb") as out:
         # Its own process group: the server's workers stop with it.
         process = subprocess.Popen(command, cwd=outputs, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    server = TrackingServer(uri=f"http://127.0.0.1:{port}", backend_uri=f"sqlite:///{outputs / 'mlflow.db'}",
+                            artifacts=outputs, log=log)
     try:
-        deadline = time.monotonic() + UI_START_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow ui exited {process.returncode}: {log.read_text(errors='replace')[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow ui gave no /health in {UI_START_SECONDS} s: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.5)
-        yield base
+        wait_for_health(server, process, UI_START_SECONDS)
+        yield server.uri
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        stop_tracking_server(process)
 
 
 @pytest.fixture

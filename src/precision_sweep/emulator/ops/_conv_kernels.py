@@ -24,6 +24,18 @@ from precision_sweep.emulator.ops._half import round_half
 CHUNKS = 256  # parallel tasks of a depthwise conv: planes share their buffers within one
 
 
+@njit(cache=True, inline="always")
+def _fill_grid(grid, plane, pt, pl, wp):
+    """Copy one (H, W) plane into the interior of the flat zero-padded ``grid`` (row width
+    ``wp``, ``pt`` rows and ``pl`` columns of padding before it); the border is not touched."""
+    h, wd = plane.shape
+    for y in range(h):
+        dst = grid[(y + pt) * wp + pl : (y + pt) * wp + pl + wd]
+        src = plane[y]
+        for j in range(wd):
+            dst[j] = src[j]
+
+
 @njit(cache=True, parallel=True)
 def _depthwise2d(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, mode):
     """One (image, channel) plane per task: copy it into a zero-padded flat buffer, then each
@@ -46,12 +58,7 @@ def _depthwise2d(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, mode):
         for task in range(chunk * tasks // chunks, (chunk + 1) * tasks // chunks):
             i = task // c_out
             co = task % c_out
-            plane = x[i, co // mult]
-            for y in range(h):
-                dst = grid[(y + pt) * wp + pl : (y + pt) * wp + pl + wd]
-                src = plane[y]
-                for j in range(wd):
-                    dst[j] = src[j]
+            _fill_grid(grid, x[i, co // mult], pt, pl, wp)
             for j in range(span):
                 acc[j] = 0.0
             for ky in range(kh):
@@ -137,19 +144,13 @@ def _depthwise2d_tiles(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, tile, ce
 def _depthwise_tiles_plane(x, w, out, task, mult, sh, sw, dh, dw, pt, pl, wp, tile, ceiling, flush, away,
                            three_by_three, offsets, zero, grid, acc, hi, lo, part):
     """One (image, output channel) plane of :func:`_depthwise2d_tiles`."""
-    h, wd = x.shape[2], x.shape[3]
     c_out, kh, kw = w.shape
     oh, ow = out.shape[2], out.shape[3]
     cols = acc.size
     taps = kh * kw
     i = task // c_out
     co = task % c_out
-    plane = x[i, co // mult]
-    for y in range(h):
-        dst = grid[(y + pt) * wp + pl : (y + pt) * wp + pl + wd]
-        src = plane[y]
-        for j in range(wd):
-            dst[j] = src[j]
+    _fill_grid(grid, x[i, co // mult], pt, pl, wp)
     taps_of = w[co]
     w0, w1, w2 = taps_of[0, 0], taps_of[0, min(1, kw - 1)], taps_of[0, min(2, kw - 1)]
     w3, w4, w5 = taps_of[min(1, kh - 1), 0], taps_of[min(1, kh - 1), min(1, kw - 1)], taps_of[min(1, kh - 1), min(2, kw - 1)]
@@ -203,10 +204,7 @@ def _depthwise_tiles_plane(x, w, out, task, mult, sh, sw, dh, dw, pt, pl, wp, ti
         for t0 in range(0, taps, tile):
             m = min(tile, taps - t0)
             if m == 4:
-                o0 = base + ((t0 // kw) * dh * wp + (t0 % kw) * dw)
-                o1 = base + (((t0 + 1) // kw) * dh * wp + ((t0 + 1) % kw) * dw)
-                o2 = base + (((t0 + 2) // kw) * dh * wp + ((t0 + 2) % kw) * dw)
-                o3 = base + (((t0 + 3) // kw) * dh * wp + ((t0 + 3) % kw) * dw)
+                o0, o1, o2, o3 = base + offsets[t0], base + offsets[t0 + 1], base + offsets[t0 + 2], base + offsets[t0 + 3]
                 w0 = w[co, t0 // kw, t0 % kw]
                 w1 = w[co, (t0 + 1) // kw, (t0 + 1) % kw]
                 w2 = w[co, (t0 + 2) // kw, (t0 + 2) % kw]
@@ -226,7 +224,7 @@ def _depthwise_tiles_plane(x, w, out, task, mult, sh, sw, dh, dw, pt, pl, wp, ti
                     lo[j] = min(lo[j], a)
                 continue
             for t in range(t0, t0 + m):
-                o = base + ((t // kw) * dh * wp + (t % kw) * dw)
+                o = base + offsets[t]
                 weight = w[co, t // kw, t % kw]
                 g = grid[o : o + cols]
                 if t == t0:
