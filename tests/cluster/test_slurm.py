@@ -123,12 +123,14 @@ def test_scancel_mid_run_ends_the_run_killed_and_resume_completes_the_grid(slurm
     log = tmp_path / "first.log"
     with open(log, "w") as sink:
         first = subprocess.Popen(module, cwd=tmp_path, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    client = mlflow_client(outputs)
-    victim, slurm_job = None, None
+    # The client opens the store only once the sweep has linked it into place: a client made
+    # earlier creates and migrates the database itself, racing the sweep's own creation.
+    client, victim, slurm_job = None, None, None
     deadline = time.time() + SWEEP_SECONDS
     while slurm_job is None and time.time() < deadline and first.poll() is None:
         time.sleep(0.5)
         if (outputs / "mlflow.db").exists():
+            client = client or mlflow_client(outputs)
             victim = _a_job_in_its_work(client)
             slurm_job = victim and _slurm_job_of(slurm_cluster, victim.data.tags["precision_sweep.pid"])
     assert slurm_job, "no job was caught running: " + log.read_text()[-3000:]
