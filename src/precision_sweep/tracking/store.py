@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from precision_sweep.errors import UserInputError
+from precision_sweep.tracking import store_template
 
 ENV_URI = "PRECISION_SWEEP_TRACKING_URI"
 ENV_EXPERIMENT = "PRECISION_SWEEP_EXPERIMENT_ID"
@@ -123,25 +124,34 @@ def create_sqlite_database(path: Path) -> None:
     A process opening ``path`` meanwhile (another sweep, ``mlflow ui``, ``precision-pick``, a
     script polling the store) sees no file or a complete database, never one half-migrated:
     MLflow migrating one SQLite file from two processes at once corrupts it. An existing
-    database is left alone; if another process links its copy first, that one is used.
+    database is left alone; if another process links its copy first, that one is used. The
+    tables come from the user's store template when there is one (:mod:`store_template`).
     """
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.creating")
     staging.unlink(missing_ok=True)
+    templates = store_template.folder()
     try:
-        client = client_for(f"sqlite:///{staging}")
-        client.search_experiments(max_results=1)  # MLflow creates and migrates the tables here
-        engine = getattr(getattr(client._tracking_client, "store", None), "engine", None)
-        if engine is not None:
-            engine.dispose()
+        if not store_template.copy_into(staging, templates):
+            _migrate_new(staging)
+            store_template.keep(staging, templates)
         try:
             os.link(staging, path)  # atomic, and fails rather than replace a database made meanwhile
         except FileExistsError:
             pass
     finally:
         staging.unlink(missing_ok=True)
+
+
+def _migrate_new(path: Path) -> None:
+    """Let MLflow create and migrate a new store's tables at ``path``."""
+    client = client_for(f"sqlite:///{path}")
+    client.search_experiments(max_results=1)  # MLflow creates and migrates the tables here
+    engine = getattr(getattr(client._tracking_client, "store", None), "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def create_or_find_experiment(client, name: str, location: str | None) -> str:
