@@ -1,6 +1,6 @@
-"""Warm workers are cheap (issue 13, item 4): a job whose model card, baseline and converted
-packages are cached imports neither TensorFlow, Keras nor coremltools, and gets what a cold job
-gets (same packages, spec version, baseline and layer mapping)."""
+"""Warm workers are cheap (issue 13, item 4): a job whose model card, baseline, dataset split and
+converted packages are cached imports neither TensorFlow, Keras, coremltools nor scikit-learn,
+and gets what a cold job gets (same packages, spec version, baseline and layer mapping)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 
 from sweep_testing import REPO, compose
 
-HEAVY = ("tensorflow", "keras", "coremltools")
+HEAVY = ("tensorflow", "keras", "coremltools", "sklearn")
 PRECISIONS = ("fp16", "int8")
 
 
@@ -79,7 +79,7 @@ WARM_JOB = textwrap.dedent(
 )
 
 
-def test_warm_job_imports_no_tensorflow_keras_or_coremltools(shared_cache, tmp_path):
+def test_warm_job_imports_no_tensorflow_keras_coremltools_or_sklearn(shared_cache, tmp_path):
     import coremltools as ct
 
     from precision_sweep.baseline import baseline_outputs

@@ -79,3 +79,37 @@ def test_bad_preprocessing_values_are_user_errors(tmp_path):
     assert "expected one of [nhwc, nchw]" in str(refused.value.__cause__)
     with pytest.raises(UserInputError, match=r"dataset.test_size=1.5 is not a number in \(0, 1\]"):
         check_ranges(compose(["dataset=npz", f"dataset.path={path}", "dataset.test_size=1.5"]))
+
+
+@pytest.mark.parametrize("source", ["digits", "npz_stratified", "npz_too_few_per_class"])
+def test_a_cached_split_selects_what_scikit_learn_splitting_the_arrays_selects(tmp_path, source):
+    """The split is drawn on sample indices and cached as plain arrays (data/split_cache.py):
+    the first load and a load from the cache give scikit-learn's own split of the samples."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from precision_sweep.data import load_dataset
+
+    if source == "digits":
+        cfg = compose(["dataset.test_size=0.3", "dataset.seed=3"]).dataset
+        bunch = load_digits()
+        x, y = bunch.images.astype(np.float32)[..., None], bunch.target
+        stratify = y
+    else:
+        n_classes = 4 if source == "npz_stratified" else 30  # 30 classes of 40 samples: some have one
+        x, y = random_samples(40, (3,), n_classes, seed=5)
+        x[:, 0] = np.arange(40)
+        counts = np.bincount(y)
+        stratify = y if counts[counts > 0].min() >= 2 else None
+        cfg = _npz_cfg(write_npz(tmp_path / "d.npz", x, y), "dataset.test_size=0.25", "dataset.seed=3", "dataset.scale=1")
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=cfg.test_size, random_state=3, stratify=stratify)
+    cache = tmp_path / "cache"
+    first = load_dataset(cfg, cache_dir=cache)
+    assert list((cache / "datasets" / "splits").glob("*.npy"))
+    cached = load_dataset(cfg, cache_dir=cache)
+    uncached = load_dataset(cfg)
+    for dataset in (first, cached, uncached):
+        np.testing.assert_array_equal(dataset.y_test, y_test)
+        np.testing.assert_array_equal(dataset.y_train, y_train)
+        np.testing.assert_array_equal(dataset.x_test / np.float32(cfg.scale), x_test)
+    assert cached.content_hash == first.content_hash == uncached.content_hash

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from precision_sweep.data import split_cache
 from precision_sweep.data.validate import check_dataset_path
 from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_arrays
@@ -137,26 +139,17 @@ def _check_finite(x: np.ndarray, where: str) -> None:
             )
 
 
-def _split(cfg, x: np.ndarray, y: np.ndarray):
+def _split(cfg, x: np.ndarray, y: np.ndarray, cache_dir: Path | None):
     """Seeded split: (x_train, y_train, x_test, y_test); stratified when every class allows it."""
-    from sklearn.model_selection import train_test_split
-
     if float(cfg.test_size) >= 1.0 or len(y) < 2:
         order = np.random.default_rng(cfg.seed).permutation(len(y))
         return x[:0], y[:0], x[order], y[order]
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    try:
-        x_train, x_test, y_train, y_test = train_test_split(
-            x, y, test_size=cfg.test_size, random_state=cfg.seed, stratify=stratify
-        )
-    except ValueError:  # too few samples per class for a stratified split of that size
-        x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=cfg.test_size, random_state=cfg.seed)
-    return x_train, y_train, x_test, y_test
+    train, test = split_cache.split_indices(y, float(cfg.test_size), int(cfg.seed), cache_dir)
+    return x[train], y[train], x[test], y[test]
 
 
-def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict) -> Dataset:
-    x_train, y_train, x_test, y_test = _split(cfg, x_raw, y)
+def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict, cache_dir: Path | None) -> Dataset:
+    x_train, y_train, x_test, y_test = _split(cfg, x_raw, y, cache_dir)
     if cfg.limit:
         x_test, y_test = x_test[: cfg.limit], y_test[: cfg.limit]
     if len(x_test) == 0:
@@ -186,16 +179,12 @@ def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict) -> 
     )
 
 
-def _digits(cfg, spec: InputSpec) -> Dataset:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = bunch.images.astype(np.float32)[..., None]  # (N, 8, 8, 1), values 0..16
-    y = bunch.target.astype(np.int64)
-    return _assemble(cfg, x, y, [str(c) for c in bunch.target_names], spec, {})
+def _digits(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
+    images, y, class_names = split_cache.digits(cache_dir)
+    return _assemble(cfg, images[..., None], y, class_names, spec, {}, cache_dir)  # (N, 8, 8, 1), 0..16
 
 
-def _npz(cfg, spec: InputSpec) -> Dataset:
+def _npz(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
     path = check_dataset_path(cfg)
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -233,10 +222,10 @@ def _npz(cfg, spec: InputSpec) -> Dataset:
         class_names = [str(n) for n in names]
     else:
         class_names = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
-    return _assemble(cfg, x, y, class_names, spec, {})
+    return _assemble(cfg, x, y, class_names, spec, {}, cache_dir)
 
 
-def _image_folder(cfg, spec: InputSpec) -> Dataset:
+def _image_folder(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
     from precision_sweep.data.images import list_image_folder, read_images
 
     root = check_dataset_path(cfg)
@@ -277,12 +266,16 @@ def _image_folder(cfg, spec: InputSpec) -> Dataset:
         "dataset_n_classes": len(class_names),
         "dataset_skipped_files": len(skipped),
     }
-    return _assemble(cfg, x, y, class_names, spec, run_params)
+    return _assemble(cfg, x, y, class_names, spec, run_params, cache_dir)
 
 
 LOADERS = {"digits": _digits, "npz": _npz, "image_folder": _image_folder}
 
 
-def load_dataset(cfg, spec: InputSpec | None = None) -> Dataset:
-    """Load the dataset a ``dataset`` config describes, preprocessed for a model input ``spec``."""
-    return LOADERS[str(cfg.source)](cfg, spec or InputSpec())
+def load_dataset(cfg, spec: InputSpec | None = None, cache_dir: str | Path | None = None) -> Dataset:
+    """Load the dataset a ``dataset`` config describes, preprocessed for a model input ``spec``.
+
+    With a ``cache_dir`` the digits arrays and the split's indices are kept there
+    (:mod:`split_cache`), so a later load imports no scikit-learn.
+    """
+    return LOADERS[str(cfg.source)](cfg, spec or InputSpec(), Path(cache_dir) if cache_dir else None)

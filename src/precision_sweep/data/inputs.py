@@ -96,11 +96,11 @@ def load_inputs(model_cfg, dataset_cfg, cache_dir: str | Path) -> tuple[Dataset,
 
     validate_sources(SimpleNamespace(model=model_cfg, dataset=dataset_cfg))
     if model_cfg.source == "builtin":
-        dataset = load_dataset(dataset_cfg)
+        dataset = load_dataset(dataset_cfg, cache_dir=cache_dir)
         model = load_model(model_cfg, dataset, cache_dir)
     else:
         model = load_model(model_cfg, None, cache_dir)
-        dataset = load_dataset(dataset_cfg, InputSpec(tuple(model.input_shape), model.input_dtype))
+        dataset = load_dataset(dataset_cfg, InputSpec(tuple(model.input_shape), model.input_dtype), cache_dir)
     check_compatible(dataset, model)
     _warn_if_not_probabilities(model, dataset.x_test, cache_dir)
     return dataset, model

@@ -187,7 +187,7 @@ def diagnose_run(client, run_id: str, work_dir: Path, schema: type, samples: int
     package = Path(client.download_artifacts(run_id, packages[0], str(work_dir)))
     log.info("diagnosing run %s: %s at %s against the FP32 program of %s (cache %s)", run_id,
              cfg.precision.name, cfg.target.name, cfg.model.name, cfg.paths.cache)
-    dataset = load_dataset(cfg.dataset)
+    dataset = load_dataset(cfg.dataset, cache_dir=cfg.paths.cache)
     model = load_model(cfg.model, dataset, Path(cfg.paths.cache))
     report = run_diagnosis(cfg, model, dataset, package, work_dir / "diagnosis")
     for path in write_report(report, work_dir / "diagnosis", float(cfg.diagnosis.threshold),
