@@ -79,8 +79,20 @@ def _while_loop():
                       minimum_deployment_target=ct.target.iOS16, compute_precision=ct.precision.FLOAT16)
 
 
+def _flexible_batch():
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import get_new_symbol
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=(get_new_symbol(), 3))], opset_version=ct.target.iOS16)
+    def prog(x):
+        return mb.relu(x=mb.mul(x=x, y=np.float32(2.0)), name="y")
+
+    return ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
+                      compute_precision=ct.precision.FLOAT32)
+
+
 BUILDERS = {"cnn_fp32": lambda: _cnn("fp32"), "cnn_fp16": lambda: _cnn("fp16"), "palettized": _palettized,
-            "while_loop": _while_loop}
+            "while_loop": _while_loop, "flexible_batch": _flexible_batch}
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +109,10 @@ def package(tmp_path_factory):
 
 def _feeds(emulator):
     rng = np.random.default_rng(0)
-    return {name: (rng.standard_normal(shape) * 3).astype(np.float32) for name, (shape, _) in emulator.plan.inputs.items()}
+    def sized(shape):  # an open dimension (a flexible batch) gets 2
+        return tuple(d if isinstance(d, int) else 2 for d in shape)
+
+    return {name: (rng.standard_normal(sized(shape)) * 3).astype(np.float32) for name, (shape, _) in emulator.plan.inputs.items()}
 
 
 # --- deep equality of plans ------------------------------------------------------------------
@@ -207,6 +222,29 @@ def test_loaded_plan_is_the_compiled_plan(name, execution, package, tmp_path):
         _same_value(np.asarray(want[key][1]), np.asarray(got[key][1]), key)
     # The run after a capture run still gives the same bits (no state kept in the plan).
     _same_outputs(compiled.predict(feeds), loaded.predict(feeds))
+
+
+def test_a_flexible_dimension_is_plain_data_in_both_plans(package, tmp_path):
+    """A program's open batch dimension is a FlexibleDim in the compiled and in the loaded plan;
+    a warm process reading it imports no sympy (0.5 s)."""
+    from precision_sweep.emulator.plan import FlexibleDim
+
+    path = package("flexible_batch")
+    compiled = Emulator(path, "all", "m1", plan_cache=tmp_path)
+    loaded = Emulator(path, "all", "m1", plan_cache=tmp_path)
+    ((name, (shape, _)),) = compiled.plan.inputs.items()
+    assert isinstance(shape[0], FlexibleDim) and shape[1] == 3
+    assert loaded.plan.inputs == compiled.plan.inputs
+    script = textwrap.dedent(f"""
+        import sys
+        import numpy as np
+        from precision_sweep.emulator import Emulator
+        out = Emulator({str(path)!r}, "all", "m1", plan_cache={str(tmp_path)!r}).predict({{{name!r}: -np.ones((5, 3), np.float32)}})
+        print(sorted(m for m in ("sympy", "coremltools") if m in sys.modules), float(np.abs(out["y"]).sum()))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[] 0.0"
 
 
 def test_the_key_follows_package_and_execution(package, tmp_path):

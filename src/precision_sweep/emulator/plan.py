@@ -52,11 +52,26 @@ class Block:
     outputs: list[str]
 
 
+@dataclass(frozen=True)
+class FlexibleDim:
+    """An input dimension the program leaves open (coremltools' symbol, e.g. ``is0`` for a
+    flexible batch), by name: plain data, so a plan read from the cache imports no sympy."""
+
+    name: str
+
+    @classmethod
+    def of(cls, dim) -> int | FlexibleDim:
+        """A program input's dimension: an int, or the open dimension a symbol names."""
+        if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool):
+            return int(dim)
+        return cls(str(dim))
+
+
 @dataclass
 class Plan:
     """A compiled MIL function: inputs, constants, ordered steps and outputs."""
 
-    inputs: dict[str, tuple[tuple, np.dtype]]
+    inputs: dict[str, tuple[tuple, np.dtype]]  # name -> (shape of ints and FlexibleDims, dtype)
     outputs: list[str]
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)

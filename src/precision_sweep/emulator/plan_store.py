@@ -38,7 +38,7 @@ from precision_sweep.emulator.numerics import FP32_ACCUMULATION, NUMERICS_VERSIO
 from precision_sweep.emulator.ops._accumulate import Accumulator
 from precision_sweep.emulator.ops.control_flow import TensorList
 from precision_sweep.emulator.placement import Placement
-from precision_sweep.emulator.plan import Block, Plan, Step
+from precision_sweep.emulator.plan import Block, FlexibleDim, Plan, Step
 from precision_sweep.emulator.registry import KERNELS
 
 log = logging.getLogger(__name__)
@@ -206,9 +206,8 @@ def _dtype_str(dtype) -> str:
 def _dim(dim) -> Any:
     if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool):
         return int(dim)
-    name = getattr(dim, "name", None)  # a sympy Symbol (a flexible dimension)
-    if type(dim).__name__ == "Symbol" and isinstance(name, str):
-        return {"symbol": name}
+    if isinstance(dim, FlexibleDim):
+        return {"symbol": dim.name}
     raise PlanNotStorable(f"input dimension {dim!r} of type {type(dim).__name__}")
 
 
@@ -366,9 +365,7 @@ def _load_dim(dim: Any) -> Any:
     if isinstance(dim, int) and not isinstance(dim, bool):
         return dim
     if isinstance(dim, dict) and set(dim) == {"symbol"} and isinstance(dim["symbol"], str):
-        import sympy  # only programs with a flexible dimension: coremltools' symbols are sympy's
-
-        return sympy.Symbol(dim["symbol"])
+        return FlexibleDim(dim["symbol"])
     raise PlanStoreError(f"malformed input dimension {dim!r}")
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from precision_sweep.emulator.ops._accumulate import Accumulator
-from precision_sweep.emulator.plan import Block, Plan, Step
+from precision_sweep.emulator.plan import Block, FlexibleDim, Plan, Step
 from precision_sweep.emulator.registry import KERNELS, WRITES_INTO_X, supported_ops
 
 
@@ -100,7 +100,7 @@ def compile_plan(program, function_name: str = "main", placer: Callable | None =
     function = program.functions[function_name]
     _refuse_unsupported(list(_walk(function.operations)))
     plan = Plan(
-        inputs={name: (tuple(var.shape), var_dtype(var)) for name, var in function.inputs.items()},
+        inputs={name: (tuple(FlexibleDim.of(d) for d in var.shape), var_dtype(var)) for name, var in function.inputs.items()},
         outputs=[var.name for var in function.outputs],
     )
     plan.steps = _compile_operations(function.operations, plan, placer, False)
