@@ -44,29 +44,13 @@ def _hydra_main(cfg: DictConfig) -> None:
     run_task(cfg)
 
 
-def stop_pool_workers() -> None:
-    """Stop the parallel launcher's worker processes once every job has returned.
-
-    joblib keeps its loky workers for reuse, and at exit the launching process waited for each
-    idle worker to finish its own interpreter shutdown (seconds per worker, more than the jobs
-    of a warm digits sweep); loky's resource tracker then printed a KeyError about a shared
-    memory folder. Killing idle workers loses nothing: their jobs and runs are closed.
-    """
-    import sys
-
-    module = sys.modules.get("joblib.externals.loky.reusable_executor")  # imported only if used
-    executor = getattr(module, "_executor", None)
-    if executor is not None:
-        executor.shutdown(wait=True, kill_workers=True)
-
-
 def main() -> None:
-    from precision_sweep.cli import callback
+    from precision_sweep.cli import callback, pool
 
     try:
         _hydra_main()
     finally:
-        stop_pool_workers()
+        pool.stop_workers()
     failed, total = callback.last_sweep_failures()
     if failed:
         fail(PROGRAM, f"{failed} of {total} job(s) failed; see error.txt in their runs.", code=1)

@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import Param
 from omegaconf import DictConfig
 
+from precision_sweep.cli import pool
 from precision_sweep.cli.preflight import check_launcher
 from precision_sweep.cli.report import fail, report_user_error
 from precision_sweep.config_checks import check_config
@@ -111,6 +112,7 @@ class SweepTrackingCallback(Callback):
         os.environ[store.ENV_EXPERIMENT] = self.experiment_id
         os.environ[store.ENV_PARENT] = self.parent_run_id
         _share_cores_between_workers(config)
+        pool.warm_up(config)  # the workers inherit the environment set above
         atexit.register(self._close_abandoned_parent)
         log.info("MLflow: experiment %s, sweep parent run %s (%s)", self.experiment_id, self.parent_run_id, uri)
         if config.get("progress", True):
