@@ -163,6 +163,68 @@ def test_conv_sums_four_channels_of_one_tap_per_tile(model):
     np.testing.assert_allclose(got, exact, rtol=0, atol=0.01 * np.abs(exact).max())
 
 
+@pytest.mark.parametrize("model", ["fp16", "tiles_m1", "tiles_m5"])
+@pytest.mark.parametrize(
+    "shape, kernel, strides, c_out, chunk_bytes",
+    [
+        ((3, 8, 7, 6), (3, 3), (1, 1), 5, None),  # folded im2col, fewer channels than positions
+        ((3, 8, 7, 6), (3, 3), (2, 2), 12, None),  # strided: the bound scans the columns
+        ((5, 6, 4, 4), (1, 1), (2, 2), 20, None),  # 1x1 stride 2: im2col of one tap
+        ((5, 6, 3, 3), (1, 1), (1, 1), 20, None),  # pointwise, folded (positions < channels)
+        ((2, 6, 5, 5), (1, 1), (1, 1), 4, None),  # pointwise as it is
+        ((5, 4, 6, 5), (3, 3), (1, 1), 7, 4 * 9 * 4 * 30 * 2),  # im2col in chunks of 2 images
+        ((3, 5, 4, 3, 3), (1, 1, 1), (1, 1, 1), 9, None),  # 3-D pointwise, folded
+        ((2, 5, 4, 4, 3), (2, 2, 2), (1, 1, 1), 9, None),  # 3-D im2col columns, folded
+    ],
+)
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_the_folded_conv_equals_the_per_image_products(monkeypatch, model, shape, kernel, strides, c_out, chunk_bytes,
+                                                        with_bias):
+    """The fp16 models fold a groups-1 conv's images into one product (im2col writes the
+    columns side by side, the bias pass reads the result back per image): the same sums as
+    one product per image over that image's tap-major columns, plus the rounded bias."""
+    from precision_sweep.emulator.ops import conv as conv_ops
+
+    if chunk_bytes:
+        monkeypatch.setattr(conv_ops, "COLUMNS_BYTES", chunk_bytes)
+    x = _halves(shape, 3)
+    x[0, 0].flat[0] = 2.0**-20
+    w = _halves((c_out, shape[1]) + kernel)
+    bias = _halves((c_out,), 4) if with_bias else None
+    accumulator = acc.Accumulator(MODELS[model])
+    nd = len(kernel)
+    got = conv_ops.conv(x, w, bias, strides=list(strides), pad_type="same", accumulator=accumulator)
+    xp = conv_ops._padded(x, w, list(strides), "same", None, [1] * nd)
+    out_shape = conv_ops._out_shape(xp.shape[2:], kernel, strides, [1] * nd)
+    tap_major = accumulator.rounds_to_fp16
+    cols = conv_ops._columns(xp, kernel, list(strides), [1] * nd, out_shape, 1, tap_major).copy()
+    rows = conv_ops._weight_rows(w, 1, tap_major)[0]
+    want = np.stack([accumulator.matmul(rows, cols[i, 0], cols.shape[2] >= 2) for i in range(shape[0])])
+    want = want.reshape((shape[0], c_out) + out_shape)
+    if with_bias:
+        want = accumulator.add_bias(want, bias, channel_axis=1)
+    assert got.shape == want.shape and got.flags.c_contiguous
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_the_bound_takes_a_given_row_limit_and_sees_non_finite_weights():
+    a = _halves((6, 40), 2)
+    b = _halves((3, 40, 9), 5)
+    limits = np.abs(b).max(axis=(0, 2))
+    want = float(np.max(np.abs(a) @ limits))
+    assert compiled.abs_row_bound(a, limits) == pytest.approx(want, rel=1e-5)
+    per_batch = float(np.max(np.abs(a) @ np.abs(b).max(axis=2).T))  # each image's own limits
+    assert per_batch < want
+    assert compiled.abs_row_bound(a, np.abs(b).max(axis=2)) == pytest.approx(per_batch, rel=1e-5)
+    assert acc._bounded(a, b, per_batch * 1.02) and not acc._bounded(a, b, per_batch)
+    assert acc._bounded(a, b, want * 1.02, limits) and not acc._bounded(a, b, want, limits)
+    for bad in (np.inf, -np.inf, np.nan):
+        worse = a.copy()
+        worse[4, 7] = bad
+        assert compiled.abs_row_bound(worse, limits) == np.inf
+        assert not acc._bounded(worse, b, 1e30)
+
+
 def test_conv_transpose_is_the_scatter_of_its_definition():
     from precision_sweep.emulator.ops import conv as conv_ops
 
@@ -219,6 +281,9 @@ def test_abs_max_and_the_rounded_bias_equal_numpy():
         per_channel = (y + bias.reshape(4, 1, 1)).astype(np.float16).astype(np.float32)
         last = (y + _halves((3,), 50)[None, None, None, :]).astype(np.float16).astype(np.float32)
     assert np.array_equal(compiled.add_bias_rounded(y, bias, 1), per_channel)
+    strided = np.ascontiguousarray(y.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)  # a folded conv's result
+    assert np.array_equal(compiled.add_bias_rounded(strided, bias, 1), per_channel)
+    assert np.array_equal(compiled.add_bias_rounded(y[..., ::2], bias, 1), per_channel[..., ::2])
     b3 = _halves((3,), 50)
     with np.errstate(over="ignore"):
         last = (y + b3).astype(np.float16).astype(np.float32)

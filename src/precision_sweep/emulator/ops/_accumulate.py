@@ -66,11 +66,13 @@ class Accumulator:
 
     # -- matmul: products of two operands, summed over the last axis of a / first of b ----
 
-    def matmul(self, a: np.ndarray, b: np.ndarray, saturate: bool = True) -> np.ndarray:
+    def matmul(self, a: np.ndarray, b: np.ndarray, saturate: bool = True, b_abs_max: np.ndarray | None = None) -> np.ndarray:
         """``a @ b`` (np.matmul broadcasting, operands of rank >= 1) in this model.
 
         ``saturate``: the result leaves through the ANE's MAC output port, whose ceiling
-        applies (matmul, linear and convs with two or more terms per output).
+        applies (matmul, linear and convs with two or more terms per output). ``b_abs_max``:
+        an upper bound of ``|b|`` along each row of a 2-D ``b`` (K,), when the caller has a
+        cheaper one than a scan of ``b`` (a conv: its input's channels); NaN may be ignored.
         """
         if a.ndim == 1 or b.ndim == 1:
             a2 = a[None, :] if a.ndim == 1 else a
@@ -91,7 +93,7 @@ class Accumulator:
         if kind == "fp16":
             return compiled.fp16_matmul(a, b)
         ceiling = self.spec.ceiling if (saturate and self.spec.ceiling) else 0.0
-        track = bool(ceiling) and not _bounded(a, b, ceiling)
+        track = bool(ceiling) and not _bounded(a, b, ceiling, b_abs_max)
         return compiled.tiles_matmul(a, b, self.spec.tile, self.spec.ties == "away", ceiling,
                                      self.spec.flush_subnormals, track)
 
@@ -182,12 +184,18 @@ def flush_subnormals(x: np.ndarray) -> np.ndarray:
     return np.where(np.abs(x) < FP16_TINY, np.float32(0.0), x).astype(np.float32, copy=False)
 
 
-def _bounded(a: np.ndarray, b: np.ndarray, ceiling: float) -> bool:
+def _bounded(a: np.ndarray, b: np.ndarray, ceiling: float, b_max: np.ndarray | None = None) -> bool:
     """True when no partial sum of ``a @ b`` can reach ``ceiling`` (so no tracking is needed):
-    every partial is at most sum_k |a_k| * max_j |b_kj| (up to the rounding slack)."""
+    every partial is at most sum_k |a_k| * max_j |b_kj| (up to the rounding slack). ``b_max``:
+    that max along the rows of ``b``, or any upper bound of it (computed when not given)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        b_max = compiled.abs_max_last_axis(b)  # (..., K)
-        if not np.all(np.isfinite(b_max)) or not np.all(np.isfinite(a)):
+        if b_max is None:
+            b_max = compiled.abs_max_last_axis(b)  # (..., K)
+        if not np.all(np.isfinite(b_max)):
+            return False
+        if a.ndim == 2:  # one pass over a: no |a| copy (a conv's or linear's weights)
+            return compiled.abs_row_bound(a, b_max) * _BOUND_SLACK < ceiling
+        if not np.all(np.isfinite(a)):
             return False
         bound = np.matmul(np.abs(a), b_max[..., :, None])[..., 0]
     return float(np.max(bound, initial=0.0)) * _BOUND_SLACK < ceiling
