@@ -56,7 +56,10 @@ def test_round_half_is_numpys_cast_and_round_half_away_breaks_ties_outward():
 
 
 @pytest.mark.parametrize("shape_a, shape_b", [((5, 11), (11, 7)), ((3, 4, 9), (9, 6)), ((2, 1, 8, 13), (3, 13, 5)),
-                                              ((7, 40), (40, 3)), ((9, 64), (64, 33))])
+                                              ((7, 40), (40, 3)), ((9, 64), (64, 33)),
+                                              # terms past the last step of 16: 11, 15, 1, 3 (one tile and a part)
+                                              ((6, 27), (27, 300)), ((2, 3, 31), (31, 17)), ((5, 17), (2, 17, 20)),
+                                              ((7, 147), (147, 9))])
 @pytest.mark.parametrize("away", [False, True])
 @pytest.mark.parametrize("ceiling, flush", [(0.0, False), (300.0, True), (32768.0, False)])
 def test_tiles_matmul_matches_its_plain_twin(shape_a, shape_b, away, ceiling, flush):

@@ -73,11 +73,19 @@ def _tile_sum(rows_a, r, b, t0, t1, j):
 @njit(cache=True, parallel=True, fastmath=_CONTRACT)
 def _tiles_matmul(a, b, out, tile, ceiling, flush, away):
     """Untracked: the ceiling checks the outputs only (the caller made sure no partial can
-    reach it). Tiles of 4 go through the generated, interleaved kernel (``_tiles_unrolled``)."""
+    reach it). Tiles of 4 go through the generated, interleaved kernel (``_tiles_unrolled``),
+    the terms past its last full step too: as one more step over zero-padded copies of those
+    rows of ``a`` and ``b`` (made once), whose padded terms add exact zeros, so the sums are
+    those of the tiles as they are (the accumulator starts at +0 and never holds -0, so a
+    zero's sign cannot show). Other tile widths take a plain loop."""
     batches, m = out.shape[0], out.shape[1]
     k, n = a.shape[2], b.shape[2]
     blocks = (m + UNROLLED_ROWS - 1) // UNROLLED_ROWS
     full = k - k % UNROLLED_STEP if tile == 4 else 0
+    rest = k - full if tile == 4 else 0
+    tail_b = np.zeros((b.shape[0] if rest else 0, UNROLLED_STEP, n), dtype=np.float32)
+    for i in range(tail_b.shape[0]):
+        tail_b[i, :rest] = b[i, full:]
     zero = np.float32(0.0)
     for task in prange(batches * blocks):
         batch = task // blocks
@@ -88,7 +96,11 @@ def _tiles_matmul(a, b, out, tile, ceiling, flush, away):
         bb = b[min(batch, b.shape[0] - 1)]
         acc = np.zeros((UNROLLED_ROWS, n), dtype=np.float32)
         unrolled(rows_a, bb, acc, full)
-        for t0 in range(full, k, tile):  # other tile widths, and the tiles past the unrolled steps
+        if rest:
+            tail_a = np.zeros((UNROLLED_ROWS, UNROLLED_STEP), dtype=np.float32)
+            tail_a[:, :rest] = rows_a[:, full:]
+            unrolled(tail_a, tail_b[min(batch, b.shape[0] - 1)], acc, UNROLLED_STEP)
+        for t0 in range(full + rest, k, tile):  # other tile widths
             t1 = min(k, t0 + tile)
             for r in range(nr):
                 row = acc[r]
