@@ -170,14 +170,15 @@ def test_conv_sums_four_channels_of_one_tap_per_tile(model):
 @pytest.mark.parametrize(
     "shape, kernel, strides, c_out, chunk_bytes",
     [
-        ((3, 8, 7, 6), (3, 3), (1, 1), 5, None),  # folded im2col, fewer channels than positions
-        ((3, 8, 7, 6), (3, 3), (2, 2), 12, None),  # strided: the bound scans the columns
-        ((5, 6, 4, 4), (1, 1), (2, 2), 20, None),  # 1x1 stride 2: im2col of one tap
-        ((5, 6, 3, 3), (1, 1), (1, 1), 20, None),  # pointwise, folded (positions < channels)
+        ((3, 8, 5, 4), (3, 3), (1, 1), 24, None),  # folded im2col (fewer positions than channels)
+        ((3, 8, 7, 6), (3, 3), (2, 2), 16, None),  # strided, folded
+        ((2, 4, 6, 6), (3, 3), (1, 1), 5, None),  # wide images: one product each
+        ((5, 6, 4, 4), (1, 1), (2, 2), 20, None),  # 1x1 stride 2: the bound scans the (smaller) columns
+        ((5, 6, 3, 3), (1, 1), (1, 1), 20, None),  # pointwise, folded
         ((2, 6, 5, 5), (1, 1), (1, 1), 4, None),  # pointwise as it is
-        ((5, 4, 6, 5), (3, 3), (1, 1), 7, 4 * 9 * 4 * 30 * 2),  # im2col in chunks of 2 images
-        ((3, 5, 4, 3, 3), (1, 1, 1), (1, 1, 1), 9, None),  # 3-D pointwise, folded
-        ((2, 5, 4, 4, 3), (2, 2, 2), (1, 1, 1), 9, None),  # 3-D im2col columns, folded
+        ((5, 4, 6, 5), (3, 3), (1, 1), 40, 4 * 9 * 4 * 30 * 2),  # im2col in chunks of 2 images
+        ((3, 5, 4, 3, 3), (1, 1, 1), (1, 1, 1), 40, None),  # 3-D pointwise, folded
+        ((2, 5, 4, 4, 3), (2, 2, 2), (1, 1, 1), 50, None),  # 3-D im2col columns, folded
     ],
 )
 @pytest.mark.parametrize("with_bias", [False, True])

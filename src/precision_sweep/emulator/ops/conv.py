@@ -150,8 +150,9 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     * everything else is im2col + batched matmul per group, whose result is already
       channels-first; 2-D im2col is compiled
       (:func:`~precision_sweep.emulator.ops._conv_kernels.im2col2d`, twin of :func:`_columns`).
-      For the fp16 models a groups-1 conv's images are folded into one product (see
-      :func:`_conv_products`): 2-D im2col writes the images' columns side by side.
+      For the fp16 models a groups-1 conv with fewer output positions than channels folds its
+      images into one product (see :func:`_conv_products`): 2-D im2col writes the images'
+      columns side by side.
     """
     nd, strides, dilations = _defaults(x, weight, strides, dilations)
     groups = int(groups)
@@ -174,7 +175,7 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
         # of large images would dominate the peak memory.
         per_image = c * k * int(np.prod(out_shape)) * x.itemsize
         chunk = max(1, min(n, COLUMNS_BYTES // max(per_image, 1)))
-        fold = tap_major and groups == 1
+        fold = tap_major and groups == 1 and int(np.prod(out_shape)) < weight.shape[0]
         parts = []
         for start in range(0, n, chunk):
             part = x[start : start + chunk]
@@ -213,8 +214,10 @@ def _conv_products(cols, w, bias, out_shape, accumulator, images=None, b_abs_max
     prod(out)) image by image: one product over the whole batch. The fp16 models fold every
     groups-1 conv whose output has fewer positions than channels (im2col writes 2-D convs
     folded in the first place): the product's rows then stay the weights and its columns many
-    (the tiles kernel ran 1.2-1.4x faster on ResNet50's products than on the per-image or
-    transposed ones), and the result is read back per image by the bias pass, in place.
+    (the tiles kernel ran 1.3-1.8x faster on ResNet50's products than on the transposed ones,
+    ``benchmarks/tiles_conv_products.py``), and the result is read back per image by the bias
+    pass, in place. Wider images stay one product each: folded, their products ran 1.4-1.7x
+    slower (the kernel's rows of sums outgrow the caches).
     ``b_abs_max`` (folded only): a bound of ``|cols|`` per row, for the accumulator's check of
     the MAC ceiling (each input channel's largest magnitude: a smaller scan than the columns')."""
     if images is not None:
