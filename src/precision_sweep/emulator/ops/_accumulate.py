@@ -71,8 +71,9 @@ class Accumulator:
 
         ``saturate``: the result leaves through the ANE's MAC output port, whose ceiling
         applies (matmul, linear and convs with two or more terms per output). ``b_abs_max``:
-        an upper bound of ``|b|`` along each row of a 2-D ``b`` (K,), when the caller has a
-        cheaper one than a scan of ``b`` (a conv: its input's channels); NaN may be ignored.
+        an upper bound of ``|b|`` along each row of ``b`` (shaped ``b.shape[:-1]``), when the
+        caller has a cheaper one than a scan of ``b`` (a conv: its input's channels); NaN may
+        be ignored.
         """
         if a.ndim == 1 or b.ndim == 1:
             a2 = a[None, :] if a.ndim == 1 else a

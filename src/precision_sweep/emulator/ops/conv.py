@@ -180,19 +180,19 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
         for start in range(0, n, chunk):
             part = x[start : start + chunk]
             m = part.shape[0]
+            limits = None  # each image's input channels' abs max, per row of its tap-major columns
+            if tap_major and groups == 1 and x.shape[2] * x.shape[3] < k * int(np.prod(out_shape)):
+                limits = np.tile(abs_max_last_axis(part.reshape(m, c, -1)), (1, k))  # x is smaller than its columns
             if fold:  # the columns of all m images side by side: (K*C, m * positions)
                 cols = _scratch_array((k, c, m) + out_shape, x.dtype)
                 im2col2d(part, kernel_shape, strides, dilations, pads, cols.transpose(2, 0, 1, 3, 4), tap_major)
-                limits = None
-                if x.shape[2] * x.shape[3] < k * int(np.prod(out_shape)):  # x is smaller than its columns
-                    limits = np.tile(abs_max_last_axis(part.reshape(m, c, -1)).max(axis=0), k)
                 parts.append(_conv_products(cols.reshape(k * c, -1), rows, bias, out_shape, accumulator, images=m,
-                                            b_abs_max=limits))
+                                            b_abs_max=None if limits is None else limits.max(axis=0)))
                 continue
             cols = _scratch_array(((m, k, c) if tap_major else (m, c, k)) + out_shape, x.dtype)
             im2col2d(part, kernel_shape, strides, dilations, pads, cols, tap_major)  # the twin of _columns
             cols = _tap_major_groups(cols, groups) if tap_major else cols.reshape(m, groups, -1, int(np.prod(out_shape)))
-            parts.append(_conv_products(cols, rows, bias, out_shape, accumulator))
+            parts.append(_conv_products(cols, rows, bias, out_shape, accumulator, b_abs_max=limits))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
     xp = _padded(x, weight, strides, pad_type, pad, dilations)
     out_shape = _out_shape(xp.shape[2:], kernel_shape, strides, dilations)
@@ -218,8 +218,9 @@ def _conv_products(cols, w, bias, out_shape, accumulator, images=None, b_abs_max
     ``benchmarks/tiles_conv_products.py``), and the result is read back per image by the bias
     pass, in place. Wider images stay one product each: folded, their products ran 1.4-1.7x
     slower (the kernel's rows of sums outgrow the caches).
-    ``b_abs_max`` (folded only): a bound of ``|cols|`` per row, for the accumulator's check of
-    the MAC ceiling (each input channel's largest magnitude: a smaller scan than the columns')."""
+    ``b_abs_max`` (groups 1): a bound of ``|cols|`` per row (K,) when folded, else per image and
+    row (N, K), for the accumulator's check of the MAC ceiling (each input channel's largest
+    magnitude: a smaller scan than the columns')."""
     if images is not None:
         terms = cols.shape[0]
         c_out = w.shape[1]
@@ -247,7 +248,7 @@ def _conv_products(cols, w, bias, out_shape, accumulator, images=None, b_abs_max
         y = accumulator.matmul(w[0], folded, saturate).reshape(c_out, n, positions).transpose(1, 0, 2)
         y = np.ascontiguousarray(y)
     elif groups == 1:
-        y = accumulator.matmul(w[0], cols[:, 0], saturate)  # (N, C_out, prod(out))
+        y = accumulator.matmul(w[0], cols[:, 0], saturate, b_abs_max)  # (N, C_out, prod(out))
     else:
         y = accumulator.matmul(w, cols, saturate)  # (N, G, og, prod(out))
     return _with_bias(y.reshape((n, c_out) + out_shape), bias, accumulator)
