@@ -38,7 +38,7 @@ def source(rows: int = ROWS, tiles: int = TILES) -> str:
         f"STEP = {step}  # terms of the reduced axis per step",
         "",
         "",
-        '@njit(cache=True, fastmath={"contract"}, inline="always")',
+        '@njit(cache=True, fastmath={"contract"})',
         "def unrolled(rows_a, b, acc, full):",
         f'    """Add the tiles of terms 0..full-1 (a multiple of {step}) to ``acc`` ({rows}, n)."""',
         "    n = acc.shape[1]",

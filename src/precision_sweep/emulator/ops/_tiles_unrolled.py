@@ -13,7 +13,7 @@ ROWS = 4
 STEP = 16  # terms of the reduced axis per step
 
 
-@njit(cache=True, fastmath={"contract"}, inline="always")
+@njit(cache=True, fastmath={"contract"})
 def unrolled(rows_a, b, acc, full):
     """Add the tiles of terms 0..full-1 (a multiple of 16) to ``acc`` (4, n)."""
     n = acc.shape[1]
