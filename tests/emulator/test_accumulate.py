@@ -55,10 +55,16 @@ def test_round_half_is_numpys_cast_and_round_half_away_breaks_ties_outward():
     np.testing.assert_array_equal(acc.round_half_away_reference(ties), [2050.0, -2050.0, 2052.0, 0.5 + 2.0**-11, np.inf])
 
 
-@pytest.mark.parametrize("shape_a, shape_b", [((5, 11), (11, 7)), ((3, 4, 9), (9, 6)), ((2, 1, 8, 13), (3, 13, 5)),
-                                              ((7, 40), (40, 3)), ((9, 64), (64, 33)),
+# Two shapes compile the kernel for array layouts of their own (about 20 s each on 2 cores,
+# cold): slow tier, to keep the default suite within its budget.
+_OWN_COMPILE = pytest.mark.slow
+
+
+@pytest.mark.parametrize("shape_a, shape_b", [((5, 11), (11, 7)), pytest.param((3, 4, 9), (9, 6), marks=_OWN_COMPILE),
+                                              ((2, 1, 8, 13), (3, 13, 5)), ((7, 40), (40, 3)), ((9, 64), (64, 33)),
                                               # terms past the last step of 16: 11, 15, 1, 3 (one tile and a part)
-                                              ((6, 27), (27, 300)), ((2, 3, 31), (31, 17)), ((5, 17), (2, 17, 20)),
+                                              ((6, 27), (27, 300)), ((2, 3, 31), (31, 17)),
+                                              pytest.param((5, 17), (2, 17, 20), marks=_OWN_COMPILE),
                                               ((7, 147), (147, 9))])
 @pytest.mark.parametrize("away", [False, True])
 @pytest.mark.parametrize("ceiling, flush", [(0.0, False), (300.0, True), (32768.0, False)])
