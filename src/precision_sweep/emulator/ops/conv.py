@@ -175,7 +175,7 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
         # of large images would dominate the peak memory.
         per_image = c * k * int(np.prod(out_shape)) * x.itemsize
         chunk = max(1, min(n, COLUMNS_BYTES // max(per_image, 1)))
-        fold = tap_major and groups == 1 and int(np.prod(out_shape)) < weight.shape[0]
+        fold = _folds_images(accumulator, groups, int(np.prod(out_shape)), weight.shape[0])
         parts = []
         for start in range(0, n, chunk):
             part = x[start : start + chunk]
@@ -203,6 +203,12 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     else:
         cols = _columns(xp, kernel_shape, strides, dilations, out_shape, groups, tap_major)
     return _conv_products(cols, _weight_rows(weight, groups, tap_major), bias, out_shape, accumulator)
+
+
+def _folds_images(accumulator, groups: int, positions: int, c_out: int) -> bool:
+    """Whether a conv's images fold into one product (see :func:`_conv_products`): the fp16
+    models' groups-1 convs with fewer output positions than channels."""
+    return accumulator.rounds_to_fp16 and groups == 1 and positions < c_out
 
 
 def _conv_products(cols, w, bias, out_shape, accumulator, images=None, b_abs_max=None):
@@ -233,7 +239,7 @@ def _conv_products(cols, w, bias, out_shape, accumulator, images=None, b_abs_max
     n, groups, terms, positions = cols.shape
     c_out = w.shape[0] * w.shape[1]
     saturate = terms >= 2
-    if groups == 1 and accumulator.rounds_to_fp16 and positions < c_out:
+    if _folds_images(accumulator, groups, positions, c_out):
         source = cols[:, 0].transpose(1, 0, 2)
         if np.may_share_memory(cols, getattr(_scratch, "buffer", None)):  # N-d im2col columns
             folded = np.ascontiguousarray(source)
