@@ -167,6 +167,7 @@ def test_conv_sums_four_channels_of_one_tap_per_tile(model):
         cols = np.ascontiguousarray(win.transpose(0, 1, 4, 5, 2, 3)).reshape(n, c * 9, oh * ow)
         rows = w.reshape(5, -1)
     want = accumulator.matmul(rows, cols).reshape(n, 5, oh, ow)
+    assert got.dtype == (np.float16 if accumulator.rounds_to_fp16 else np.float32)
     assert np.array_equal(got, want)
     exact = conv_ops.conv_reference(x, w, strides=[1, 1])
     np.testing.assert_allclose(got, exact, rtol=0, atol=0.01 * np.abs(exact).max())
@@ -188,22 +189,29 @@ def test_conv_sums_four_channels_of_one_tap_per_tile(model):
     ],
 )
 @pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("from_half", [False, True])
 def test_the_folded_conv_equals_the_per_image_products(monkeypatch, model, shape, kernel, strides, c_out, chunk_bytes,
-                                                        with_bias):
+                                                        with_bias, from_half):
     """The fp16 models fold a groups-1 conv's images into one product (im2col writes the
     columns side by side, the bias pass reads the result back per image): the same sums as
-    one product per image over that image's tap-major columns, plus the rounded bias."""
+    one product per image over that image's tap-major columns, plus the rounded bias. Given
+    the float16 input itself (``from_half``, as the executor passes it), im2col or the fold
+    reads it as the accumulator reads MAC operands (M1: the fp16 subnormal flushed): the same
+    bits as from the upcast input."""
     from precision_sweep.emulator.ops import conv as conv_ops
 
     if chunk_bytes:
         monkeypatch.setattr(conv_ops, "COLUMNS_BYTES", chunk_bytes)
-    x = _halves(shape, 3)
-    x[0, 0].flat[0] = 2.0**-20
+    x16 = _halves(shape, 3).astype(np.float16)
+    x16[0, 0].flat[0] = 2.0**-20  # an fp16 subnormal
     w = _halves((c_out, shape[1]) + kernel)
     bias = _halves((c_out,), 4) if with_bias else None
     accumulator = acc.Accumulator(MODELS[model])
+    x = accumulator.operand(x16)  # the executor's upcast of a MAC operand
+    assert (x[0, 0].flat[0] == 0) == accumulator.spec.flush_subnormals
     nd = len(kernel)
-    got = conv_ops.conv(x, w, bias, strides=list(strides), pad_type="same", accumulator=accumulator)
+    got = conv_ops.conv(x16 if from_half else x, w, bias, strides=list(strides), pad_type="same",
+                        accumulator=accumulator)
     xp = conv_ops._padded(x, w, list(strides), "same", None, [1] * nd)
     out_shape = conv_ops._out_shape(xp.shape[2:], kernel, strides, [1] * nd)
     tap_major = accumulator.rounds_to_fp16
@@ -213,8 +221,10 @@ def test_the_folded_conv_equals_the_per_image_products(monkeypatch, model, shape
     want = want.reshape((shape[0], c_out) + out_shape)
     if with_bias:
         want = accumulator.add_bias(want, bias, channel_axis=1)
+    want = want.astype(np.float16)  # the op's output as the executor stores it
+    assert got.dtype == np.float16  # stored by the bias pass, read back per image in place
     assert got.shape == want.shape and got.flags.c_contiguous
-    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
 
 
 def test_the_bound_takes_a_given_row_limit_and_sees_non_finite_weights():
@@ -298,6 +308,28 @@ def test_abs_max_and_the_rounded_bias_equal_numpy():
     with np.errstate(over="ignore"):
         last = (y + b3).astype(np.float16).astype(np.float32)
     assert np.array_equal(compiled.add_bias_rounded(y, b3, None), last)
+
+
+def test_the_bias_pass_stores_float16_with_numpys_bits():
+    """With ``as_float16`` the bias pass writes the op's float16 output itself: the bits numpy's
+    cast of the float32 result gives, NaN, infinities, -0 and subnormals included, read in
+    place from a folded conv's per-image view, with or without a bias."""
+    y = _halves((3, 6, 40), 1000)
+    y[0, 0, :6] = [np.nan, np.inf, -np.inf, -0.0, 2.0**-24, 65504.0]
+    bias = _halves((6,), 50)
+    bias[1] = 60000.0  # pushes some sums past the fp16 range
+    with np.errstate(over="ignore", invalid="ignore"):
+        per_channel = (y + bias.reshape(6, 1)).astype(np.float16)
+    strided = np.ascontiguousarray(y.transpose(1, 0, 2)).transpose(1, 0, 2)
+    for source in (y, strided):
+        got = compiled.add_bias_rounded(source, bias, 1, as_float16=True)
+        assert got.dtype == np.float16 and got.flags.c_contiguous
+        assert np.array_equal(got.view(np.uint16), per_channel.view(np.uint16))
+        stored = compiled.add_bias_rounded(source, None, 1, as_float16=True)
+        assert np.array_equal(stored.view(np.uint16), y.astype(np.float16).view(np.uint16))
+    fp16 = acc.Accumulator(MODELS["fp16"])
+    assert fp16.add_bias(y, None, channel_axis=1, as_float16=True).dtype == np.float16
+    assert acc.FP32.add_bias(y, None, channel_axis=1, as_float16=True) is y  # fp32 ops stay fp32
 
 
 def test_the_committed_unrolled_kernel_is_what_the_generator_writes():

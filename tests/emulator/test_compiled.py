@@ -66,6 +66,22 @@ def test_float16_to_float32_with_flush_reads_subnormals_and_minus_zero_as_zero()
     assert (got.view(np.uint32)[np.abs(exact) < 2.0**-14] == 0).all()  # +0, never -0
 
 
+def test_float16_nan_to_zero_zeroes_every_nan_and_copies_only_then():
+    """The Neural Engine's store of an fp16 result: each NaN (any sign or payload) becomes +0;
+    a NaN-free array is returned as it is (one read-only pass), one with NaNs is copied and
+    the input left alone."""
+    halves = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), 2).view(np.float16)
+    exact = halves.astype(np.float32)
+    got = _casts.float16_nan_to_zero(halves)
+    assert got is not halves and np.isnan(halves).sum() == 2 * 2046  # the input is unchanged
+    want = np.where(np.isnan(exact), np.float32(0.0), exact).astype(np.float16)
+    assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
+    finite = halves[np.isfinite(halves)]
+    assert finite.size > BIG and _casts.float16_nan_to_zero(finite) is finite
+    small = np.array([np.nan, -1.0], dtype=np.float16)
+    assert np.array_equal(_casts.float16_nan_to_zero(small).view(np.uint16), np.array([0, 0xBC00], np.uint16))
+
+
 def test_casts_keep_shape_and_accept_non_contiguous_input():
     x = np.random.default_rng(1).normal(size=(32, 64, 40)).astype(np.float32).transpose(2, 0, 1)
     assert not x.flags.c_contiguous and x.size > BIG

@@ -34,7 +34,13 @@ import numpy as np
 
 from precision_sweep.emulator import datapath
 from precision_sweep.emulator.allocator import release_large_arrays
-from precision_sweep.emulator.numerics import ACCUMULATING_OPS, MAC_OPS, SINGLE_ROUNDING_OPS, VALUE_EXACT_OPS
+from precision_sweep.emulator.numerics import (
+    ACCUMULATING_OPS,
+    MAC_OPS,
+    READS_FP16_OPERANDS,
+    SINGLE_ROUNDING_OPS,
+    VALUE_EXACT_OPS,
+)
 from precision_sweep.emulator.ops._accumulate import FP32
 from precision_sweep.emulator.ops._casts import (
     float16_nan_to_zero,
@@ -255,7 +261,7 @@ def run_step(step: Step, env: dict[str, Any], reuse_buffers: bool = False, calls
         for arg in step.coerce:
             kwargs[arg] = datapath.coerce_nan(kwargs[arg])
     fp16 = any(dtype == FLOAT16 for _, dtype in step.outputs)
-    if fp16 and _wants_upcast(step):  # constants were upcast once, by prepare()
+    if fp16 and _wants_upcast(step) and step.op_type not in READS_FP16_OPERANDS:  # constants: prepare()
         flush = _flushes_operands(step)
         kwargs = {k: _upcast(v, flush) if k in step.var_kwargs else v for k, v in kwargs.items()}
     accumulator = step.accumulator if fp16 else FP32

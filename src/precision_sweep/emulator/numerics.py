@@ -61,6 +61,13 @@ VALUE_EXACT_OPS = frozenset(
 # float16: the same bits as computing from the upcast values.
 SINGLE_ROUNDING_OPS = frozenset({"add"})
 
+# Accumulating op types whose kernel takes its fp16 variable inputs as stored and reads them
+# as the accumulator reads MAC operands (``Accumulator.operand``: exact float32, subnormals
+# flushed where the unit flushes them) in the pass that gathers them anyway (conv: im2col, the
+# fold of a pointwise conv's images): the same values as the executor's upcast, one pass less.
+# Their fp16 constants are still upcast once, when the plan is prepared.
+READS_FP16_OPERANDS = frozenset({"conv"})
+
 Unit = Literal["cpu", "gpu", "ane"]
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from precision_sweep.emulator.numerics import FP32_ACCUMULATION, Accumulation
 from precision_sweep.emulator.ops import _accumulate_kernels as compiled
 from precision_sweep.emulator.ops import _threads
-from precision_sweep.emulator.ops._casts import round_float16_in_float32
+from precision_sweep.emulator.ops._casts import float16_to_float32, float32_to_float16, round_float16_in_float32
 
 # Smallest normal fp16 magnitude: below it a value is subnormal.
 FP16_TINY = np.float32(2.0**-14)
@@ -63,6 +63,15 @@ class Accumulator:
     @property
     def rounds_to_fp16(self) -> bool:
         return self.spec.kind != "fp32"
+
+    def operand(self, x) -> np.ndarray:
+        """A MAC operand as this model reads it: float32, fp16 values exactly, and with the
+        unit's ``flush_subnormals`` fp16 subnormals and -0 as +0 (the executor's upcast of MAC
+        operands, for kernels that read fp16 inputs themselves: ``numerics.READS_FP16_OPERANDS``)."""
+        x = np.asarray(x)
+        if x.dtype == np.float16:
+            return float16_to_float32(x, self.spec.flush_subnormals)
+        return x.astype(np.float32, copy=False)
 
     # -- matmul: products of two operands, summed over the last axis of a / first of b ----
 
@@ -163,18 +172,23 @@ class Accumulator:
                 out[i] = rnd(running)
         return np.moveaxis(out, 0, axis)
 
-    def add_bias(self, y: np.ndarray, bias, channel_axis: int | None = None) -> np.ndarray:
+    def add_bias(self, y: np.ndarray, bias, channel_axis: int | None = None, as_float16: bool = False) -> np.ndarray:
         """``y + bias``: in fp32 for the fp32 kind, in the fp16 datapath (rounded to fp16)
         otherwise. ``channel_axis=1`` adds it per channel of a channels-first ``y``; ``None``
-        over the last axis."""
-        if bias is None:
+        over the last axis. With ``as_float16`` the fp16 kinds return the float16 array (the
+        op's output as the executor stores it, in the same pass), also when ``bias`` is None
+        (``y`` may then be a per-channel view, see ``compiled.add_bias_rounded``)."""
+        as_float16 = as_float16 and self.spec.kind != "fp32"
+        if bias is None and not as_float16:
             return y
-        bias = np.asarray(bias, dtype=np.float32)
         if self.spec.kind == "fp32":
+            bias = np.asarray(bias, dtype=np.float32)
             if channel_axis is not None:
                 bias = bias.reshape((-1,) + (1,) * (y.ndim - 1 - channel_axis % y.ndim))
             return y + bias
-        return compiled.add_bias_rounded(y, bias, 1 if channel_axis is not None else None)
+        if bias is None and channel_axis is None:
+            return float32_to_float16(y)
+        return compiled.add_bias_rounded(y, bias, 1 if channel_axis is not None else None, as_float16)
 
 
 FP32 = Accumulator(FP32_ACCUMULATION)

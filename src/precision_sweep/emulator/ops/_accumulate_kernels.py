@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from precision_sweep.emulator.ops._casts import _cpu_half_bits, float32_to_float16
 from precision_sweep.emulator.ops._half import round_half, round_half_away
 from precision_sweep.emulator.ops._tiles_unrolled import ROWS as UNROLLED_ROWS
 from precision_sweep.emulator.ops._tiles_unrolled import STEP as UNROLLED_STEP
@@ -281,6 +282,26 @@ def _add_bias_planes(planes, bias, out):
 
 
 @njit(cache=True, parallel=True)
+def _add_bias_planes_half(planes, bias, with_bias, out):
+    """:func:`_add_bias_planes` stored as float16 bits (``out`` uint16); without ``with_bias``
+    the planes (fp16 values) are only stored (``fptrunc`` keeps each value, -0 and NaN bits as
+    the float32 result's store would)."""
+    images, channels = planes.shape[0], planes.shape[1]
+    for p in prange(images * channels):
+        i = p // channels
+        c = p % channels
+        value = bias[c]
+        row = planes[i, c]
+        target = out[i, c]
+        if with_bias:
+            for j in range(row.size):
+                target[j] = _cpu_half_bits(row[j] + value)
+        else:
+            for j in range(row.size):
+                target[j] = _cpu_half_bits(row[j])
+
+
+@njit(cache=True, parallel=True)
 def _add_bias_last(rows, bias, out):
     """out[r] = fp16(rows[r] + bias): a bias over the last axis."""
     for r in prange(rows.shape[0]):
@@ -290,21 +311,32 @@ def _add_bias_last(rows, bias, out):
             target[j] = round_half(row[j] + bias[j])
 
 
-def add_bias_rounded(y: np.ndarray, bias: np.ndarray, channel_axis: int | None) -> np.ndarray:
-    """``fp16(y + bias)`` (ties to even) for float32 ``y``: the bias per channel of axis 1
-    (``channel_axis=1``, channels-first) or over the last axis (``None``). Per channel, ``y``
-    may be a view whose positions (the axes after 1) are contiguous: it is read in place, and
-    the result is C-contiguous."""
-    bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
+def add_bias_rounded(y: np.ndarray, bias: np.ndarray | None, channel_axis: int | None,
+                     as_float16: bool = False) -> np.ndarray:
+    """``fp16(y + bias)`` (ties to even) for ``y`` holding fp16 values: the bias per channel of
+    axis 1 (``channel_axis=1``, channels-first) or over the last axis (``None``). Per channel,
+    ``y`` may be a view whose positions (the axes after 1) are contiguous: it is read in place,
+    and the result is C-contiguous. The result is float32 holding the fp16 values, or with
+    ``as_float16`` the float16 array itself (the same values, NaN bits as numpy's cast of the
+    float32 result gives them: one pass instead of the sum and then the op's fp16 store).
+    ``bias`` None (per channel, ``as_float16`` only): ``y`` stored as float16, read in place."""
     y = np.asarray(y, dtype=np.float32)
     if channel_axis is None:
         y = np.ascontiguousarray(y)
+        bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
         out = np.empty_like(y)
         _add_bias_last(y.reshape(-1, y.shape[-1]), bias, out.reshape(-1, y.shape[-1]))
-        return out
+        return float32_to_float16(out) if as_float16 else out
     planes = y.reshape(y.shape[0], y.shape[1], -1)  # a view when the positions are contiguous
     if planes.strides[-1] != planes.itemsize:
         planes = np.ascontiguousarray(planes)
+    if as_float16:
+        with_bias = bias is not None
+        bias = np.ascontiguousarray(bias if with_bias else np.zeros(1), dtype=np.float32).reshape(-1)
+        bits = np.empty(y.shape, dtype=np.uint16)
+        _add_bias_planes_half(planes, bias, with_bias, bits.reshape(planes.shape))
+        return bits.view(np.float16)
+    bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
     out = np.empty(y.shape, dtype=np.float32)
     _add_bias_planes(planes, bias, out.reshape(planes.shape))
     return out

@@ -154,8 +154,20 @@ def float32_to_float16_nan_zero(x: np.ndarray) -> np.ndarray:
     return out.view(np.float16).reshape(x.shape)
 
 
+@njit(cache=True, parallel=True)
+def _half_nan_count(bits):
+    count = 0
+    for i in prange(bits.size):
+        count += 1 if (bits[i] & np.uint16(0x7FFF)) > np.uint16(0x7C00) else 0
+    return count
+
+
 def float16_nan_to_zero(x: np.ndarray) -> np.ndarray:
-    """A float16 array with its NaNs replaced by +0 (a copy; the input is left as it is)."""
+    """A float16 array with its NaNs replaced by +0: ``x`` itself when it holds no NaN (one
+    read-only pass), else a copy (the input is left as it is)."""
+    x = np.asarray(x, dtype=np.float16)
+    if x.size >= PARALLEL_MIN_SIZE and x.flags.c_contiguous and _half_nan_count(x.reshape(-1).view(np.uint16)) == 0:
+        return x
     out = np.array(x, dtype=np.float16, order="C", copy=True)
     _half_nan_zero(out.reshape(-1).view(np.uint16))
     return out

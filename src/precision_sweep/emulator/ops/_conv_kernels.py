@@ -18,9 +18,10 @@ import numpy as np
 from numba import njit, prange
 
 from precision_sweep.emulator.ops._accumulate_kernels import _port
-from precision_sweep.emulator.ops._casts import PARALLEL_MIN_SIZE
+from precision_sweep.emulator.ops._casts import PARALLEL_MIN_SIZE, _cpu_half_float
 from precision_sweep.emulator.ops._half import round_half
 
+FP16_TINY = np.float32(2.0**-14)
 CHUNKS = 256  # parallel tasks of a depthwise conv: planes share their buffers within one
 
 
@@ -247,51 +248,111 @@ def _depthwise_tiles_plane(x, w, out, task, mult, sh, sw, dh, dw, pt, pl, wp, ti
                 row[ox] = _port(acc[k], hi[k], lo[k], ceiling, flush, away)
 
 
+@njit(cache=True, inline="always")
+def _copy_taps(grid, out, i, ch, kh, kw, sh, sw, dh, dw, wp, tap_major):
+    """The taps of one padded (image, channel) ``grid`` into its rows of the columns ``out``."""
+    oh, ow = out.shape[3], out.shape[4]
+    for ky in range(kh):
+        for kx in range(kw):
+            tap = out[i, ky * kw + kx, ch] if tap_major else out[i, ch, ky * kw + kx]
+            for oy in range(oh):
+                start = (oy * sh + ky * dh) * wp + kx * dw
+                row = tap[oy]
+                if sw == 1:
+                    src_row = grid[start : start + ow]
+                    for ox in range(ow):
+                        row[ox] = src_row[ox]
+                else:
+                    for ox in range(ow):
+                        row[ox] = grid[start + ox * sw]
+
+
 @njit(cache=True, parallel=True)
 def _im2col2d(x, out, kh, kw, sh, sw, dh, dw, pt, pl, hp, wp, tap_major):
     """x (N, C, H, W) into out (N, C, KH*KW, OH, OW), or (N, KH*KW, C, OH, OW) when
     ``tap_major``, both viewed as same-width integers."""
     n, c, h, wd = x.shape
-    oh, ow = out.shape[3], out.shape[4]
     for task in prange(n * c):
         i = task // c
         ch = task % c
-        plane = x[i, ch]
         grid = np.zeros(hp * wp, dtype=x.dtype)
+        _fill_grid(grid, x[i, ch], pt, pl, wp)
+        _copy_taps(grid, out, i, ch, kh, kw, sh, sw, dh, dw, wp, tap_major)
+
+
+@njit(cache=True, parallel=True)
+def _im2col2d_from_half(x_bits, out, kh, kw, sh, sw, dh, dw, pt, pl, hp, wp, tap_major, flush, peaks):
+    """:func:`_im2col2d` of float16 ``x`` (its bits) into float32 columns, each value read as
+    the accumulator reads an fp16 operand (exactly; fp16 subnormals and -0 as +0 with
+    ``flush``), and ``peaks[i, c]``, the largest magnitude of each read plane (NaN ignored)."""
+    n, c, h, wd = x_bits.shape
+    for task in prange(n * c):
+        i = task // c
+        ch = task % c
+        grid = np.zeros(hp * wp, dtype=np.float32)
+        plane = x_bits[i, ch]
+        peak = np.float32(0.0)
         for y in range(h):
             dst = grid[(y + pt) * wp + pl : (y + pt) * wp + pl + wd]
             src = plane[y]
             for j in range(wd):
-                dst[j] = src[j]
-        for ky in range(kh):
-            for kx in range(kw):
-                tap = out[i, ky * kw + kx, ch] if tap_major else out[i, ch, ky * kw + kx]
-                for oy in range(oh):
-                    start = (oy * sh + ky * dh) * wp + kx * dw
-                    row = tap[oy]
-                    if sw == 1:
-                        src_row = grid[start : start + ow]
-                        for ox in range(ow):
-                            row[ox] = src_row[ox]
-                    else:
-                        for ox in range(ow):
-                            row[ox] = grid[start + ox * sw]
+                value = _cpu_half_float(src[j])
+                value = np.float32(0.0) if flush and abs(value) < FP16_TINY else value
+                dst[j] = value
+                peak = max(peak, abs(value))
+        peaks[i, ch] = peak
+        _copy_taps(grid, out, i, ch, kh, kw, sh, sw, dh, dw, wp, tap_major)
 
 
-def im2col2d(x, kernel_shape, strides, dilations, pads, out, tap_major: bool = False) -> np.ndarray:
+def im2col2d(x, kernel_shape, strides, dilations, pads, out, tap_major: bool = False, flush: bool = False):
     """Fill ``out`` (N, C, KH*KW, OH, OW) with the 2-D conv columns of ``x`` (N, C, H, W).
 
     The compiled twin of ``conv._columns`` (a pure copy, so any 2- or 4-byte dtype): padded
     positions are zero, row index ci*K + tap; with ``tap_major``, ``out`` is (N, KH*KW, C, OH,
-    OW) and the row index tap*C + ci. Returns ``out``.
+    OW) and the row index tap*C + ci. Returns ``out``, or for a float16 ``x`` into float32
+    ``out`` (the values upcast in the same pass, fp16 subnormals read as +0 with ``flush``)
+    the largest magnitude per (image, channel), (N, C).
     """
-    bits = {2: np.uint16, 4: np.uint32}[x.dtype.itemsize]
     (pt, pb), (pl, pr) = pads
     (sh, sw), (dh, dw) = strides, dilations
     hp, wp = x.shape[2] + pt + pb, x.shape[3] + pl + pr
+    if x.dtype == np.float16 and out.dtype == np.float32:
+        peaks = np.empty(x.shape[:2], dtype=np.float32)
+        _im2col2d_from_half(np.ascontiguousarray(x).view(np.uint16), out, kernel_shape[0], kernel_shape[1],
+                            sh, sw, dh, dw, pt, pl, hp, wp, tap_major, flush, peaks)
+        return peaks
+    bits = {2: np.uint16, 4: np.uint32}[x.dtype.itemsize]
     source = np.ascontiguousarray(x).view(bits)
     _im2col2d(source, out.view(bits), kernel_shape[0], kernel_shape[1], sh, sw, dh, dw, pt, pl, hp, wp, tap_major)
     return out
+
+
+@njit(cache=True, parallel=True)
+def _fold_from_half(x_bits, flush, out, peaks):
+    """out[t, i] = x[i, t] (float16 bits (N, T, P) into float32 (T, N, P)), read as the
+    accumulator reads fp16 operands (subnormals and -0 as +0 with ``flush``), and ``peaks[t]``,
+    the largest magnitude of row t over all images (NaN ignored)."""
+    n, terms, positions = x_bits.shape
+    for t in prange(terms):
+        peak = np.float32(0.0)
+        for i in range(n):
+            src = x_bits[i, t]
+            dst = out[t, i]
+            for j in range(positions):
+                value = _cpu_half_float(src[j])
+                value = np.float32(0.0) if flush and abs(value) < FP16_TINY else value
+                dst[j] = value
+                peak = max(peak, abs(value))
+        peaks[t] = peak
+
+
+def fold_from_half(x: np.ndarray, flush: bool, out: np.ndarray) -> np.ndarray:
+    """The columns of a pointwise conv's images side by side: float16 ``x`` (N, T, P) into
+    float32 ``out`` (T, N, P), upcast in the same pass (fp16 subnormals as +0 with ``flush``).
+    Returns the largest magnitude of each row t, (T,), the bound the MAC ceiling check needs."""
+    peaks = np.empty(x.shape[1], dtype=np.float32)
+    _fold_from_half(np.ascontiguousarray(x).view(np.uint16), flush, out, peaks)
+    return peaks
 
 
 @njit(cache=True, parallel=True)

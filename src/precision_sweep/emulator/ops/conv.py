@@ -19,7 +19,7 @@ import numpy as np
 from precision_sweep.emulator.ops._accumulate import FP32
 from precision_sweep.emulator.ops._accumulate_kernels import abs_max_last_axis
 from precision_sweep.emulator.ops._conv_kernels import add_channel_bias
-from precision_sweep.emulator.ops._conv_kernels import depthwise_conv2d, im2col2d
+from precision_sweep.emulator.ops._conv_kernels import depthwise_conv2d, fold_from_half, im2col2d
 from precision_sweep.emulator.ops._spatial import pad_amounts
 from precision_sweep.emulator.registry import kernel
 
@@ -156,44 +156,61 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     """
     nd, strides, dilations = _defaults(x, weight, strides, dilations)
     groups = int(groups)
-    x = x.astype(np.float32, copy=False)
-    weight = weight.astype(np.float32, copy=False)
+    weight = accumulator.operand(weight)
+    bias = None if bias is None else accumulator.operand(bias)
     n, c = x.shape[:2]
     kernel_shape = tuple(weight.shape[2:])
     depthwise = groups == c > 1
     pointwise = all(k == 1 for k in kernel_shape) and all(s == 1 for s in strides)
     tap_major = accumulator.rounds_to_fp16
+    flush = accumulator.spec.flush_subnormals
+    pads = pad_amounts(pad_type, x.shape[2:], kernel_shape, strides, dilations, pad)
     if nd == 2 and (depthwise or not pointwise):  # the compiled kernels: no padded copy of x
-        pads = pad_amounts(pad_type, x.shape[2:], kernel_shape, strides, dilations, pad)
         if depthwise:
-            y = _depthwise_compiled(x, weight, strides, dilations, pads, accumulator)
+            y = _depthwise_compiled(accumulator.operand(x), weight, strides, dilations, pads, accumulator)
             return _with_bias(y, bias, accumulator)
+        if x.dtype != np.float16:  # fp16 inputs are read as operands by im2col itself
+            x = accumulator.operand(x)
         out_shape = _out_shape([s + a + b for s, (a, b) in zip(x.shape[2:], pads)], kernel_shape, strides, dilations)
         k = int(np.prod(kernel_shape))
         rows = _weight_rows(weight, groups, tap_major)
-        # im2col in batch chunks whose columns fit COLUMNS_BYTES: the columns of a whole batch
-        # of large images would dominate the peak memory.
-        per_image = c * k * int(np.prod(out_shape)) * x.itemsize
+        # im2col in batch chunks whose float32 columns fit COLUMNS_BYTES: the columns of a
+        # whole batch of large images would dominate the peak memory.
+        per_image = c * k * int(np.prod(out_shape)) * 4
         chunk = max(1, min(n, COLUMNS_BYTES // max(per_image, 1)))
         fold = _folds_images(accumulator, groups, int(np.prod(out_shape)), weight.shape[0])
+        # each image's input channels' abs max, per row of its tap-major columns, bounds the
+        # columns' rows for the MAC ceiling check when x is smaller than its columns
+        channel_limits = tap_major and groups == 1 and x.shape[2] * x.shape[3] < k * int(np.prod(out_shape))
         parts = []
         for start in range(0, n, chunk):
             part = x[start : start + chunk]
             m = part.shape[0]
-            limits = None  # each image's input channels' abs max, per row of its tap-major columns
-            if tap_major and groups == 1 and x.shape[2] * x.shape[3] < k * int(np.prod(out_shape)):
-                limits = np.tile(abs_max_last_axis(part.reshape(m, c, -1)), (1, k))  # x is smaller than its columns
             if fold:  # the columns of all m images side by side: (K*C, m * positions)
-                cols = _scratch_array((k, c, m) + out_shape, x.dtype)
-                im2col2d(part, kernel_shape, strides, dilations, pads, cols.transpose(2, 0, 1, 3, 4), tap_major)
+                cols = _scratch_array((k, c, m) + out_shape, np.float32)
+                target = cols.transpose(2, 0, 1, 3, 4)
+            else:
+                cols = _scratch_array(((m, k, c) if tap_major else (m, c, k)) + out_shape, np.float32)
+                target = cols
+            peaks = _im2col_operands(part, kernel_shape, strides, dilations, pads, target, tap_major, flush,
+                                     channel_limits)
+            limits = np.tile(peaks, (1, k)) if channel_limits else None
+            if fold:
                 parts.append(_conv_products(cols.reshape(k * c, -1), rows, bias, out_shape, accumulator, images=m,
                                             b_abs_max=None if limits is None else limits.max(axis=0)))
                 continue
-            cols = _scratch_array(((m, k, c) if tap_major else (m, c, k)) + out_shape, x.dtype)
-            im2col2d(part, kernel_shape, strides, dilations, pads, cols, tap_major)  # the twin of _columns
             cols = _tap_major_groups(cols, groups) if tap_major else cols.reshape(m, groups, -1, int(np.prod(out_shape)))
             parts.append(_conv_products(cols, rows, bias, out_shape, accumulator, b_abs_max=limits))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    positions = int(np.prod(x.shape[2:]))
+    unpadded = all(p == (0, 0) for p in pads)
+    if pointwise and unpadded and x.dtype == np.float16 and _folds_images(accumulator, groups, positions, weight.shape[0]):
+        # the fold's copy of the images side by side is also their upcast and their bound
+        folded = _scratch_array((c, n, positions), np.float32)
+        peaks = fold_from_half(x.reshape(n, c, positions), flush, folded)
+        return _conv_products(folded.reshape(c, -1), _weight_rows(weight, groups, tap_major), bias, x.shape[2:],
+                              accumulator, images=n, b_abs_max=peaks)
+    x = accumulator.operand(x)
     xp = _padded(x, weight, strides, pad_type, pad, dilations)
     out_shape = _out_shape(xp.shape[2:], kernel_shape, strides, dilations)
     if depthwise:
@@ -203,6 +220,17 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     else:
         cols = _columns(xp, kernel_shape, strides, dilations, out_shape, groups, tap_major)
     return _conv_products(cols, _weight_rows(weight, groups, tap_major), bias, out_shape, accumulator)
+
+
+def _im2col_operands(part, kernel_shape, strides, dilations, pads, target, tap_major, flush, peaks=False):
+    """2-D im2col of ``part`` into the float32 columns ``target``, reading fp16 values as MAC
+    operands (:func:`im2col2d`, the twin of :func:`_columns`). Returns each (image, channel)'s
+    largest magnitude, (N, C) (found in the same pass for fp16 ``part``; with ``peaks`` only,
+    for float32), or None."""
+    if part.dtype == np.float16:
+        return im2col2d(part, kernel_shape, strides, dilations, pads, target, tap_major, flush)
+    im2col2d(part, kernel_shape, strides, dilations, pads, target, tap_major)
+    return abs_max_last_axis(part.reshape(part.shape[0], part.shape[1], -1)) if peaks else None
 
 
 def _folds_images(accumulator, groups: int, positions: int, c_out: int) -> bool:
@@ -232,9 +260,7 @@ def _conv_products(cols, w, bias, out_shape, accumulator, images=None, b_abs_max
         c_out = w.shape[1]
         y = accumulator.matmul(w[0], cols, terms >= 2, b_abs_max)
         y = y.reshape(c_out, images, -1).transpose(1, 0, 2)
-        y = y.reshape((images, c_out) + out_shape)
-        if bias is None or not accumulator.rounds_to_fp16:
-            y = np.ascontiguousarray(y)
+        y = y.reshape((images, c_out) + out_shape)  # a view: the fp16 store reads it in place
         return _with_bias(y, bias, accumulator)
     n, groups, terms, positions = cols.shape
     c_out = w.shape[0] * w.shape[1]
@@ -252,7 +278,8 @@ def _conv_products(cols, w, bias, out_shape, accumulator, images=None, b_abs_max
         # instead of N thin ones (2x faster on ResNet50's 3x3 stage).
         folded = np.ascontiguousarray(cols[:, 0].transpose(1, 0, 2)).reshape(terms, -1)
         y = accumulator.matmul(w[0], folded, saturate).reshape(c_out, n, positions).transpose(1, 0, 2)
-        y = np.ascontiguousarray(y)
+        if not accumulator.rounds_to_fp16:  # (the fp16 store reads the view in place)
+            y = np.ascontiguousarray(y)
     elif groups == 1:
         y = accumulator.matmul(w[0], cols[:, 0], saturate, b_abs_max)  # (N, C_out, prod(out))
     else:
@@ -261,10 +288,12 @@ def _conv_products(cols, w, bias, out_shape, accumulator, images=None, b_abs_max
 
 
 def _with_bias(y, bias, accumulator):
+    """The conv's output: ``y`` plus its bias. The fp16 models return it as float16, stored in
+    the bias's pass (``y`` may be a per-image view of a folded product)."""
+    if accumulator.rounds_to_fp16:
+        return accumulator.add_bias(y, bias, channel_axis=1, as_float16=True)
     if bias is None:
         return y
-    if accumulator.rounds_to_fp16:
-        return accumulator.add_bias(y, bias, channel_axis=1)
     y = np.ascontiguousarray(y, dtype=np.float32)
     add_channel_bias(y, bias)
     return y
