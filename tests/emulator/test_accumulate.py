@@ -178,6 +178,7 @@ def test_conv_sums_four_channels_of_one_tap_per_tile(model):
     "shape, kernel, strides, c_out, chunk_bytes",
     [
         ((3, 8, 5, 4), (3, 3), (1, 1), 24, None),  # folded im2col (fewer positions than channels)
+        ((3, 8, 5, 5), (3, 3), (1, 1), 16, None),  # folded: 25 positions, under twice 16 channels
         ((3, 8, 7, 6), (3, 3), (2, 2), 16, None),  # strided, folded
         ((2, 4, 6, 6), (3, 3), (1, 1), 5, None),  # wide images: one product each
         ((5, 6, 4, 4), (1, 1), (2, 2), 20, None),  # 1x1 stride 2: the bound scans the (smaller) columns

@@ -26,6 +26,9 @@ from precision_sweep.emulator.registry import kernel
 
 # Output positions per image up to which a conv's products are folded across the batch.
 FOLD_MAX_POSITIONS = 16
+# The fp16 models fold a groups-1 conv's images into one product below this many output
+# positions per output channel (see _conv_products).
+FOLD_POSITIONS_PER_CHANNEL = 2
 # Largest im2col buffer: a batch whose columns would be larger is convolved in chunks.
 COLUMNS_BYTES = 64 << 20
 
@@ -150,7 +153,8 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     * everything else is im2col + batched matmul per group, whose result is already
       channels-first; 2-D im2col is compiled
       (:func:`~precision_sweep.emulator.ops._conv_kernels.im2col2d`, twin of :func:`_columns`).
-      For the fp16 models a groups-1 conv with fewer output positions than channels folds its
+      For the fp16 models a groups-1 conv with fewer output positions than twice its output
+      channels folds its
       images into one product (see :func:`_conv_products`): 2-D im2col writes the images'
       columns side by side.
     """
@@ -235,8 +239,9 @@ def _im2col_operands(part, kernel_shape, strides, dilations, pads, target, tap_m
 
 def _folds_images(accumulator, groups: int, positions: int, c_out: int) -> bool:
     """Whether a conv's images fold into one product (see :func:`_conv_products`): the fp16
-    models' groups-1 convs with fewer output positions than channels."""
-    return accumulator.rounds_to_fp16 and groups == 1 and positions < c_out
+    models' groups-1 convs with fewer output positions than ``FOLD_POSITIONS_PER_CHANNEL``
+    times their output channels."""
+    return accumulator.rounds_to_fp16 and groups == 1 and positions < FOLD_POSITIONS_PER_CHANNEL * c_out
 
 
 def _conv_products(cols, w, bias, out_shape, accumulator, images=None, b_abs_max=None):
@@ -246,12 +251,15 @@ def _conv_products(cols, w, bias, out_shape, accumulator, images=None, b_abs_max
 
     With ``images``, ``cols`` are the folded columns of a groups-1 conv, (cg*K, images *
     prod(out)) image by image: one product over the whole batch. The fp16 models fold every
-    groups-1 conv whose output has fewer positions than channels (im2col writes 2-D convs
+    groups-1 conv whose output has fewer positions than twice its channels (im2col writes 2-D convs
     folded in the first place): the product's rows then stay the weights and its columns many
     (the tiles kernel ran 1.3-1.8x faster on ResNet50's products than on the transposed ones,
     ``benchmarks/tiles_conv_products.py``), and the result is read back per image by the bias
     pass, in place. Wider images stay one product each: folded, their products ran 1.4-1.7x
-    slower (the kernel's rows of sums outgrow the caches).
+    slower (the kernel's rows of sums outgrow the caches). Up to twice the channels (ResNet50
+    96's second stage, 144 positions for 128 channels) folding still pays: the whole
+    cpu_and_ne/m1 run took 2043-2323 ms against 2186-2596 ms at once the channels (six
+    alternating processes each).
     ``b_abs_max`` (groups 1): a bound of ``|cols|`` per row (K,) when folded, else per image and
     row (N, K), for the accumulator's check of the MAC ceiling (each input channel's largest
     magnitude: a smaller scan than the columns')."""
