@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from precision_sweep.emulator.ops._casts import _cpu_half_bits, float32_to_float16
+from precision_sweep.emulator.ops._casts import _cpu_half_bits, float16_to_float32, float32_to_float16
 from precision_sweep.emulator.ops._half import round_half, round_half_away
 from precision_sweep.emulator.ops._tiles_unrolled import ROWS as UNROLLED_ROWS
 from precision_sweep.emulator.ops._tiles_unrolled import STEP as UNROLLED_STEP
@@ -267,25 +267,11 @@ def fp16_sum_rows(x: np.ndarray, scale: float = 1.0) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True)
-def _add_bias_planes(planes, bias, out):
-    """out[i, c] = fp16(planes[i, c] + bias[c]) for (N, C, positions) planes, channels-first;
-    ``planes`` may be a strided view (a folded conv's result read back per image)."""
-    images, channels = planes.shape[0], planes.shape[1]
-    for p in prange(images * channels):
-        i = p // channels
-        c = p % channels
-        value = bias[c]
-        row = planes[i, c]
-        target = out[i, c]
-        for j in range(row.size):
-            target[j] = round_half(row[j] + value)
-
-
-@njit(cache=True, parallel=True)
 def _add_bias_planes_half(planes, bias, with_bias, out):
-    """:func:`_add_bias_planes` stored as float16 bits (``out`` uint16); without ``with_bias``
-    the planes (fp16 values) are only stored (``fptrunc`` keeps each value, -0 and NaN bits as
-    the float32 result's store would)."""
+    """out[i, c] = the float16 bits of fp16(planes[i, c] + bias[c]) for (N, C, positions)
+    planes, channels-first (``out`` uint16); ``planes`` may be a strided view (a folded conv's
+    result read back per image). Without ``with_bias`` the planes (fp16 values) are only
+    stored (``fptrunc`` keeps each value, -0 and NaN bits as numpy's cast would)."""
     images, channels = planes.shape[0], planes.shape[1]
     for p in prange(images * channels):
         i = p // channels
@@ -330,16 +316,11 @@ def add_bias_rounded(y: np.ndarray, bias: np.ndarray | None, channel_axis: int |
     planes = y.reshape(y.shape[0], y.shape[1], -1)  # a view when the positions are contiguous
     if planes.strides[-1] != planes.itemsize:
         planes = np.ascontiguousarray(planes)
-    if as_float16:
-        with_bias = bias is not None
-        bias = np.ascontiguousarray(bias if with_bias else np.zeros(1), dtype=np.float32).reshape(-1)
-        bits = np.empty(y.shape, dtype=np.uint16)
-        _add_bias_planes_half(planes, bias, with_bias, bits.reshape(planes.shape))
-        return bits.view(np.float16)
-    bias = np.ascontiguousarray(bias, dtype=np.float32).reshape(-1)
-    out = np.empty(y.shape, dtype=np.float32)
-    _add_bias_planes(planes, bias, out.reshape(planes.shape))
-    return out
+    with_bias = bias is not None
+    bias = np.ascontiguousarray(bias if with_bias else np.zeros(1), dtype=np.float32).reshape(-1)
+    bits = np.empty(y.shape, dtype=np.uint16)
+    _add_bias_planes_half(planes, bias, with_bias, bits.reshape(planes.shape))
+    return bits.view(np.float16) if as_float16 else float16_to_float32(bits.view(np.float16))
 
 
 @njit(cache=True, parallel=True)
