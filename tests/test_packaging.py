@@ -25,15 +25,17 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
-def test_the_wheel_ships_the_configs_and_only_its_ray_launcher_plugin(wheel):
+def test_the_wheel_ships_the_configs_and_only_its_own_two_plugins(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "precision_sweep/conf/config.yaml" in names
     assert {"precision_sweep/conf/sweep/default.yaml", "precision_sweep/conf/device/m1.yaml",
             "precision_sweep/conf/hydra/launcher/parallel.yaml"} <= set(names)
-    # Hydra instantiates launchers only from the hydra_plugins namespace: the Ray launcher is the one
-    # plugin shipped (it adds hydra/launcher=precision_sweep_ray; no search-path plugin), and the
-    # namespace stays shared with other plugins (no hydra_plugins/__init__.py).
-    assert {n.split("/")[1] for n in names if n.startswith("hydra_plugins/")} == {"precision_sweep_ray_launcher"}
+    # Hydra instantiates launchers and sweepers only from the hydra_plugins namespace: the Ray
+    # launcher (hydra/launcher=precision_sweep_ray) and the sweeper (hydra/sweeper=precision_sweep)
+    # are the plugins shipped (no search-path plugin), and the namespace stays shared with other
+    # plugins (no hydra_plugins/__init__.py).
+    assert {n.split("/")[1] for n in names if n.startswith("hydra_plugins/")} == {
+        "precision_sweep_ray_launcher", "precision_sweep_sweeper"}
     assert "hydra_plugins/__init__.py" not in names
 
 
