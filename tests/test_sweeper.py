@@ -52,6 +52,8 @@ def test_a_wrong_value_anywhere_in_the_grid_stops_the_sweep_before_any_job(tmp_p
     assert result.returncode != 0
     assert f"Could not find '{wrong}'" in result.stderr
     assert f"Available options in '{group}'" in result.stderr
+    assert "No job had started: fix what the error above names" in result.stderr
+    assert "resume=true" not in result.stderr  # resuming would fail the same way
     client = mlflow_client(tmp_path / "outputs")
     runs = [run for experiment in client.search_experiments()
             for run in client.search_runs([experiment.experiment_id])]

@@ -191,14 +191,26 @@ class SweepTrackingCallback(Callback):
             liveness.reap(self.client, self.experiment_id, f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'")
             self.client.set_tag(self.parent_run_id, "precision_sweep.incomplete", "true")
             self.client.set_terminated(self.parent_run_id, status="FAILED")
+            if self._any_job_started():
+                advice = "Re-run the same command with resume=true to run only the missing jobs."
+            else:  # the grid failed before its first job (an override that does not compose)
+                advice = "No job had started: fix what the error above names, then run the command again."
             print(
                 f"precision-sweep: the sweep stopped before all jobs ended; parent run "
-                f"{self.parent_run_id} closed as FAILED. Re-run the same command with resume=true "
-                "to run only the missing jobs.",
+                f"{self.parent_run_id} closed as FAILED. {advice}",
                 file=sys.stderr,
             )
         finally:
             self._forget()
+
+    def _any_job_started(self) -> bool:
+        """Whether the sweep's parent has a child run (True when the store cannot tell)."""
+        try:
+            return bool(self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'",
+                max_results=1))
+        except Exception:  # noqa: BLE001  (the advice to resume is the safe default)
+            return True
 
 
 def swept_axes(config: DictConfig) -> dict[str, str]:
