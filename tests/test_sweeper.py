@@ -35,6 +35,7 @@ def test_covering_jobs_of_a_batch_that_is_not_a_grid_still_hold_every_override()
     chosen = covering_jobs(batch)
     assert {o for job in chosen for o in job} == {"a=1", "a=2", "b=1", "b=2", "c=5"}
     assert covering_jobs([]) == []
+    assert covering_jobs([[]]) == [[]]  # one job without overrides is still composed
 
 
 def test_the_default_config_sweeps_with_it_and_keeps_the_basic_sweepers_fields():

@@ -19,14 +19,15 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 def covering_jobs(batch: Sequence[Sequence[str]]) -> List[Sequence[str]]:
     """Jobs of ``batch`` such that every override string of the batch is in at least one,
     chosen greedily (each next job adds the most overrides not yet covered; ties keep batch
-    order). For a full grid this is as many jobs as the longest axis has values."""
+    order). For a full grid this is as many jobs as the longest axis has values; a batch of
+    jobs without overrides gives its first job, so a non-empty batch always has one composed."""
     uncovered = {override for job in batch for override in job}
     chosen: List[Sequence[str]] = []
     while uncovered:
         best = max(batch, key=lambda job: len(uncovered.intersection(job)))
         chosen.append(best)
         uncovered.difference_update(best)
-    return chosen
+    return chosen or list(batch[:1])
 
 
 class CoveringSweeper(BasicSweeper):
