@@ -4,6 +4,16 @@ Class indices follow the sorted subfolder names, and an empty class folder keeps
 (the indices must line up with the model's outputs). Files that are not PNG/JPEG by their
 extension (README, .DS_Store, thumbnails databases) are skipped with a warning and counted;
 a file with an image extension that does not decode fails the load, naming the file.
+
+Images whose size differs from the model input are resized the way an app's Vision request
+does it, by ``dataset.crop_and_scale`` (named after ``VNImageCropAndScaleOption``), always with
+Pillow's bilinear filter (Vision's own filter is not public):
+
+* ``scale_fill``: stretch to the input size, ignoring the aspect ratio (Vision's scaleFill);
+* ``center_crop``: keep the aspect ratio, scale so the image covers the input, crop the centre
+  of the long side (Vision's centerCrop);
+* ``scale_fit``: keep the aspect ratio, scale so the whole image fits, pad the rest
+  (centred) with zeros, i.e. black (Vision's scaleFit; Vision does not document its fill).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from precision_sweep.errors import UserInputError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+CROP_AND_SCALE = ("scale_fill", "center_crop", "scale_fit")
 
 
 def list_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]], list[Path]]:
@@ -54,13 +65,48 @@ def list_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]], li
     return [p.name for p in class_dirs], files, skipped
 
 
-def read_images(files: list[Path], size: tuple[int, int] | None, mode: str, resize: bool) -> np.ndarray:
+def fit_image(image, size: tuple[int, int], crop_and_scale: str = "scale_fill"):
+    """Resize the Pillow ``image`` to ``size`` (width, height) as Vision's ``crop_and_scale`` does.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        The decoded image.
+    size : tuple of int
+        The target (width, height), Pillow's order.
+    crop_and_scale : {"scale_fill", "center_crop", "scale_fit"}
+        See the module docstring. The filter is bilinear for all three; ``scale_fit`` pads with 0.
+
+    Returns
+    -------
+    PIL.Image.Image
+        An image of exactly ``size``.
+    """
+    from PIL import Image, ImageOps
+
+    bilinear = Image.Resampling.BILINEAR
+    if crop_and_scale == "scale_fill":
+        return image.resize(size, bilinear)
+    if crop_and_scale == "center_crop":
+        return ImageOps.fit(image, size, bilinear)
+    if crop_and_scale == "scale_fit":
+        return ImageOps.pad(image, size, bilinear, color=0)
+    raise ValueError(f"unknown crop_and_scale {crop_and_scale!r}")
+
+
+def read_images(
+    files: list[Path], size: tuple[int, int] | None, mode: str, resize: bool, crop_and_scale: str = "scale_fill"
+) -> np.ndarray:
     """Decode ``files`` as ``mode`` ("L" or "RGB") into a float32 NHWC array of pixel values 0..255.
 
     ``size`` is (height, width); None keeps the images' own size, which must then be uniform.
+    An image of another size is resized by :func:`fit_image` with ``crop_and_scale`` when
+    ``resize`` is true, and refused otherwise.
     """
     from PIL import Image, UnidentifiedImageError
 
+    if crop_and_scale not in CROP_AND_SCALE:  # the config schema refuses it first
+        raise ValueError(f"crop_and_scale is {crop_and_scale!r}, not one of {CROP_AND_SCALE}")
     arrays = []
     for path in files:
         try:
@@ -73,7 +119,7 @@ def read_images(files: list[Path], size: tuple[int, int] | None, mode: str, resi
                             f"model input is {size[0]}x{size[1]} and dataset.resize=false. Set "
                             "dataset.resize=true to resize every image to the model input, or resize the files."
                         )
-                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                    image = fit_image(image, (size[1], size[0]), crop_and_scale)
                 arrays.append(np.asarray(image, dtype=np.float32))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise UserInputError(
