@@ -49,6 +49,8 @@ def open_job_run(cfg: DictConfig) -> JobRun:
         experiment_id = store.prepare_experiment(uri, cfg.tracking.experiment, cfg.tracking.artifact_location)
         parent_run_id = None
     run_name = f"{cfg.precision.name}-{cfg.target.name}-{cfg.compute_units.name.value}"
+    if cfg.model.get("coreml_file"):
+        run_name = f"{Path(str(cfg.model.coreml_file)).stem}-{cfg.compute_units.name.value}"
     return JobRun(store.client_for(uri), experiment_id, parent_run_id, run_name)
 
 
@@ -123,45 +125,66 @@ def _resume_or_claim(cfg: DictConfig, run: JobRun, model_hash: str, dataset_hash
 def evaluate(cfg: DictConfig, run: JobRun) -> dict:
     """The job's work, logged into ``run``, one stage per step of the data flow. Raises
     SkipJob for combinations that cannot deploy."""
-    log.info("job %s/%s/%s started", cfg.precision.name, cfg.target.name, cfg.compute_units.name.value)
+    log.info("job %s/%s started", _label(cfg), cfg.compute_units.name.value)
     job_dir = _record_config(cfg, run)
     model, dataset, baseline = _load_and_baseline(cfg, run)
-    converted = _convert(cfg, run, model, dataset, job_dir)
-    runtime, outputs, eval_seconds = _execute(cfg, run, converted, dataset)
-    metrics, files = _measure(cfg, run, model, dataset, converted, runtime, outputs, baseline, job_dir)
+    if cfg.model.coreml_file:
+        from precision_sweep.convert.user_file import use_file
+
+        converted = use_file(cfg, run, model, dataset, job_dir)
+    else:
+        converted = _convert(cfg, run, model, dataset, job_dir)
+    runtime, outputs, labels, eval_seconds = _execute(cfg, run, converted, dataset)
+    metrics, files = _measure(cfg, run, model, dataset, converted, runtime, outputs, labels, baseline, job_dir)
     metrics["eval_seconds"] = eval_seconds
     _record(cfg, run, metrics, files, outputs, baseline, dataset, converted, job_dir)
     if metrics["agreement"] < cfg.diagnosis.below_agreement:
-        from precision_sweep.diagnose.run import diagnose_in_job
+        doctor = None
+        if dataset.feed is not None:
+            from precision_sweep.diagnose.run import preprocessing_doctor_in_job
 
-        diagnose_in_job(cfg, run, model, dataset, converted.path, job_dir)
+            doctor = preprocessing_doctor_in_job(cfg, run, model, dataset, runtime, baseline, converted.path, job_dir)
+        if not cfg.model.coreml_file and not (doctor and doctor.found):
+            from precision_sweep.diagnose.run import diagnose_in_job
+
+            diagnose_in_job(cfg, run, model, dataset, converted.path, job_dir)
     if not np.isfinite(outputs).all():
         bad = int((~np.isfinite(outputs)).any(axis=-1).sum())
         raise FloatingPointError(
-            f"{bad} of {len(outputs)} samples have NaN/Inf outputs under {cfg.precision.name} "
+            f"{bad} of {len(outputs)} samples have NaN/Inf outputs under {_label(cfg)} "
             f"({runtime.name}); metrics were logged, see predictions.npz"
         )
     log.info(
-        "%s/%s: accuracy %.4f (delta %+.2fpp), agreement %.4f, size %d bytes",
-        cfg.precision.name, cfg.target.name, metrics["accuracy"], 100 * metrics["accuracy_delta"],
+        "%s: accuracy %.4f (delta %+.2fpp), agreement %.4f, size %d bytes",
+        _label(cfg), metrics["accuracy"], 100 * metrics["accuracy_delta"],
         metrics["agreement"], metrics["model_size_bytes"],
     )
     return metrics
+
+
+def _label(cfg: DictConfig) -> str:
+    """``precision/target`` of a conversion, or the user's file name."""
+    if cfg.model.get("coreml_file"):
+        return Path(str(cfg.model.coreml_file)).name
+    return f"{cfg.precision.name}/{cfg.target.name}"
 
 
 def _record_config(cfg: DictConfig, run: JobRun) -> Path:
     """Log what the job is (params, resolved config); skip a recipe its target cannot hold."""
     from precision_sweep.convert import invalid_reason
 
+    own_file = bool(cfg.model.coreml_file)
     run.log_params(
         {
-            "precision": cfg.precision.name,
-            "target": cfg.target.name,
+            # a Core ML file of the user's: its precision and target are the file's (use_file)
+            **({} if own_file else {"precision": cfg.precision.name, "target": cfg.target.name}),
             "compute_units": cfg.compute_units.name.value,
             "device": cfg.device.name.value,
             "model": cfg.model.name,
             "dataset": cfg.dataset.name,
             "runtime_requested": cfg.runtime.name,
+            "input_type": "file" if own_file else str(cfg.model.input_type),
+            "classifier": "file" if own_file else str(bool(cfg.model.classifier)).lower(),
         }
     )
     job_dir = _job_dir(cfg)
@@ -169,7 +192,7 @@ def _record_config(cfg: DictConfig, run: JobRun) -> Path:
     config_path = job_dir / "resolved_config.yaml"
     config_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     run.log_artifact(config_path)
-    reason = invalid_reason(cfg.precision, cfg.target)
+    reason = None if own_file else invalid_reason(cfg.precision, cfg.target)
     if reason:
         run.log_params({"effective_target": "n/a"})
         raise SkipJob(reason)
@@ -194,17 +217,32 @@ def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
     """The Core ML package of this recipe and target (repaired for ``*_auto`` recipes); skip
     it when coremltools raised it above the requested target."""
     from precision_sweep.convert import calibration_split, convert_variant
+    from precision_sweep.convert.app_interface import image_feed, interface_for
     from precision_sweep.convert.doctor import explain_conversion_error
 
+    interface = interface_for(cfg, model, dataset)
+    if interface.image is not None:
+        from precision_sweep.data.preprocessing import check_pixels
+
+        check_pixels(dataset.pixels_test, f"dataset={cfg.dataset.name}")
+        run.log_params({"image_type": _image_type_text(interface)})
+    dataset.feed = image_feed(interface)
     package = job_dir / f"{cfg.model.name}-{cfg.precision.name}-{cfg.target.name}.mlpackage"
     try:
         converted = convert_variant(
             model, cfg.precision, cfg.target, package, max_batch=cfg.model.max_batch,
             cache_dir=Path(cfg.paths.cache), calibration=calibration_split(dataset, cfg.precision),
+            interface=interface,
         )
     except Exception as exc:  # name the layer and TF op, say how to fix it
         raise explain_conversion_error(exc, model)
     if cfg.precision.get("auto_repair"):
+        if not interface.plain:
+            raise SkipJob(
+                f"{cfg.precision.name} repairs programs with a tensor input and the model's own output; "
+                "with model.input_type=image or model.classifier=true it is not built yet. Run the repair with "
+                "model.input_type=tensor model.classifier=false: the ops it keeps are the same."
+            )
         from precision_sweep.repair.greedy import repair_in_job
 
         converted = repair_in_job(cfg, run, model, dataset, converted)
@@ -218,12 +256,19 @@ def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
     return converted
 
 
+def _image_type_text(interface) -> str:
+    scale, bias, layout, _ = interface.image
+    return f"scale={scale:.6g} bias={[round(b, 6) for b in bias]} color_layout={layout}"
+
+
 def _execute(cfg: DictConfig, run: JobRun, converted, dataset):
-    """Run the package on the test split (Core ML on a Mac, else the emulator)."""
-    from precision_sweep.runtime import execution_of, run_batches, select_runtime
+    """Run the package on the test split (Core ML on a Mac, else the emulator); a
+    classifier's predicted labels come back too (else None)."""
+    from precision_sweep.runtime import batch_size_for, execution_of, run_batches, select_runtime
     from precision_sweep.tracking.progress import job_bar_wanted
 
-    runtime = select_runtime(cfg.runtime.name, converted.path, execution_of(cfg), probe=dataset.x_test)
+    x = dataset.program_inputs("test")
+    runtime = select_runtime(cfg.runtime.name, converted.path, execution_of(cfg), probe=x)
     run.set_tags(
         {
             "runtime": runtime.name,
@@ -233,27 +278,40 @@ def _execute(cfg: DictConfig, run: JobRun, converted, dataset):
     )
     run.log_params({"runtime": runtime.name})
     start = time.perf_counter()
+    labels: list = []
     outputs = run_batches(
-        runtime, dataset.x_test, cfg.runtime.batch_size, progress=job_bar_wanted(cfg.runtime.progress),
-        desc=f"{cfg.precision.name}/{cfg.target.name}",
+        runtime, x, batch_size_for(runtime, cfg.runtime.batch_size), progress=job_bar_wanted(cfg.runtime.progress),
+        desc=_label(cfg), labels=labels,
     )
-    return runtime, outputs, time.perf_counter() - start
+    return runtime, outputs, (np.concatenate(labels) if labels else None), time.perf_counter() - start
 
 
-def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, outputs, baseline, job_dir: Path):
-    """Accuracy, deltas with confidence intervals, agreement, sizes and the device report;
-    returns the metrics and the files to log."""
+def _predicted_indices(runtime, labels, class_names: list[str]) -> np.ndarray | None:
+    """A classifier's predicted labels as class indices of the dataset (None: no classifier)."""
+    if labels is None or runtime.label_name is None:
+        return None
+    index = {str(name): i for i, name in enumerate(class_names)}
+    return np.array([index.get(str(label), -1) for label in labels], dtype=np.int64)
+
+
+def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, outputs, labels, baseline, job_dir: Path):
+    """Accuracy (a classifier's from its ``classLabel``, what an app reads), deltas with
+    confidence intervals, agreement (on the scores), sizes and the device report; returns the
+    metrics and the files to log."""
     from precision_sweep.diagnose.run import device_report
     from precision_sweep.emulator import NUMERICS_VERSION
     from precision_sweep.metrics import compare, display_units
     from precision_sweep.metrics.statistics import paired_report
 
-    metrics = compare(outputs, baseline, dataset.y_test)
+    predicted = _predicted_indices(runtime, labels, dataset.class_names)
+    metrics = compare(outputs, baseline, dataset.y_test, predicted=predicted)
     statistics, files = paired_report(
         outputs, baseline, dataset.y_test, dataset.class_names, job_dir, cfg.pick.confidence,
-        cfg.pick.n_resamples, cfg.seed, title=f"{cfg.model.name} {cfg.precision.name}/{cfg.target.name}",
+        cfg.pick.n_resamples, cfg.seed, title=f"{cfg.model.name} {_label(cfg)}",
+        predicted=predicted,
     )
     metrics.update(statistics)
+    run.set_tags({"accuracy_from": "top-1" if predicted is None else "classLabel"})
     metrics.update(
         model_size_bytes=converted.size_bytes,
         weights_bytes=converted.weights_bytes,
@@ -269,7 +327,7 @@ def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, o
     metrics.update(device_metrics)
     run.set_tags({"cliffs": cliff_text[:4900]})
     if device_metrics.get("cliff_count"):
-        log.warning("%s/%s on %s: %s", cfg.precision.name, cfg.target.name, cfg.device.name.value, cliff_text)
+        log.warning("%s on %s: %s", _label(cfg), cfg.device.name.value, cliff_text)
     return metrics, [*device_files, *files]
 
 

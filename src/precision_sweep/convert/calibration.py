@@ -26,6 +26,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from precision_sweep.errors import UserInputError
+
 # Smallest activation range kept: its int8 scale (range / 255 at worst) is 2**-23, twice the
 # smallest fp16 subnormal, so it survives the cast to fp16.
 MIN_RANGE = 255 * 2.0**-23
@@ -38,8 +40,15 @@ def calibration_data(dataset, samples: int) -> tuple[np.ndarray, np.ndarray]:
     """The calibration split: ``dataset.x_calib``/``y_calib`` when the dataset has one, else the
     first ``samples`` of the train split (never the test split). Every calibrated step uses it:
     activation quantization, the repair's budget, the cliff scanner."""
-    x = getattr(dataset, "x_calib", None)
     y = getattr(dataset, "y_calib", None)
+    if getattr(dataset, "feed", None) is not None:  # an image input takes the calibration pixels
+        if y is None or len(y) == 0:
+            raise UserInputError(
+                f"dataset={dataset.name} has no calibration samples, which this job needs with "
+                "model.input_type=image. Set dataset.test_size below 1 and dataset.calib_size above 0."
+            )
+        return np.asarray(dataset.program_inputs("calib")[:samples]), np.asarray(y[:samples])
+    x = getattr(dataset, "x_calib", None)
     if x is None or y is None or len(x) == 0:
         x, y = dataset.x_train, dataset.y_train
     return np.asarray(x[:samples]), np.asarray(y[:samples])

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from precision_sweep.cache import file_lock, publish_dir_atomic
+from precision_sweep.convert.app_interface import PLAIN, AppInterface
 from precision_sweep.convert.recipes import (
     FLOAT32,
     ComputeSpec,
@@ -244,18 +245,34 @@ def frontend_program(model: LoadedModel, target_name: str, compute: ComputeSpec,
     return _frontend(model, target_name, compute, max_batch, cache_dir)[0]
 
 
+def _with_interface(program, model: LoadedModel, interface: AppInterface, max_batch: int):
+    """``program`` (a copy) with the app's input type on its main function, so that
+    coremltools' pipeline inserts the image preprocessing and lays the input out as
+    ``ct.convert(..., inputs=[ct.ImageType(...)])`` does."""
+    import coremltools as ct
+
+    program = copy.deepcopy(program)
+    if interface.image is not None:
+        batch = ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
+        program.functions["main"].input_types = [interface.input_type(model.input_name, tuple(model.input_shape), batch)]
+    return program
+
+
 def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max_batch: int,
-                 cache_dir: Path | None = None, recipe: str | None = None) -> Path:
+                 cache_dir: Path | None = None, recipe: str | None = None,
+                 interface: AppInterface = PLAIN) -> Path:
     """The saved package of ``model`` converted at ``compute`` for ``target_name`` (cached).
 
     ``compute`` may keep ops in fp32 (mixed precision): each selection is its own entry, so a
     repair that converts many selections converts each once, across jobs and processes.
-    ``recipe`` only names the recipe in error messages.
+    ``recipe`` only names the recipe in error messages. ``interface`` adds the app's image
+    input and classifier output (:mod:`.app_interface`).
     """
-    key = hash_config(
-        {"stage": "base", "model": model.content_hash, "target": target_name, "compute": compute.key,
-         "max_batch": max_batch, "input": model.input_name, "versions": _versions()}
-    )
+    entry = {"stage": "base", "model": model.content_hash, "target": target_name, "compute": compute.key,
+             "max_batch": max_batch, "input": model.input_name, "versions": _versions()}
+    if not interface.plain:
+        entry["interface"] = interface.key()
+    key = hash_config(entry)
     cached = _BASE.get((key, None if cache_dir is None else str(cache_dir)))
     if cached is not None and cached.exists():
         return cached
@@ -266,14 +283,17 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
             import coremltools as ct
 
             log.info("base: converting %s for %s at %s", model.name, target_name, compute.key)
-            program, source = _frontend(model, target_name, compute, max_batch, cache_dir)
+            # An image input fixes the program's input dtype (fp32, or fp16 for GRAYSCALE_FLOAT16)
+            frontend_compute = FLOAT32 if interface.io_precision == "float32" else compute
+            program, source = _frontend(model, target_name, frontend_compute, max_batch, cache_dir)
             step = BuildStep("base", model.name, target_name, compute.key, recipe, path if cache_dir else None, source)
             with _building(step):
                 mlmodel = ct.convert(
-                    copy.deepcopy(program),
+                    _with_interface(program, model, interface, max_batch),
                     convert_to="mlprogram",
                     compute_precision=compute.coremltools_value(),
                     minimum_deployment_target=coremltools_target(target_name),
+                    classifier_config=interface.classifier_config(),
                     skip_model_load=True,
                 )
             _publish_package(mlmodel, path)
@@ -282,7 +302,8 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
 
 
 def compressed_package(model: LoadedModel, precision, target_name: str, max_batch: int,
-                       cache_dir: Path | None = None, calibration=None, keep_float: tuple[str, ...] = ()) -> Path:
+                       cache_dir: Path | None = None, calibration=None, keep_float: tuple[str, ...] = (),
+                       interface: AppInterface = PLAIN) -> Path:
     """The package of ``model`` compressed by the ``precision`` recipe for ``target_name``
     (cached): ``coremltools.optimize.coreml`` run on the recipe's base package.
 
@@ -292,7 +313,7 @@ def compressed_package(model: LoadedModel, precision, target_name: str, max_batc
     from precision_sweep.hashing import hash_arrays
 
     compute = compute_spec(precision)
-    base = base_package(model, target_name, compute, max_batch, cache_dir, recipe=precision.name)
+    base = base_package(model, target_name, compute, max_batch, cache_dir, recipe=precision.name, interface=interface)
     key = hash_config(
         {"stage": "compressed", "base": base.name, "recipe": recipe_block(precision),
          "keep_float": sorted(keep_float), "calibration": hash_arrays([calibration]) if calibration is not None else None,
@@ -319,10 +340,11 @@ def compressed_package(model: LoadedModel, precision, target_name: str, max_batc
     return path
 
 
-def fp32_package(model: LoadedModel, target_name: str, max_batch: int, cache_dir: Path | None = None) -> Path:
+def fp32_package(model: LoadedModel, target_name: str, max_batch: int, cache_dir: Path | None = None,
+                 interface: AppInterface = PLAIN) -> Path:
     """The FP32 program of ``model`` for ``target_name``: every job's size reference, and the
     reference of the drift diagnosis and the repair (cached: converted once)."""
-    return base_package(model, target_name, FLOAT32, max_batch, cache_dir, recipe="fp32")
+    return base_package(model, target_name, FLOAT32, max_batch, cache_dir, recipe="fp32", interface=interface)
 
 
 def convert_variant(
@@ -333,6 +355,7 @@ def convert_variant(
     max_batch: int = 1024,
     cache_dir: Path | None = None,
     calibration=None,
+    interface: AppInterface = PLAIN,
 ) -> ConvertedModel:
     """Convert ``model`` at the ``precision`` recipe for ``target`` and save it as ``out_path``.
 
@@ -351,7 +374,10 @@ def convert_variant(
         across processes. Without it they are shared within the process only.
     calibration
         Calibration inputs for recipes that quantize activations (see
-        :func:`precision_sweep.convert.calibration.calibration_split`).
+        :func:`precision_sweep.convert.calibration.calibration_split`), as the program takes them.
+    interface
+        The app's image input and classifier output (:mod:`.app_interface`); default: a tensor
+        input and the model's own output.
 
     When the packages are cached nothing is converted and neither coremltools nor TensorFlow is
     imported (the spec version is read from the package's bytes).
@@ -359,9 +385,10 @@ def convert_variant(
     start = time.perf_counter()
     target_name = target.coremltools_target
     if is_compressed(precision):
-        source = compressed_package(model, precision, target_name, max_batch, cache_dir, calibration)
+        source = compressed_package(model, precision, target_name, max_batch, cache_dir, calibration, interface=interface)
     else:
-        source = base_package(model, target_name, compute_spec(precision), max_batch, cache_dir, recipe=precision.name)
+        source = base_package(model, target_name, compute_spec(precision), max_batch, cache_dir, recipe=precision.name,
+                              interface=interface)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.exists():
@@ -369,7 +396,7 @@ def convert_variant(
     shutil.copytree(source, out_path)
     spec_version = package_spec_version(out_path)
     seconds = time.perf_counter() - start
-    reference = fp32_package(model, target_name, max_batch, cache_dir)
+    reference = fp32_package(model, target_name, max_batch, cache_dir, interface)
     return ConvertedModel(
         path=out_path,
         spec_version=spec_version,

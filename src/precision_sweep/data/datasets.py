@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from precision_sweep.data import split_cache
+from precision_sweep.data.preprocessing import ImageFeed
 from precision_sweep.data.validate import check_dataset_path
 from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_arrays
@@ -40,6 +41,21 @@ class Dataset:
     y_calib: np.ndarray | None = None
     # Recorded on the job's run (class order, skipped files, split sizes).
     run_params: dict = field(default_factory=dict)
+    # The test and calibration images as pixels (NHWC, RGB or grayscale, after the colour
+    # conversion and before channel order, scale, mean/std and layout): what an app feeds an
+    # image input. None for samples that are not images.
+    pixels_test: np.ndarray | None = None
+    pixels_calib: np.ndarray | None = None
+    # How a converted program takes its input: None feeds x_test/x_calib (a tensor input); an
+    # ImageFeed feeds the pixels as Core ML feeds an image input (set by the job).
+    feed: ImageFeed | None = None
+
+    def program_inputs(self, split: str = "test") -> np.ndarray:
+        """The samples of ``split`` ("test" or "calib") as the converted program takes them."""
+        if self.feed is None:
+            return self.x_test if split == "test" else self.x_calib
+        pixels = self.pixels_test if split == "test" else self.pixels_calib
+        return self.feed(pixels)
 
     @property
     def content_hash(self) -> str:
@@ -65,11 +81,11 @@ def _channels(spec: InputSpec, layout: str) -> int | None:
     return int(spec.shape[0] if layout == "nchw" else spec.shape[-1])
 
 
-def preprocess(x: np.ndarray, cfg, spec: InputSpec) -> np.ndarray:
-    """Apply the dataset config's preprocessing to raw NHWC samples (other ranks: scale, mean/std)."""
+def to_model_channels(x: np.ndarray, cfg, spec: InputSpec) -> np.ndarray:
+    """Raw NHWC images converted to the model's channels (grayscale <-> RGB), as float32
+    pixels; other ranks unchanged. The first step of :func:`preprocess`."""
     x = np.asarray(x, dtype=np.float32)
-    image = x.ndim == 4
-    if image:
+    if x.ndim == 4:
         want = {"grayscale": 1, "rgb": 3}.get(cfg.color) or _channels(spec, cfg.layout)
         have = x.shape[-1]
         if want is not None and want != have:
@@ -83,6 +99,14 @@ def preprocess(x: np.ndarray, cfg, spec: InputSpec) -> np.ndarray:
                     f"channels; only grayscale (1) <-> RGB (3) conversion exists. Export the model "
                     "for 1 or 3 channels, or provide images with matching channels."
                 )
+    return x
+
+
+def preprocess(x: np.ndarray, cfg, spec: InputSpec) -> np.ndarray:
+    """Apply the dataset config's preprocessing to raw NHWC samples (other ranks: scale, mean/std)."""
+    x = to_model_channels(x, cfg, spec)
+    image = x.ndim == 4
+    if image:
         if cfg.channel_order == "bgr" and x.shape[-1] == 3:
             x = x[..., ::-1]
     x = x * np.float32(cfg.scale)
@@ -176,6 +200,8 @@ def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict, cac
         x_calib=preprocess(x_calib, cfg, spec),
         y_calib=y_calib,
         run_params=run_params,
+        pixels_test=to_model_channels(x_test, cfg, spec) if np.ndim(x_test) == 4 else None,
+        pixels_calib=to_model_channels(x_calib, cfg, spec) if np.ndim(x_calib) == 4 else None,
     )
 
 
@@ -258,13 +284,14 @@ def _image_folder(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
             )
         channels = model_channels
     mode = "L" if channels == 1 else "RGB"
-    x = read_images([f for f, _ in files], size, mode, cfg.resize)
+    x = read_images([f for f, _ in files], size, mode, cfg.resize, cfg.crop_and_scale)
     y = np.array([label for _, label in files], dtype=np.int64)
     joined = ",".join(class_names)
     run_params = {
         "dataset_classes": joined if len(joined) <= 500 else joined[:497] + "...",
         "dataset_n_classes": len(class_names),
         "dataset_skipped_files": len(skipped),
+        "dataset_crop_and_scale": str(cfg.crop_and_scale),
     }
     return _assemble(cfg, x, y, class_names, spec, run_params, cache_dir)
 

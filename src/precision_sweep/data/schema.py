@@ -27,6 +27,11 @@ class OutputsAre(StrEnum):
     logits = "logits"
 
 
+class InputType(StrEnum):
+    tensor = "tensor"
+    image = "image"
+
+
 class DatasetSource(StrEnum):
     digits = "digits"
     npz = "npz"
@@ -47,6 +52,14 @@ class ChannelOrder(StrEnum):
 class Layout(StrEnum):
     nhwc = "nhwc"
     nchw = "nchw"
+
+
+class CropAndScale(StrEnum):
+    """How an image of another size is fitted to the model input: Vision's ``VNImageCropAndScaleOption``."""
+
+    center_crop = "center_crop"
+    scale_fit = "scale_fit"
+    scale_fill = "scale_fill"
 
 
 @dataclass
@@ -79,6 +92,16 @@ class ModelConfig:
     # false allows deserializing Python code stored in the file (Lambda layers): only for files
     # you trust. The run records it as the param model_safe_mode.
     safe_mode: bool = True
+    # What the converted model takes and gives, as an app ships it. tensor: float arrays,
+    # preprocessed by the dataset config. image: a Core ML ImageType fed 8-bit pixels, whose
+    # scale, bias and color layout come from the dataset's scale, mean, std and channel order.
+    input_type: InputType = InputType.tensor
+    # true: convert with ct.ClassifierConfig(the dataset's class names); accuracy is read from
+    # the classLabel output (what an app reads), agreement and differences from the probabilities.
+    classifier: bool = False
+    # A Core ML file (.mlpackage) made outside precision-sweep: evaluated instead of a conversion
+    # (precision and target then come from the file). See precision-compare.
+    coreml_file: Optional[str] = None
 
 
 @dataclass
@@ -106,3 +129,8 @@ class DatasetConfig:
     layout: Layout = Layout.nhwc
     # image_folder: resize images to the model's input size (false: sizes must match).
     resize: bool = True
+    # image_folder: how resize fits an image of another size, as an app's Vision request does:
+    # scale_fill (stretch), center_crop (keep the aspect ratio, crop the long side's centre) or
+    # scale_fit (keep the aspect ratio, pad with black). npz and digits hold arrays already at the
+    # model's size: the option does not apply to them.
+    crop_and_scale: CropAndScale = CropAndScale.scale_fill

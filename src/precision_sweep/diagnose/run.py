@@ -22,17 +22,33 @@ from omegaconf import OmegaConf
 
 from precision_sweep.diagnose.drift import DriftReport, diagnose
 from precision_sweep.data.layers import LayerMapper
-from precision_sweep.runtime import execution_of
+from precision_sweep.runtime import batch_size_for, execution_of
 
 log = logging.getLogger(__name__)
 
 
-def fp32_twin(model, target, max_batch: int = 1024, cache_dir: Path | None = None) -> Path:
-    """The FP32 package of ``model`` for ``target``: the converter's cached FP32 program, which
-    every job has already built as its size reference."""
+def fp32_twin(model, target, max_batch: int = 1024, cache_dir: Path | None = None, interface=None) -> Path:
+    """The FP32 package of ``model`` for ``target`` (with the job's app ``interface``): the
+    converter's cached FP32 program, which every job has already built as its size reference."""
+    from precision_sweep.convert.app_interface import PLAIN
     from precision_sweep.convert.converter import fp32_package
 
-    return fp32_package(model, target.coremltools_target, max_batch, cache_dir)
+    return fp32_package(model, target.coremltools_target, max_batch, cache_dir, interface or PLAIN)
+
+
+def _twin_of_job(cfg, model, dataset) -> Path:
+    from precision_sweep.convert.app_interface import interface_for
+
+    return fp32_twin(model, cfg.target, cfg.model.max_batch, Path(cfg.paths.cache),
+                     interface_for(cfg, model, dataset, "float32"))
+
+
+def _with_feed(cfg, model, dataset):
+    """``dataset`` feeding the job's program input (pixels for an image input)."""
+    from precision_sweep.convert.app_interface import image_feed, interface_for
+
+    dataset.feed = image_feed(interface_for(cfg, model, dataset))
+    return dataset
 
 
 def _cliff_inputs(cfg, dataset) -> np.ndarray:
@@ -46,7 +62,11 @@ def cliffs_of(cfg, model, dataset, emulator):
     """The cliff table of the variant ``emulator`` runs (see :mod:`.cliffs`)."""
     from precision_sweep.diagnose.cliffs import cliff_report
 
-    reference = fp32_twin(model, cfg.target, cfg.model.max_batch, Path(cfg.paths.cache))
+    if cfg.model.get("coreml_file"):
+        import pandas as pd
+
+        return pd.DataFrame()  # a user's file has no FP32 twin of the same ops to scan against
+    reference = _twin_of_job(cfg, model, dataset)
     return cliff_report(reference, _cliff_inputs(cfg, dataset), emulator, emulator.device, LayerMapper.of_model(model))
 
 
@@ -76,8 +96,8 @@ def device_report(cfg, model, dataset, package: Path, emulator, out_dir: Path) -
 
 def run_diagnosis(cfg, model, dataset, package: Path, work_dir: Path) -> DriftReport:
     """The drift report of ``package`` against the FP32 twin, on the diagnostic batch."""
-    reference = fp32_twin(model, cfg.target, cfg.model.max_batch, Path(cfg.paths.cache))
-    batch = dataset.x_test[: int(cfg.diagnosis.samples)]
+    reference = _twin_of_job(cfg, model, dataset)
+    batch = dataset.program_inputs("test")[: int(cfg.diagnosis.samples)]
     return diagnose(
         package, reference, batch, execution_of(cfg),
         LayerMapper.of_model(model), float(cfg.diagnosis.threshold),
@@ -187,8 +207,15 @@ def diagnose_run(client, run_id: str, work_dir: Path, schema: type, samples: int
     package = Path(client.download_artifacts(run_id, packages[0], str(work_dir)))
     log.info("diagnosing run %s: %s at %s against the FP32 program of %s (cache %s)", run_id,
              cfg.precision.name, cfg.target.name, cfg.model.name, cfg.paths.cache)
+    if cfg.model.get("coreml_file"):
+        raise UserInputError(
+            f"Run {run_id} evaluated a Core ML file of your own ({cfg.model.coreml_file}); its ops have no FP32 "
+            "twin converted by precision-sweep to compare with. Its preprocessing doctor's result is above; to "
+            "trace drift op by op, sweep the Keras model itself (precision-sweep model=... precision=...)."
+        )
     dataset = load_dataset(cfg.dataset, cache_dir=cfg.paths.cache)
     model = load_model(cfg.model, dataset, Path(cfg.paths.cache))
+    _with_feed(cfg, model, dataset)
     report = run_diagnosis(cfg, model, dataset, package, work_dir / "diagnosis")
     for path in write_report(report, work_dir / "diagnosis", float(cfg.diagnosis.threshold),
                              f"{cfg.model.name} {cfg.precision.name}/{cfg.target.name} (run {run_id[:8]})"):
@@ -202,3 +229,42 @@ def diagnose_run(client, run_id: str, work_dir: Path, schema: type, samples: int
     for key, value in drift_tags(report).items():
         client.set_tag(run_id, key, value)
     return report
+
+
+def preprocessing_doctor_in_job(cfg, run, model, dataset, runtime, baseline, package: Path, job_dir: Path):
+    """Run the preprocessing doctor (:mod:`.preprocessing`) on a job's image-input program and
+    report it in the terminal, the run's description, the ``preprocessing_doctor`` tag and
+    ``preprocessing_doctor.csv``; a doctor failure never fails the job."""
+    from precision_sweep.data.preprocessing import Preprocessing
+    from precision_sweep.diagnose.preprocessing import diagnose_preprocessing, file_preprocessing, keras_preprocessing_layers
+
+    try:
+        emulator = runtime.emulator or execution_of(cfg).emulator(package)
+        layout = dataset.feed.color_layout
+        file = file_preprocessing(emulator, layout)
+        expected = Preprocessing.from_dataset(cfg.dataset, file.channels)
+        scores = emulator.classifier()
+        scores_name = scores[1] if scores else emulator.output_names[0]
+
+        def predict(x):
+            return np.asarray(emulator.predict({emulator.input_names[0]: x})[scores_name], dtype=np.float32)
+
+        report = diagnose_preprocessing(
+            predict, dataset.pixels_test, baseline, dataset.y_test, file, expected, keras_preprocessing_layers(model),
+            float(cfg.diagnosis.below_agreement), batch=batch_size_for(runtime, int(cfg.runtime.batch_size)),
+            float16_gray=layout == "GRAYSCALE_FLOAT16",
+        )
+        out_dir = Path(job_dir) / "diagnosis"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        table = out_dir / "preprocessing_doctor.csv"
+        report.table().to_csv(table, index=False)
+        run.log_artifact(table)
+        text = report.text()
+        run.set_tags({"preprocessing_doctor": text[:4900], "preprocessing_cause": "; ".join(report.causes)[:4900] or "none",
+                      "mlflow.note.content": text})
+        log.warning("%s", text)
+        return report
+    except Exception as exc:  # noqa: BLE001 - the job's own result stands
+        log.warning("preprocessing doctor failed: %s: %s", type(exc).__name__, exc)
+        run.set_tags({"preprocessing_doctor_error": f"{type(exc).__name__}: {exc}"[:4900]})
+        return None

@@ -117,6 +117,18 @@ class Emulator:
     def output_names(self) -> list[str]:
         return list(self.plan.outputs)
 
+    def classifier(self) -> tuple[str, str, list] | None:
+        """``(label output, probabilities output, classes)`` of a classifier program (one ending
+        in ``classify``), else None."""
+        for step in self.plan.steps:
+            if step.op_type == "classify":
+                (label, _), (probabilities, _) = step.outputs
+                classes = step.const_kwargs.get("classes")
+                if classes is None:
+                    classes = self.plan.constants[step.var_kwargs["classes"]]
+                return label, probabilities, [c.item() if hasattr(c, "item") else c for c in np.asarray(classes)]
+        return None
+
     def op_types(self) -> set[str]:
         """Op types executed at prediction time, nested blocks included (folded constant ops excluded)."""
         return {step.op_type for step in self.plan.all_steps()}

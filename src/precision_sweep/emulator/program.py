@@ -85,7 +85,21 @@ def _const_value(var) -> Any:
         return value.astype(numpy_dtype(var.dtype), copy=False)
     if isinstance(value, (np.generic,)):
         return value.item()
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (str, int, np.integer)) for v in value):
+        # a list constant (``classify``'s classes): an array, so plans store it without pickle
+        return np.asarray([str(v) for v in value]) if isinstance(value[0], str) else np.asarray(value, dtype=np.int64)
     return value
+
+
+def _output_dtype(op, out, constants: dict) -> np.dtype:
+    """The dtype that stores ``out``. ``classify`` declares a string (or int64) label and a
+    dictionary: the emulator keeps the label as an array of the classes' dtype and the
+    dictionary as the fp32 probabilities in class order (see ``ops/classify.py``)."""
+    if op.op_type == "classify":
+        if out is op.outputs[0]:
+            return np.asarray(constants[op.inputs["classes"].name]).dtype
+        return np.dtype(np.float32)
+    return var_dtype(out)
 
 
 def compile_plan(program, function_name: str = "main", placer: Callable | None = None) -> Plan:
@@ -283,7 +297,7 @@ def _compile_operations(operations, plan: Plan, placer: Callable | None, in_cont
             fn=KERNELS[op.op_type],
             const_kwargs=const_kwargs,
             var_kwargs=var_kwargs,
-            outputs=[(out.name, var_dtype(out)) for out in op.outputs],
+            outputs=[(out.name, _output_dtype(op, out, plan.constants)) for out in op.outputs],
             blocks={
                 arg: Block(
                     inputs=[(v.name, var_dtype(v)) for v in block.inputs],

@@ -15,15 +15,19 @@ def top1(outputs: np.ndarray) -> np.ndarray:
     return np.argmax(outputs, axis=-1)
 
 
-def compare(outputs: np.ndarray, baseline: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def compare(outputs: np.ndarray, baseline: np.ndarray, labels: np.ndarray,
+            predicted: np.ndarray | None = None) -> dict[str, float]:
     """Accuracy, agreement and output differences of ``outputs`` against ``baseline``.
 
-    Outputs may be probabilities or logits: top-1 is the same either way.
+    Outputs may be probabilities or logits: top-1 is the same either way. ``predicted`` (a
+    classifier's ``classLabel`` as class indices) is what accuracy is read from when given;
+    agreement compares the scores' top-1 with TF's either way.
     """
     if outputs.shape != baseline.shape:
         raise ValueError(f"outputs {outputs.shape} and baseline {baseline.shape} differ in shape")
-    predicted, reference = top1(outputs), top1(baseline)
-    accuracy = float(np.mean(predicted == labels))
+    scored, reference = top1(outputs), top1(baseline)
+    accuracy = float(np.mean((scored if predicted is None else predicted) == labels))
+    predicted = scored
     baseline_accuracy = float(np.mean(reference == labels))
     diff = np.abs(outputs.astype(np.float64) - baseline.astype(np.float64))
     finite = np.isfinite(diff)

@@ -144,8 +144,10 @@ def paired_report(
     n_resamples: int = 2000,
     seed: int = 0,
     title: str = "",
+    predicted: np.ndarray | None = None,
 ):
-    """Paired statistics and their artifacts for one run.
+    """Paired statistics and their artifacts for one run (``predicted``: a classifier's
+    ``classLabel`` as class indices, read instead of the top-1 of ``outputs``).
 
     Returns ``(metrics, paths)``: the metrics of :func:`paired_statistics` and the written
     ``per_class.csv``, ``confusion.png`` and ``confusion.csv`` (the full matrices, see
@@ -158,7 +160,7 @@ def paired_report(
     from precision_sweep.metrics.plots import confusion_png
 
     out_dir = Path(out_dir)
-    predicted, reference = top1(outputs), top1(baseline)
+    predicted, reference = (top1(outputs) if predicted is None else predicted), top1(baseline)
     metrics = paired_statistics(predicted, reference, labels, confidence, n_resamples, seed)
     n_classes = max(len(class_names), int(max(predicted.max(), reference.max(), labels.max())) + 1)
     names = list(class_names) if len(class_names) == n_classes else [str(c) for c in range(n_classes)]

@@ -29,6 +29,10 @@ class Runtime:
     predict: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
     note: str = ""
     emulator: Any = None  # the Emulator, when the emulator runs the program (its placement)
+    # A classifier's predicted-label output (``classLabel``); ``output_name`` is then its
+    # probabilities, in the order of ``class_labels``.
+    label_name: str | None = None
+    class_labels: tuple | None = None
 
 
 def execution_of(cfg):
@@ -47,7 +51,12 @@ def execution_of(cfg):
 
 def _emulator(path: Path, execution) -> Runtime:
     emulator = execution.emulator(path)
-    return Runtime("emulator", emulator.input_names[0], emulator.output_names[0], emulator.predict, emulator=emulator)
+    classifier = emulator.classifier()
+    if classifier is None:
+        return Runtime("emulator", emulator.input_names[0], emulator.output_names[0], emulator.predict, emulator=emulator)
+    label, probabilities, classes = classifier
+    return Runtime("emulator", emulator.input_names[0], probabilities, emulator.predict, emulator=emulator,
+                   label_name=label, class_labels=tuple(classes))
 
 
 def _coreml(path: Path, execution) -> Runtime:
@@ -55,12 +64,31 @@ def _coreml(path: Path, execution) -> Runtime:
 
     mlmodel = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, execution.compute_units.upper()))
     spec = mlmodel.get_spec()
-    return Runtime(
-        "coreml",
-        spec.description.input[0].name,
-        spec.description.output[0].name,
-        mlmodel.predict,
-    )
+    description = spec.description
+    if not description.predictedFeatureName:
+        return Runtime("coreml", description.input[0].name, description.output[0].name, mlmodel.predict)
+    classes = tuple(_coreml_class_labels(spec, path))
+    label, probabilities = description.predictedFeatureName, description.predictedProbabilitiesName
+
+    def predict(feeds: dict) -> dict:
+        # Core ML predicts a classifier one sample at a time; its probabilities are a dict
+        rows = [mlmodel.predict({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(len(next(iter(feeds.values()))))]
+        return {label: np.array([r[label] for r in rows]),
+                probabilities: np.array([[r[probabilities][c] for c in classes] for r in rows], dtype=np.float32)}
+
+    return Runtime("coreml", description.input[0].name, probabilities, predict, label_name=label, class_labels=classes)
+
+
+def _coreml_class_labels(spec, path: Path) -> list:
+    """A classifier's labels (an ML program's ``classify`` op, or a neuralnetwork's list)."""
+    from precision_sweep.emulator import Execution
+
+    classifier = Execution("cpu_only").emulator(path).classifier() if spec.WhichOneof("Type") == "mlProgram" else None
+    if classifier is not None:
+        return list(classifier[2])
+    model = getattr(spec, spec.WhichOneof("Type"))
+    labels = model.stringClassLabels.vector or model.int64ClassLabels.vector
+    return list(labels)
 
 
 def select_runtime(name: str, path: Path, execution, probe: np.ndarray | None = None) -> Runtime:
@@ -91,8 +119,21 @@ def select_runtime(name: str, path: Path, execution, probe: np.ndarray | None = 
     raise UserInputError(f"Unknown runtime {name!r}: choose runtime=auto, emulator or coreml.")
 
 
-def run_batches(runtime: Runtime, x: np.ndarray, batch_size: int, progress: bool = True, desc: str = "") -> np.ndarray:
-    """Predict ``x`` in batches and return the evaluated output as float32."""
+def batch_size_for(runtime: Runtime, requested: int) -> int:
+    """``requested``, or 1 for a program whose batch dimension is fixed at 1 (a Core ML file
+    converted without a flexible batch, as apps usually ship)."""
+    if runtime.emulator is not None:
+        shape = runtime.emulator.plan.inputs[runtime.input_name][0]
+        if shape and isinstance(shape[0], int) and shape[0] == 1:
+            return 1
+    return requested
+
+
+def run_batches(runtime: Runtime, x: np.ndarray, batch_size: int, progress: bool = True, desc: str = "",
+                labels: list | None = None) -> np.ndarray:
+    """Predict ``x`` in batches and return the evaluated output (a classifier's
+    probabilities) as float32. For a classifier, ``labels`` (a list) receives the predicted
+    labels, one array per batch."""
     from tqdm.auto import tqdm
 
     outputs = []
@@ -101,4 +142,6 @@ def run_batches(runtime: Runtime, x: np.ndarray, batch_size: int, progress: bool
     for start in tqdm(starts, desc=desc or runtime.name, disable=None if progress else True, unit="batch", leave=False):
         result = runtime.predict({runtime.input_name: x[start : start + batch_size]})
         outputs.append(np.asarray(result[runtime.output_name], dtype=np.float32))
+        if labels is not None and runtime.label_name is not None:
+            labels.append(np.asarray(result[runtime.label_name]).reshape(-1))
     return np.concatenate(outputs, axis=0)

@@ -5,6 +5,7 @@ Importing this package registers every kernel in :data:`precision_sweep.emulator
 
 from precision_sweep.emulator.ops import (  # noqa: F401
     activation,
+    classify,
     constexpr_ops,
     control_flow,
     conv,
