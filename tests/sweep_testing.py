@@ -49,3 +49,56 @@ def mlflow_client(outputs: Path):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow.db'}")
+
+
+def builtin_model_file(cache: Path, *overrides: str) -> Path:
+    """Where a job caches the builtin model that ``overrides`` select under ``cache``: the key of
+    ``precision_sweep.data.models.builtin.load_builtin`` (builder, epochs, seed, the train split,
+    the TensorFlow and Keras versions)."""
+    from precision_sweep.data import load_dataset
+    from precision_sweep.data.versions import library_version
+    from precision_sweep.hashing import hash_arrays, hash_config
+
+    cfg = compose(list(overrides))
+    dataset = load_dataset(cfg.dataset, cache_dir=cache)
+    key = hash_config(
+        {
+            "model": {k: cfg.model[k] for k in ("builder", "epochs", "seed")},
+            "train": hash_arrays([dataset.x_train, dataset.y_train]),
+            "versions": [library_version("tensorflow"), library_version("keras")],
+        }
+    )
+    return Path(cache) / "models" / f"{cfg.model.builder}-{key}.keras"
+
+
+class WithheldModel:
+    """A builtin model the test withholds from the jobs, deterministically.
+
+    The test takes the lock a job takes to train a builtin model at first use (the cache's
+    ``<model>.lock``, as another worker training it would). Every job of that model then waits
+    inside its model loading: its run is RUNNING with its params logged (``precision``, ...),
+    inside the block where SIGTERM closes it KILLED, and it has no ``model_hash`` yet. It stays
+    there, on any machine, until :meth:`release`. :meth:`check_used` asserts, once a job has
+    trained the model, that the lock held was that model's (the key did not drift)."""
+
+    def __init__(self, cache: Path, *overrides: str):
+        from filelock import FileLock
+
+        self.path = builtin_model_file(cache, *overrides)
+        assert not self.path.exists(), f"{self.path} is already trained: withhold a model no test has used"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(self.path.with_suffix(".lock")), thread_local=False)
+        self._lock.acquire(timeout=0)
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._lock.release(force=True)
+
+    def check_used(self) -> None:
+        assert self.path.exists(), f"no job trained {self.path}: the lock held was not the one the jobs waited for"
+
+    def __enter__(self) -> "WithheldModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
