@@ -1,5 +1,6 @@
 """Fixtures of the cluster tests: one real single-node SLURM cluster per test session
-(:mod:`slurm_cluster`), skipped with the reason when SLURM cannot run on this machine."""
+(:mod:`slurm_cluster`). Its tests skip, with the reason, only when SLURM cannot run on this
+machine (a package missing); installed daemons that do not come up fail them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # slurm_cluster, next to this file
 
-from slurm_cluster import ClusterUnavailable, SlurmCluster, start_cluster
+from slurm_cluster import ClusterStartFailed, ClusterUnavailable, SlurmCluster, start_cluster
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +21,8 @@ def slurm_cluster() -> SlurmCluster:
         cluster = start_cluster()
     except ClusterUnavailable as exc:
         pytest.skip(f"no SLURM cluster on this machine: {exc}")
+    except ClusterStartFailed as exc:
+        pytest.fail(f"SLURM is installed but its cluster did not start: {exc}", pytrace=False)
     yield cluster
     cluster.stop()
 

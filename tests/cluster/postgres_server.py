@@ -9,8 +9,8 @@ that remote clients upload through it), and their teardown. They are imported in
 The commands are those of the README's "Team set-up" section, word for word (see
 :func:`setup_commands`; ``python tests/cluster/postgres_server.py`` prints them with example
 values): keep them simple enough to copy. Only when this machine has no PostgreSQL (and
-``apt-get install -y postgresql`` fails once) or the server does not start do the tests skip,
-saying why; an MLflow server that does not come up fails them.
+``apt-get install -y postgresql`` fails once) do the tests skip, saying why; an installed
+PostgreSQL or an MLflow server that does not come up fails them.
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ SERVER_START_SECONDS = 240  # the first start creates MLflow's tables; this mach
 
 
 class PostgresUnavailable(RuntimeError):
-    """PostgreSQL cannot be installed or started here: the tests skip, saying why."""
+    """PostgreSQL is not installed and cannot be installed here: the tests skip, saying why."""
+
+
+class PostgresStartFailed(RuntimeError):
+    """PostgreSQL is installed but did not start: the tests fail, saying why."""
 
 
 @dataclass
@@ -142,7 +146,7 @@ def _run(command: list[str], bin_dir: Path) -> None:
     full = _as_server_user(command, bin_dir)
     result = subprocess.run(full, capture_output=True, text=True, timeout=300, check=False)
     if result.returncode != 0:
-        raise PostgresUnavailable(f"`{shlex.join(command)}` exited {result.returncode}: "
+        raise PostgresStartFailed(f"`{shlex.join(command)}` exited {result.returncode}: "
                                   f"{(result.stderr or result.stdout).strip()[-800:]}")
 
 
@@ -154,20 +158,21 @@ def _private_root() -> Path:
             shutil.chown(root, user="postgres", group="postgres")
         except (LookupError, PermissionError) as exc:
             shutil.rmtree(root, ignore_errors=True)
-            raise PostgresUnavailable(f"no 'postgres' OS user to run the server as ({exc})") from exc
+            raise PostgresStartFailed(f"no 'postgres' OS user to run the server as ({exc})") from exc
     return root
 
 
 def start_postgres() -> Postgres:
-    pg = Postgres(root=_private_root(), bin_dir=_install_postgres_once(), port=free_port())
+    bin_dir = _install_postgres_once()
+    pg = Postgres(root=_private_root(), bin_dir=bin_dir, port=free_port())
     try:
         for command in setup_commands(pg):
             _run(command, pg.bin_dir)
-    except PostgresUnavailable as exc:
+    except PostgresStartFailed as exc:
         log = pg.data_dir / "server.log"
         tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
         stop_postgres(pg)
-        raise PostgresUnavailable(f"{exc} {tail}".strip()) from None
+        raise PostgresStartFailed(f"{exc} {tail}".strip()) from None
     return pg
 
 
@@ -229,12 +234,15 @@ def stop_tracking_server(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def postgres_db() -> Postgres:
     """A fresh PostgreSQL on 127.0.0.1:<free port>, with role ``mlflow`` (password) owning
-    database ``mlflow``; stopped and deleted after the session."""
+    database ``mlflow``; stopped and deleted after the session. Skips only when PostgreSQL or
+    its driver is not installed; fails when an installed one does not start."""
     pytest.importorskip("psycopg", reason="the PostgreSQL driver is missing: pip install 'psycopg[binary]'")
     try:
         pg = start_postgres()
     except PostgresUnavailable as exc:
         pytest.skip(f"no PostgreSQL server on this machine: {exc}")
+    except PostgresStartFailed as exc:
+        pytest.fail(f"PostgreSQL is installed but did not start: {exc}", pytrace=False)
     yield pg
     stop_postgres(pg)
 

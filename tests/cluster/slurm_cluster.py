@@ -12,6 +12,11 @@ system database), except that the Debian packages are installed with apt-get whe
 
 Every command a test runs against the cluster must get :attr:`SlurmCluster.env` (``SLURM_CONF``
 points at this cluster's configuration).
+
+Two outcomes besides a running cluster: :class:`ClusterUnavailable` when SLURM cannot be run
+here at all (its packages are missing and cannot be installed, or the tests do not run as root):
+the tests skip with that reason; :class:`ClusterStartFailed` when everything is installed but a
+daemon does not come up in :data:`START_SECONDS`: the tests were asked for and fail.
 """
 
 from __future__ import annotations
@@ -37,7 +42,11 @@ START_SECONDS = 90
 
 
 class ClusterUnavailable(RuntimeError):
-    """SLURM cannot run here (packages not installable, daemons not starting): skip, saying why."""
+    """SLURM cannot run on this machine (packages missing and not installable, not root): skip, saying why."""
+
+
+class ClusterStartFailed(RuntimeError):
+    """SLURM is installed but a daemon did not come up: the cluster tests fail, with its logs."""
 
 
 @dataclass
@@ -224,7 +233,8 @@ def _start_accounting(cluster: SlurmCluster, dbd_port: int) -> None:
                               "--auth-root-authentication-method=normal", "--skip-test-db"], capture_output=True, text=True,
                              check=False)
     if install.returncode != 0:
-        raise ClusterUnavailable(f"mariadb-install-db failed: {install.stdout[-500:]}{install.stderr[-500:]}")
+        cluster.stop()
+        raise ClusterStartFailed(f"mariadb-install-db failed: {install.stdout[-500:]}{install.stderr[-500:]}")
     _start(cluster, "mariadbd", ["mariadbd", "--no-defaults", f"--datadir={root / 'db'}", "--user=root",
                                  f"--socket={root / 'mariadb.sock'}", f"--port={db_port}", "--bind-address=127.0.0.1",
                                  f"--pid-file={root / 'mariadb.pid'}", f"--log-error={root / 'mariadb.err'}"])
@@ -244,14 +254,15 @@ def _wait(cluster: SlurmCluster, ready, what: str, timeout: float = START_SECOND
         if dead or time.time() > deadline:
             outputs = "\n".join((cluster.root / f"{name}.out").read_text(errors="replace")[-800:] for name in cluster.processes)
             reason = f"{what} ({'exited: ' + ', '.join(dead) if dead else f'after {timeout} s'})"
+            logs = cluster.logs()
             cluster.stop()
-            raise ClusterUnavailable(f"{reason}\n{outputs}\n{cluster.logs()}")
+            raise ClusterStartFailed(f"{reason}\n{outputs}\n{logs}")
         time.sleep(0.5)
 
 
 def start_cluster() -> SlurmCluster:
     """Install the packages if needed, start munged, MariaDB, slurmdbd, slurmctld and slurmd, and
-    wait for an idle node."""
+    wait for an idle node. Raises :class:`ClusterUnavailable` (skip) or :class:`ClusterStartFailed` (fail)."""
     if os.geteuid() != 0:
         raise ClusterUnavailable("starting slurmd/slurmctld/munged as SlurmUser=root needs root")
     ensure_packages()
