@@ -36,15 +36,37 @@ def test_mcnemar_p_is_the_exact_two_sided_binomial_closed_form():
     assert (stats["flips_to_wrong"], stats["flips_to_right"]) == (12, 3)
 
 
-def test_ci_covers_the_known_difference_and_excludes_zero_when_it_should():
+def _binomial_interval(confidence: float, n: int, lost: int) -> tuple[float, float]:
+    """The percentile interval of a paired delta where the variant loses ``lost`` of ``n``
+    samples and gains none, in closed form: each bootstrap resample's delta is -K/n with
+    K ~ Binomial(n, lost/n), so its ends are that distribution's quantiles."""
+    from scipy.stats import binom
+
+    tail = (1 - confidence) / 2
+    return -binom.ppf(1 - tail, n, lost / n) / n, -binom.ppf(tail, n, lost / n) / n
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.90])
+def test_ci_is_the_bootstrap_interval_at_the_confidence_asked_and_excludes_zero_when_it_should(confidence):
     # Variant loses 20 of 400 samples the baseline gets right: delta is exactly -0.05.
     predicted, reference, labels = _pairs(400, to_wrong=20, to_right=0)
-    stats = paired_statistics(predicted, reference, labels, n_resamples=4000)
+    stats = paired_statistics(predicted, reference, labels, confidence=confidence, n_resamples=4000)
     assert stats["accuracy_delta_ci_low"] <= -0.05 <= stats["accuracy_delta_ci_high"]
     assert stats["accuracy_delta_ci_high"] < 0  # significant loss: the CI excludes 0
-    # Width of a 95% interval of a mean of 400 Bernoulli(0.05) draws: about 2 x 1.96 x 0.0109.
-    assert stats["accuracy_delta_ci_high"] - stats["accuracy_delta_ci_low"] == pytest.approx(0.0427, abs=0.01)
+    # The ends are the closed-form quantiles, within one sample (1/400) of resampling noise; the
+    # other level's interval is not (95 %: -0.0725..-0.03, 90 %: -0.0675..-0.0325: its low end
+    # lies two samples away).
+    low, high = _binomial_interval(confidence, 400, 20)
+    assert stats["accuracy_delta_ci_low"] == pytest.approx(low, abs=1 / 400 + 1e-9)
+    assert stats["accuracy_delta_ci_high"] == pytest.approx(high, abs=1 / 400 + 1e-9)
+    other = _binomial_interval({0.95: 0.90, 0.90: 0.95}[confidence], 400, 20)
+    assert abs(stats["accuracy_delta_ci_low"] - other[0]) > 1 / 400 or abs(stats["accuracy_delta_ci_high"] - other[1]) > 1 / 400
     assert stats["mcnemar_p"] == pytest.approx(2 / 2 ** 20)
+
+
+def test_the_default_interval_is_95_percent():
+    predicted, reference, labels = _pairs(400, to_wrong=20, to_right=0)
+    assert paired_statistics(predicted, reference, labels) == paired_statistics(predicted, reference, labels, confidence=0.95)
 
 
 def test_ci_is_seeded_and_symmetric_flips_straddle_zero():
