@@ -121,24 +121,46 @@ def test_a_deleted_experiment_is_refused_with_the_restore_command(outputs, mode)
 
 
 def test_job_past_its_time_limit_fails_alone(outputs, shared_cache, monkeypatch):
+    """The job whose evaluation outlasts ``limits.timeout_minutes`` is recorded FAILED
+    (JobTimeout), and the next job of the same process (as a worker runs its next job), under
+    the same limit, runs to the end: the alarm is disarmed and its handler restored between."""
+    import signal
+
+    from precision_sweep import runtime as runtime_module
     from precision_sweep.job import run_job
     from precision_sweep.limits import JobTimeout
-    from precision_sweep import runtime as runtime_module
 
     original = runtime_module.run_batches
+    armed: list[float] = []
 
-    def slow_batches(*args, **kwargs):  # a real slow evaluation: sleep in the loop
-        time.sleep(3)
-        return original(*args, **kwargs)
+    def evaluation_outlasting_the_limit(*args, **kwargs):
+        armed.append(signal.getitimer(signal.ITIMER_REAL)[0])  # the limit's alarm, armed by the job
+        if len(armed) > 1:
+            return original(*args, **kwargs)
+        # The first job's evaluation outlasts its limit on any machine: its alarm is brought due
+        # now, and the evaluation runs on until the alarm stops it.
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        time.sleep(600)
+        raise AssertionError("the time limit did not stop the evaluation")
 
-    monkeypatch.setattr(runtime_module, "run_batches", slow_batches)
-    cfg = compose([f"paths.outputs={outputs}", f"paths.cache={shared_cache}", "runtime.progress=false",
-                   "precision=fp32", "limits.timeout_minutes=0.02"])
-    with pytest.raises(JobTimeout):
-        run_job(cfg)
+    monkeypatch.setattr(runtime_module, "run_batches", evaluation_outlasting_the_limit)
+    handler = signal.getsignal(signal.SIGALRM)
+    overrides = [f"paths.outputs={outputs}", f"paths.cache={shared_cache}", "runtime.progress=false",
+                 "precision=fp32", "limits.timeout_minutes=10"]
+    with pytest.raises(JobTimeout, match="limits.timeout_minutes=10") as stopped:
+        run_job(compose(overrides))
+    # Raised inside the evaluation, not before it reached it.
+    assert "evaluation_outlasting_the_limit" in [entry.name for entry in stopped.traceback]
+    assert 0 < armed[0] <= 600  # armed from limits.timeout_minutes
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) == handler
+
+    run_job(compose(overrides + ["target=ios17"]))  # the next job: the same limit, not reached
+    assert len(armed) == 2 and 0 < armed[1] <= 600
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) == handler
     client = mlflow_client(outputs)
-    (run,) = client.search_runs([client.get_experiment_by_name("precision-sweep").experiment_id])
-    assert run.info.status == "FAILED" and run.data.tags["error_class"] == "JobTimeout"
+    runs = client.search_runs([client.get_experiment_by_name("precision-sweep").experiment_id])
+    by_cell = sorted((run.data.params["target"], run.info.status, run.data.tags.get("error_class", "")) for run in runs)
+    assert by_cell == [("ios16", "FAILED", "JobTimeout"), ("ios17", "FINISHED", "")]
 
 
 def test_memory_limit_caps_what_the_block_adds_and_is_restored():
