@@ -150,16 +150,53 @@ CONV_CASES = [
 ]
 
 
+def _mil_conv_padding(pad_type, spatial, kernel, strides, dilations, pad):
+    """(before, after) padding per spatial dim as MIL's ``conv`` states it (coremltools
+    ``ops/defs/iOS15/conv.py``): ``custom`` reads ``pad[2i], pad[2i+1]``; ``same`` pads so that
+    ``d_out = ceil(d_in / stride)``, its total from coremltools' own ``aggregated_pad``, the odd
+    one after; ``same_lower`` puts it before ("extra rows/cols on the top/left")."""
+    from coremltools.converters.mil.mil.ops.defs._utils import aggregated_pad
+
+    if pad_type == "custom":
+        return [(pad[2 * i], pad[2 * i + 1]) for i in range(len(kernel))]
+    totals = aggregated_pad(pad_type, list(kernel), list(spatial), list(strides), list(dilations))
+    if pad_type == "same_lower":
+        return [(total - total // 2, total // 2) for total in totals]
+    return [(total // 2, total - total // 2) for total in totals]
+
+
+def _mil_conv_out_shape(pad_type, spatial, kernel, strides, dilations, pad):
+    from coremltools.converters.mil.mil.ops.defs._utils import spatial_dimensions_out_shape
+
+    custom = None if pad is None else tuple(pad)
+    return [int(d) for d in spatial_dimensions_out_shape(pad_type, tuple(spatial), tuple(kernel), tuple(strides),
+                                                         tuple(dilations), custom_pad=custom)]
+
+
+def test_the_mil_padding_of_the_conv_cases():
+    # Worked by hand from the definition: 10 rows, stride 2, kernel 3 dilated 2 (spans 5):
+    # total = 2 * ceil(10 / 2) - 10 + 5 - 2 = 3; 9 columns, stride 1, kernel 2 dilated 3 (spans 4):
+    # total = 9 - 9 + 4 - 1 = 3. "same_lower" puts the odd one before, "same" after.
+    assert _mil_conv_padding("same_lower", (10, 9), (3, 2), (2, 1), (2, 3), None) == [(2, 1), (2, 1)]
+    assert _mil_conv_padding("same", (10, 9), (3, 2), (2, 1), (2, 3), None) == [(1, 2), (1, 2)]
+    assert _mil_conv_padding("custom", (7, 7), (3, 3), (1, 2), (2, 1), [1, 2, 0, 3]) == [(1, 2), (0, 3)]
+    assert _mil_conv_padding("valid", (9, 9), (3, 3), (1, 1), (1, 1), None) == [(0, 0), (0, 0)]
+
+
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[5]}-g{c[4]}-s{c[2]}-d{c[3]}-{len(c[0]) - 2}d")
 def test_conv_matches_reference(case):
     xs, ws, strides, dil, groups, pad_type, pad = case
     x = RNG.standard_normal(xs).astype(np.float32)
     w = RNG.standard_normal(ws).astype(np.float32)
     b = RNG.standard_normal(ws[0]).astype(np.float32)
-    kw = dict(strides=strides, dilations=dil, groups=groups, pad_type=pad_type, pad=pad)
-    got = conv_ops.conv(x, w, b, **kw)
-    want = conv_ops.conv_reference(x, w, b, **kw)
+    got = conv_ops.conv(x, w, b, strides=strides, dilations=dil, groups=groups, pad_type=pad_type, pad=pad)
+    # The reference pads as the MIL definition states, not through the kernel's own padding
+    # helper, then runs the direct definition unpadded.
+    padding = _mil_conv_padding(pad_type, xs[2:], ws[2:], strides, dil, pad)
+    want = conv_ops.conv_reference(np.pad(x, [(0, 0), (0, 0), *padding]), w, b, strides=strides, dilations=dil,
+                                   groups=groups, pad_type="valid")
     assert got.shape == want.shape
+    assert list(got.shape[2:]) == _mil_conv_out_shape(pad_type, xs[2:], ws[2:], strides, dil, pad)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
