@@ -132,7 +132,7 @@ def test_crop_resize_boxes_ios17(n):
     np.testing.assert_allclose(got.reshape(-1), want, atol=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "coremltools' iOS15 TestCropResize expects, for the inverted normalized box [2, 2, 1, 1] under "
     "UNALIGN_CORNERS, the whole-image half-pixel grid (rows/cols 0.5, 2.5); no reading of the spec's "
     "grid over that box (which lies outside the image) gives it. The test is xfailed on every unit "
@@ -142,6 +142,20 @@ def test_crop_resize_unalign_inverted_normalized_box_ios15():
     (got,) = run(lambda x: mb.crop_resize(x=x, roi=roi, target_height=2, target_width=2, normalized_coordinates=True,
                                           sampling_mode="UNALIGN_CORNERS"), {"x": IMAGE_4X4}, IOS15)
     np.testing.assert_allclose(got.reshape(-1), [3.5, 5.5, 11.5, 13.5], rtol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [IOS15, IOS16])
+def test_crop_resize_unalign_inverted_normalized_box_outside_the_image_is_all_padding(opset):
+    """What the emulator gives for the box above, on the spec's grid: the normalized box [2, 2, 1, 1]
+    reaches from the image's last row and column (normalized 1) outwards, so every sample of the
+    grid over it falls past the image and is the pad value (iOS15: 0; iOS16's ``pad_value``, here 7)."""
+    pad = {IOS15: {}, IOS16: {"pad_value": np.float32(7.0)}}[opset]
+    roi = np.array([0, 2, 2, 1, 1], np.float32).reshape(1, 1, 5, 1, 1) if opset == IOS16 else \
+        np.array([2, 2, 1, 1], np.float32).reshape(1, 1, 4, 1, 1)
+    (got,) = run(lambda x: mb.crop_resize(x=x, roi=roi, target_height=2, target_width=2, normalized_coordinates=True,
+                                          sampling_mode="UNALIGN_CORNERS", **pad), {"x": IMAGE_4X4}, opset)
+    assert got.shape == (1, 1, 1, 2, 2)
+    np.testing.assert_array_equal(got.reshape(-1), [0.0 if opset == IOS15 else 7.0] * 4)
 
 
 SAMPLING_MODES = ["STRICT_ALIGN_CORNERS", "ALIGN_CORNERS", "DEFAULT", "OFFSET_CORNERS", "UNALIGN_CORNERS"]
