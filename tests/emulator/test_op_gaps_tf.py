@@ -186,15 +186,6 @@ def test_resample_has_no_entry_point_in_core_tensorflow():
     assert not any(hasattr(tf.raw_ops, name.split(">")[-1]) for name in mapped)
 
 
-def test_resample_tf_entry_point_needs_tensorflow_addons():
-    """The only TF op the frontend maps to ``resample`` is ``Addons>Resampler`` (runs where
-    TensorFlow Addons installs; it is not released for this TensorFlow)."""
-    tfa = pytest.importorskip("tensorflow_addons")
-    x = RNG.standard_normal((1, 5, 6, 2)).astype(np.float32)
-    warp = RNG.uniform(-1, 6, (1, 3, 4, 2)).astype(np.float32)
-    emulate_against_tf(lambda x, w: tfa.image.resampler(x, w), [x, warp], IOS16, "resample")
-
-
 # ---------------------------------------------------------------- every new op under every profile
 IMG = RNG.standard_normal((2, 3, 6, 6)).astype(np.float32)
 PROFILE_PROGRAMS = {
@@ -235,19 +226,32 @@ def _profile_model(name, precision):
     return ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=opset, compute_precision=precision), inputs
 
 
+def _declared_dtypes(mlmodel) -> dict[str, np.dtype]:
+    """The dtype the converted program declares for each op output, by name."""
+    from coremltools.converters.mil.mil import types
+
+    return {var.name: np.dtype(types.nptype_from_builtin(var.dtype))
+            for op in mlmodel._mil_program.functions["main"].operations for var in op.outputs}
+
+
 @pytest.mark.parametrize("name", sorted(PROFILE_PROGRAMS))
 def test_new_ops_run_under_every_profile_in_the_declared_dtype(name):
     op_type = name.rsplit("_ios", 1)[0]
     reference = None
     for precision, float_dtype in ((ct.precision.FLOAT32, np.float32), (ct.precision.FLOAT16, np.float16)):
         mlmodel, inputs = _profile_model(name, precision)
+        declared = _declared_dtypes(mlmodel)
         for units, device in PROFILES:
             emulator = Emulator(mlmodel, compute_units=units, device=device)
             feeds = dict(zip(emulator.input_names, inputs.values()))
             outputs, intermediates = emulator.predict(feeds, capture=True)
-            produced = [v for t, v in intermediates.values() if t == op_type]
+            produced = {name: v for name, (t, v) in intermediates.items() if t == op_type}
             assert produced, f"{op_type} did not run ({units}, {precision})"
-            assert any(v.dtype == float_dtype for v in produced) or op_type == "non_zero", [v.dtype for v in produced]
+            # Each output in the dtype the program declares for it, and the declared float outputs
+            # in the precision converted to (non_zero has only its int32 indices).
+            assert {name: v.dtype for name, v in produced.items()} == {name: declared[name] for name in produced}
+            floats = {declared[name] for name in produced if np.issubdtype(declared[name], np.floating)}
+            assert floats == ({np.dtype(float_dtype)} if op_type != "non_zero" else set()), floats
             values = [np.asarray(outputs[n], np.float64) for n in emulator.output_names]
             if reference is None:
                 reference = values
