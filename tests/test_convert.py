@@ -33,6 +33,23 @@ def _io_and_ops(mlmodel):
     return io, [op.op_type for op in program.functions["main"].operations if op.op_type != "const"]
 
 
+def _weights(mlmodel) -> list[tuple[str, tuple, bytes]]:
+    """Every constant of the program, in program order: dtype, shape and bytes."""
+    from precision_sweep.emulator.program import load_program
+
+    program, _ = load_program(mlmodel)
+    consts = [np.asarray(op.outputs[0].val) for op in program.functions["main"].operations if op.op_type == "const"]
+    return [(c.dtype.str, c.shape, c.tobytes()) for c in consts]
+
+
+def _outputs(mlmodel, x) -> list[tuple[str, np.ndarray]]:
+    from precision_sweep.emulator import Emulator
+
+    emulator = Emulator(mlmodel, compute_units="cpu_only")
+    out = emulator.predict({"image": x})
+    return [(name, np.asarray(out[name])) for name in emulator.output_names]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("target", ["ios15", "ios16"])
 def test_cached_frontend_variant_equals_plain_conversion(tiny_model, tmp_path, precision, target):
@@ -53,6 +70,13 @@ def test_cached_frontend_variant_equals_plain_conversion(tiny_model, tmp_path, p
     )
     ours = ct.models.MLModel(str(converted.path), skip_model_load=True)
     assert _io_and_ops(ours) == _io_and_ops(plain)
+    # Bit for bit: every weight, and the outputs of both programs on the same inputs.
+    weights = _weights(ours)
+    assert len(weights) >= 4 and weights == _weights(plain)  # conv and dense kernels and biases, at least
+    x = np.random.default_rng(0).standard_normal((5, 8, 8, 1)).astype(np.float32)
+    ours_out, plain_out = _outputs(ours, x), _outputs(plain, x)
+    assert [(n, v.dtype, v.shape) for n, v in ours_out] == [(n, v.dtype, v.shape) for n, v in plain_out]
+    assert [v.tobytes() for _, v in ours_out] == [v.tobytes() for _, v in plain_out]
     assert converted.effective_target == cfg.target.coremltools_target
 
 
