@@ -157,3 +157,20 @@ def assert_store_intact(outputs: Path, earlier_run_id: str) -> dict[str, str]:
     assert state.get(earlier_run_id) == "FINISHED", state
     assert "RUNNING" not in state.values(), state
     return state
+
+
+def refused(outputs: Path, capsys, program: str, call) -> str:
+    """Run ``call()`` (an entry point in-process) on a store holding an earlier run; check exit 2,
+    a one-paragraph ``<program>: error:`` without a traceback and the store intact; return the
+    message on one line."""
+    import pytest
+
+    earlier = prepopulate(outputs)
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    message = err[err.index(f"{program}: error:"):]
+    assert "Traceback" not in message
+    assert_store_intact(outputs, earlier)
+    return " ".join(message.split())

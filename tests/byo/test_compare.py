@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import app_models
-from byo_helpers import assert_store_intact, image_cnn, prepopulate, store_state
+from byo_helpers import image_cnn, refused, store_state
 
 TWO_OVER_255 = ["dataset.scale=0.00784313725490196", "dataset.mean=[1.0]"]  # pixels -> [-1, 1], as the core was trained
 
@@ -129,15 +129,8 @@ def test_the_doctor_reads_the_file_s_own_preprocessing(files):
 def _refused(capsys, outputs: Path, *args) -> str:
     from precision_sweep.cli.compare import main
 
-    earlier = prepopulate(outputs)
-    with pytest.raises(SystemExit) as exit_info:
-        main([*map(str, args), f"paths.outputs={outputs}", "dataset.test_size=0.5"])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    message = err[err.index("precision-compare: error:"):]
-    assert "Traceback" not in message
-    assert_store_intact(outputs, earlier)
-    return " ".join(message.split())
+    return refused(outputs, capsys, "precision-compare",
+                   lambda: main([*map(str, args), f"paths.outputs={outputs}", "dataset.test_size=0.5"]))
 
 
 def test_an_input_whose_name_does_not_fit_the_model(files, tmp_path, capsys):
@@ -240,3 +233,15 @@ def test_labels_logged_match_the_file_s_predictions(files, tmp_path, capsys):
     predicted = np.concatenate([emulator.predict({"image": feed[i:i + 1]})["classLabel"] for i in range(len(feed))])
     expected = float(np.mean(predicted == np.array(app_models.CLASS_NAMES)[labels]))
     assert run.data.metrics["accuracy"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_precision_diagnose_shows_the_doctor_for_a_compared_file(files, tmp_path, capsys):
+    from precision_sweep.cli.diagnose import main
+
+    _compare(capsys, files["core"], files["bgr"], files["data"], tmp_path, *TWO_OVER_255)
+    run = _run(tmp_path)
+    main([run.info.run_id, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    out = capsys.readouterr().out
+    assert f"run {run.info.run_id}: Preprocessing doctor" in out
+    assert "swapped channel order" in out and "color_layout=ct.colorlayout.RGB" in out
+    assert "no FP32 twin" in out

@@ -45,16 +45,24 @@ def _options(group: str) -> set[str]:
     return {p.stem for p in (CONF / group).glob("*.yaml")}
 
 
-def model_overrides(value: str) -> list[str]:
-    """The ``model=`` overrides of the MODEL argument."""
-    if value in _options("model") and not Path(value).exists():
-        return [f"model={value}"]
+def _existing(value: str, argument: str, group: str, what: str) -> Path | None:
+    """None when ``value`` names a config of ``group``; else the path, which must exist."""
+    if value in _options(group) and not Path(value).exists():
+        return None
     path = Path(value).expanduser()
     if not path.exists():
         raise UserInputError(
-            f"MODEL {value} does not exist and is not a model config ({', '.join(sorted(_options('model')))}). "
-            "Give your .keras/.h5 file or SavedModel folder."
+            f"{argument} {value} does not exist and is not a {group} config "
+            f"({', '.join(sorted(_options(group)))}). Give {what}."
         )
+    return path
+
+
+def model_overrides(value: str) -> list[str]:
+    """The ``model=`` overrides of the MODEL argument."""
+    path = _existing(value, "MODEL", "model", "your .keras/.h5 file or SavedModel folder")
+    if path is None:
+        return [f"model={value}"]
     if path.is_dir():
         if not (path / "saved_model.pb").exists():
             raise UserInputError(f"MODEL {path} is a folder without saved_model.pb: give a SavedModel folder or a .keras/.h5 file.")
@@ -66,14 +74,9 @@ def model_overrides(value: str) -> list[str]:
 
 def data_overrides(value: str) -> list[str]:
     """The ``dataset=`` overrides of the DATA argument."""
-    if value in _options("dataset") and not Path(value).exists():
+    path = _existing(value, "DATA", "dataset", "an .npz file (x, y) or an image folder with one subfolder per class")
+    if path is None:
         return [f"dataset={value}"]
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise UserInputError(
-            f"DATA {value} does not exist and is not a dataset config ({', '.join(sorted(_options('dataset')))}). "
-            "Give an .npz file (x, y) or an image folder with one subfolder per class."
-        )
     if path.is_dir():
         return ["dataset=image_folder", f"dataset.path={path.resolve()}"]
     if path.suffix != ".npz":

@@ -54,9 +54,21 @@ def main(argv: list[str] | None = None) -> None:
         fail(PROGRAM, f"error: no MLflow store at {uri}. Run a sweep first or pass --tracking-uri.")
     client = store.client_for(uri)
     try:
-        client.get_run(args.run_id)
+        run = client.get_run(args.run_id)
     except Exception:
         fail(PROGRAM, f"error: no run with id {args.run_id!r} in {uri}. Pass a job's run id (see the MLflow UI or precision-pick).")
+    doctor = run.data.tags.get("preprocessing_doctor")
+    if doctor:
+        print(f"run {args.run_id}: {doctor}")
+    if run.data.params.get("coreml_file"):
+        if not doctor:
+            print(f"run {args.run_id}: {run.data.params['coreml_file']} agreed with TF (no preprocessing diagnosis was needed).")
+        print("The run evaluated a Core ML file of your own: its ops have no FP32 twin converted by precision-sweep, "
+              "so there is no per-op drift report. Sweep the Keras model itself to trace drift op by op.")
+        return
+    if doctor and run.data.tags.get("preprocessing_cause", "none") != "none":
+        print("The preprocessing above explains the disagreement; the per-op drift below is measured with the "
+              "job's own preprocessing.")
 
     from precision_sweep.config import Config
     from precision_sweep.diagnose.drift import rank_ops

@@ -52,7 +52,7 @@ class Preprocessing:
     def of(cls, scale, bias, channels: int, channel_order: str = "rgb") -> "Preprocessing":
         return cls(
             tuple(float(v) for v in _per_channel(scale, channels)),
-            tuple(float(v) for v in _per_channel(bias, channels)),
+            tuple(float(v) + 0.0 for v in _per_channel(bias, channels)),  # + 0.0: no -0.0 in the bias
             channel_order if channels == 3 else "rgb",
         )
 
@@ -123,7 +123,7 @@ class Preprocessing:
     def image_type_source(self, float16_gray: bool = False) -> str:
         """The ``ct.ImageType(...)`` arguments as code, to paste into a conversion script."""
         scale, bias = self.image_type_arguments()
-        return (f"ct.ImageType(scale={_number(scale)}, bias=[{', '.join(_number(b + 0.0) for b in bias)}], "
+        return (f"ct.ImageType(scale={_number(scale)}, bias=[{', '.join(_number(b) for b in bias)}], "
                 f"color_layout=ct.colorlayout.{self.color_layout(float16_gray)})")
 
     def describe(self) -> str:
