@@ -272,25 +272,39 @@ def test_keras3_unrolled_rnn_with_flexible_batch_matches_tf(layer):
     assert_matches_tf(got, np.asarray(model(x, training=False)))
 
 
-def test_frontend_cache_keeps_a_while_loop_program_in_memory_only(tmp_path):
+def test_frontend_cache_keeps_a_while_loop_program_in_memory_only(tmp_path, caplog):
     # milproto keeps no list lengths: a recurrent program read back would convert to other list
     # declarations than a plain ct.convert, so the store refuses it and the converter keeps it
     # in memory (tests/compression/test_cache.py checks stored programs convert identically).
+    import logging
+    import uuid
+
     import coremltools as ct
     import tensorflow as tf
 
+    from precision_sweep.convert.converter import base_package, frontend_program
     from precision_sweep.convert.program_store import ProgramNotStorable, save_program
+    from precision_sweep.convert.recipes import FLOAT32
+    from precision_sweep.data.models import LoadedModel
 
     quiet()
     model = _tf_keras_rnn("GRU")
     fn = tf.function(lambda a: model(a, training=False)).get_concrete_function(
         tf.TensorSpec((None, STEPS, FEATURES), tf.float32, name="x")
     )
-    program = ct.convert(
-        [fn], source="tensorflow", convert_to="milinternal", minimum_deployment_target=ct.target.iOS17,
-        inputs=[ct.TensorType(name="x", shape=(ct.RangeDim(1, 8, 1), STEPS, FEATURES))],
-        pass_pipeline=ct.PassPipeline.EMPTY,
-    )
+    # A content hash of its own: the converter's process-wide memo has not seen this model.
+    loaded = LoadedModel("gru", [fn], "x", (STEPS, FEATURES), "probabilities", f"gru-{uuid.uuid4().hex}")
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.INFO, logger="precision_sweep.convert.converter"):
+        program = frontend_program(loaded, "iOS17", FLOAT32, 8, cache)
     assert "while_loop" in {op.op_type for op in program.functions["main"].operations}
-    with pytest.raises(ProgramNotStorable, match="list|nested blocks"):
+    assert "kept in memory only" in caplog.text
+    assert not list((cache / "convert" / "frontend").glob("*.milprogram"))  # nothing stored
+    with pytest.raises(ProgramNotStorable, match="list|nested blocks"):  # why: the store refuses it
         save_program(program, tmp_path / "entry")
+    assert frontend_program(loaded, "iOS17", FLOAT32, 8, cache) is program  # served from memory
+    # The package converted from the in-memory program runs as TensorFlow does.
+    package = base_package(loaded, "iOS17", FLOAT32, 8, cache)
+    x = np.random.default_rng(2).normal(size=(BATCH, STEPS, FEATURES)).astype(np.float32)
+    (got,), _ = emulate(ct.models.MLModel(str(package), skip_model_load=True), {"x": x})
+    assert_matches_tf(got, np.asarray(model(x, training=False)))
