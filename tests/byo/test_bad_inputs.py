@@ -8,7 +8,11 @@ earlier run.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -220,6 +224,23 @@ def test_validate_sources_is_cheap_and_checks_kinds(tmp_path, models):
 
     validate_sources(compose())  # the embedded default has no paths
     validate_sources(compose(["model=keras", f"model.path={models['cnn']}"]))
+    # Cheap: in a fresh process, validating the real .keras and .h5 models imports neither
+    # TensorFlow nor Keras (nor coremltools), so no model is loaded; an .h5 file's header is read
+    # with h5py (its model_config attribute), nothing more.
+    script = textwrap.dedent(
+        """
+        import sys
+        from sweep_testing import compose
+        from precision_sweep.data import validate_sources
+        for path in sys.argv[1:]:
+            validate_sources(compose(["model=keras", f"model.path={path}"]))
+        print(" ".join(sorted(m for m in ("tensorflow", "keras", "tf_keras", "coremltools") if m in sys.modules)))
+        """
+    )
+    fresh = subprocess.run([sys.executable, "-c", script, str(models["cnn"]), str(models["cnn_h5"])],
+                           capture_output=True, text=True, check=True, cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert fresh.stdout.split() == [], fresh.stdout
     with pytest.raises(UserInputError, match="is a directory, not an .npz file"):
         validate_sources(compose(["dataset=npz", f"dataset.path={tmp_path}"]))
     (tmp_path / "f.png").write_bytes(b"x")
