@@ -245,3 +245,28 @@ def test_precision_diagnose_shows_the_doctor_for_a_compared_file(files, tmp_path
     assert f"run {run.info.run_id}: Preprocessing doctor" in out
     assert "swapped channel order" in out and "color_layout=ct.colorlayout.RGB" in out
     assert "no FP32 twin" in out
+
+
+def test_a_sweep_over_one_file_varies_compute_units_and_device(files, tmp_path):
+    from sweep_testing import mlflow_client, run_cli
+
+    common = ["-m", "model=keras", f"model.path={files['core']}", "dataset=npz", f"dataset.path={files['data']}",
+              *TWO_OVER_255, "dataset.test_size=0.5", "runtime.progress=false", "compute_units=cpu_only,all", "device=m1,m5"]
+    missing = run_cli(["precision-sweep", *common, f"model.coreml_file={tmp_path / 'nope.mlpackage'}",
+                       f"paths.outputs={tmp_path / 'missing'}"], cwd=tmp_path)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert not (tmp_path / "missing" / "mlflow.db").exists()  # checked before the sweep's parent run
+
+    result = run_cli(["precision-sweep", *common, f"model.coreml_file={files['bgr']}", f"paths.outputs={tmp_path / 'out'}"],
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = mlflow_client(tmp_path / "out")
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("precision-sweep").experiment_id])
+            if r.data.tags.get("mlflow.parentRunId")]
+    assert sorted((r.data.params["compute_units"], r.data.params["device"]) for r in runs) == [
+        ("all", "m1"), ("all", "m5"), ("cpu_only", "m1"), ("cpu_only", "m5")]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert run.data.params["precision"] == "file" and run.data.params["coreml_file"] == str(files["bgr"])
+        assert run.data.params["target"] == "ios16"
+        assert "swapped channel order" in run.data.tags["preprocessing_cause"]

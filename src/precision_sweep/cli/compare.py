@@ -136,10 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TQDM_DISABLE", "1")
     args = build_parser().parse_args(argv)
-    from precision_sweep.convert.user_file import check_file_path
+    from precision_sweep.data.validate import check_coreml_file
 
     try:
-        coreml = check_file_path(args.coreml)
+        coreml = check_coreml_file(args.coreml)
         overrides = [*model_overrides(args.model), *data_overrides(args.data), f"model.coreml_file={coreml}",
                      *args.overrides]
         cfg = compose_config(overrides)

@@ -21,6 +21,7 @@ from pathlib import Path
 from precision_sweep.convert.converter import ConvertedModel, package_size, weights_size
 from precision_sweep.convert.targets import effective_target_name, package_spec_version
 from precision_sweep.data.preprocessing import ImageFeed, check_pixels
+from precision_sweep.data.validate import check_coreml_file
 from precision_sweep.errors import UserInputError
 
 
@@ -34,29 +35,6 @@ class FileInterface:
     image_size: tuple[int, int] | None  # (height, width) of an image input
     input_shape: tuple | None  # a tensor input's shape
     labels: tuple[str, ...] | None
-
-
-def check_file_path(value) -> Path:
-    """The file at ``model.coreml_file``, refused when it does not exist or is no Core ML file."""
-    path = Path(str(value)).expanduser()
-    if not path.exists():
-        raise UserInputError(
-            f"model.coreml_file={value} does not exist. Give the path of your .mlpackage (a folder) or "
-            ".mlmodel file, e.g. precision-compare model.keras MyModel.mlpackage data/ (an absolute path "
-            "in a sweep)."
-        )
-    if path.suffix == ".mlmodel":
-        raise UserInputError(
-            f"{path} is a .mlmodel file (the neuralnetwork format of iOS13/iOS14 targets), which "
-            "precision-sweep does not execute yet (its loader is the next issue). Convert for iOS15 or "
-            "later (minimum_deployment_target=ct.target.iOS15, an .mlpackage) to evaluate it now."
-        )
-    if path.suffix != ".mlpackage" or not path.is_dir():
-        raise UserInputError(
-            f"model.coreml_file={value} is not a Core ML package: give an .mlpackage folder, as "
-            "mlmodel.save('MyModel.mlpackage') writes it."
-        )
-    return path.resolve()
 
 
 def read_interface(path: Path) -> FileInterface:
@@ -162,7 +140,7 @@ def check_against(interface: FileInterface, path: Path, model, dataset, where: s
 def use_file(cfg, run, model, dataset, job_dir: Path) -> ConvertedModel:
     """The user's file as the job's variant: checked, copied into the job folder, its params
     logged (``precision=file``, its effective target, its image input)."""
-    path = check_file_path(cfg.model.coreml_file)
+    path = check_coreml_file(cfg.model.coreml_file)
     interface = read_interface(path)
     where = f"model={cfg.model.name}"
     _load_program(path)

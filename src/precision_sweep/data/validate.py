@@ -132,6 +132,29 @@ def check_dataset_path(cfg) -> Path | None:
     return path
 
 
+def check_coreml_file(value) -> Path:
+    """The file at ``model.coreml_file``, refused when it does not exist or is no Core ML file."""
+    path = Path(str(value)).expanduser()
+    if not path.exists():
+        raise UserInputError(
+            f"model.coreml_file={value} does not exist. Give the path of your .mlpackage (a folder) or "
+            ".mlmodel file, e.g. precision-compare model.keras MyModel.mlpackage data/ (an absolute path "
+            "in a sweep)."
+        )
+    if path.suffix == ".mlmodel":
+        raise UserInputError(
+            f"{path} is a .mlmodel file (the neuralnetwork format of iOS13/iOS14 targets), which "
+            "precision-sweep does not execute yet (its loader is the next issue). Convert for iOS15 or "
+            "later (minimum_deployment_target=ct.target.iOS15, an .mlpackage) to evaluate it now."
+        )
+    if path.suffix != ".mlpackage" or not path.is_dir():
+        raise UserInputError(
+            f"model.coreml_file={value} is not a Core ML package: give an .mlpackage folder, as "
+            "mlmodel.save('MyModel.mlpackage') writes it."
+        )
+    return path.resolve()
+
+
 def validate_sources(cfg) -> None:
     """Check the model and dataset paths of a composed config (cheap: no model is loaded).
 
@@ -139,3 +162,5 @@ def validate_sources(cfg) -> None:
     """
     check_model_path(cfg.model)
     check_dataset_path(cfg.dataset)
+    if cfg.model.get("coreml_file"):
+        check_coreml_file(cfg.model.coreml_file)
