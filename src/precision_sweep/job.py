@@ -138,12 +138,14 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
     metrics, files = _measure(cfg, run, model, dataset, converted, runtime, outputs, labels, baseline, job_dir)
     metrics["eval_seconds"] = eval_seconds
     _record(cfg, run, metrics, files, outputs, baseline, dataset, converted, job_dir)
-    if metrics["agreement"] < cfg.diagnosis.below_agreement:
-        doctor = None
-        if dataset.feed is not None:
-            from precision_sweep.diagnose.run import preprocessing_doctor_in_job
+    disagrees = metrics["agreement"] < cfg.diagnosis.below_agreement
+    doctor = None
+    if dataset.feed is not None and (disagrees or metrics.get("accuracy_delta_ci_high", 0.0) < 0):
+        # an image input that disagrees, or loses accuracy beyond its CI: test the preprocessing first
+        from precision_sweep.diagnose.run import preprocessing_doctor_in_job
 
-            doctor = preprocessing_doctor_in_job(cfg, run, model, dataset, runtime, baseline, converted.path, job_dir)
+        doctor = preprocessing_doctor_in_job(cfg, run, model, dataset, runtime, baseline, converted.path, job_dir)
+    if disagrees:
         if not cfg.model.coreml_file and not (doctor and doctor.found):
             from precision_sweep.diagnose.run import diagnose_in_job
 

@@ -65,18 +65,55 @@ def _coreml(path: Path, execution) -> Runtime:
     mlmodel = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, execution.compute_units.upper()))
     spec = mlmodel.get_spec()
     description = spec.description
-    if not description.predictedFeatureName:
+    feed = _pil_images(description.input[0])
+    if not description.predictedFeatureName and feed is None:
         return Runtime("coreml", description.input[0].name, description.output[0].name, mlmodel.predict)
+
+    def predict_rows(feeds: dict) -> list[dict]:
+        # one sample per call: an image input takes a PIL image, a classifier returns one label
+        (name, x), = feeds.items()
+        return [mlmodel.predict({name: feed(x[i]) if feed else x[i : i + 1]}) for i in range(len(x))]
+
+    if not description.predictedFeatureName:
+        output = description.output[0].name
+
+        def predict(feeds: dict) -> dict:
+            return {output: np.concatenate([np.asarray(r[output]) for r in predict_rows(feeds)])}
+
+        return Runtime("coreml", description.input[0].name, output, predict)
     classes = tuple(_coreml_class_labels(spec, path))
     label, probabilities = description.predictedFeatureName, description.predictedProbabilitiesName
 
     def predict(feeds: dict) -> dict:
-        # Core ML predicts a classifier one sample at a time; its probabilities are a dict
-        rows = [mlmodel.predict({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(len(next(iter(feeds.values()))))]
+        rows = predict_rows(feeds)  # the probabilities are a dict per sample
         return {label: np.array([r[label] for r in rows]),
                 probabilities: np.array([[r[probabilities][c] for c in classes] for r in rows], dtype=np.float32)}
 
     return Runtime("coreml", description.input[0].name, probabilities, predict, label_name=label, class_labels=classes)
+
+
+def _pil_images(feature) -> Callable | None:
+    """For an image input, the function from one program input sample (CHW, in the input's
+    colour order, as :class:`~precision_sweep.data.preprocessing.ImageFeed` gives it) back to
+    the PIL image an app hands Core ML (which then reorders and scales it itself); else None.
+    Not exercised here: Core ML prediction runs on macOS only."""
+    if feature.type.WhichOneof("Type") != "imageType":
+        return None
+    from coremltools.proto import FeatureTypes_pb2
+    from PIL import Image
+
+    layout = FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(feature.type.imageType.colorSpace)
+
+    def to_image(sample: np.ndarray):
+        hwc = np.transpose(np.asarray(sample, dtype=np.float32), (1, 2, 0))
+        if layout == "BGR":
+            hwc = hwc[..., ::-1]
+        if layout == "GRAYSCALE_FLOAT16":
+            return Image.fromarray(hwc[..., 0], mode="F")
+        pixels = np.clip(np.round(hwc), 0, 255).astype(np.uint8)
+        return Image.fromarray(pixels[..., 0] if layout == "GRAYSCALE" else pixels)
+
+    return to_image
 
 
 def _coreml_class_labels(spec, path: Path) -> list:
