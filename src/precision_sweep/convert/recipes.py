@@ -4,6 +4,12 @@
 ``ct.transform.FP16ComputePrecision(op_selector=...)`` when ops stay fp32). Compression goes
 through ``coremltools.optimize.coreml``: each config block becomes
 ``OptimizationConfig.from_dict({"config_type": ..., "global_config": <the block>})``.
+
+At neuralnetwork targets (iOS13/iOS14) there is no compute precision to choose (the device
+computes in fp32 on the CPU, fp16 on the GPU and the Neural Engine) and no
+``coremltools.optimize.coreml``: a recipe becomes stages of
+``coremltools.models.neural_network.quantization_utils.quantize_weights`` on the FP32 model
+(:func:`nn_weight_stages`). ``validity`` says which recipes have no such mapping.
 """
 
 from __future__ import annotations
@@ -137,4 +143,101 @@ def compress_weights(mlmodel, precision, calibration=None, keep_float: tuple[str
         config = optimization_config("OpPalettizerConfig", palettization, drop=() if grouped else ("group_size",),
                                      keep_float=keep_float)
         mlmodel = cto.palettize_weights(mlmodel, config, joint_compression=joint)
+    return mlmodel
+
+
+@dataclass(frozen=True)
+class NNStage:
+    """One ``quantize_weights(model, nbits, quantization_mode, selector=...)`` call on a
+    neuralnetwork model; weights with fewer than ``weight_threshold`` elements are left as they are."""
+
+    nbits: int
+    mode: str
+    weight_threshold: int = 0
+
+
+def nn_weight_stages(precision) -> tuple[NNStage, ...]:
+    """The ``quantize_weights`` stages of a recipe at a neuralnetwork target, in order.
+
+    ``fp32`` is no stage (the FP32 model); ``compute_precision=float16`` ends with fp16 weights
+    for every weight still in fp32 (``nbits=16``), so ``fp16`` is fp16 weights, and ``int8`` is
+    8-bit weights with the small ones (biases) in fp16, as at ML Program targets. ``int8``
+    (``linear_symmetric``) maps to 8-bit ``linear_symmetric``, other linear dtypes to ``linear``
+    at their width; ``palettize`` to a ``kmeans_lut`` (``mode=kmeans``) or ``linear_lut``
+    (``mode=uniform``) of ``nbits``; ``nn_weight_quantization`` is passed as it is. Recipes that
+    :func:`~precision_sweep.convert.validity.invalid_reason` refuses at neuralnetwork targets
+    raise ValueError.
+    """
+    stages: list[NNStage] = []
+    unmapped = [name for name in ("fp32_ops", "weight_pruning", "activation_quantization", "auto_repair")
+                if precision.get(name)]
+    if unmapped:
+        raise ValueError(f"{precision.name}: {', '.join(unmapped)} has no neuralnetwork form")
+    wq = precision.weight_quantization
+    palettization = precision.weight_palettization
+    nn = precision.get("nn_weight_quantization")
+    if sum(map(bool, (wq, palettization, nn))) > 1:
+        raise ValueError(f"{precision.name}: more than one weight compression for a neuralnetwork model")
+    if wq:
+        nbits = 4 if str(wq.dtype) in ("int4", "uint4") else 8
+        symmetric = str(wq.mode) == "linear_symmetric"
+        if str(wq.granularity) != "per_channel" or (symmetric and nbits != 8):
+            raise ValueError(f"{precision.name}: {wq.granularity} {wq.mode} {wq.dtype} has no neuralnetwork form")
+        stages.append(NNStage(nbits, "linear_symmetric" if symmetric else "linear", int(wq.weight_threshold)))
+    if palettization:
+        if str(palettization.granularity) != "per_tensor":
+            raise ValueError(f"{precision.name}: {palettization.granularity} palettization has no neuralnetwork form")
+        mode = "kmeans_lut" if str(palettization.mode) == "kmeans" else "linear_lut"
+        stages.append(NNStage(int(palettization.nbits), mode, int(palettization.weight_threshold)))
+    if nn:
+        stages.append(NNStage(int(nn.nbits), str(nn.quantization_mode), int(nn.weight_threshold)))
+    if str(precision.compute_precision) == "float16" and not (stages and stages[-1].nbits == 16):
+        stages.append(NNStage(16, "linear"))
+    return tuple(stages)
+
+
+def _weight_count(layer, weight_param: str | None) -> int:
+    """Elements of the weight ``quantize_weights`` is about to quantize in ``layer``: its
+    ``bias`` when asked for it, else the largest of its WeightParams."""
+    params = getattr(layer, layer.WhichOneof("layer"))
+    counts = {field.name: len(value.floatValue) for field, value in params.ListFields()
+              if field.message_type is not None and field.message_type.name == "WeightParams"}
+    if weight_param is not None and weight_param in counts:
+        return counts[weight_param]
+    return max(counts.values(), default=0)
+
+
+def nn_quantize(mlmodel, stages: tuple[NNStage, ...]):
+    """``mlmodel`` (a neuralnetwork MLModel) through each stage's ``quantize_weights``."""
+    import contextlib
+    import io
+
+    from coremltools.models.neural_network import quantization_utils
+
+    class ThresholdSelector(quantization_utils.QuantizedLayerSelector):
+        """coremltools' layer selector with the recipe's ``weight_threshold``."""
+
+        def __init__(self, threshold: int):
+            super().__init__()
+            self.threshold = threshold
+
+        def do_quantize(self, layer, weight_param=None, **kwargs):
+            if not super().do_quantize(layer, **kwargs):
+                return False
+            return _weight_count(layer, weight_param) >= self.threshold
+
+    def kmeans_lut(nbits, weight):
+        """coremltools' own k-means table, flattened: its ``(2**nbits, 1)`` table fails to go
+        into the protobuf's float list under protobuf 7 (coremltools 9.0, mode kmeans_lut)."""
+        lut, indices = quantization_utils._get_kmeans_lookup_table_and_weight(nbits, weight)
+        return lut.reshape(-1), indices
+
+    for stage in stages:
+        extra = {"lut_function": kmeans_lut} if stage.mode == "kmeans_lut" else {}
+        mode = "custom_lut" if extra else stage.mode
+        # quantize_weights prints a line per layer: keep the job's log readable
+        with contextlib.redirect_stdout(io.StringIO()):
+            mlmodel = quantization_utils.quantize_weights(
+                mlmodel, stage.nbits, quantization_mode=mode, selector=ThresholdSelector(stage.weight_threshold), **extra
+            )
     return mlmodel

@@ -9,7 +9,10 @@ maps onto ``OptimizationConfig.from_dict({"global_config": ...})`` unchanged:
 * ``weight_quantization``: ``OpLinearQuantizerConfig`` (``cto.linear_quantize_weights``);
 * ``weight_palettization``: ``OpPalettizerConfig`` (``cto.palettize_weights``);
 * ``activation_quantization``: ``OpLinearQuantizerConfig`` for
-  ``cto.linear_quantize_activations``, calibrated with the emulator.
+  ``cto.linear_quantize_activations``, calibrated with the emulator;
+* ``nn_weight_quantization``: the arguments of
+  ``coremltools.models.neural_network.quantization_utils.quantize_weights`` (neuralnetwork
+  targets only; the ML Program blocks above also map onto it there, see ``recipes``).
 
 Enumerations make a mistyped mode, dtype or granularity fail at composition.
 """
@@ -54,6 +57,14 @@ class QuantizationGranularity(StrEnum):
 class PalettizationMode(StrEnum):
     kmeans = "kmeans"
     uniform = "uniform"
+
+
+class NNQuantizationMode(StrEnum):
+    # quantization_mode of coremltools.models.neural_network.quantization_utils.quantize_weights
+    linear = "linear"                      # per output channel, scale and bias (1-8 bits)
+    linear_symmetric = "linear_symmetric"  # per output channel, symmetric range (8 bits only)
+    linear_lut = "linear_lut"              # one evenly spaced look-up table per weight (1-8 bits)
+    kmeans_lut = "kmeans_lut"              # one k-means look-up table per weight (1-8 bits)
 
 
 class PalettizationGranularity(StrEnum):
@@ -120,6 +131,16 @@ class ActivationQuantizationConfig:
 
 
 @dataclass
+class NNWeightQuantizationConfig:
+    # Arguments of coremltools' quantize_weights(model, nbits, quantization_mode) for
+    # neuralnetwork models (targets iOS13/iOS14, macOS10_15/macOS11).
+    nbits: int = ranged(8, OneOf((1, 2, 3, 4, 5, 6, 7, 8, 16), hint="quantize_weights stores 1 to 8 bits (or 16: fp16 weights), e.g. precision.nn_weight_quantization.nbits=4."))
+    quantization_mode: NNQuantizationMode = NNQuantizationMode.linear
+    # Weights with fewer elements than this stay uncompressed (a QuantizedLayerSelector).
+    weight_threshold: int = ranged(128, _THRESHOLD)
+
+
+@dataclass
 class AutoRepairConfig:
     # The auto_repair block of fp16_auto and int8_auto (precision_sweep.repair runs it).
     # The budget that must hold on the calibration split: accuracy at most this many pp below
@@ -154,6 +175,8 @@ class PrecisionConfig:
     auto_repair: Optional[AutoRepairConfig] = None
     weight_palettization: Optional[WeightPalettizationConfig] = None
     activation_quantization: Optional[ActivationQuantizationConfig] = None
+    # neuralnetwork-only weight quantization (quantize_weights): nn_lut_linear
+    nn_weight_quantization: Optional[NNWeightQuantizationConfig] = None
 
 
 @dataclass

@@ -1,13 +1,21 @@
-"""Deployment targets: coremltools targets, their spec versions, and reading them back (from a
-saved package's bytes, without importing coremltools)."""
+"""Deployment targets: coremltools targets, their spec versions, their model format, and reading
+the version back (from a saved model's bytes, without importing coremltools).
+
+Targets before iOS15/macOS12 (spec 4 and 5) hold **neuralnetwork** models (a ``.mlmodel``
+file); from iOS15/macOS12 (spec 6) on we convert to ML Programs (an ``.mlpackage``), as
+``ct.convert`` does by default for those targets.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-# Core ML specification version of each OS release (coremltools.target values).
+# Core ML specification version of each OS release (coremltools.target values; coremltools'
+# _SPECIFICATION_VERSION_IOS_13 = 4, _IOS_14 = 5, ...).
 SPEC_VERSIONS = {
+    "iOS13": 4, "macOS10_15": 4,
+    "iOS14": 5, "macOS11": 5,
     "iOS15": 6, "macOS12": 6,
     "iOS16": 7, "macOS13": 7,
     "iOS17": 8, "macOS14": 8,
@@ -21,8 +29,25 @@ def coremltools_target(name: str):
     return getattr(ct.target, name)
 
 
+# The first spec version whose targets we convert to ML Programs (iOS15/macOS12).
+MLPROGRAM_FROM_SPEC = 6
+NEURALNETWORK = "neuralnetwork"
+MLPROGRAM = "mlprogram"
+
+
 def spec_version(coremltools_target_name: str) -> int:
     return SPEC_VERSIONS[coremltools_target_name]
+
+
+def model_format(coremltools_target_name: str) -> str:
+    """``"neuralnetwork"`` (iOS13/14, macOS10_15/11) or ``"mlprogram"`` (iOS15/macOS12 on): the
+    ``convert_to`` of ``ct.convert`` for a target."""
+    return MLPROGRAM if spec_version(coremltools_target_name) >= MLPROGRAM_FROM_SPEC else NEURALNETWORK
+
+
+def model_suffix(coremltools_target_name: str) -> str:
+    """The saved model's suffix at a target: ``.mlmodel`` (a file) or ``.mlpackage`` (a folder)."""
+    return ".mlpackage" if model_format(coremltools_target_name) == MLPROGRAM else ".mlmodel"
 
 
 def effective_target_name(spec_version_value: int, requested: str) -> str:

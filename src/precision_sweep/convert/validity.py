@@ -15,11 +15,27 @@ The rules come from the MIL opsets (coremltools ``converters/mil/mil/ops/defs/iO
 coremltools does not refuse such combinations, it silently raises the model's spec version, so
 we check before converting (this module) and after saving (the effective target read back from
 the package).
+
+Neuralnetwork targets (iOS13/iOS14, macOS10_15/macOS11: spec 4 and 5) have rules of their own
+(:func:`nn_reason`), from coremltools' ``models/neural_network/quantization_utils.py``
+(``quantize_weights``, the only weight compression of the format) and ``NeuralNetwork.proto``
+(``WeightParams``: fp32, fp16, or 1-8 bit ``rawValue`` with ``QuantizationParams``, a linear
+scale and bias or one look-up table per weight):
+
+* compute precision is not part of the format: no ``FP16ComputePrecision`` (``ct.convert``
+  refuses ``compute_precision`` for neuralnetwork), so no ops kept in fp32;
+* ``quantize_weights`` quantizes linearly per output channel (``_quantize_channelwise_linear``),
+  symmetric at 8 bits only, and builds one look-up table per weight: no per-tensor scale, no
+  per-block scales, no grouped look-up tables;
+* no sparse weights and no activation quantization (no such fields or layers to hold them);
+* ``quantize_weights`` needs spec 3 (``_MINIMUM_QUANTIZED_MODEL_SPEC_VERSION``), so every
+  recipe valid at iOS13 is valid at iOS14 too;
+* ``nn_weight_quantization`` (``quantize_weights``) applies to neuralnetwork models only.
 """
 
 from __future__ import annotations
 
-from precision_sweep.convert.targets import spec_version
+from precision_sweep.convert.targets import NEURALNETWORK, model_format, spec_version
 
 IOS16 = "iOS16/macOS13"
 IOS17 = "iOS17/macOS14"
@@ -66,8 +82,50 @@ def required_spec(precision) -> tuple[int, str]:
     return max(needs, key=lambda need: need[0])
 
 
+NN = "neuralnetwork (iOS13/iOS14)"
+
+
+def nn_reason(precision) -> str | None:
+    """Why a recipe has no neuralnetwork form (see the module docstring), or None."""
+    wq = precision.weight_quantization
+    palettization = precision.weight_palettization
+    if precision.get("auto_repair"):
+        return (f"the automatic repair keeps ops of an ML Program at higher precision; {NN} models have no "
+                "per-op precision (use fp16 or int8)")
+    if precision.fp32_ops:
+        return (f"{NN} models have no per-op compute precision (the device computes every layer in fp32 on "
+                "the CPU, fp16 on the GPU and Neural Engine): ops cannot be kept in fp32")
+    if precision.activation_quantization:
+        return f"{NN} models quantize weights only (quantize_weights): activation quantization needs {IOS17}"
+    if precision.weight_pruning:
+        return f"{NN} weights have no sparse storage: pruning needs {IOS16} or later"
+    if sum(map(bool, (wq, palettization, precision.get("nn_weight_quantization")))) > 1:
+        return f"{NN} models hold one weight compression per weight"
+    if wq:
+        if wq.granularity == "per_block":
+            return f"quantize_weights quantizes per output channel: per-block weight quantization needs {IOS18}"
+        if wq.granularity == "per_tensor":
+            return ("quantize_weights quantizes per output channel only (no per-tensor scale): use "
+                    "precision=int8 (per_channel)")
+        if wq.mode == "linear_symmetric" and wq.dtype in ("int4", "uint4"):
+            return ("quantize_weights' linear_symmetric mode is 8-bit only: for 4 bits use "
+                    "precision.weight_quantization.mode=linear")
+    if palettization and palettization.granularity == "per_grouped_channel":
+        return f"quantize_weights builds one look-up table per weight: per-grouped-channel palettization needs {IOS18}"
+    nn = precision.get("nn_weight_quantization")
+    if nn and nn.quantization_mode == "linear_symmetric" and nn.nbits != 8:
+        return "quantize_weights' linear_symmetric mode is 8-bit only (precision.nn_weight_quantization.nbits=8)"
+    return None
+
+
 def invalid_reason(precision, target) -> str | None:
     """Why ``precision`` cannot deploy at ``target``, or None if it can."""
+    if model_format(target.coremltools_target) == NEURALNETWORK:
+        why = nn_reason(precision)
+        return None if why is None else f"{precision.name} cannot deploy at {target.name}: {why}"
+    if precision.get("nn_weight_quantization"):
+        return (f"{precision.name} cannot deploy at {target.name}: nn_weight_quantization (quantize_weights) "
+                f"compresses {NN} models only; at ML Program targets use int8 or palettize")
     needed, why = required_spec(precision)
     have = spec_version(target.coremltools_target)
     if have < needed:
