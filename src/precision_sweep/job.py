@@ -196,7 +196,9 @@ def _record_config(cfg: DictConfig, run: JobRun) -> Path:
     run.log_artifact(config_path)
     reason = None if own_file else invalid_reason(cfg.precision, cfg.target)
     if reason:
-        run.log_params({"effective_target": "n/a"})
+        from precision_sweep.convert.targets import model_format
+
+        run.log_params({"effective_target": "n/a", "model_format": model_format(cfg.target.coremltools_target)})
         raise SkipJob(reason)
     return job_dir
 
@@ -221,6 +223,7 @@ def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
     from precision_sweep.convert import calibration_split, convert_variant
     from precision_sweep.convert.app_interface import image_feed, interface_for
     from precision_sweep.convert.doctor import explain_conversion_error
+    from precision_sweep.convert.targets import model_format, model_suffix, spec_version
 
     interface = interface_for(cfg, model, dataset)
     if interface.image is not None:
@@ -229,7 +232,7 @@ def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
         check_pixels(dataset.pixels_test, f"dataset={cfg.dataset.name}")
         run.log_params({"image_type": _image_type_text(interface)})
     dataset.feed = image_feed(interface)
-    package = job_dir / f"{cfg.model.name}-{cfg.precision.name}-{cfg.target.name}.mlpackage"
+    package = job_dir / f"{cfg.model.name}-{cfg.precision.name}-{cfg.target.name}{model_suffix(cfg.target.coremltools_target)}"
     try:
         converted = convert_variant(
             model, cfg.precision, cfg.target, package, max_batch=cfg.model.max_batch,
@@ -249,8 +252,11 @@ def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
 
         converted = repair_in_job(cfg, run, model, dataset, converted)
     effective = converted.effective_target
-    run.log_params({"effective_target": effective.lower(), "spec_version": converted.spec_version})
-    if effective != cfg.target.coremltools_target:
+    run.log_params({"effective_target": effective.lower(), "spec_version": converted.spec_version,
+                    "model_format": model_format(cfg.target.coremltools_target)})
+    # A neuralnetwork model carries the lowest spec its layers need (the digits model is spec 4
+    # at ios14): only a version above the target's keeps it from deploying there.
+    if converted.spec_version > spec_version(cfg.target.coremltools_target):
         raise SkipJob(
             f"{cfg.precision.name} at {cfg.target.name}: coremltools raised the model to "
             f"{effective} (spec {converted.spec_version}); it cannot deploy at {cfg.target.name}"

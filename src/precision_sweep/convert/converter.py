@@ -21,6 +21,14 @@ and used without importing coremltools or TensorFlow:
 The fp32 base package of the same model and target is the size reference of
 ``compression_ratio`` and ``bits_per_weight``.
 
+At neuralnetwork targets (iOS13/iOS14, macOS10_15/macOS11) the same levels hold ``.mlmodel``
+files: the base is the frontend program through ``ct.convert(..., convert_to="neuralnetwork")``
+(FP32 weights: the format has no compute precision), and every other recipe is a compressed
+entry, the base through coremltools' ``quantize_weights`` stages of the recipe
+(:func:`~precision_sweep.convert.recipes.nn_weight_stages`; ``fp16`` is fp16 weights). Their
+keys carry ``"format": "neuralnetwork"``; ML Program keys are unchanged. Beside each such entry
+a ``.weights.json`` holds its weight bytes, so a cached entry is measured without coremltools.
+
 When coremltools raises inside a level, the error is re-raised as :class:`ConversionStepFailed`
 carrying a :class:`BuildStep` (level, recipe, target, cache entry, where its input came from),
 so :mod:`doctor` can say what was being built.
@@ -29,7 +37,9 @@ so :mod:`doctor` can say what was being built.
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -45,9 +55,18 @@ from precision_sweep.convert.recipes import (
     compress_weights,
     compute_spec,
     is_compressed,
+    nn_quantize,
+    nn_weight_stages,
     recipe_block,
 )
-from precision_sweep.convert.targets import coremltools_target, effective_target_name, package_spec_version
+from precision_sweep.convert.targets import (
+    NEURALNETWORK,
+    coremltools_target,
+    effective_target_name,
+    model_format,
+    model_suffix,
+    package_spec_version,
+)
 from precision_sweep.data.models import LoadedModel
 from precision_sweep.data.versions import library_version
 from precision_sweep.errors import SkipJob, UserInputError
@@ -96,10 +115,62 @@ def package_size(path: Path) -> int:
 
 
 def weights_size(path: Path) -> int:
-    """Bytes of the package's weight blob files (``Data/com.apple.CoreML/weights/``): the
-    stored weights, with the blob format's headers and 64-byte alignment."""
+    """Bytes of a saved model's stored weights.
+
+    An ``.mlpackage``: its weight blob files (``Data/com.apple.CoreML/weights/``), with the
+    blob format's headers and 64-byte alignment. A neuralnetwork ``.mlmodel``: the bytes of
+    every ``WeightParams`` in its layers (:func:`nn_weights_bytes`; this imports coremltools).
+    """
     path = Path(path)
+    if path.is_file():
+        from coremltools.proto import Model_pb2
+
+        spec = Model_pb2.Model()
+        spec.ParseFromString(path.read_bytes())
+        return nn_weights_bytes(spec)
     return sum(p.stat().st_size for d in path.rglob("weights") if d.is_dir() for p in d.rglob("*") if p.is_file())
+
+
+def _weight_params_bytes(weights) -> int:
+    """Stored bytes of one ``WeightParams`` (NeuralNetwork.proto): 4 per ``floatValue``, the
+    ``float16Value``/``rawValue``/``int8RawValue`` bytes, and its quantization parameters (4
+    per linear scale and bias, 4 per look-up table entry)."""
+    quantization = weights.quantization
+    return (4 * len(weights.floatValue) + len(weights.float16Value) + len(weights.rawValue)
+            + len(weights.int8RawValue)
+            + 4 * (len(quantization.linearQuantization.scale) + len(quantization.linearQuantization.bias)
+                   + len(quantization.lookupTableQuantization.floatValue)))
+
+
+def nn_weights_bytes(message) -> int:
+    """Bytes of every ``WeightParams`` under a protobuf ``message`` (a ``Model`` spec: the
+    layers of its network, of nested loop/branch networks and of pipelines)."""
+    if message.DESCRIPTOR.full_name == "CoreML.Specification.WeightParams":
+        return _weight_params_bytes(message)
+    total = 0
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        if field.is_repeated:
+            if field.message_type.GetOptions().map_entry:
+                continue
+            total += sum(nn_weights_bytes(item) for item in value)
+        else:
+            total += nn_weights_bytes(value)
+    return total
+
+
+def _weights_record(path: Path) -> Path:
+    return path.with_name(path.name + ".weights.json")
+
+
+def _entry_weights_size(path: Path) -> int:
+    """:func:`weights_size` of a cache entry: read from the record written beside a
+    neuralnetwork entry when it was built (no coremltools import), else measured."""
+    record = _weights_record(Path(path))
+    if record.exists():
+        return int(json.loads(record.read_text())["weights_bytes"])
+    return weights_size(path)
 
 
 # Part of every cache key: bump it when code here or in ``recipes`` changes what an entry holds
@@ -169,11 +240,18 @@ def _building(step: BuildStep):
 
 def _publish_package(mlmodel, path: Path) -> None:
     """Save ``mlmodel`` beside ``path`` and move it there in one step (readers never see half
-    a package)."""
+    a package). A ``.mlmodel`` file gets its weight bytes recorded beside it first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        staged = Path(tmp) / "model.mlpackage"
+        staged = Path(tmp) / f"model{path.suffix}"
         mlmodel.save(str(staged))
-        publish_dir_atomic(staged, path)
+        if path.suffix == ".mlmodel":
+            record = Path(tmp) / "weights.json"
+            record.write_text(json.dumps({"weights_bytes": nn_weights_bytes(mlmodel.get_spec())}))
+            os.replace(record, _weights_record(path))
+            os.replace(staged, path)
+        else:
+            publish_dir_atomic(staged, path)
 
 
 def _scratch_dir() -> Path:
@@ -245,7 +323,7 @@ def frontend_program(model: LoadedModel, target_name: str, compute: ComputeSpec,
     return _frontend(model, target_name, compute, max_batch, cache_dir)[0]
 
 
-def _with_interface(program, model: LoadedModel, interface: AppInterface, max_batch: int):
+def _with_interface(program, model: LoadedModel, interface: AppInterface, max_batch: int, convert_to: str = "mlprogram"):
     """``program`` (a copy) with the app's input type on its main function, so that
     coremltools' pipeline inserts the image preprocessing and lays the input out as
     ``ct.convert(..., inputs=[ct.ImageType(...)])`` does."""
@@ -254,7 +332,13 @@ def _with_interface(program, model: LoadedModel, interface: AppInterface, max_ba
     program = copy.deepcopy(program)
     if interface.image is not None:
         batch = ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
-        program.functions["main"].input_types = [interface.input_type(model.input_name, tuple(model.input_shape), batch)]
+        input_type = interface.input_type(model.input_name, tuple(model.input_shape), batch)
+        if convert_to == NEURALNETWORK and input_type.color_layout.name.startswith("GRAYSCALE"):
+            # coremltools' NN backend writes a grayscale bias into the scaler's one float
+            # (``_convert_to_image_input``): a one-element list fails there
+            bias = input_type.bias
+            input_type.bias = float(bias[0]) if isinstance(bias, (list, tuple)) else float(bias)
+        program.functions["main"].input_types = [input_type]
     return program
 
 
@@ -266,18 +350,24 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
     ``compute`` may keep ops in fp32 (mixed precision): each selection is its own entry, so a
     repair that converts many selections converts each once, across jobs and processes.
     ``recipe`` only names the recipe in error messages. ``interface`` adds the app's image
-    input and classifier output (:mod:`.app_interface`).
+    input and classifier output (:mod:`.app_interface`). At a neuralnetwork target the base is
+    the FP32 ``.mlmodel`` whatever ``compute`` says (the format has no compute precision).
     """
+    convert_to = model_format(target_name)
+    if convert_to == NEURALNETWORK:
+        compute = FLOAT32
     entry = {"stage": "base", "model": model.content_hash, "target": target_name, "compute": compute.key,
              "max_batch": max_batch, "input": model.input_name, "versions": _versions()}
     if not interface.plain:
         entry["interface"] = interface.key()
+    if convert_to == NEURALNETWORK:
+        entry["format"] = convert_to
     key = hash_config(entry)
     cached = _BASE.get((key, None if cache_dir is None else str(cache_dir)))
     if cached is not None and cached.exists():
         return cached
     root = Path(cache_dir) / "convert" / "base" if cache_dir is not None else _scratch_dir()
-    path = root / f"{model.name}-{target_name}-{compute.key}-{key}.mlpackage"
+    path = root / f"{model.name}-{target_name}-{compute.key}-{key}{model_suffix(target_name)}"
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
             import coremltools as ct
@@ -287,14 +377,16 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
             frontend_compute = FLOAT32 if interface.io_precision == "float32" else compute
             program, source = _frontend(model, target_name, frontend_compute, max_batch, cache_dir)
             step = BuildStep("base", model.name, target_name, compute.key, recipe, path if cache_dir else None, source)
+            # ct.convert refuses a compute_precision for neuralnetwork models
+            precision = {} if convert_to == NEURALNETWORK else {"compute_precision": compute.coremltools_value()}
             with _building(step):
                 mlmodel = ct.convert(
-                    _with_interface(program, model, interface, max_batch),
-                    convert_to="mlprogram",
-                    compute_precision=compute.coremltools_value(),
+                    _with_interface(program, model, interface, max_batch, convert_to),
+                    convert_to=convert_to,
                     minimum_deployment_target=coremltools_target(target_name),
                     classifier_config=interface.classifier_config(),
                     skip_model_load=True,
+                    **precision,
                 )
             _publish_package(mlmodel, path)
     _BASE[(key, None if cache_dir is None else str(cache_dir))] = path
@@ -309,21 +401,31 @@ def compressed_package(model: LoadedModel, precision, target_name: str, max_batc
 
     ``keep_float`` names ops whose weights stay uncompressed (the int8 repair's kept ops);
     ``calibration`` is the activation-quantization calibration input (part of the key).
+
+    At a neuralnetwork target the recipe's ``quantize_weights`` stages run on the FP32
+    ``.mlmodel`` instead (no calibration, no ops kept float).
     """
     from precision_sweep.hashing import hash_arrays
 
+    convert_to = model_format(target_name)
     compute = compute_spec(precision)
     base = base_package(model, target_name, compute, max_batch, cache_dir, recipe=precision.name, interface=interface)
-    key = hash_config(
-        {"stage": "compressed", "base": base.name, "recipe": recipe_block(precision),
-         "keep_float": sorted(keep_float), "calibration": hash_arrays([calibration]) if calibration is not None else None,
-         "versions": _versions()}
-    )
+    entry = {"stage": "compressed", "base": base.name, "recipe": recipe_block(precision),
+             "keep_float": sorted(keep_float), "calibration": hash_arrays([calibration]) if calibration is not None else None,
+             "versions": _versions()}
+    stages = ()
+    if convert_to == NEURALNETWORK:
+        if keep_float or calibration is not None:
+            raise ValueError("neuralnetwork variants keep no ops float and take no calibration")
+        stages = nn_weight_stages(precision)
+        entry["format"] = convert_to
+        entry["nn_stages"] = [vars(stage) for stage in stages]
+    key = hash_config(entry)
     cached = _COMPRESSED.get((key, None if cache_dir is None else str(cache_dir)))
     if cached is not None and cached.exists():
         return cached
     root = Path(cache_dir) / "convert" / "compressed" if cache_dir is not None else _scratch_dir()
-    path = root / f"{model.name}-{target_name}-{precision.name}-{key}.mlpackage"
+    path = root / f"{model.name}-{target_name}-{precision.name}-{key}{model_suffix(target_name)}"
     with file_lock(path.with_suffix(".lock")):
         if not path.exists():
             import coremltools as ct
@@ -334,7 +436,10 @@ def compressed_package(model: LoadedModel, precision, target_name: str, max_batc
                              path if cache_dir else None, f"the base package {base}")
             with _building(step):
                 mlmodel = ct.models.MLModel(str(base), skip_model_load=True)
-                mlmodel = compress_weights(mlmodel, precision, calibration, keep_float)
+                if convert_to == NEURALNETWORK:
+                    mlmodel = nn_quantize(mlmodel, stages)
+                else:
+                    mlmodel = compress_weights(mlmodel, precision, calibration, keep_float)
             _publish_package(mlmodel, path)
     _COMPRESSED[(key, None if cache_dir is None else str(cache_dir))] = path
     return path
@@ -366,7 +471,7 @@ def convert_variant(
     precision, target
         ``precision`` and ``target`` config nodes.
     out_path
-        Where the ``.mlpackage`` is saved.
+        Where the ``.mlpackage`` (at neuralnetwork targets the ``.mlmodel``) is saved.
     max_batch
         Upper bound of the program's flexible batch dimension.
     cache_dir
@@ -384,16 +489,27 @@ def convert_variant(
     """
     start = time.perf_counter()
     target_name = target.coremltools_target
-    if is_compressed(precision):
+    if model_format(target_name) == NEURALNETWORK:
+        if nn_weight_stages(precision):
+            source = compressed_package(model, precision, target_name, max_batch, cache_dir, interface=interface)
+        else:
+            source = base_package(model, target_name, FLOAT32, max_batch, cache_dir, recipe=precision.name,
+                                  interface=interface)
+    elif is_compressed(precision):
         source = compressed_package(model, precision, target_name, max_batch, cache_dir, calibration, interface=interface)
     else:
         source = base_package(model, target_name, compute_spec(precision), max_batch, cache_dir, recipe=precision.name,
                               interface=interface)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    if out_path.exists():
+    if out_path.is_dir():
         shutil.rmtree(out_path)
-    shutil.copytree(source, out_path)
+    elif out_path.exists():
+        out_path.unlink()
+    if source.is_dir():
+        shutil.copytree(source, out_path)
+    else:
+        shutil.copyfile(source, out_path)
     spec_version = package_spec_version(out_path)
     seconds = time.perf_counter() - start
     reference = fp32_package(model, target_name, max_batch, cache_dir, interface)
@@ -403,7 +519,7 @@ def convert_variant(
         effective_target=effective_target_name(spec_version, target_name),
         convert_seconds=seconds,
         size_bytes=package_size(out_path),
-        weights_bytes=weights_size(out_path),
+        weights_bytes=_entry_weights_size(source),  # out_path is its copy
         reference_size_bytes=package_size(reference),
-        reference_weights_bytes=weights_size(reference),
+        reference_weights_bytes=_entry_weights_size(reference),
     )

@@ -45,18 +45,20 @@ THREADS_TAG = "precision_sweep.threads"
 # Run params copied onto the job's LoggedModel: what the Models tab filters and compares by.
 MODEL_PARAMS = (
     "precision", "target", "compute_units", "device", "model", "dataset", "effective_target",
-    "spec_version", "runtime", "numerics_version", "model_hash", "dataset_hash",
+    "spec_version", "model_format", "runtime", "numerics_version", "model_hash", "dataset_hash",
 )
 # Where a run came from, the same on every job of a sweep: logged as tags, so that the runs
 # table's params are what varies (precision, target, compute units, device, effective target,
 # spec version) and what a user filters by (model, dataset).
 PROVENANCE = {"runtime_requested", "runtime", "numerics_version", "model_hash", "dataset_hash"}
 PROVENANCE_PREFIXES = ("model_", "dataset_")  # a source's own details: model_outputs_are, dataset_classes...
+# Params despite a provenance prefix: the converted model's format varies with the target.
+NOT_PROVENANCE = {"model_format"}
 
 
 def is_provenance(key: str) -> bool:
     """Whether the run field ``key`` is provenance (a tag), not a param."""
-    return key in PROVENANCE or key.startswith(PROVENANCE_PREFIXES)
+    return key not in NOT_PROVENANCE and (key in PROVENANCE or key.startswith(PROVENANCE_PREFIXES))
 
 
 def run_field(run, key: str) -> str | None:
@@ -148,7 +150,10 @@ class JobRun:
         """Upload the package's contents as the LoggedModel's artifacts and mark it READY
         (FAILED, and the error raised, when the upload fails)."""
         try:
-            self.client.log_model_artifacts(self.model_id, str(package))
+            if Path(package).is_file():  # a neuralnetwork .mlmodel
+                self.client.log_model_artifact(self.model_id, str(package))
+            else:
+                self.client.log_model_artifacts(self.model_id, str(package))
         except BaseException:
             self._finalize_model("FAILED")
             raise
