@@ -202,16 +202,58 @@ def test_paths_that_do_not_exist(files, tmp_path, capsys):
     assert store_state(tmp_path / "out").keys() == store_state(tmp_path / "out2").keys() == store_state(tmp_path / "out3").keys()
 
 
-def test_a_neuralnetwork_mlmodel_is_not_yet_supported(files, tmp_path, capsys):
+def _nn_file(files, path: Path, color_layout: str) -> Path:
     import coremltools as ct
     import keras
 
-    mlmodel = ct.convert(keras.models.load_model(files["core"]), inputs=[ct.ImageType(name="image", shape=(1, 8, 8, 3), scale=2 / 255, bias=[-1, -1, -1])],
+    mlmodel = ct.convert(keras.models.load_model(files["core"]),
+                         inputs=[ct.ImageType(name="image", shape=(1, 8, 8, 3), scale=2 / 255, bias=[-1, -1, -1],
+                                              color_layout=getattr(ct.colorlayout, color_layout))],
                          classifier_config=ct.ClassifierConfig(app_models.CLASS_NAMES), minimum_deployment_target=ct.target.iOS13,
                          convert_to="neuralnetwork")
-    mlmodel.save(str(tmp_path / "old.mlmodel"))
-    message = _refused(capsys, tmp_path / "out", files["core"], tmp_path / "old.mlmodel", files["data"])
-    assert "neuralnetwork format" in message and "does not execute yet" in message
+    mlmodel.save(str(path))
+    return path
+
+
+def test_a_neuralnetwork_mlmodel_is_compared_and_diagnosed(files, tmp_path, capsys):
+    """The standard example at iOS13 (a neuralNetworkClassifier .mlmodel): right, and BGR."""
+    right = _nn_file(files, tmp_path / "right.mlmodel", "RGB")
+    out = _compare(capsys, files["core"], right, files["data"], tmp_path / "right_store", *TWO_OVER_255, "compute_units=cpu_only")
+    run = _run(tmp_path / "right_store")
+    assert run.data.metrics["agreement"] == 1.0 and run.data.metrics["max_abs_diff"] <= 1e-4
+    assert run.data.tags["accuracy_from"] == "classLabel" and run.data.params["target"] == "ios13"
+    assert "verdict: the file agrees" in out
+
+    wrong = _nn_file(files, tmp_path / "bgr.mlmodel", "BGR")
+    out = _compare(capsys, files["core"], wrong, files["data"], tmp_path / "bgr_store", *TWO_OVER_255)
+    assert "swapped channel order" in out
+    assert "ct.ImageType(scale=2/255, bias=[-1.0, -1.0, -1.0], color_layout=ct.colorlayout.RGB)" in out
+
+
+def test_model_files_the_emulator_cannot_run(files, tmp_path, capsys):
+    import coremltools as ct
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    nn = ct.utils.load_spec(str(_nn_file(files, tmp_path / "nn.mlmodel", "RGB")))
+    pipeline = ct.proto.Model_pb2.Model()
+    pipeline.specificationVersion = nn.specificationVersion
+    pipeline.description.CopyFrom(nn.description)
+    pipeline.pipelineClassifier.pipeline.models.add().CopyFrom(nn)
+    ct.utils.save_spec(pipeline, str(tmp_path / "pipeline.mlmodel"))
+    message = _refused(capsys, tmp_path / "a", files["core"], tmp_path / "pipeline.mlmodel", files["data"])
+    assert "pipelineClassifier model" in message and "ML programs and NeuralNetwork models" in message
+
+    nn.specificationVersion = 99
+    ct.utils.save_spec(nn, str(tmp_path / "future.mlmodel"))
+    message = _refused(capsys, tmp_path / "b", files["core"], tmp_path / "future.mlmodel", files["data"])
+    assert "specification version 99" in message
+
+    builder = NeuralNetworkBuilder([("image", datatypes.Array(3, 8, 8))], [("y", None)], disable_rank5_shape_mapping=True)
+    builder.add_lrn("my_lrn", "image", "y", alpha=1e-4, beta=0.75, local_size=3)
+    ct.utils.save_spec(builder.spec, str(tmp_path / "lrn.mlmodel"))
+    message = _refused(capsys, tmp_path / "c", files["core"], tmp_path / "lrn.mlmodel", files["data"])
+    assert "'my_lrn' (lrn)" in message and "Supported layer types" in message
 
 
 def test_a_bad_override_is_refused_before_any_run(files, tmp_path, capsys):

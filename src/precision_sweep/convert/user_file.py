@@ -8,8 +8,8 @@ file's deployment target is read back from its spec version; its own preprocessi
 input's colour layout, and the ``mul``/``add`` ops after it) and classifier labels come from
 the file, never from the config.
 
-Only ML programs (``.mlpackage``) are executed; a ``.mlmodel`` in the neuralnetwork format is
-refused with a paragraph until the neuralnetwork loader exists.
+ML programs (``.mlpackage``) and NeuralNetwork models (``.mlmodel``, read by the emulator's
+second loader) are executed; other model types (pipelines, tree ensembles) are refused.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from precision_sweep.convert.converter import ConvertedModel, package_size, weig
 from precision_sweep.convert.targets import effective_target_name, package_spec_version
 from precision_sweep.data.preprocessing import ImageFeed, check_pixels
 from precision_sweep.data.validate import check_coreml_file
+from precision_sweep.emulator.nn_program import KNOWN_SPEC_VERSIONS, NN_TYPES
 from precision_sweep.errors import UserInputError
 
 
@@ -50,10 +51,17 @@ def read_interface(path: Path) -> FileInterface:
             "save it again with mlmodel.save(...) and copy the whole .mlpackage folder."
         ) from exc
     kind = spec.WhichOneof("Type")
-    if kind != "mlProgram":
+    if kind != "mlProgram" and kind not in NN_TYPES:
         raise UserInputError(
-            f"{path} holds a {kind} model; precision-sweep executes ML programs (convert_to='mlprogram', "
-            "iOS15 or later) and does not read the neuralnetwork format yet. Convert for iOS15 or later."
+            f"{path} holds a {kind} model (a pipeline, tree ensemble or other model type); precision-sweep "
+            "evaluates ML programs and NeuralNetwork models. Save the neural network inside it as its own "
+            "model and compare that."
+        )
+    if kind in NN_TYPES and spec.specificationVersion not in KNOWN_SPEC_VERSIONS:
+        raise UserInputError(
+            f"{path} is a NeuralNetwork of specification version {spec.specificationVersion}, newer than the "
+            f"emulator knows ({KNOWN_SPEC_VERSIONS.start}..{KNOWN_SPEC_VERSIONS.stop - 1}). Convert it for an "
+            "older target, or as an ML program (iOS15 or later)."
         )
     inputs = list(spec.description.input)
     if len(inputs) != 1:
@@ -79,11 +87,12 @@ def read_interface(path: Path) -> FileInterface:
 def _load_program(path: Path):
     """The file's program in the emulator (every weight read: a truncated package fails here)."""
     from precision_sweep.emulator import Execution, UnsupportedOpError
+    from precision_sweep.emulator.nn_program import UnsupportedLayerError
 
     try:
         return Execution("cpu_only").emulator(path)
-    except UnsupportedOpError:
-        raise
+    except (UnsupportedOpError, UnsupportedLayerError) as exc:
+        raise UserInputError(f"{path}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - any failure to load is a broken file
         raise UserInputError(
             f"Cannot load the program of {path} ({type(exc).__name__}: {exc}). The package is corrupt or "
@@ -147,9 +156,12 @@ def use_file(cfg, run, model, dataset, job_dir: Path) -> ConvertedModel:
     check_against(interface, path, model, dataset, where)
     dataset.feed = ImageFeed(interface.color_layout) if interface.color_layout else None
     copy = Path(job_dir) / path.name
-    if copy.exists():
+    if copy.is_dir():
         shutil.rmtree(copy)
-    shutil.copytree(path, copy)
+    if path.is_dir():
+        shutil.copytree(path, copy)
+    else:
+        shutil.copy2(path, copy)
     spec_version = package_spec_version(copy)
     target = effective_target_name(spec_version, "iOS15")
     run.log_params({"precision": "file", "target": target.lower(), "coreml_file": str(path),

@@ -141,16 +141,12 @@ def check_coreml_file(value) -> Path:
             ".mlmodel file, e.g. precision-compare model.keras MyModel.mlpackage data/ (an absolute path "
             "in a sweep)."
         )
-    if path.suffix == ".mlmodel":
-        raise UserInputError(
-            f"{path} is a .mlmodel file (the neuralnetwork format of iOS13/iOS14 targets), which "
-            "precision-sweep does not execute yet (its loader is the next issue). Convert for iOS15 or "
-            "later (minimum_deployment_target=ct.target.iOS15, an .mlpackage) to evaluate it now."
-        )
+    if path.suffix == ".mlmodel" and path.is_file():
+        return path.resolve()
     if path.suffix != ".mlpackage" or not path.is_dir():
         raise UserInputError(
-            f"model.coreml_file={value} is not a Core ML package: give an .mlpackage folder, as "
-            "mlmodel.save('MyModel.mlpackage') writes it."
+            f"model.coreml_file={value} is not a Core ML model: give an .mlpackage folder or an .mlmodel "
+            "file, as mlmodel.save('MyModel.mlpackage') (or .mlmodel) writes it."
         )
     return path.resolve()
 

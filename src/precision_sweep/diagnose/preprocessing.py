@@ -91,10 +91,10 @@ def file_preprocessing(emulator, color_layout: str) -> Preprocessing:
     after it (scale 1 and bias 0 when absent) in the order of ``color_layout``."""
     name = emulator.input_names[0]
     scale, bias = 1.0, 0.0
-    for step in emulator.plan.steps:
-        if step.name == f"{name}__scaled__" and step.op_type == "mul":
+    for step in emulator.plan.steps:  # names may carry a precision pass's suffix (_cast_fp16)
+        if step.name.startswith(f"{name}__scaled__") and step.op_type == "mul":
             scale = float(np.asarray(step.const_kwargs.get("y", 1.0), dtype=np.float64).reshape(-1)[0])
-        elif step.name == f"{name}__biased__" and step.op_type == "add":
+        elif step.name.startswith(f"{name}__biased__") and step.op_type == "add":
             bias = np.asarray(step.const_kwargs.get("y", 0.0), dtype=np.float64).reshape(-1)
     return Preprocessing.from_image_type(scale, bias, color_layout)
 

@@ -90,7 +90,7 @@ class Emulator:
         self.plan_cache = plan_cache
 
         def compile_() -> Plan:
-            program, spec_version = load_program(path_or_mlmodel)
+            program, spec_version = load_program(path_or_mlmodel, compute_units)
             plan = compile_plan(program, function_name, lambda op, nested: place(op, self.models, nested))
             plan.spec_version = spec_version
             return plan

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from precision_sweep.emulator.nn_program import NN_TYPES, nn_program
 from precision_sweep.emulator.ops._accumulate import Accumulator
 from precision_sweep.emulator.plan import Block, FlexibleDim, Plan, Step
 from precision_sweep.emulator.registry import KERNELS, WRITES_INTO_X, supported_ops
@@ -32,6 +33,10 @@ from precision_sweep.emulator.registry import KERNELS, WRITES_INTO_X, supported_
 
 class UnsupportedOpError(NotImplementedError):
     """The program contains a MIL op type that has no emulator kernel."""
+
+
+class UnsupportedModelError(UnsupportedOpError):
+    """The model is neither an ML program nor a NeuralNetwork."""
 
 
 # The spec's argument name of each nested block of a control-flow op, in ``op.blocks`` order.
@@ -54,8 +59,11 @@ def var_dtype(var) -> np.dtype:
     return numpy_dtype(var.dtype)
 
 
-def load_program(source) -> tuple[Any, int | None]:
-    """Return ``(pymil Program, specification version)`` for a package path, MLModel or Program."""
+def load_program(source, compute_units: str = "cpu_only") -> tuple[Any, int | None]:
+    """Return ``(pymil Program, specification version)`` for a package path, MLModel or Program.
+
+    An ML program is read back as stored; a NeuralNetwork (``.mlmodel``) is translated
+    (:mod:`.nn_program`), typed fp16 when ``compute_units`` include the GPU or Neural Engine."""
     import coremltools as ct
     from coremltools.converters.mil.mil import Program
 
@@ -71,8 +79,14 @@ def load_program(source) -> tuple[Any, int | None]:
     from coremltools.converters.mil.frontend.milproto.load import load as milproto_to_pymil
 
     spec = source.get_spec()
+    if spec.WhichOneof("Type") in NN_TYPES:
+        return nn_program(spec, compute_units), spec.specificationVersion
     if spec.WhichOneof("Type") != "mlProgram":
-        raise ValueError("the emulator executes ML programs only (convert_to='mlprogram')")
+        raise UnsupportedModelError(
+            f"The emulator executes ML programs and NeuralNetwork models; this is a {spec.WhichOneof('Type')} "
+            "model (a pipeline, tree ensemble or other model type). Evaluate the neural network inside it on "
+            "its own, or run with runtime=coreml on macOS."
+        )
     program = milproto_to_pymil(
         spec, spec.specificationVersion, file_weights_dir=source.weights_dir or ""
     )

@@ -1,0 +1,183 @@
+"""The NeuralNetwork loader (emulator/nn_program.py): real Keras models converted with
+``convert_to="neuralnetwork"`` at iOS13/iOS14, executed by the same executor as ML programs,
+against TensorFlow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _zoo():
+    """A CNN touching the NN layer types coremltools' NN backend emits for common Keras layers."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.ZeroPadding2D(1)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="valid", use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU(6.0)(x)
+    d = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    d = keras.layers.LeakyReLU(0.1)(d)
+    x = keras.layers.Add()([x, d])
+    x = keras.layers.Concatenate()([keras.layers.MaxPooling2D(2)(x), keras.layers.AveragePooling2D(2)(x)])
+    x = keras.layers.Conv2D(8, 3, padding="same", dilation_rate=2, activation="sigmoid")(x)
+    u = keras.layers.UpSampling2D(2)(x)
+    u = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", activation="tanh")(u)
+    h = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(u), keras.layers.GlobalMaxPooling2D()(x)])
+    h = keras.layers.Dense(16, activation="relu")(h)
+    h = keras.layers.LayerNormalization()(h)
+    h = keras.layers.Multiply()([h, keras.layers.Dense(16, activation="swish")(h)])
+    outputs = keras.layers.Dense(5, activation="softmax")(h)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    import coremltools as ct
+
+    root = tmp_path_factory.mktemp("nn")
+    model = _zoo()
+    paths = {}
+    for target in ("iOS13", "iOS14"):
+        mlmodel = ct.convert(model, inputs=[ct.TensorType(name="image", shape=(ct.RangeDim(1, 64, 1), 16, 16, 3))],
+                             minimum_deployment_target=getattr(ct.target, target), convert_to="neuralnetwork")
+        paths[target] = root / f"zoo_{target}.mlmodel"
+        mlmodel.save(str(paths[target]))
+    x = np.random.default_rng(0).random((16, 16, 16, 3)).astype(np.float32)
+    return model, paths, x, model.predict(x, verbose=0)
+
+
+@pytest.mark.parametrize("target", ["iOS13", "iOS14"])
+def test_fp32_cpu_only_matches_tensorflow(zoo, target):
+    import coremltools as ct
+
+    from precision_sweep.emulator import Emulator
+
+    model, paths, x, expected = zoo
+    spec = ct.utils.load_spec(str(paths[target]))
+    # coremltools writes the lowest version the layers need, at most the target's
+    assert spec.WhichOneof("Type") == "neuralNetwork" and 4 <= spec.specificationVersion <= {"iOS13": 4, "iOS14": 5}[target]
+    layer_types = {layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers}
+    assert {"convolution", "batchedMatmul", "pooling", "padding", "concatND", "reduceMean", "unary"} <= layer_types
+    emulator = Emulator(paths[target], "cpu_only")
+    out = emulator.predict({"image": x})[emulator.output_names[0]]
+    assert np.abs(out - expected).max() <= 1e-5
+    assert emulator.spec_version == spec.specificationVersion
+    assert {s["unit"] for s in emulator.placements()} == {"cpu"}
+
+
+def test_gpu_and_neural_engine_compute_in_fp16(zoo):
+    """Typed execution: the same fp32-weight file computes in fp16 off the CPU."""
+    from precision_sweep.emulator import Emulator
+
+    _, paths, x, expected = zoo
+    fp32 = Emulator(paths["iOS13"], "cpu_only").predict({"image": x})
+    for units in ("cpu_and_gpu", "all"):
+        emulator = Emulator(paths["iOS13"], units)
+        out = emulator.predict({"image": x})[emulator.output_names[0]]
+        diff = np.abs(out - expected).max()
+        assert 1e-5 < diff < 1e-2, (units, diff)  # fp16 arithmetic: not fp32, not wrong
+        assert (out.argmax(1) == expected.argmax(1)).mean() == 1.0
+        assert not np.array_equal(out, fp32[emulator.output_names[0]])
+    units = {s["unit"] for s in Emulator(paths["iOS13"], "all").placements()}
+    assert "ane" in units
+
+
+def test_image_classifier_reads_scaler_and_class_labels(tmp_path):
+    """The standard example at iOS13: ImageType + ClassifierConfig, a neuralNetworkClassifier whose
+    spec carries the preprocessing; fed 8-bit pixels, its classLabel is TF's prediction."""
+    import coremltools as ct
+    import keras
+
+    import app_models
+    from precision_sweep.data.preprocessing import ImageFeed
+    from precision_sweep.diagnose.preprocessing import file_preprocessing
+    from precision_sweep.emulator import Emulator
+
+    core = app_models.train_core()
+    mlmodel = ct.convert(core, inputs=[ct.ImageType(name="image", shape=(1, 8, 8, 3), scale=2 / 255, bias=[-1, -1, -1],
+                                                    color_layout=ct.colorlayout.BGR)],
+                         classifier_config=ct.ClassifierConfig(app_models.CLASS_NAMES),
+                         minimum_deployment_target=ct.target.iOS13, convert_to="neuralnetwork")
+    path = tmp_path / "classifier.mlmodel"
+    mlmodel.save(str(path))
+    spec = ct.utils.load_spec(str(path))
+    assert spec.WhichOneof("Type") == "neuralNetworkClassifier" and spec.specificationVersion == 4
+    assert spec.neuralNetworkClassifier.preprocessing[0].scaler.blueBias == -1
+
+    pixels, _ = app_models.rgb_digits()
+    pixels = pixels[:40]
+    bgr_model_input = pixels[..., ::-1].astype(np.float32) / 127.5 - 1  # what the file computes
+    expected = core.predict(bgr_model_input, verbose=0)
+    emulator = Emulator(path, "cpu_only")
+    label, probabilities, classes = emulator.classifier()
+    assert (label, classes) == ("classLabel", app_models.CLASS_NAMES)
+    feed = ImageFeed("BGR")(pixels)
+    outputs = [emulator.predict({"image": feed[i:i + 1]}) for i in range(len(feed))]
+    labels = np.concatenate([o[label] for o in outputs])
+    scores = np.concatenate([o[probabilities] for o in outputs])
+    assert np.abs(scores - expected).max() <= 1e-5
+    assert labels.tolist() == [app_models.CLASS_NAMES[i] for i in expected.argmax(1)]
+    read = file_preprocessing(emulator, "BGR")
+    assert read.describe() == "[-1, 1] BGR"
+    assert file_preprocessing(Emulator(path, "all"), "BGR").describe() == "[-1, 1] BGR"
+
+
+@pytest.mark.parametrize("nbits, mode, storage", [(16, "linear", "float16Value"), (8, "linear", "linear"),
+                                                  (4, "linear_lut", "lookupTable")])
+def test_quantized_weights_are_read_back(zoo, tmp_path, nbits, mode, storage):
+    """quantization_utils.quantize_weights' files: fp16 weights, linear 8-bit, a 4-bit LUT (k-means LUTs
+    fail inside coremltools 9 with this scikit-learn: its LUT is written as arrays)."""
+    import coremltools as ct
+    from coremltools.models.neural_network import quantization_utils
+
+    from precision_sweep.emulator import Emulator
+
+    _, paths, x, expected = zoo
+    quantized = quantization_utils.quantize_weights(ct.models.MLModel(str(paths["iOS13"])), nbits=nbits,
+                                                    quantization_mode=mode)
+    path = tmp_path / "q.mlmodel"
+    quantized.save(str(path))
+    spec = ct.utils.load_spec(str(path))
+    conv = next(layer.convolution for layer in spec.neuralNetwork.layers if layer.WhichOneof("layer") == "convolution")
+    if storage == "float16Value":
+        assert len(conv.weights.float16Value) and not len(conv.weights.floatValue)
+    else:
+        assert conv.weights.quantization.numberOfBits == nbits
+        assert conv.weights.quantization.WhichOneof("QuantizationType") == f"{storage}Quantization"
+        # the codes read back as coremltools' own dequantization reads them, bit for bit
+        from coremltools.models.neural_network.quantization_utils import _dequantize_wp
+
+        from precision_sweep.emulator.nn_program import weight_values
+
+        shape = (conv.outputChannels, conv.kernelChannels, *conv.kernelSize)
+        reference = type(conv.weights)()
+        reference.CopyFrom(conv.weights)
+        _dequantize_wp(reference, shape, axis=0)
+        np.testing.assert_array_equal(weight_values(conv.weights, shape),
+                                      np.asarray(reference.floatValue, dtype=np.float32).reshape(shape))
+    fp32 = Emulator(paths["iOS13"], "cpu_only").predict({"image": x})
+    emulator = Emulator(path, "cpu_only")
+    out = emulator.predict({"image": x})[emulator.output_names[0]]
+    assert not np.array_equal(out, fp32[emulator.output_names[0]])  # the weights really changed
+    assert np.abs(out - expected).max() < 0.1
+    assert (out.argmax(1) == expected.argmax(1)).mean() >= 0.9
+
+
+def test_a_layer_without_an_adapter_is_refused_at_load_with_its_name(tmp_path):
+    import coremltools as ct
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    from precision_sweep.emulator import Emulator
+    from precision_sweep.emulator.nn_program import UnsupportedLayerError
+
+    builder = NeuralNetworkBuilder([("x", datatypes.Array(3, 4, 4))], [("y", None)], disable_rank5_shape_mapping=True)
+    builder.add_lrn("my_lrn", "x", "y", alpha=1e-4, beta=0.75, local_size=3)
+    path = tmp_path / "lrn.mlmodel"
+    ct.utils.save_spec(builder.spec, str(path))
+    with pytest.raises(UnsupportedLayerError, match=r"'my_lrn' \(lrn\)") as info:
+        Emulator(path, "cpu_only")
+    assert "Supported layer types:" in str(info.value) and "convolution" in str(info.value)
