@@ -26,6 +26,7 @@ EXPECTED_OPS = {
     "sparse_palettize": {"iOS18": {"constexpr_lut_to_sparse"}},
     "w8a8": {"iOS17": {"quantize", "dequantize", "constexpr_affine_dequantize"},
              "iOS18": {"quantize", "dequantize", "constexpr_blockwise_shift_scale"}},
+    "nn_lut_linear": {},  # neuralnetwork targets only (test_nn_conversion)
 }
 RECIPES = sorted(EXPECTED_OPS)
 

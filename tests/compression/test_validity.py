@@ -7,15 +7,27 @@ import pytest
 from sweep_testing import CONF, compose, mlflow_client, run_cli
 from helpers import RECIPES
 
-TARGETS = ["ios15", "ios16", "ios17", "ios18", "macos12", "macos13", "macos14", "macos15"]
-# Lowest iOS release (spec version) each recipe needs; macOS N needs spec N-6.
+TARGETS = ["ios13", "ios14", "ios15", "ios16", "ios17", "ios18",
+           "macos10_15", "macos11", "macos12", "macos13", "macos14", "macos15"]
+# Lowest ML Program release (spec version) each recipe needs; macOS N needs spec N-6. None:
+# neuralnetwork targets only.
 MIN_SPEC = {
+    "nn_lut_linear": None,
     "fp32": 6, "fp16": 6, "fp16_mixed": 6,
     "int8": 7, "int8_per_tensor": 7, "palettize": 7, "sparse": 7,
     "w8a8": 8,
     "int8_per_block": 9, "int4_per_block": 9, "palettize_grouped": 9, "sparse_int8": 9, "sparse_palettize": 9,
 }
-SPEC = {"ios15": 6, "ios16": 7, "ios17": 8, "ios18": 9, "macos12": 6, "macos13": 7, "macos14": 8, "macos15": 9}
+SPEC = {"ios13": 4, "ios14": 5, "ios15": 6, "ios16": 7, "ios17": 8, "ios18": 9,
+        "macos10_15": 4, "macos11": 5, "macos12": 6, "macos13": 7, "macos14": 8, "macos15": 9}
+# What a neuralnetwork target (spec 4, 5) holds: quantize_weights' fp16, per-channel linear and
+# per-weight look-up tables; the others, and a word of the reason they are not.
+NN_VALID = {"fp32", "fp16", "int8", "palettize", "nn_lut_linear"}
+NN_WHY = {
+    "fp16_mixed": "per-op compute precision", "int8_per_tensor": "per output channel only",
+    "int8_per_block": "per-block", "int4_per_block": "per-block", "palettize_grouped": "per-grouped-channel",
+    "sparse": "sparse", "sparse_int8": "sparse", "sparse_palettize": "sparse", "w8a8": "activation quantization",
+}
 WHY = {
     "w8a8": "iOS17/macOS14", "int8_per_block": "per-block", "int4_per_block": "per-block",
     "palettize_grouped": "per-grouped-channel", "sparse_int8": "joint pruning + quantization",
@@ -25,7 +37,7 @@ WHY = {
 
 def test_every_recipe_file_is_tested():
     assert {p.stem for p in (CONF / "precision").glob("*.yaml")} >= set(RECIPES)
-    assert set(RECIPES) == set(MIN_SPEC)
+    assert set(RECIPES) == set(MIN_SPEC) == NN_VALID | set(NN_WHY)
 
 
 def test_validity_matrix_and_reasons():
@@ -35,6 +47,15 @@ def test_validity_matrix_and_reasons():
     targets = [compose([f"target={t}"]).target for t in TARGETS]
     matrix = validity_matrix(precisions, targets)
     for (recipe, target), reason in matrix.items():
+        if SPEC[target] < 6:  # neuralnetwork
+            if recipe in NN_VALID:
+                assert reason is None, (recipe, target, reason)
+            else:
+                assert reason.startswith(f"{recipe} cannot deploy at {target}: ") and NN_WHY[recipe] in reason, reason
+            continue
+        if MIN_SPEC[recipe] is None:
+            assert "neuralnetwork" in reason, reason
+            continue
         if SPEC[target] >= MIN_SPEC[recipe]:
             assert reason is None, (recipe, target, reason)
             continue
@@ -101,6 +122,11 @@ def test_markdown_table_lists_every_cell():
     assert len(table) == 2 + len(RECIPES)
     assert table[0] == "| precision | ios15 | ios16 | ios17 | ios18 |"
     assert "skipped: activation quantization (W8A8) needs iOS17/macOS14" in next(l for l in table if l.startswith("| w8a8 |"))
+    targets = [compose([f"target={t}"]).target for t in ("ios13", "ios14", "ios15")]
+    table = markdown_table(precisions, targets).splitlines()
+    assert table[0] == "| precision | ios13 | ios14 | ios15 |"
+    assert next(l for l in table if l.startswith("| int8 |")).startswith("| int8 | yes | yes | skipped: ")
+    assert next(l for l in table if l.startswith("| nn_lut_linear |")).startswith("| nn_lut_linear | yes | yes | skipped: ")
 
 
 def _children(outputs):
@@ -119,13 +145,17 @@ def _check_cells(children, recipes, targets):
         cfg = compose([f"precision={recipe}", f"target={target}"])
         reason = invalid_reason(cfg.precision, cfg.target)
         assert child.info.status == "FINISHED", (recipe, target)
+        assert child.data.params["model_format"] == ("neuralnetwork" if SPEC[target] < 6 else "mlprogram")
         if reason:
             assert child.data.tags["precision_sweep.outcome"] == "skipped"
             assert child.data.tags["skip_reason"] == reason
             assert child.data.params["effective_target"] == "n/a"
         else:
             assert child.data.tags["precision_sweep.outcome"] == "evaluated", (recipe, target)
-            assert child.data.params["effective_target"] == target
+            if SPEC[target] < 6:  # a neuralnetwork model has the lowest spec its layers need
+                assert int(child.data.params["spec_version"]) <= SPEC[target], (recipe, target)
+            else:
+                assert child.data.params["effective_target"] == target
             for metric in ("weights_bytes", "compression_ratio", "bits_per_weight", "model_size_bytes"):
                 assert metric in child.data.metrics
 
@@ -149,16 +179,17 @@ def test_invalid_cells_are_skipped_children_in_a_multirun(tmp_path, shared_cache
 
 @pytest.mark.slow
 def test_full_sweep_and_every_invalid_cell_of_the_matrix(tmp_path, shared_cache):
-    """sweeps/full.yaml as shipped, then every recipe at the targets below iOS18/macOS15."""
+    """sweeps/full.yaml as shipped (both formats), then every recipe at the other targets
+    below iOS18/macOS15."""
     full = tmp_path / "full"
     full.mkdir()
     result = run_cli(["precision-sweep", "sweep=full", f"paths.cache={shared_cache}",
                       "runtime.progress=false"], cwd=full, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
-    _check_cells(_children(full / "outputs"), RECIPES, ["ios16", "ios17", "ios18"])
+    _check_cells(_children(full / "outputs"), RECIPES, ["ios13", "ios14", "ios16", "ios17", "ios18"])
     rest = tmp_path / "rest"
     rest.mkdir()
-    targets = ["ios15", "macos12", "macos13", "macos14"]
+    targets = ["ios15", "macos10_15", "macos11", "macos12", "macos13", "macos14"]
     result = run_cli(["precision-sweep", "-m", f"precision={','.join(RECIPES)}", f"target={','.join(targets)}",
                       f"paths.cache={shared_cache}", "dataset.limit=60", "runtime.progress=false"], cwd=rest, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
