@@ -372,6 +372,21 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
         "an fp32 op the engine would run anyway (Core ML's placement is not public)",
     ),
     Behaviour(
+        "nn.typed_execution", "NeuralNetwork models (.mlmodel), all units",
+        "A NeuralNetwork computes in fp32 on the CPU and in fp16 on the GPU and the Neural Engine, "
+        "whatever its weights' storage (fp32, fp16 or quantized weights are expanded at load).",
+        "coremltools docs, 'Typed Execution' (neural network models: 'the precision is determined by "
+        "the compute unit'); NeuralNetwork.proto (WeightParams, QuantizationParams)",
+        "the spec is read as a MIL program (emulator/nn_program.py); under cpu_only it stays fp32, "
+        "otherwise coremltools' FP16ComputePrecision types every op fp16 (inputs, outputs and "
+        "classify stay fp32) and the ML program models above apply per unit: the ANE model on the "
+        "engine, the GPU model (allowLowPrecisionAccumulationOnGPU as for ML programs) off it; "
+        "quantized weights are read back as coremltools' _dequantize_wp computes them",
+        "assumed, not measured: that an NN op falling back to the CPU under cpu_and_ne computes in "
+        "fp16 like its neighbours (the guide says fp16 for GPU/ANE only); the NN runtime's own "
+        "layer kernels (the MIL kernels of the same maths are used)",
+    ),
+    Behaviour(
         "placement", "compute_units=all, cpu_and_ne",
         "Core ML runs each op on the ANE when the engine has a path for it, else on the GPU "
         "(all) or the CPU (cpu_and_ne).",
