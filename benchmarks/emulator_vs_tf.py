@@ -1,7 +1,9 @@
 """Emulator vs TensorFlow inference time and peak memory (MobileNetV2, ResNet50).
 
 For each model (random weights, batch 32) and input size (96x96 and 224x224) this converts an
-fp32 and an fp16 ML program, times TF inference (``model(x, training=False)`` in a
+fp32 and an fp16 ML program and a NeuralNetwork ``.mlmodel`` (iOS14, fp32 weights: fp32 compute
+on the CPU, fp16 on the GPU and the Neural Engine, program ``nn`` in the table, held to the
+targets of the ML program profile of the same unit), times TF inference (``model(x, training=False)`` in a
 ``tf.function``, after warm-up, best of a few) and the emulator on the fp32 program and on the
 fp16 program under every compute-unit model and Neural Engine generation, and prints time
 ratios emulator/TF. Targets (issue 11): fp32 <= 1.5, ``cpu_and_gpu`` <= 2.0, the ANE models
@@ -28,6 +30,7 @@ Usage::
 
     python benchmarks/emulator_vs_tf.py [--models MobileNetV2 ResNet50]
         [--batch 32] [--sizes 96 224] [--repeats 3] [--devices m1 m2 m5]
+        [--formats mlprogram neuralnetwork]
 """
 
 from __future__ import annotations
@@ -90,16 +93,39 @@ def blas_kernels() -> str:
     return ", ".join(found) or "none found"
 
 
-def _runs(devices):
-    yield "fp32", "cpu_only", "m1"
-    for units in FP16_UNITS:
-        yield "fp16", units, "m1"
-    for units in ANE_UNITS:
-        for device in devices:
-            yield "fp16", units, device
+def _runs(devices, formats):
+    """(program, compute units, device): the ML programs' profiles, then the NeuralNetwork
+    file's (one fp32-weight .mlmodel, computing fp32 on the CPU and fp16 elsewhere)."""
+    if "mlprogram" in formats:
+        yield "fp32", "cpu_only", "m1"
+        for units in FP16_UNITS:
+            yield "fp16", units, "m1"
+        for units in ANE_UNITS:
+            for device in devices:
+                yield "fp16", units, device
+    if "neuralnetwork" in formats:
+        for units in ("cpu_only", "cpu_and_gpu"):
+            yield "nn", units, "m1"
+        for units in ANE_UNITS:
+            for device in devices:
+                yield "nn", units, device
+
+
+def _nn_file(model, shape) -> Path:
+    """``model`` as a NeuralNetwork .mlmodel (iOS14, fp32 weights) in a temporary folder."""
+    import tempfile
+
+    import coremltools as ct
+
+    path = Path(tempfile.mkdtemp(prefix="emulator-vs-tf-")) / "model.mlmodel"
+    ct.convert(model, inputs=[ct.TensorType(shape=shape)], convert_to="neuralnetwork",
+               minimum_deployment_target=ct.target.iOS14).save(str(path))
+    return path
 
 
 def _target(precision, units):
+    if precision == "nn":  # the same targets as the ML program profile of the same unit
+        return _target("fp32" if units == "cpu_only" else "fp16", units)
     if precision == "fp32":
         return TARGETS["fp32"]
     if units == "cpu_and_gpu":
@@ -116,6 +142,8 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[96, 224])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--devices", nargs="+", default=["m1", "m2", "m5"])
+    parser.add_argument("--formats", nargs="+", default=["mlprogram", "neuralnetwork"],
+                        choices=["mlprogram", "neuralnetwork"])
     args = parser.parse_args(argv)
 
     import keras
@@ -146,8 +174,10 @@ def main(argv=None):
             (model, infer), tf_peak = peak_mib(load_and_run_tf)
             t_tf = best_time(lambda: infer(tensor).numpy(), args.repeats)
             print(f"{name} {size}x{size}: TF {t_tf * 1000:.0f} ms  peak {tf_peak:.0f} MiB", flush=True)
-            programs = {p: H.convert(model, [shape], precision=p) for p in ("fp32", "fp16")}
-            for precision, units, device in _runs(args.devices):
+            programs = {p: H.convert(model, [shape], precision=p) for p in ("fp32", "fp16")} if "mlprogram" in args.formats else {}
+            if "neuralnetwork" in args.formats:
+                programs["nn"] = _nn_file(model, shape)
+            for precision, units, device in _runs(args.devices, args.formats):
                 def load_and_run_emulator():
                     emu = Emulator(programs[precision], compute_units=units, device=device)
                     feeds = {emu.input_names[0]: x}
@@ -160,7 +190,7 @@ def main(argv=None):
                 # TF again, right after: on a shared machine both sides drift, so each ratio
                 # uses the best TF time seen so far, next to this emulator run
                 t_tf = min(t_tf, best_time(lambda: infer(tensor).numpy(), args.repeats, warm_up=False))
-                label = units if units in FP16_UNITS or precision == "fp32" else f"{units}/{device}"
+                label = units if units in FP16_UNITS or (precision == "fp32") or (precision == "nn" and units in FP16_UNITS) else f"{units}/{device}"
                 rows.append((name, size, precision, label, _target(precision, units), t_emu, t_emu / t_tf, peak, peak / tf_peak))
                 print(
                     f"{name} {size}: emulator {precision} {label:<15} {t_emu * 1000:7.0f} ms  "

@@ -215,3 +215,22 @@ def test_round_half_gives_numpys_bits():
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
+
+
+def test_float16_linear_activation_and_threshold_are_numpy_s_bits():
+    """The NeuralNetwork format's relu6 chain (relu, linear, threshold, linear) on fp16 values:
+    the compiled linear_activation and the float32-compared threshold give numpy float16's bits."""
+    from precision_sweep.emulator.ops.activation import linear_activation
+    from precision_sweep.emulator.ops.elementwise_unary import threshold
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(200_000) * 300).astype(np.float16)
+    x[:12] = [0.0, -0.0, 6e-8, -6e-8, 65504, -65504, np.inf, -np.inf, np.nan, 6.0, 5.99, 1e-4]
+    with np.errstate(over="ignore", invalid="ignore"):
+        for alpha, beta in [(-1.0, 6.0), (0.3, -2.5), (2.0, 0.0), (-1.0, -0.0)]:
+            got = linear_activation(x, alpha, beta)
+            want = np.float16(alpha) * x + np.float16(beta)
+            assert got.dtype == np.float16
+            np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+        for alpha in (0.0, -0.0, 0.3, -5.0):
+            np.testing.assert_array_equal(threshold(x, alpha).view(np.uint16), np.maximum(x, np.float16(alpha)).view(np.uint16))

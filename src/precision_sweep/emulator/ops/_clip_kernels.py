@@ -1,9 +1,13 @@
-"""Compiled relu, relu6 and clip (``activation.py``, ``elementwise_unary.py``): numpy's bits.
+"""Compiled relu, relu6, clip and linear_activation (``activation.py``,
+``elementwise_unary.py``): numpy's bits.
 
 * :func:`clip_float16` is relu, relu6 and clip on a float16 array: the bits that computing
   them in float32 and rounding gives (numpy's float16 min/max run in software, and keep -0
   where its float32 ones give +0);
-* :func:`clip_float32` is the same for float32 (numpy's runs on one core).
+* :func:`clip_float32` is the same for float32 (numpy's runs on one core);
+* :func:`linear_float16` is ``alpha * x + beta`` on a float16 array with numpy's float16
+  arithmetic: the product rounded to fp16, then the sum (the NeuralNetwork format's relu6 is a
+  chain of such layers).
 
 Tested bit for bit against numpy (``tests/emulator/test_compiled.py``).
 """
@@ -13,7 +17,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from precision_sweep.emulator.ops._casts import PARALLEL_MIN_SIZE, _cpu_half_float
+from precision_sweep.emulator.ops._casts import (
+    PARALLEL_MIN_SIZE,
+    _cpu_half_bits,
+    _cpu_half_float,
+    _numpy_nan_bits,
+    _round_half,
+)
+from precision_sweep.emulator.ops._half import _float_bits
 
 
 @njit(cache=True, inline="always")
@@ -79,3 +90,20 @@ def clip_float32(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool, out:
     flat = np.empty(x.size, dtype=np.float32) if out is None else out.reshape(-1)
     _clip_single(np.ascontiguousarray(x).reshape(-1), np.float32(lo), np.float32(hi), ties_to_bounds, flat)
     return flat.reshape(x.shape)
+
+
+@njit(cache=True, parallel=True)
+def _linear_half(bits, alpha, beta, out):
+    for i in prange(bits.size):
+        value = _round_half(_cpu_half_float(bits[i]) * alpha) + beta
+        f = _float_bits(value)
+        out[i] = _numpy_nan_bits(f) if (f & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else _cpu_half_bits(value)
+
+
+def linear_float16(x: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """``alpha * x + beta`` for a float16 ``x`` as numpy's float16 arithmetic computes it (each
+    of the two results rounded to fp16); ``alpha`` and ``beta`` are taken as float16."""
+    bits = np.ascontiguousarray(x, dtype=np.float16).reshape(-1).view(np.uint16)
+    out = np.empty(bits.size, dtype=np.uint16)
+    _linear_half(bits, np.float32(np.float16(alpha)), np.float32(np.float16(beta)), out)
+    return out.view(np.float16).reshape(np.shape(x))

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from precision_sweep.emulator.ops._clip_kernels import clip_float16, clip_float32
+from precision_sweep.emulator.ops._clip_kernels import clip_float16, clip_float32, linear_float16
 from precision_sweep.emulator.ops._accumulate import FP32
 from precision_sweep.emulator.registry import kernel
 
@@ -93,6 +93,10 @@ def scaled_tanh(x, alpha=1.0, beta=1.0):
 
 @kernel("linear_activation")
 def linear_activation(x, alpha, beta=0.0):
+    if isinstance(x, np.ndarray) and x.dtype == np.float16:
+        # fp16 values (a unit that keeps fp16 intermediates): the product and the sum each
+        # rounded to fp16, as numpy's float16 arithmetic does (its compiled twin)
+        return linear_float16(x, alpha, beta)
     return alpha * x + beta
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from precision_sweep.emulator.ops.activation import _erf_array
+from precision_sweep.emulator.ops._casts import float16_to_float32
 from precision_sweep.emulator.ops._clip_kernels import clip_float16
 from precision_sweep.emulator.registry import kernel
 
@@ -70,6 +71,11 @@ def rsqrt(x, epsilon=1e-12):
 
 @kernel("threshold")
 def threshold(x, alpha):
+    if isinstance(x, np.ndarray) and x.dtype == np.float16:
+        # numpy's float16 maximum, which is slow: x unless it is below alpha (so NaN and an
+        # equal zero of the other sign stay x), compared in float32
+        alpha16 = np.float16(alpha)
+        return np.where(float16_to_float32(x) < np.float32(alpha16), alpha16, x)
     return np.maximum(x, alpha)
 
 
