@@ -1,8 +1,10 @@
-"""Stage 3: convert the Keras model to a Core ML ML program at a precision and a target.
+"""Stage 3: convert the Keras model to a Core ML model at a precision and a target: an ML
+Program (iOS15/macOS12 on) or a neuralnetwork ``.mlmodel`` (iOS13/iOS14, macOS10_15/macOS11).
 
-``targets`` maps target names to coremltools targets and spec versions, ``validity`` says
-which precision x target combinations can deploy, ``recipes`` maps a precision recipe onto
-coremltools' compute precision and ``coremltools.optimize.coreml`` configs, ``calibration``
+``targets`` maps target names to coremltools targets, spec versions and model formats,
+``validity`` says which precision x target combinations can deploy, ``recipes`` maps a
+precision recipe onto coremltools' compute precision and ``coremltools.optimize.coreml``
+configs (or ``quantize_weights`` stages for neuralnetwork models), ``calibration``
 calibrates activation quantization (W8A8) with the emulator, and ``converter`` caches the TF
 frontend program and the float base package per model and target (in the process and on disk)
 and builds each variant from them.
