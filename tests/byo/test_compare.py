@@ -312,3 +312,16 @@ def test_a_sweep_over_one_file_varies_compute_units_and_device(files, tmp_path):
         assert run.data.params["precision"] == "file" and run.data.params["coreml_file"] == str(files["bgr"])
         assert run.data.params["target"] == "ios16"
         assert "swapped channel order" in run.data.tags["preprocessing_cause"]
+
+
+def test_a_group_choice_given_as_an_override_replaces_the_derived_one(files):
+    """precision-compare model.h5 ... model=tf_keras: Hydra takes one choice per group."""
+    from precision_sweep.cli.compare import _unless_given, compose_config, model_overrides
+
+    derived = model_overrides(str(files["core"]))
+    assert derived[0] == "model=keras"
+    given = ["model=tf_keras", "dataset.scale=1.0"]
+    overrides = [*_unless_given(derived, given), "dataset=digits", *given]
+    assert overrides[0] == f"model.path={files['core']}"
+    cfg = compose_config(overrides)
+    assert cfg.model.source == "tf_keras" and cfg.model.path == str(files["core"])

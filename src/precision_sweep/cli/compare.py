@@ -84,6 +84,13 @@ def data_overrides(value: str) -> list[str]:
     return ["dataset=npz", f"dataset.path={path.resolve()}"]
 
 
+def _unless_given(derived: list[str], given: list[str]) -> list[str]:
+    """``derived`` without the group choice the user gave (``model=tf_keras`` for a Keras 2
+    file, ``dataset=npz`` ...): Hydra takes one choice per group."""
+    chosen = {o.split("=", 1)[0] for o in given if "=" in o and "." not in o.split("=", 1)[0]}
+    return [o for o in derived if o.split("=", 1)[0] not in chosen]
+
+
 def compose_config(overrides: list[str]):
     from hydra import compose, initialize_config_module
     from hydra.errors import HydraException
@@ -140,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         coreml = check_coreml_file(args.coreml)
-        overrides = [*model_overrides(args.model), *data_overrides(args.data), f"model.coreml_file={coreml}",
+        overrides = [*_unless_given(model_overrides(args.model), args.overrides),
+                     *_unless_given(data_overrides(args.data), args.overrides), f"model.coreml_file={coreml}",
                      *args.overrides]
         cfg = compose_config(overrides)
     except UserInputError as exc:
