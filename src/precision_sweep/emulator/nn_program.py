@@ -114,7 +114,8 @@ def _convolution(p, inputs, name, _layer):
     """``ConvolutionLayerParams``: weights ``[outputChannels, kernelChannels, kH, kW]`` (a
     deconvolution's ``[kernelChannels, outputChannels / nGroups, kH, kW]``); ``same`` padding's
     ``BOTTOM_RIGHT_HEAVY`` is MIL's ``same``, ``TOP_LEFT_HEAVY`` its ``same_lower``; ``valid``
-    padding carries explicit border amounts (MIL ``custom``)."""
+    padding carries explicit border amounts (MIL ``custom``). With a second input, the weights
+    are that blob (coremltools then adds the bias with a separate layer)."""
     mb = _mb()
     kernel = [int(k) for k in p.kernelSize] or [3, 3]
     groups = int(p.nGroups) or 1
@@ -122,7 +123,10 @@ def _convolution(p, inputs, name, _layer):
         shape = (int(p.kernelChannels), int(p.outputChannels) // groups, *kernel)
     else:
         shape = (int(p.outputChannels), int(p.kernelChannels), *kernel)
-    weight = weight_values(p.weights, shape, axis=1 if p.isDeconvolution else 0)
+    if len(inputs) > 1:  # weights from a blob: [outputChannels, kernelChannels, kH, kW], MIL's layout
+        weight = inputs[1]
+    else:
+        weight = weight_values(p.weights, shape, axis=1 if p.isDeconvolution else 0)
     kwargs = {"strides": [int(s) for s in p.stride] or [1, 1], "dilations": [int(d) for d in p.dilationFactor] or [1, 1],
               "groups": groups}
     if p.WhichOneof("ConvolutionPaddingType") == "same":
@@ -138,8 +142,15 @@ def _convolution(p, inputs, name, _layer):
         # emits; MIL's own ``output_shape`` would need the batch, which is open here
         kwargs.pop("dilations")
         out = mb.conv_transpose(x=inputs[0], weight=weight, name=name, **kwargs)
-        if len(p.outputShape) and tuple(out.shape[-2:]) != tuple(int(v) for v in p.outputShape):
-            raise UnsupportedLayerError(f"deconvolution with outputShape {list(p.outputShape)} (MIL gives {out.shape[-2:]})")
+        wanted = tuple(int(v) for v in p.outputShape)
+        if wanted and tuple(out.shape[-2:]) != wanted:
+            # a larger output (TF's output_shape under stride > 1): MIL's ``output_shape``, which
+            # places the extra rows and columns at the end, as the NN runtime does
+            batch = inputs[0].shape[0]
+            if not isinstance(batch, (int, np.integer)):
+                raise UnsupportedLayerError(f"deconvolution with outputShape {list(wanted)} and an open batch")
+            out = mb.conv_transpose(x=inputs[0], weight=weight, output_shape=[int(batch), int(shape[1] * groups), *wanted],
+                                    name=name, **kwargs)
         return out
     return mb.conv(x=inputs[0], weight=weight, name=name, **kwargs)
 
@@ -381,6 +392,7 @@ def _slice_static(p, inputs, name, _layer):
     return _mb().slice_by_index(
         x=inputs[0], begin=[int(v) for v in p.beginIds], end=[int(v) for v in p.endIds],
         stride=[int(v) for v in p.strides], begin_mask=list(p.beginMasks), end_mask=list(p.endMasks), name=name,
+        **({"squeeze_mask": list(p.squeezeMasks)} if any(p.squeezeMasks) else {}),
     )
 
 
@@ -398,17 +410,19 @@ def _padding(p, inputs, name, _layer):
 
 @layer("constantPad")
 def _constant_pad(p, inputs, name, _layer):
-    """``ConstantPaddingLayerParams``: ``padAmounts`` (start, end) per axis from the first (or,
-    with ``padToGivenOutputSizeMode``, refused: coremltools emits it only for dynamic shapes)."""
+    """``ConstantPaddingLayerParams``: ``padAmounts`` (start, end) per trailing axis, or the
+    second (float) input; ``padToGivenOutputSizeMode`` is refused (the NN backend never sets it)."""
     if p.padToGivenOutputSizeMode:
         raise UnsupportedLayerError("constantPad with padToGivenOutputSizeMode")
-    return _mb().pad(x=inputs[0], pad=[int(a) for a in p.padAmounts], mode="constant", constant_val=np.float32(p.value),
-                     name=name)
+    pad = _int32(inputs[1]) if len(inputs) > 1 else [int(a) for a in p.padAmounts]
+    return _mb().pad(x=inputs[0], pad=pad, mode="constant", constant_val=np.float32(p.value), name=name)
 
 
 @layer("tile")
 def _tile(p, inputs, name, _layer):
-    return _mb().tile(x=inputs[0], reps=[int(r) for r in p.reps], name=name)
+    """``TileLayerParams``: ``reps``, or the second (float) input."""
+    reps = _int32(inputs[1]) if len(inputs) > 1 else [int(r) for r in p.reps]
+    return _mb().tile(x=inputs[0], reps=reps, name=name)
 
 
 @layer("upsample")
@@ -423,6 +437,587 @@ def _upsample(p, inputs, name, _layer):
     align = int(p.linearUpsampleMode) == 1
     return mb.upsample_bilinear(x=inputs[0], scale_factor_height=scales[0], scale_factor_width=scales[1],
                                 align_corners=align, name=name)
+
+
+# -- value types: every NeuralNetwork blob is fp32 ------------------------------------------------
+# A NeuralNetwork holds float blobs only: comparisons write 1.0/0.0, index outputs (argMax,
+# topK, getShape, whereNonZero, ...) write float indices, and index inputs (gather, oneHot, a
+# dynamic shape, ...) are floats read as integers. MIL types them (bool, int32); these adapters
+# cast at the boundary so that the MIL op sees its declared types and the next layer fp32.
+
+
+def _fp32(var, name=None):
+    from coremltools.converters.mil.mil import types
+
+    if var.dtype == types.fp32:
+        return var if name is None else _mb().identity(x=var, name=name)
+    return _mb().cast(x=var, dtype="fp32", **({} if name is None else {"name": name}))
+
+
+def _int32(var):
+    from coremltools.converters.mil.mil import types
+
+    if var.dtype == types.int32:
+        return var
+    if var.val is not None:  # a constant blob: fold the cast (a shape, an axis, a count)
+        return np.asarray(var.val).astype(np.int32)
+    return _mb().cast(x=var, dtype="int32")
+
+
+def _bool(var):
+    """Truth of a float blob: nonzero (NeuralNetwork.proto's logical layers)."""
+    from coremltools.converters.mil.mil import types
+
+    if var.dtype == types.bool:
+        return var
+    return _mb().not_equal(x=var, y=np.float32(0))
+
+
+@layer("copy")
+def _copy(p, inputs, name, _layer):
+    return _mb().identity(x=inputs[0], name=name)
+
+
+def _unary_op(op_type):
+    def adapter(p, inputs, name, _layer):
+        return getattr(_mb(), op_type)(x=inputs[0], name=name)
+
+    adapter.__doc__ = f"Elementwise ``{op_type}`` (the layer of the same name, no parameters)."
+    return adapter
+
+
+for _layer_type, _op in {"ceil": "ceil", "floor": "floor", "sign": "sign", "round": "round", "exp2": "exp2",
+                         "sin": "sin", "cos": "cos", "tan": "tan", "asin": "asin", "acos": "acos", "atan": "atan",
+                         "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "atanh": "atanh", "erf": "erf"}.items():
+    layer(_layer_type)(_unary_op(_op))
+
+
+@layer("clampedReLU")
+def _clamped_relu(p, inputs, name, _layer):
+    """``ClampedReLULayerParams``: ``min(beta, x >= 0 ? x : alpha * x)``, MIL ``clamped_relu``."""
+    return _mb().clamped_relu(x=inputs[0], alpha=np.float32(p.alpha), beta=np.float32(p.beta), name=name)
+
+
+def _comparison(op_type, swapped=None):
+    """``equal``/``notEqual``/``lessThan``/``lessEqual``/``greaterThan``/``greaterEqual``: two
+    inputs, or one input against ``alpha``; the output is 1.0 or 0.0 (a float blob), where MIL's
+    comparison gives bool."""
+
+    def adapter(p, inputs, name, _layer):
+        mb = _mb()
+        y = inputs[1] if len(inputs) > 1 else np.float32(p.alpha)
+        return _fp32(getattr(mb, op_type)(x=inputs[0], y=y), name=name)
+
+    return adapter
+
+
+for _layer_type, _op in {"equal": "equal", "notEqual": "not_equal", "lessThan": "less", "lessEqual": "less_equal",
+                         "greaterThan": "greater", "greaterEqual": "greater_equal"}.items():
+    layer(_layer_type)(_comparison(_op))
+
+
+def _logical(op_type):
+    """``LogicalOr/Xor/Not/AndLayerParams``: inputs are true where nonzero; output 1.0/0.0."""
+
+    def adapter(p, inputs, name, _layer):
+        mb = _mb()
+        args = {"x": _bool(inputs[0])}
+        if len(inputs) > 1:
+            args["y"] = _bool(inputs[1])
+        return _fp32(getattr(mb, op_type)(**args), name=name)
+
+    return adapter
+
+
+for _layer_type, _op in {"logicalAnd": "logical_and", "logicalOr": "logical_or", "logicalXor": "logical_xor",
+                         "logicalNot": "logical_not"}.items():
+    layer(_layer_type)(_logical(_op))
+
+layer("modBroadcastable")(_elementwise("mod", None))
+layer("floorDivBroadcastable")(_elementwise("floor_div", None))
+layer("max")(_elementwise("maximum", None))
+layer("min")(_elementwise("minimum", None))
+
+
+@layer("average")
+def _average(p, inputs, name, _layer):
+    """``AverageLayerParams``: the mean of the inputs, element by element."""
+    mb = _mb()
+    total = inputs[0]
+    for other in inputs[1:]:
+        total = mb.add(x=total, y=other)
+    return mb.mul(x=total, y=np.float32(1.0 / len(inputs)), name=name)
+
+
+def _chw_parameter(values, shape, rank):
+    """A ``scale``/``bias`` parameter of shape ``[1]``, ``[C]``, ``[1, H, W]`` or ``[C, H, W]``,
+    laid out over the last three axes of a rank >= 3 blob (``[C]`` is ``[C, 1, 1]``)."""
+    shape = [int(s) for s in shape] or [1]
+    values = values.reshape(shape)
+    if len(shape) == 1 and rank >= 3:
+        values = values.reshape(shape[0], 1, 1)
+    return values
+
+
+@layer("scale")
+def _scale(p, inputs, name, _layer):
+    """``ScaleLayerParams``: ``x * scale (+ bias)``, each of shape ``[1]``, ``[C]``, ``[1,H,W]``
+    or ``[C,H,W]`` over the last three axes."""
+    mb = _mb()
+    rank = len(inputs[0].shape)
+    scale = _chw_parameter(weight_values(p.scale), p.shapeScale, rank)
+    if not p.hasBias:
+        return mb.mul(x=inputs[0], y=scale, name=name)
+    bias = _chw_parameter(weight_values(p.bias), p.shapeBias, rank)
+    return mb.add(x=mb.mul(x=inputs[0], y=scale), y=bias, name=name)
+
+
+@layer("bias")
+def _bias(p, inputs, name, _layer):
+    """``BiasLayerParams``: ``x + bias``, bias of shape ``[1]``, ``[C]``, ``[1,H,W]`` or ``[C,H,W]``."""
+    bias = _chw_parameter(weight_values(p.bias), p.shape, len(inputs[0].shape))
+    return _mb().add(x=inputs[0], y=bias, name=name)
+
+
+def _arg_reduce(op_type):
+    """``ArgMax/ArgMinLayerParams``: ``axis``, ``removeDim`` (MIL ``keep_dims`` is its negation);
+    the index is written as a float."""
+
+    def adapter(p, inputs, name, _layer):
+        out = getattr(_mb(), op_type)(x=inputs[0], axis=int(p.axis), keep_dims=not p.removeDim)
+        return _fp32(out, name=name)
+
+    return adapter
+
+
+layer("argMax")(_arg_reduce("reduce_argmax"))
+layer("argMin")(_arg_reduce("reduce_argmin"))
+
+
+@layer("argSort")
+def _arg_sort(p, inputs, name, _layer):
+    """``ArgSortLayerParams``: ``descending`` is MIL's ``ascending`` negated; float indices."""
+    return _fp32(_mb().argsort(x=inputs[0], axis=int(p.axis), ascending=not p.descending), name=name)
+
+
+@layer("topK")
+def _top_k(p, inputs, name, lay):
+    """``TopKLayerParams``: values and (float) indices; ``useBottomK`` is MIL's ``ascending``;
+    ``K`` from the second input when there is one."""
+    k = _int32(inputs[1]) if len(inputs) > 1 else int(p.K)
+    if not isinstance(k, int):
+        k = int(np.asarray(k).reshape(-1)[0]) if not hasattr(k, "op") else k
+    values, indices = _mb().topk(x=inputs[0], k=k, axis=int(p.axis), ascending=bool(p.useBottomK))
+    return [values, _fp32(indices)]
+
+
+@layer("cumSum")
+def _cum_sum(p, inputs, name, _layer):
+    """``CumSumLayerParams``: ``excludeFinalSum`` is MIL's ``exclusive``; the axis from the
+    second input when there is one."""
+    axis = int(p.axis) if len(inputs) < 2 else int(np.asarray(inputs[1].val).reshape(-1)[0])
+    return _mb().cumsum(x=inputs[0], axis=axis, exclusive=bool(p.excludeFinalSum), reverse=bool(p.reverse), name=name)
+
+
+@layer("gather")
+def _gather(p, inputs, name, _layer):
+    """``GatherLayerParams``: ``data[..., indices, ...]`` along ``axis``, indices read from a float blob."""
+    return _mb().gather(x=inputs[0], indices=_int32(inputs[1]), axis=int(p.axis), name=name)
+
+
+@layer("gatherND")
+def _gather_nd(p, inputs, name, _layer):
+    return _mb().gather_nd(x=inputs[0], indices=_int32(inputs[1]), name=name)
+
+
+@layer("gatherAlongAxis")
+def _gather_along_axis(p, inputs, name, _layer):
+    return _mb().gather_along_axis(x=inputs[0], indices=_int32(inputs[1]), axis=int(p.axis), name=name)
+
+
+_SCATTER_MODES = ("update", "add", "sub", "mul", "div", "max", "min")  # ScatterMode's order
+
+
+@layer("scatter")
+def _scatter(p, inputs, name, _layer):
+    """``ScatterLayerParams``: inputs (data, indices, updates); ``mode`` as MIL's."""
+    return _mb().scatter(data=inputs[0], indices=_int32(inputs[1]), updates=inputs[2], axis=int(p.axis),
+                         mode=_SCATTER_MODES[int(p.mode)], name=name)
+
+
+@layer("scatterND")
+def _scatter_nd(p, inputs, name, _layer):
+    return _mb().scatter_nd(data=inputs[0], indices=_int32(inputs[1]), updates=inputs[2],
+                            mode=_SCATTER_MODES[int(p.mode)], name=name)
+
+
+@layer("scatterAlongAxis")
+def _scatter_along_axis(p, inputs, name, _layer):
+    return _mb().scatter_along_axis(data=inputs[0], indices=_int32(inputs[1]), updates=inputs[2], axis=int(p.axis),
+                                    mode=_SCATTER_MODES[int(p.mode)], name=name)
+
+
+@layer("getShape")
+def _get_shape(p, inputs, name, _layer):
+    """``GetShapeLayerParams``: the input's shape as a float vector."""
+    return _fp32(_mb().shape(x=inputs[0]), name=name)
+
+
+@layer("fillStatic")
+def _fill_static(p, inputs, name, _layer):
+    return _mb().fill(shape=[int(s) for s in p.targetShape], value=np.float32(p.value), name=name)
+
+
+@layer("fillDynamic")
+def _fill_dynamic(p, inputs, name, _layer):
+    """``FillDynamicLayerParams``: the shape from the (float) input."""
+    return _mb().fill(shape=_int32(inputs[0]), value=np.float32(p.value), name=name)
+
+
+@layer("fillLike")
+def _fill_like(p, inputs, name, _layer):
+    return _mb().fill(shape=_mb().shape(x=inputs[0]), value=np.float32(p.value), name=name)
+
+
+@layer("rangeStatic")
+def _range_static(p, inputs, name, _layer):
+    return _mb().range_1d(end=np.float32(p.endValue), start=np.float32(p.startValue), step=np.float32(p.stepSizeValue),
+                          name=name)
+
+
+@layer("rangeDynamic")
+def _range_dynamic(p, inputs, name, _layer):
+    """``RangeDynamicLayerParams``: inputs (end), (end, start) or (end, start, step), the
+    missing ones from ``startValue``/``stepSizeValue``."""
+    start = inputs[1] if len(inputs) > 1 else np.float32(p.startValue)
+    step = inputs[2] if len(inputs) > 2 else np.float32(p.stepSizeValue)
+    mb = _mb()
+    return mb.range_1d(end=_scalar(inputs[0]), start=_scalar(start), step=_scalar(step), name=name)
+
+
+def _scalar(value):
+    """A rank-1 one-element blob as the scalar a MIL op expects."""
+    if isinstance(value, (np.floating, float)):
+        return np.float32(value)
+    if value.val is not None:
+        return np.float32(np.asarray(value.val).reshape(-1)[0])
+    if value.rank == 0:
+        return value
+    return _mb().squeeze(x=_mb().reshape(x=value, shape=[1]), axes=[0])
+
+
+@layer("reshapeDynamic")
+def _reshape_dynamic(p, inputs, name, _layer):
+    """``ReshapeDynamicLayerParams``: the target shape from the second (float) input."""
+    return _mb().reshape(x=inputs[0], shape=_int32(inputs[1]), name=name)
+
+
+@layer("reshapeLike")
+def _reshape_like(p, inputs, name, _layer):
+    """``ReshapeLikeLayerParams``: to the second input's shape."""
+    return _mb().reshape(x=inputs[0], shape=_mb().shape(x=inputs[1]), name=name)
+
+
+@layer("rankPreservingReshape")
+def _rank_preserving_reshape(p, inputs, name, _layer):
+    """``RankPreservingReshapeLayerParams``: ``targetShape`` of the input's rank, where 0 copies
+    the input's dimension and -1 is inferred (MIL's iOS15 ``reshape`` has no 0, so copied
+    dimensions are read from the input's shape)."""
+    mb = _mb()
+    target = [int(s) for s in p.targetShape]
+    x = inputs[0]
+    if 0 not in target:
+        return mb.reshape(x=x, shape=target, name=name)
+    from coremltools.converters.mil.mil.types.symbolic import is_symbolic
+
+    if not any(is_symbolic(x.shape[i]) for i, s in enumerate(target) if s == 0):
+        return mb.reshape(x=x, shape=[int(x.shape[i]) if s == 0 else s for i, s in enumerate(target)], name=name)
+    shape = mb.shape(x=x)
+    parts = [mb.slice_by_index(x=shape, begin=[i], end=[i + 1]) if s == 0 else np.array([s], np.int32)
+             for i, s in enumerate(target)]
+    return mb.reshape(x=x, shape=mb.concat(values=parts, axis=0), name=name)
+
+
+@layer("sliceDynamic")
+def _slice_dynamic(p, inputs, name, _layer):
+    """``SliceDynamicLayerParams``: inputs (x, begin[, end[, strides]]), the others from the
+    parameters; masks as ``sliceStatic``'s."""
+    mb = _mb()
+    begin = _int32(inputs[1])
+    end = _int32(inputs[2]) if len(inputs) > 2 else [int(v) for v in p.endIds]
+    strides = _int32(inputs[3]) if len(inputs) > 3 else [int(v) for v in p.strides]
+    kwargs = {"begin_mask": list(p.beginMasks), "end_mask": list(p.endMasks)}
+    if len(p.squeezeMasks) and any(p.squeezeMasks):
+        kwargs["squeeze_mask"] = list(p.squeezeMasks)
+    return mb.slice_by_index(x=inputs[0], begin=begin, end=end, stride=strides, name=name, **kwargs)
+
+
+@layer("sliceBySize")
+def _slice_by_size(p, inputs, name, _layer):
+    """``SliceBySizeLayerParams``: ``size`` elements along ``axis`` from the begin input."""
+    mb = _mb()
+    x = inputs[0]
+    rank = len(x.shape)
+    axis = int(p.axis) % rank
+    begin = mb.concat(values=[np.zeros(axis, np.int32), mb.reshape(x=_int32(inputs[1]), shape=[1]),
+                              np.zeros(rank - axis - 1, np.int32)], axis=0)
+    size = [-1] * rank
+    size[axis] = int(p.size)
+    return mb.slice_by_size(x=x, begin=begin, size=size, name=name)
+
+
+@layer("slice")
+def _slice(p, inputs, name, _layer):
+    """``SliceLayerParams`` (the older layer): ``[startIndex:endIndex:stride]`` along the
+    channel, height or width axis (-3, -2, -1 of the blob); a negative ``endIndex`` counts
+    from the end."""
+    x = inputs[0]
+    rank = len(x.shape)
+    axis = rank + (-3, -2, -1)[int(p.axis)]
+    begin, end, stride = [0] * rank, [0] * rank, [1] * rank
+    begin[axis], end[axis], stride[axis] = int(p.startIndex), int(p.endIndex), int(p.stride) or 1
+    end_mask = [i != axis for i in range(rank)]
+    begin_mask = [i != axis for i in range(rank)]
+    return _mb().slice_by_index(x=x, begin=begin, end=end, stride=stride, begin_mask=begin_mask, end_mask=end_mask,
+                                name=name)
+
+
+@layer("splitND")
+def _split_nd(p, inputs, name, lay):
+    """``SplitNDLayerParams``: ``numSplits`` equal parts or ``splitSizes`` along ``axis``."""
+    kwargs = {"split_sizes": [int(s) for s in p.splitSizes]} if len(p.splitSizes) else {"num_splits": int(p.numSplits)}
+    outs = _mb().split(x=inputs[0], axis=int(p.axis), **kwargs)
+    return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+
+@layer("stack")
+def _stack(p, inputs, name, _layer):
+    return _mb().stack(values=list(inputs), axis=int(p.axis), name=name)
+
+
+@layer("reverse")
+def _reverse(p, inputs, name, _layer):
+    """``ReverseLayerParams``: ``reverseDim`` is one flag per axis; MIL lists the axes."""
+    return _mb().reverse(x=inputs[0], axes=[i for i, flag in enumerate(p.reverseDim) if flag], name=name)
+
+
+@layer("reverseSeq")
+def _reverse_seq(p, inputs, name, _layer):
+    return _mb().reverse_sequence(x=inputs[0], lengths=_int32(inputs[1]), seq_axis=int(p.sequenceAxis),
+                                  batch_axis=int(p.batchAxis), name=name)
+
+
+@layer("oneHot")
+def _one_hot(p, inputs, name, _layer):
+    """``OneHotLayerParams``: indices from a float blob; the depth from the second input if any."""
+    size = _int32(inputs[1]) if len(inputs) > 1 else int(p.oneHotVectorSize)
+    if not isinstance(size, int) and not hasattr(size, "op"):
+        size = int(np.asarray(size).reshape(-1)[0])
+    return _mb().one_hot(indices=_int32(inputs[0]), one_hot_vector_size=size, axis=int(p.axis),
+                         on_value=np.float32(p.onValue), off_value=np.float32(p.offValue), name=name)
+
+
+@layer("matrixBandPart")
+def _matrix_band_part(p, inputs, name, _layer):
+    return _mb().band_part(x=inputs[0], lower=int(p.numLower), upper=int(p.numUpper), name=name)
+
+
+@layer("whereBroadcastable")
+def _where_broadcastable(p, inputs, name, _layer):
+    """``WhereBroadcastableLayerParams``: ``cond ? a : b`` with the condition true where nonzero."""
+    return _mb().select(cond=_bool(inputs[0]), a=inputs[1], b=inputs[2], name=name)
+
+
+@layer("whereNonZero")
+def _where_non_zero(p, inputs, name, _layer):
+    """``WhereNonZeroLayerParams``: the (float) coordinates of the nonzero entries."""
+    return _fp32(_mb().non_zero(x=inputs[0]), name=name)
+
+
+@layer("embeddingND")
+def _embedding_nd(p, inputs, name, _layer):
+    """``EmbeddingNDLayerParams``: indices in a last axis of size 1, weights stored
+    ``[embeddingSize, vocabSize]`` (transposed, as coremltools' builder writes ``W.T``); the
+    output's last axis is ``embeddingSize``: MIL ``gather`` of the untransposed table."""
+    mb = _mb()
+    table = weight_values(p.weights, (int(p.embeddingSize), int(p.vocabSize))).T
+    indices = mb.squeeze(x=_int32(inputs[0]), axes=[-1])
+    out = mb.gather(x=np.ascontiguousarray(table), indices=indices, axis=0)
+    if p.hasBias:
+        return mb.add(x=out, y=weight_values(p.bias), name=name)
+    return mb.identity(x=out, name=name)
+
+
+@layer("l2normalize")
+def _l2_normalize(p, inputs, name, _layer):
+    """``L2NormalizeLayerParams``: over the last three axes (C, H, W) of the blob."""
+    rank = len(inputs[0].shape)
+    axes = [-3, -2, -1] if rank >= 3 else list(range(-rank, 0))
+    return _mb().l2_norm(x=inputs[0], axes=axes, epsilon=np.float32(p.epsilon or 1e-6), name=name)
+
+
+@layer("lrn")
+def _lrn(p, inputs, name, _layer):
+    """``LRNLayerParams``: across channels (axis -3), MIL ``local_response_norm``."""
+    return _mb().local_response_norm(x=inputs[0], size=int(p.localSize), alpha=np.float32(p.alpha),
+                                     beta=np.float32(p.beta), k=np.float32(p.k or 1.0), name=name)
+
+
+@layer("mvn")
+def _mvn(p, inputs, name, _layer):
+    """``MeanVarianceNormalizeLayerParams``: over H, W (each channel plane) or, with
+    ``acrossChannels``, over C, H, W: ``x - mean``, divided by ``sqrt(var + epsilon)`` with
+    ``normalizeVariance`` (MIL ``layer_norm`` without gamma and beta)."""
+    mb = _mb()
+    axes = [-3, -2, -1] if p.acrossChannels else [-2, -1]
+    if p.normalizeVariance:
+        return mb.layer_norm(x=inputs[0], axes=axes, epsilon=np.float32(p.epsilon), name=name)
+    return mb.sub(x=inputs[0], y=mb.reduce_mean(x=inputs[0], axes=axes, keep_dims=True), name=name)
+
+
+@layer("layerNormalization")
+def _layer_normalization(p, inputs, name, _layer):
+    """``LayerNormalizationLayerParams``: over the last ``len(normalizedShape)`` axes."""
+    shape = tuple(int(s) for s in p.normalizedShape)
+    return _mb().layer_norm(x=inputs[0], axes=list(range(-len(shape), 0)), gamma=weight_values(p.gamma, shape),
+                            beta=weight_values(p.beta, shape), epsilon=np.float32(p.eps), name=name)
+
+
+@layer("reorganizeData")
+def _reorganize_data(p, inputs, name, _layer):
+    """``ReorganizeDataLayerParams``: SPACE_TO_DEPTH, DEPTH_TO_SPACE (channel order as MIL's
+    ``space_to_depth``/``depth_to_space``), PIXEL_SHUFFLE (MIL ``pixel_shuffle``)."""
+    mb = _mb()
+    block = int(p.blockSize)
+    mode = int(p.mode)
+    if mode == 0:
+        return mb.space_to_depth(x=inputs[0], block_size=block, name=name)
+    if mode == 1:
+        return mb.depth_to_space(x=inputs[0], block_size=block, name=name)
+    return mb.pixel_shuffle(x=inputs[0], upscale_factor=block, name=name)
+
+
+_SAMPLING_MODES = ("STRICT_ALIGN_CORNERS", "ALIGN_CORNERS", "DEFAULT", "OFFSET_CORNERS")  # SamplingMode.Method
+
+
+@layer("resizeBilinear")
+def _resize_bilinear(p, inputs, name, _layer):
+    """``ResizeBilinearLayerParams``: ``targetSize`` (H, W); the sampling grid's
+    STRICT_ALIGN_ENDPOINTS, ALIGN_ENDPOINTS, UPSAMPLE and ROI_ALIGN modes are MIL's
+    STRICT_ALIGN_CORNERS, ALIGN_CORNERS, DEFAULT and OFFSET_CORNERS (the backend's own map)."""
+    size = [int(s) for s in p.targetSize] or [1, 1]
+    return _mb().resize_bilinear(x=inputs[0], target_size_height=size[0], target_size_width=size[1],
+                                 sampling_mode=_SAMPLING_MODES[int(p.mode.samplingMethod)], name=name)
+
+
+@layer("crop")
+def _crop(p, inputs, name, _layer):
+    """``CropLayerParams`` with one input: ``cropAmounts`` (top, bottom) and (left, right) off
+    the last two axes. The two-input form (crop to a reference's size) is refused."""
+    if len(inputs) > 1:
+        raise UnsupportedLayerError("crop with a reference input")
+    amounts = [(int(b.startEdgeSize), int(b.endEdgeSize)) for b in p.cropAmounts.borderAmounts] or [(0, 0), (0, 0)]
+    return _mb().crop(x=inputs[0], crop_height=list(amounts[0]), crop_width=list(amounts[1]), name=name)
+
+
+@layer("slidingWindows")
+def _sliding_windows(p, inputs, name, _layer):
+    return _mb().sliding_windows(x=inputs[0], axis=int(p.axis), size=int(p.windowSize), stride=int(p.step), name=name)
+
+
+_PADDING_3D = ("custom", "valid", "same")  # Convolution3DLayerParams.PaddingType / Pooling3DPaddingType
+
+
+def _padding_3d(p) -> dict:
+    """The 3-D layers' ``paddingType``: CUSTOM's front/back, top/bottom, left/right amounts;
+    SAME is MIL's ``same`` (the extra padding at the back, bottom and right)."""
+    kind = _PADDING_3D[int(p.paddingType)]
+    if kind != "custom":
+        return {"pad_type": kind}
+    pad = [int(p.customPaddingFront), int(p.customPaddingBack), int(p.customPaddingTop), int(p.customPaddingBottom),
+           int(p.customPaddingLeft), int(p.customPaddingRight)]
+    return {"pad_type": "custom", "pad": pad}
+
+
+@layer("convolution3d")
+def _convolution3d(p, inputs, name, _layer):
+    """``Convolution3DLayerParams``: weights ``[outputChannels, inputChannels / nGroups, kD, kH,
+    kW]``; a deconvolution's ``[inputChannels, outputChannels / nGroups, kD, kH, kW]`` (both MIL's
+    layouts), its ``outputShape`` (D, H, W) checked against what MIL's formula gives."""
+    mb = _mb()
+    groups = int(p.nGroups) or 1
+    kernel = (int(p.kernelDepth), int(p.kernelHeight), int(p.kernelWidth))
+    kwargs = _padding_3d(p)
+    if p.hasBias:
+        kwargs["bias"] = weight_values(p.bias)
+    strides = [int(p.strideDepth) or 1, int(p.strideHeight) or 1, int(p.strideWidth) or 1]
+    if p.isDeconvolution:
+        weight = weight_values(p.weights, (int(p.inputChannels), int(p.outputChannels) // groups, *kernel), axis=1)
+        out = mb.conv_transpose(x=inputs[0], weight=weight, groups=groups, strides=strides, name=name, **kwargs)
+        wanted = tuple(int(v) for v in p.outputShape)
+        if wanted and tuple(out.shape[-3:]) != wanted:  # as the 2-D deconvolution's outputShape
+            batch = inputs[0].shape[0]
+            if not isinstance(batch, (int, np.integer)):
+                raise UnsupportedLayerError(f"convolution3d deconvolution with outputShape {list(wanted)} and an open batch")
+            out = mb.conv_transpose(x=inputs[0], weight=weight, groups=groups, strides=strides, name=name,
+                                    output_shape=[int(batch), int(p.outputChannels), *wanted], **kwargs)
+        return out
+    shape = (int(p.outputChannels), int(p.inputChannels) // groups, *kernel)
+    return mb.conv(x=inputs[0], weight=weight_values(p.weights, shape), groups=groups,
+                      strides=strides, dilations=[int(p.dilationDepth) or 1, int(p.dilationHeight) or 1, int(p.dilationWidth) or 1],
+                      name=name, **kwargs)
+
+
+@layer("pooling3d")
+def _pooling3d(p, inputs, name, _layer):
+    """``Pooling3DLayerParams``: MAX or AVERAGE over (D, H, W); ``countExcludePadding`` is
+    MIL's ``exclude_padding_from_average``."""
+    mb = _mb()
+    kwargs = {"kernel_sizes": [int(p.kernelDepth), int(p.kernelHeight), int(p.kernelWidth)],
+              "strides": [int(p.strideDepth) or 1, int(p.strideHeight) or 1, int(p.strideWidth) or 1], **_padding_3d(p)}
+    if kwargs["pad_type"] != "custom":
+        kwargs["pad"] = [0] * 6
+    if int(p.type) == 1:
+        return mb.avg_pool(x=inputs[0], exclude_padding_from_average=bool(p.countExcludePadding), name=name, **kwargs)
+    return mb.max_pool(x=inputs[0], name=name, **kwargs)
+
+
+@layer("globalPooling3d")
+def _global_pooling3d(p, inputs, name, _layer):
+    """``GlobalPooling3DLayerParams``: MAX or AVERAGE over the last three axes, kept as size 1."""
+    fn = _mb().reduce_mean if int(p.type) == 1 else _mb().reduce_max
+    return fn(x=inputs[0], axes=[-3, -2, -1], keep_dims=True, name=name)
+
+
+
+_BOX_MODES = ("CORNERS_HEIGHT_FIRST", "CORNERS_WIDTH_FIRST", "CENTER_SIZE_HEIGHT_FIRST", "CENTER_SIZE_WIDTH_FIRST")
+
+
+@layer("cropResize")
+def _crop_resize(p, inputs, name, _layer):
+    """``CropResizeLayerParams``: the image blob is rank 5 ``[1, B, C, H, W]`` (coremltools
+    expands MIL's rank-4 input), the boxes ``[N, 1, 4 or 5, 1, 1]``; modes as MIL
+    ``crop_resize``'s (``SamplingMode`` as in resizeBilinear, ``BoxCoordinatesMode`` by name);
+    the output is ``[N, B, C, targetH, targetW]``."""
+    mb = _mb()
+    size = [int(s) for s in p.targetSize] or [1, 1]
+    return mb.crop_resize(x=mb.squeeze(x=inputs[0], axes=[0]), roi=inputs[1], target_height=size[0],
+                          target_width=size[1], normalized_coordinates=bool(p.normalizedCoordinates),
+                          spatial_scale=np.float32(p.spatialScale or 1.0),
+                          box_coordinate_mode=_BOX_MODES[int(p.boxIndicesMode.boxMode)],
+                          sampling_mode=_SAMPLING_MODES[int(p.mode.samplingMethod)], name=name)
+
+
+@layer("NonMaximumSuppression")
+def _non_maximum_suppression(p, inputs, name, _layer):
+    """``NonMaximumSuppressionLayerParams``: boxes ``[B, N, 4]`` and scores ``[B, N, C]`` to
+    the kept boxes, their scores, their (float) indices and the (float) count per batch: MIL's
+    iOS15 ``non_maximum_suppression``, whose layout is this layer's."""
+    boxes, scores, indices, count = _mb().non_maximum_suppression(
+        boxes=inputs[0], scores=inputs[1], iou_threshold=np.float32(p.iouThreshold),
+        score_threshold=np.float32(p.scoreThreshold), max_boxes=int(p.maxBoxes),
+        per_class_suppression=bool(p.perClassSuppression))
+    return [boxes, scores, _fp32(indices), _fp32(count)]
 
 
 # -- the spec's own parts and the program ---------------------------------------------------------
@@ -466,9 +1061,23 @@ def _preprocess(mb, x, preprocessing, layout: str, name: str):
     return x
 
 
+def _all_layers(layers):
+    for lay in layers:
+        yield lay
+        kind = lay.WhichOneof("layer")
+        if kind == "loop":
+            yield from _all_layers(lay.loop.conditionNetwork.layers)
+            yield from _all_layers(lay.loop.bodyNetwork.layers)
+        elif kind == "branch":
+            yield from _all_layers(lay.branch.ifBranch.layers)
+            yield from _all_layers(lay.branch.elseBranch.layers)
+
+
 def refuse_unknown_layers(network) -> None:
-    """Raise :class:`UnsupportedLayerError` naming every layer without an adapter."""
-    missing = [(lay.name, lay.WhichOneof("layer")) for lay in network.layers if lay.WhichOneof("layer") not in LAYERS]
+    """Raise :class:`UnsupportedLayerError` naming every layer without an adapter (inside
+    loops and branches too)."""
+    missing = [(lay.name, lay.WhichOneof("layer")) for lay in _all_layers(network.layers)
+               if lay.WhichOneof("layer") not in LAYERS]
     if missing:
         listed = ", ".join(f"{n!r} ({t})" for n, t in missing[:8])
         more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
@@ -477,6 +1086,126 @@ def refuse_unknown_layers(network) -> None:
             f"{', '.join(sorted({t for _, t in missing}))}. Supported layer types: {', '.join(sorted(LAYERS))}. "
             "Convert for iOS15 or later (an ML program), or run with runtime=coreml on macOS."
         )
+
+
+def _run_layers(layers, values: dict, prefix: str = "") -> None:
+    """Build each layer's MIL op(s) in order, reading and writing ``values`` (NN blob name ->
+    MIL var). Ops are named after the blob they write, ``prefix``-ed inside a loop or branch
+    (whose blobs may reuse an outer blob's name)."""
+    for lay in layers:
+        layer_type = lay.WhichOneof("layer")
+        fn = LAYERS[layer_type]
+        if getattr(fn, "scoped", False):  # loop, branch: they run nested networks over ``values``
+            fn(getattr(lay, layer_type), lay, values, prefix)
+            continue
+        inputs = [values[n] for n in lay.input]
+        name = prefix + (lay.output[0] if len(lay.output) == 1 else lay.name)
+        if len(lay.output) == 1 and lay.output[0] in values:  # a blob written again (a loop's state)
+            name = f"{name}__{lay.name}"
+        out = fn(getattr(lay, layer_type), inputs, name, lay)
+        if isinstance(out, (list, tuple)):  # several outputs, named here
+            for output_name, var in zip(lay.output, out):
+                var.name = prefix + output_name
+                values[output_name] = var
+        else:
+            values[lay.output[0]] = out
+
+
+def _written(layers) -> list[str]:
+    """Blob names the layers write, nested networks included, in order of first write."""
+    names: dict[str, None] = {}
+    for lay in layers:
+        kind = lay.WhichOneof("layer")
+        names.update(dict.fromkeys(lay.output))
+        if kind == "loop":
+            names.update(dict.fromkeys(_written(lay.loop.conditionNetwork.layers) + _written(lay.loop.bodyNetwork.layers)))
+        elif kind == "branch":
+            names.update(dict.fromkeys(_written(lay.branch.ifBranch.layers) + _written(lay.branch.elseBranch.layers)))
+    return list(names)
+
+
+def _truth(var):
+    """A condition blob (float, shape (1,) or scalar) as the bool scalar MIL's control flow takes."""
+    mb = _mb()
+    var = _bool(var)
+    if var.rank:
+        var = mb.squeeze(x=mb.reshape(x=var, shape=[1]), axes=[0])
+    return var
+
+
+def _scoped(fn):
+    fn.scoped = True
+    return fn
+
+
+@layer("loop")
+@_scoped
+def _loop(p, lay, values, prefix):
+    """``LoopLayerParams``: MIL ``while_loop``. Blobs are global in a NeuralNetwork: the loop's
+    state is every blob the body writes that exists before the loop (coremltools copies each
+    loop variable into such a blob before the loop and back at the end of the body). The
+    ``conditionNetwork`` runs before every iteration and ``conditionVar`` decides; with
+    ``maxLoopIterations`` > 0 a counter bounds the iterations too (alone when there is no
+    condition network). ``loopBreak``/``loopContinue`` have no adapter."""
+    mb = _mb()
+    state = [n for n in _written(p.bodyNetwork.layers) if n in values]
+    counted = int(p.maxLoopIterations) > 0
+    conditional = len(p.conditionNetwork.layers) > 0 or bool(p.conditionVar)
+    inner = f"{prefix}{lay.name}/"
+    initial = [values[n] for n in state] + ([np.int32(0)] if counted else [])
+
+    def scope(loop_vars):
+        local = dict(values)
+        local.update(zip(state, loop_vars))
+        return local
+
+    def cond(*loop_vars):
+        local = scope(loop_vars)
+        truth = None
+        if conditional:
+            _run_layers(p.conditionNetwork.layers, local, inner + "cond/")
+            truth = _truth(local[p.conditionVar])
+        if counted:
+            below = mb.less(x=loop_vars[-1], y=np.int32(p.maxLoopIterations))
+            truth = below if truth is None else mb.logical_and(x=truth, y=below)
+        return truth
+
+    def body(*loop_vars):
+        local = scope(loop_vars)
+        _run_layers(p.bodyNetwork.layers, local, inner + "body/")
+        out = [mb.identity(x=local[n]) for n in state]
+        return out + ([mb.add(x=loop_vars[-1], y=np.int32(1))] if counted else [])
+
+    if not state and not counted:
+        raise UnsupportedLayerError(f"loop {lay.name!r} without state or iteration count")
+    results = mb.while_loop(_cond=cond, _body=body, loop_vars=tuple(initial), name=prefix + lay.name)
+    values.update(zip(state, results if isinstance(results, (list, tuple)) else [results]))
+
+
+@layer("branch")
+@_scoped
+def _branch(p, lay, values, prefix):
+    """``BranchLayerParams``: MIL ``cond`` on the input blob (true where nonzero). Its outputs
+    are the blobs the branches write that exist before it or that both branches write
+    (coremltools copies each branch result into the same blob in both)."""
+    mb = _mb()
+    if_written, else_written = _written(p.ifBranch.layers), _written(p.elseBranch.layers)
+    outputs = [n for n in if_written if n in else_written or n in values]
+    outputs += [n for n in else_written if n in values and n not in outputs]
+    inner = f"{prefix}{lay.name}/"
+
+    def branch(network, tag):
+        def build():
+            local = dict(values)
+            _run_layers(network.layers, local, inner + tag)
+            return tuple(mb.identity(x=local[n]) for n in outputs)
+
+        return build
+
+    results = mb.cond(pred=_truth(values[lay.input[0]]), _true_fn=branch(p.ifBranch, "if/"),
+                      _false_fn=branch(p.elseBranch, "else/"), name=prefix + lay.name)
+    results = results if isinstance(results, (list, tuple)) else [results]
+    values.update(zip(outputs, results))
 
 
 def nn_program(spec, compute_units: str = "cpu_only"):
@@ -502,13 +1231,7 @@ def nn_program(spec, compute_units: str = "cpu_only"):
         for name, layout in layouts.items():
             if layout is not None and name in preprocessing:
                 values[name] = _preprocess(mb, values[name], preprocessing[name], layout, name)
-        for lay in network.layers:
-            layer_type = lay.WhichOneof("layer")
-            inputs = [values[n] for n in lay.input]
-            out = LAYERS[layer_type](getattr(lay, layer_type), inputs, lay.output[0] if len(lay.output) == 1 else lay.name, lay)
-            outs = out if isinstance(out, (list, tuple)) else [out]
-            for output_name, var in zip(lay.output, outs):
-                values[output_name] = var
+        _run_layers(network.layers, values)
         outputs = _outputs(mb, spec, kind, network, values)
         function.set_outputs(outputs)
     program = Program()
@@ -527,7 +1250,9 @@ def _outputs(mb, spec, kind, network, values) -> list:
     spec's outputs by name."""
     description = spec.description
     if kind != "neuralNetworkClassifier":
-        return [values[o.name] for o in description.output]
+        # an output written by a loop or branch is one of its results: name it as the spec does
+        return [values[o.name] if values[o.name].name == o.name else mb.identity(x=values[o.name], name=o.name)
+                for o in description.output]
     from coremltools.converters.mil.mil import types
 
     if network.WhichOneof("ClassLabels") == "stringClassLabels":
