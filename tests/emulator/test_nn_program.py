@@ -175,9 +175,164 @@ def test_a_layer_without_an_adapter_is_refused_at_load_with_its_name(tmp_path):
     from precision_sweep.emulator.nn_program import UnsupportedLayerError
 
     builder = NeuralNetworkBuilder([("x", datatypes.Array(3, 4, 4))], [("y", None)], disable_rank5_shape_mapping=True)
-    builder.add_lrn("my_lrn", "x", "y", alpha=1e-4, beta=0.75, local_size=3)
-    path = tmp_path / "lrn.mlmodel"
+    builder.add_elementwise("my_dot", ["x", "x"], "y", mode="DOT")
+    path = tmp_path / "dot.mlmodel"
     ct.utils.save_spec(builder.spec, str(path))
-    with pytest.raises(UnsupportedLayerError, match=r"'my_lrn' \(lrn\)") as info:
+    with pytest.raises(UnsupportedLayerError, match=r"'my_dot' \(dot\)") as info:
         Emulator(path, "cpu_only")
     assert "Supported layer types:" in str(info.value) and "convolution" in str(info.value)
+
+
+# -- layer families beyond the CNN zoo: each a real TF graph converted to a NeuralNetwork, run by
+# the emulator (cpu_only, fp32) against TensorFlow
+
+
+def _tf_graph_case(tmp_path, fn, specs, feeds, name):
+    """Convert a ``tf.function`` (its inputs ``feeds``, name -> array, with ``specs`` (shape,
+    dtype) in the same order) to a NeuralNetwork ``.mlmodel``; return (layer types, emulator
+    outputs in order, TF outputs in order)."""
+    import coremltools as ct
+    import tensorflow as tf
+
+    from precision_sweep.emulator import Emulator
+
+    names = list(feeds)
+    concrete = tf.function(fn, input_signature=[tf.TensorSpec(s, d, name=n) for n, (s, d) in zip(names, specs)])
+    concrete = concrete.get_concrete_function()
+    mlmodel = ct.convert([concrete], source="tensorflow", convert_to="neuralnetwork",
+                         minimum_deployment_target=ct.target.iOS14)
+    path = tmp_path / f"{name}.mlmodel"
+    mlmodel.save(str(path))
+    spec = ct.utils.load_spec(str(path))
+    types = set()
+    stack = list(spec.neuralNetwork.layers)
+    while stack:
+        lay = stack.pop()
+        types.add(lay.WhichOneof("layer"))
+        if lay.WhichOneof("layer") == "loop":
+            stack += list(lay.loop.conditionNetwork.layers) + list(lay.loop.bodyNetwork.layers)
+        if lay.WhichOneof("layer") == "branch":
+            stack += list(lay.branch.ifBranch.layers) + list(lay.branch.elseBranch.layers)
+    emulator = Emulator(path, "cpu_only")
+    assert {i.name for i in spec.description.input} == set(names)
+    out = emulator.predict({n: v.astype(np.float32) for n, v in feeds.items()})
+    expected = fn(*[tf.constant(v) for v in feeds.values()])
+    expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple)) else [expected])]
+    # TF names a function's outputs Identity, Identity_1, ...; the spec need not list them in order
+    order = sorted(out, key=lambda n: int(n.rpartition("_")[2]) if n.rpartition("_")[2].isdigit() else 0)
+    assert len(order) == len(expected)
+    return types, [out[n] for n in order], expected
+
+
+def test_indexing_sorting_and_comparison_layers(tmp_path):
+    """gather, topK, argMax, argSort, oneHot, cumSum, reverse, the comparisons and logical layers
+    (float 0/1 blobs), whereBroadcastable, scatterND, gatherND."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    indices = np.array([2, 0, 1], np.int32)
+
+    def fn(x, idx):
+        values, positions = tf.math.top_k(x, k=3)
+        picked = tf.gather(x, idx, axis=0)
+        hot = tf.one_hot(idx, 5, on_value=2.0, off_value=-1.0)
+        mask = tf.logical_and(x > 0.1, tf.logical_not(x > 1.0))
+        masked = tf.where(mask, x, tf.zeros_like(x))
+        order = tf.cast(tf.argsort(x, axis=1, direction="DESCENDING"), tf.float32)
+        largest = tf.cast(tf.argmax(x, axis=1), tf.float32)
+        running = tf.math.cumsum(tf.reverse(x, axis=[1]), axis=1, exclusive=True)
+        nd = tf.gather_nd(x, tf.stack([idx, idx], axis=1))
+        scattered = tf.tensor_scatter_nd_add(x, tf.reshape(idx, (3, 1)), picked)
+        return (values, tf.cast(positions, tf.float32), picked, hot, masked, order, largest, running, nd, scattered,
+                tf.cast(tf.equal(x, picked), tf.float32))
+
+    types, out, expected = _tf_graph_case(tmp_path, fn, [((3, 8), tf.float32), ((3,), tf.int32)],
+                                          {"x": x, "idx": indices}, "indexing")
+    assert {"topK", "gather", "oneHot", "argMax", "cumSum", "reverse", "whereBroadcastable", "gatherND",
+            "scatterND"} <= types, types
+    assert types & {"greaterThan", "logicalAnd", "logicalNot", "equal"}, types
+    for got, want in zip(out, expected):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want.astype(np.float32), atol=1e-5, rtol=0)
+
+
+def test_three_d_convolution_and_pooling_layers(tmp_path):
+    """convolution3d (strided, same and valid padding), pooling3d (max and average) and a 3-D
+    deconvolution, from Keras layers."""
+    import coremltools as ct
+    import keras
+
+    from precision_sweep.emulator import Emulator
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6, 8, 8, 2))
+    x = keras.layers.Conv3D(4, 3, strides=(1, 2, 2), padding="same")(inputs)
+    x = keras.layers.MaxPooling3D(2, padding="valid")(x)
+    y = keras.layers.AveragePooling3D((1, 2, 2), padding="same")(x)
+    y = keras.layers.Conv3DTranspose(3, 2, strides=2, padding="valid")(y)
+    model = keras.Model(inputs, [x, y])
+    mlmodel = ct.convert(model, inputs=[ct.TensorType(shape=(2, 6, 8, 8, 2))], convert_to="neuralnetwork",
+                         minimum_deployment_target=ct.target.iOS14)
+    path = tmp_path / "c3d.mlmodel"
+    mlmodel.save(str(path))
+    spec = ct.utils.load_spec(str(path))
+    assert {"convolution3d", "pooling3d"} <= {lay.WhichOneof("layer") for lay in spec.neuralNetwork.layers}
+    data = np.random.default_rng(2).standard_normal((2, 6, 8, 8, 2)).astype(np.float32)
+    emulator = Emulator(path, "cpu_only")
+    out = emulator.predict({spec.description.input[0].name: data})
+    for got, want in zip([out[o.name] for o in spec.description.output], model.predict(data, verbose=0)):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_loop_and_branch_layers(tmp_path):
+    """A tf.while_loop (NN ``loop`` with a condition network) and a tf.cond (NN ``branch``):
+    MIL while_loop and cond over the blobs the nested networks write; several trip counts and
+    both branches. (One tf.function holding both does not convert: coremltools' TF2 control-flow
+    rewrite fails on it.)"""
+    import tensorflow as tf
+
+    def loop(x, n):
+        body = lambda i, acc: (i + 1.0, acc * 0.5 + tf.sin(acc))  # noqa: E731
+        return tf.while_loop(lambda i, acc: i < n[0], body, [tf.constant(0.0), x])[1]
+
+    def branch(x):
+        return tf.cond(tf.reduce_sum(x) > 0.0, lambda: tf.exp(x) - 1.0, lambda: x * 3.0)
+
+    x = np.linspace(-1, 2, 6, dtype=np.float32).reshape(2, 3)
+    for scale, steps in ((1.0, 4.0), (-1.0, 0.0), (0.5, 7.0)):
+        types, out, expected = _tf_graph_case(tmp_path, loop, [((2, 3), tf.float32), ((1,), tf.float32)],
+                                              {"x": scale * x, "n": np.array([steps], np.float32)}, "loop")
+        assert "loop" in types, types
+        np.testing.assert_allclose(out[0], expected[0], atol=1e-5, rtol=0)
+        types, out, expected = _tf_graph_case(tmp_path, branch, [((2, 3), tf.float32)], {"x": scale * x}, "branch")
+        assert "branch" in types, types
+        np.testing.assert_allclose(out[0], expected[0], atol=1e-5, rtol=0)
+
+
+def test_normalization_reorganization_and_resize_layers(tmp_path):
+    """lrn, l2normalize, reorganizeData (space to depth and back), resizeBilinear, crop (Keras
+    Cropping2D), splitND, stack, tile, matrixBandPart."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 8, 8, 4)).astype(np.float32)
+
+    def fn(x):
+        nchw = tf.transpose(x, [0, 3, 1, 2])
+        lrn = tf.nn.local_response_normalization(x, depth_radius=2, bias=1.5, alpha=0.3, beta=0.6)
+        unit = tf.math.l2_normalize(x, axis=-1, epsilon=1e-6)
+        shuffled = tf.nn.depth_to_space(tf.nn.space_to_depth(x * 2.0, 2), 2)
+        resized = tf.image.resize(x, (11, 13), method="bilinear")
+        cropped = x[:, 1:-2, 2:-1, :]
+        a, b = tf.split(nchw, 2, axis=1)
+        stacked = tf.stack([a, b * 2.0], axis=2)
+        tiled = tf.tile(x[0, :2, :3, 0], [2, 3])
+        band = tf.linalg.band_part(x[0, :, :, 1], 1, 2)
+        return lrn, unit, shuffled, resized, cropped, stacked, tiled, band
+
+    types, out, expected = _tf_graph_case(tmp_path, fn, [((1, 8, 8, 4), tf.float32)], {"x": x}, "norm")
+    assert {"lrn", "reorganizeData", "splitND", "stack", "tile", "matrixBandPart"} <= types, types
+    for got, want in zip(out, expected):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
