@@ -142,17 +142,63 @@ def _convolution(p, inputs, name, _layer):
         # emits; MIL's own ``output_shape`` would need the batch, which is open here
         kwargs.pop("dilations")
         out = mb.conv_transpose(x=inputs[0], weight=weight, name=name, **kwargs)
-        wanted = tuple(int(v) for v in p.outputShape)
-        if wanted and tuple(out.shape[-2:]) != wanted:
-            # a larger output (TF's output_shape under stride > 1): MIL's ``output_shape``, which
-            # places the extra rows and columns at the end, as the NN runtime does
-            batch = inputs[0].shape[0]
-            if not isinstance(batch, (int, np.integer)):
-                raise UnsupportedLayerError(f"deconvolution with outputShape {list(wanted)} and an open batch")
-            out = mb.conv_transpose(x=inputs[0], weight=weight, output_shape=[int(batch), int(shape[1] * groups), *wanted],
-                                    name=name, **kwargs)
+        wanted = tuple(int(v) for v in p.outputShape) or _short_kernel_same(out, kernel, kwargs)
+        if wanted and tuple(out.shape[-2:]) != wanted or _short_kernel_same(out, kernel, kwargs):
+            # a larger output (TF's output_padding under stride > 1): MIL's ``output_shape``
+            out = _with_output_shape(out, inputs[0], weight, int(shape[1] * groups), wanted, name,
+                                     {**kwargs, "groups": groups})
         return out
     return mb.conv(x=inputs[0], weight=weight, name=name, **kwargs)
+
+
+def _short_kernel_same(out, kernel, kwargs) -> tuple:
+    """The output size of a ``same`` deconvolution with a kernel shorter than its stride on some
+    axis (``in * stride``), which the emulator's ``conv_transpose`` kernel mis-sizes (its crop
+    turns negative): such a layer takes :func:`_with_output_shape`'s route. Else ()."""
+    strides = [int(v) for v in kwargs.get("strides", [1] * len(kernel))]
+    if kwargs.get("pad_type") not in ("same", "same_lower") or all(int(k) >= s for k, s in zip(kernel, strides)):
+        return ()
+    shape = out.shape[2:]
+    return tuple(int(v) for v in shape) if all(isinstance(v, (int, np.integer)) for v in shape) else ()
+
+
+def _with_output_shape(default, x, weight, channels: int, wanted: tuple, name: str, kwargs: dict):
+    """A deconvolution whose ``outputShape`` is larger than MIL's default formula gives (TF's
+    ``output_padding``). The emulator's ``conv_transpose`` kernel only crops to an
+    ``output_shape``, so this is built from MIL ops of the same maths: the uncropped transposed
+    convolution (``valid``, no bias), the window of ``outputShape`` taken from it as the
+    padding places it (``same``: TF's split of the total padding, the larger half at the end;
+    explicit amounts: their start; ``valid``: from 0), zeros where the window passes the end
+    (no kernel tap reaches there), then the bias."""
+    mb = _mb()
+    spatial = [int(v) for v in x.shape[2:]] if all(isinstance(v, (int, np.integer)) for v in x.shape[2:]) else None
+    if spatial is None or not isinstance(weight, np.ndarray) or any(int(d) != 1 for d in kwargs.get("dilations", [1])):
+        raise UnsupportedLayerError(f"deconvolution {name!r} with outputShape {list(wanted)} and open or dilated input")
+    default.op.enclosing_block.remove_ops([default.op])
+    strides, kernel = [int(v) for v in kwargs["strides"]], weight.shape[2:]
+    full = mb.conv_transpose(x=x, weight=weight, strides=strides, groups=kwargs.get("groups", 1), pad_type="valid")
+    begin, end, tail = [0, 0], [0, 0], []
+    for axis, (size, s, k, out) in enumerate(zip(spatial, strides, kernel, wanted)):
+        length = (size - 1) * s + k
+        if kwargs["pad_type"] in ("same", "same_lower"):
+            total = max((-(-out // s) - 1) * s + k - out, 0)
+            start = total // 2 if kwargs["pad_type"] == "same" else total - total // 2
+        elif kwargs["pad_type"] == "custom":
+            start = int(kwargs["pad"][2 * axis])
+        else:
+            start = 0
+        begin.append(start)
+        end.append(min(start + out, length))
+        tail.append(max(start + out - length, 0))
+    rank = len(x.shape)
+    window = mb.slice_by_index(x=full, begin=begin, end=end, begin_mask=[True, True] + [False] * (rank - 2),
+                               end_mask=[True, True] + [False] * (rank - 2))
+    if any(tail):
+        window = mb.pad(x=window, pad=[a for t in tail for a in (0, t)], mode="constant", constant_val=np.float32(0))
+    bias = kwargs.get("bias")
+    if bias is None:
+        return mb.identity(x=window, name=name)
+    return mb.add(x=window, y=np.asarray(bias, np.float32).reshape((channels,) + (1,) * (rank - 2)), name=name)
 
 
 _ACTIVATIONS = {
@@ -954,13 +1000,10 @@ def _convolution3d(p, inputs, name, _layer):
     if p.isDeconvolution:
         weight = weight_values(p.weights, (int(p.inputChannels), int(p.outputChannels) // groups, *kernel), axis=1)
         out = mb.conv_transpose(x=inputs[0], weight=weight, groups=groups, strides=strides, name=name, **kwargs)
-        wanted = tuple(int(v) for v in p.outputShape)
-        if wanted and tuple(out.shape[-3:]) != wanted:  # as the 2-D deconvolution's outputShape
-            batch = inputs[0].shape[0]
-            if not isinstance(batch, (int, np.integer)):
-                raise UnsupportedLayerError(f"convolution3d deconvolution with outputShape {list(wanted)} and an open batch")
-            out = mb.conv_transpose(x=inputs[0], weight=weight, groups=groups, strides=strides, name=name,
-                                    output_shape=[int(batch), int(p.outputChannels), *wanted], **kwargs)
+        wanted = tuple(int(v) for v in p.outputShape) or _short_kernel_same(out, kernel, {**kwargs, "strides": strides})
+        if wanted and tuple(out.shape[-3:]) != wanted or _short_kernel_same(out, kernel, {**kwargs, "strides": strides}):
+            out = _with_output_shape(out, inputs[0], weight, int(p.outputChannels), wanted, name,
+                                     {"groups": groups, "strides": strides, **kwargs})
         return out
     shape = (int(p.outputChannels), int(p.inputChannels) // groups, *kernel)
     return mb.conv(x=inputs[0], weight=weight_values(p.weights, shape), groups=groups,
