@@ -250,10 +250,10 @@ def test_model_files_the_emulator_cannot_run(files, tmp_path, capsys):
     assert "specification version 99" in message
 
     builder = NeuralNetworkBuilder([("image", datatypes.Array(3, 8, 8))], [("y", None)], disable_rank5_shape_mapping=True)
-    builder.add_lrn("my_lrn", "image", "y", alpha=1e-4, beta=0.75, local_size=3)
-    ct.utils.save_spec(builder.spec, str(tmp_path / "lrn.mlmodel"))
-    message = _refused(capsys, tmp_path / "c", files["core"], tmp_path / "lrn.mlmodel", files["data"])
-    assert "'my_lrn' (lrn)" in message and "Supported layer types" in message
+    builder.add_elementwise("my_dot", ["image", "image"], "y", mode="DOT")  # a layer without an adapter
+    ct.utils.save_spec(builder.spec, str(tmp_path / "dot.mlmodel"))
+    message = _refused(capsys, tmp_path / "c", files["core"], tmp_path / "dot.mlmodel", files["data"])
+    assert "'my_dot' (dot)" in message and "Supported layer types" in message
 
 
 def test_a_bad_override_is_refused_before_any_run(files, tmp_path, capsys):
