@@ -435,11 +435,26 @@ def _gelu(p, inputs, name, _layer):
 
 @layer("sliceStatic")
 def _slice_static(p, inputs, name, _layer):
-    return _mb().slice_by_index(
-        x=inputs[0], begin=[int(v) for v in p.beginIds], end=[int(v) for v in p.endIds],
-        stride=[int(v) for v in p.strides], begin_mask=list(p.beginMasks), end_mask=list(p.endMasks), name=name,
-        **({"squeeze_mask": list(p.squeezeMasks)} if any(p.squeezeMasks) else {}),
-    )
+    """``SliceStaticLayerParams``: MIL ``slice_by_index``. A squeezed axis takes the one element
+    at its begin (its end is not read) and is removed as :func:`_squeezed` says."""
+    begin, end = [int(v) for v in p.beginIds], [int(v) for v in p.endIds]
+    end_mask = list(p.endMasks)
+    for axis, squeezed in enumerate(p.squeezeMasks):
+        if squeezed:
+            end[axis], end_mask[axis] = begin[axis] + 1, begin[axis] == -1
+    out = _mb().slice_by_index(x=inputs[0], begin=begin, end=end, stride=[int(v) for v in p.strides],
+                               begin_mask=list(p.beginMasks), end_mask=end_mask,
+                               **({} if any(p.squeezeMasks) else {"name": name}))
+    return _squeezed(out, p.squeezeMasks, name) if any(p.squeezeMasks) else out
+
+
+def _squeezed(var, mask, name):
+    """``squeezeMasks``' axes removed; all of them leave shape (1,), NeuralNetwork's scalar (and
+    keeps MIL's value inference off rank-0 symbolic values, such as a dimension of getShape)."""
+    axes = [i for i, flag in enumerate(mask) if flag]
+    if len(axes) == var.rank:
+        return _mb().reshape(x=var, shape=[1], name=name)
+    return _mb().squeeze(x=var, axes=axes, name=name)
 
 
 @layer("padding")
@@ -793,7 +808,7 @@ def _slice_dynamic(p, inputs, name, _layer):
     end = _int32(inputs[2]) if len(inputs) > 2 else [int(v) for v in p.endIds]
     strides = _int32(inputs[3]) if len(inputs) > 3 else [int(v) for v in p.strides]
     kwargs = {"begin_mask": list(p.beginMasks), "end_mask": list(p.endMasks)}
-    if len(p.squeezeMasks) and any(p.squeezeMasks):
+    if any(p.squeezeMasks):
         kwargs["squeeze_mask"] = list(p.squeezeMasks)
     return mb.slice_by_index(x=inputs[0], begin=begin, end=end, stride=strides, name=name, **kwargs)
 
@@ -1151,6 +1166,9 @@ def _run_layers(layers, values: dict, prefix: str = "") -> None:
                 var.name = prefix + output_name
                 values[output_name] = var
         else:
+            if out.rank == 0:  # NeuralNetwork.proto has no rank 0: a scalar blob is shape (1,)
+                out.op.name = out.name = f"{name}__scalar"
+                out = _mb().reshape(x=out, shape=[1], name=name)
             values[lay.output[0]] = out
 
 
