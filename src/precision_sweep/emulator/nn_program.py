@@ -8,6 +8,13 @@ builder, from the layer's parameters as ``NeuralNetwork.proto`` lays them out. W
 definition differs from its MIL counterpart, the adapter's docstring says how the proto's
 text is followed. A layer type without an adapter is refused at load, naming the layer.
 
+Conventions of the format the adapters follow (``NeuralNetwork.proto``), where MIL differs:
+every blob is fp32 (comparisons and logical layers write 1.0/0.0, index outputs such as
+argMax's are floats, index inputs are floats read as integers), no blob has rank 0 (a scalar
+is shape (1,)), the older layers (``softmax``, ``concat``, ``batchnorm``, ``slice``, ``scale``,
+``l2normalize``, ``mvn``, ``lrn``) work on the last three axes as (C, H, W), and blob names are
+global, so a ``loop`` or ``branch`` communicates through the blobs its nested networks write.
+
 The spec's own parts become ops too: the image preprocessing (``scaler``: ``<input>__scaled__``
 and ``<input>__biased__``, as coremltools names them in an ML program) and a classifier's
 ``classify`` (labels and the probability output's name from the spec).
@@ -264,6 +271,8 @@ def _batched_matmul(p, inputs, name, _layer):
 
 @layer("softmaxND")
 def _softmax_nd(p, inputs, name, _layer):
+    """``SoftmaxNDLayerParams``: over ``axis`` of a blob of any rank (negative counts from the
+    end), MIL ``softmax``'s axis; the older ``softmax`` layer is fixed to the channel axis."""
     return _mb().softmax(x=inputs[0], axis=int(p.axis), name=name)
 
 
