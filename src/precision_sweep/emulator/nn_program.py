@@ -450,7 +450,8 @@ def _slice_static(p, inputs, name, _layer):
     end_mask = list(p.endMasks)
     for axis, squeezed in enumerate(p.squeezeMasks):
         if squeezed:
-            end[axis], end_mask[axis] = begin[axis] + 1, begin[axis] == -1
+            start = 0 if p.beginMasks[axis] else begin[axis]
+            end[axis], end_mask[axis] = start + 1, start == -1
     out = _mb().slice_by_index(x=inputs[0], begin=begin, end=end, stride=[int(v) for v in p.strides],
                                begin_mask=list(p.beginMasks), end_mask=end_mask,
                                **({} if any(p.squeezeMasks) else {"name": name}))
