@@ -94,7 +94,7 @@ def category(row: dict) -> str:
     if RANDOM.search(row["nodeid"]) or any(t.startswith("random") or t == "categoricalDistribution" for t in row["layers"]):
         return "out of scope: random op"
     if row["outcome"] == "passed":
-        return "passed" if row["predicted"] else "out of scope: converted, no prediction asked"
+        return "passed" if row["predicted"] else "out of scope: passed without asking a prediction (early return, frontend only)"
     if row["stage"] == "convert":
         return "out of scope: conversion or TensorFlow error"
     if row["stage"] == "after":
