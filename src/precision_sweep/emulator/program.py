@@ -132,11 +132,22 @@ def compile_plan(program, function_name: str = "main", placer: Callable | None =
         outputs=[var.name for var in function.outputs],
     )
     plan.steps = _compile_operations(function.operations, plan, placer, False)
+    _drop_unread_constants(plan)
     _mark_boundaries(plan)
     plan.lean_steps = _fold_zero_pads(plan)
     plan.releases = _releases(plan)
     _mark_reuses(plan)
     return plan
+
+
+def _drop_unread_constants(plan: Plan) -> None:
+    """Forget the constants no step reads by name and no output is: the inputs of folded ops
+    (an fp32 weight a folded cast made fp16, the indices and table of a decompressed weight),
+    whose values the steps hold already resolved. They would double the plan's memory."""
+    read = set(plan.outputs)
+    for step in plan.all_steps():
+        read.update(_names_read(step))
+    plan.constants = {name: value for name, value in plan.constants.items() if name in read}
 
 
 def _zero_spatial_pad(step: Step) -> list[int] | None:
