@@ -226,6 +226,12 @@ def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
     from precision_sweep.convert.targets import model_format, model_suffix, spec_version
 
     interface = interface_for(cfg, model, dataset)
+    if cfg.precision.get("auto_repair") and not interface.plain:  # before any conversion
+        raise SkipJob(
+            f"{cfg.precision.name} repairs programs with a tensor input and the model's own output; "
+            "with model.input_type=image or model.classifier=true it is not built yet. Run the repair with "
+            "model.input_type=tensor model.classifier=false: the ops it keeps are the same."
+        )
     if interface.image is not None:
         from precision_sweep.data.preprocessing import check_pixels
 
@@ -242,12 +248,6 @@ def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
     except Exception as exc:  # name the layer and TF op, say how to fix it
         raise explain_conversion_error(exc, model)
     if cfg.precision.get("auto_repair"):
-        if not interface.plain:
-            raise SkipJob(
-                f"{cfg.precision.name} repairs programs with a tensor input and the model's own output; "
-                "with model.input_type=image or model.classifier=true it is not built yet. Run the repair with "
-                "model.input_type=tensor model.classifier=false: the ops it keeps are the same."
-            )
         from precision_sweep.repair.greedy import repair_in_job
 
         converted = repair_in_job(cfg, run, model, dataset, converted)

@@ -211,3 +211,14 @@ def test_an_image_classifier_sweep_over_precision_target_and_compute_units(tmp_p
         assert run.data.params["input_type"] == "image", key
     assert evaluated[("fp32", "ios15", "cpu_only")].data.metrics["agreement"] == 1.0
     assert evaluated[("fp32", "ios16", "cpu_only")].data.metrics["agreement"] == 1.0
+
+
+def test_an_auto_repair_recipe_with_the_app_interface_is_skipped_before_converting(outputs, shared_cache):
+    from precision_sweep.job import run_job
+
+    assert run_job(compose([f"paths.outputs={outputs}", f"paths.cache={shared_cache}", "runtime.progress=false",
+                            "precision=fp16_auto", *APP])) is None
+    client = mlflow_client(outputs)
+    (run,) = client.search_runs([client.get_experiment_by_name("precision-sweep").experiment_id])
+    assert run.data.tags.get("precision_sweep.outcome") == "skipped", run.data.tags
+    assert not any(a.path.endswith(".mlpackage") for a in client.list_artifacts(run.info.run_id))

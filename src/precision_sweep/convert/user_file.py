@@ -39,7 +39,8 @@ class FileInterface:
 
 
 def read_interface(path: Path) -> FileInterface:
-    """The file's input and classifier labels, from its spec and program."""
+    """The file's input and classifier labels, from its spec and program (loading the program
+    reads every weight: a truncated package fails here)."""
     import coremltools as ct
     from coremltools.proto import FeatureTypes_pb2
 
@@ -77,10 +78,8 @@ def read_interface(path: Path) -> FileInterface:
         image_size = (int(image.height), int(image.width))
     else:
         input_shape = tuple(int(d) for d in feature.type.multiArrayType.shape)
-    labels = None
-    if spec.description.predictedFeatureName:
-        classifier = _load_program(path).classifier()
-        labels = None if classifier is None else tuple(str(c) for c in classifier[2])
+    classifier = _load_program(path).classifier()
+    labels = None if classifier is None else tuple(str(c) for c in classifier[2])
     return FileInterface(feature.name, color_layout, image_size, input_shape, labels)
 
 
@@ -152,7 +151,6 @@ def use_file(cfg, run, model, dataset, job_dir: Path) -> ConvertedModel:
     path = check_coreml_file(cfg.model.coreml_file)
     interface = read_interface(path)
     where = f"model={cfg.model.name}"
-    _load_program(path)
     check_against(interface, path, model, dataset, where)
     dataset.feed = ImageFeed(interface.color_layout) if interface.color_layout else None
     copy = Path(job_dir) / path.name

@@ -69,13 +69,6 @@ class Preprocessing:
         channels = 1 if color_layout.startswith("GRAYSCALE") else 3
         return cls.of(scale, bias, channels, "bgr" if color_layout == "BGR" else "rgb")
 
-    def then(self, scale, bias) -> "Preprocessing":
-        """This preprocessing followed by ``x * scale + bias`` (a model's own ``Rescaling``)."""
-        scale = _per_channel(scale, self.channels)
-        bias = _per_channel(bias, self.channels)
-        return Preprocessing.of(np.asarray(self.scale) * scale, np.asarray(self.bias) * scale + bias,
-                                self.channels, self.channel_order)
-
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """The model input of RGB (or grayscale) NHWC ``pixels``: reordered, scaled, biased."""
         x = np.asarray(pixels, dtype=np.float32)
@@ -149,23 +142,18 @@ def _number(value: float) -> str:
 
 @dataclass(frozen=True)
 class ImageFeed:
-    """How Core ML feeds an image input: 8-bit pixels, channels first, in the input's order.
-
-    ``color_layout`` is the input's colorSpace (``RGB``, ``BGR``, ``GRAYSCALE``,
-    ``GRAYSCALE_FLOAT16``); ``channel_first`` is true for the program's NCHW input (every ML
-    program image input is).
-    """
+    """How Core ML feeds an image input: 8-bit pixels, channels first (every program's image
+    input is NCHW), in the order of ``color_layout``, the input's colorSpace (``RGB``, ``BGR``,
+    ``GRAYSCALE``, ``GRAYSCALE_FLOAT16``)."""
 
     color_layout: str
-    channel_first: bool = True
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """The program input for RGB (or grayscale) NHWC ``pixels`` (0..255)."""
         x = np.asarray(pixels, dtype=np.float32)
         if self.color_layout == "BGR" and x.shape[-1] == 3:
             x = x[..., ::-1]
-        if self.channel_first:
-            x = np.transpose(x, (0, 3, 1, 2))
+        x = np.transpose(x, (0, 3, 1, 2))
         dtype = np.float16 if self.color_layout == "GRAYSCALE_FLOAT16" else np.float32
         return np.ascontiguousarray(x, dtype=dtype)
 

@@ -709,23 +709,20 @@ def _gather_along_axis(p, inputs, name, _layer):
 _SCATTER_MODES = ("update", "add", "sub", "mul", "div", "max", "min")  # ScatterMode's order
 
 
-@layer("scatter")
-def _scatter(p, inputs, name, _layer):
-    """``ScatterLayerParams``: inputs (data, indices, updates); ``mode`` as MIL's."""
-    return _mb().scatter(data=inputs[0], indices=_int32(inputs[1]), updates=inputs[2], axis=int(p.axis),
-                         mode=_SCATTER_MODES[int(p.mode)], name=name)
+def _scatter(op_type: str, axis: bool):
+    """``Scatter*LayerParams``: inputs (data, indices, updates); ``mode`` as MIL's."""
+
+    def adapter(p, inputs, name, _layer):
+        kwargs = {"axis": int(p.axis)} if axis else {}
+        return getattr(_mb(), op_type)(data=inputs[0], indices=_int32(inputs[1]), updates=inputs[2],
+                                       mode=_SCATTER_MODES[int(p.mode)], name=name, **kwargs)
+
+    return adapter
 
 
-@layer("scatterND")
-def _scatter_nd(p, inputs, name, _layer):
-    return _mb().scatter_nd(data=inputs[0], indices=_int32(inputs[1]), updates=inputs[2],
-                            mode=_SCATTER_MODES[int(p.mode)], name=name)
-
-
-@layer("scatterAlongAxis")
-def _scatter_along_axis(p, inputs, name, _layer):
-    return _mb().scatter_along_axis(data=inputs[0], indices=_int32(inputs[1]), updates=inputs[2], axis=int(p.axis),
-                                    mode=_SCATTER_MODES[int(p.mode)], name=name)
+layer("scatter")(_scatter("scatter", axis=True))
+layer("scatterND")(_scatter("scatter_nd", axis=False))
+layer("scatterAlongAxis")(_scatter("scatter_along_axis", axis=True))
 
 
 @layer("getShape")
