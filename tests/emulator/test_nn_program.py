@@ -336,3 +336,37 @@ def test_normalization_reorganization_and_resize_layers(tmp_path):
     for got, want in zip(out, expected):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_relu6_chain_runs_as_one_clip_with_the_same_bits(zoo, tmp_path):
+    """coremltools writes relu6 as four NN layers (ReLU, linear -1, threshold -6, linear -1); the
+    loader builds one ``clip`` for them, and every compute unit's result keeps its bits."""
+    import coremltools as ct
+    from coremltools.converters.mil import Builder as mb
+
+    from precision_sweep.emulator import Emulator
+    from precision_sweep.emulator.nn_program import nn_program
+
+    @mb.program(input_specs=[mb.TensorSpec((2, 8))], opset_version=ct.target.iOS14)
+    def chain(x):
+        return mb.relu6(x=x)
+
+    path = tmp_path / "relu6.mlmodel"
+    ct.convert(chain, convert_to="neuralnetwork", minimum_deployment_target=ct.target.iOS14).save(str(path))
+    spec = ct.utils.load_spec(str(path))
+    assert [layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers] == ["activation", "activation", "unary", "activation"]
+    edges = np.array([[-0.0, 0.0, -1e-8, 1e-8, -3.0, 2.5, 5.999, 6.0],
+                      [6.0001, 7.0, 1e30, -1e30, np.inf, -np.inf, np.nan, 65504.0]], np.float32)
+    _, paths, x, _ = zoo
+    for units in ("cpu_only", "cpu_and_gpu", "cpu_and_ne"):
+        for file, feed in ((path, edges), (paths["iOS13"], x)):
+            fused, as_written = Emulator(file, units), Emulator(nn_program(ct.utils.load_spec(str(file)), units, fuse=False), units)
+            fused_ops = [step.op_type for step in fused.plan.steps]
+            written_ops = [step.op_type for step in as_written.plan.steps]
+            assert "threshold" not in fused_ops and "clip" in fused_ops and "threshold" in written_ops
+            name = fused.output_names[0]
+            feed_name = fused.input_names[0]
+            got, want = fused.predict({feed_name: feed})[name], as_written.predict({feed_name: feed})[name]
+            finite = ~np.isnan(want)
+            assert np.array_equal(np.isnan(got), ~finite)
+            assert np.array_equal(got[finite].view(np.uint32), want[finite].view(np.uint32)), (units, file.name)

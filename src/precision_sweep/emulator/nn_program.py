@@ -1153,11 +1153,59 @@ def refuse_unknown_layers(network) -> None:
         )
 
 
-def _run_layers(layers, values: dict, prefix: str = "") -> None:
+def _is_activation(lay, kind: str, linear: tuple | None = None) -> bool:
+    if lay.WhichOneof("layer") != "activation" or lay.activation.WhichOneof("NonlinearityType") != kind:
+        return False
+    return linear is None or (lay.activation.linear.alpha, lay.activation.linear.beta) == linear
+
+
+def _is_relu6_chain(chain, reads: dict) -> bool:
+    """Whether four layers are coremltools' relu6 (``op_mapping.relu6``): ReLU, ``linear(-1, 0)``,
+    ``unary`` threshold -6, ``linear(-1, 0)``, each blob read only by the next layer.
+
+    The chain computes ``clip(x, 0, 6)`` with the same bits at any precision: ReLU writes +0 for
+    every x <= 0, a negation and a maximum are exact, and ``-(+0) + 0`` is +0 again, which is
+    what ``clip`` (max then min, a tie taking the bound) writes too."""
+    if len(chain) < 4:
+        return False
+    relu, negate, floor, back = chain
+    if not (_is_activation(relu, "ReLU") and _is_activation(negate, "linear", (-1.0, 0.0))
+            and _is_activation(back, "linear", (-1.0, 0.0)) and floor.WhichOneof("layer") == "unary"):
+        return False
+    unary = floor.unary
+    if int(unary.type) != 7 or unary.alpha != -6.0 or unary.scale not in (0.0, 1.0) or unary.shift != 0.0:
+        return False
+    links = ((relu, negate), (negate, floor), (floor, back))
+    return all(len(a.output) == 1 and list(b.input) == [a.output[0]] and reads.get(a.output[0]) == 1 for a, b in links)
+
+
+def blob_reads(network, outputs) -> dict:
+    """How many times each blob is read: by the layers (nested networks included) and as one of
+    the model's ``outputs``."""
+    reads: dict[str, int] = {}
+    for name in [n for lay in _all_layers(network.layers) for n in lay.input] + list(outputs):
+        reads[name] = reads.get(name, 0) + 1
+    return reads
+
+
+def _run_layers(layers, values: dict, prefix: str = "", reads: dict | None = None) -> None:
     """Build each layer's MIL op(s) in order, reading and writing ``values`` (NN blob name ->
     MIL var). Ops are named after the blob they write, ``prefix``-ed inside a loop or branch
-    (whose blobs may reuse an outer blob's name)."""
-    for lay in layers:
+    (whose blobs may reuse an outer blob's name).
+
+    With ``reads`` (:func:`blob_reads`), a relu6 written as four layers becomes one ``clip``
+    computing the same bits (:func:`_is_relu6_chain`): one pass over the tensor, not four."""
+    layers = list(layers)
+    skip = 0
+    for index, lay in enumerate(layers):
+        if skip:
+            skip -= 1
+            continue
+        if reads is not None and _is_relu6_chain(layers[index:index + 4], reads) and layers[index + 3].output[0] not in values:
+            written = layers[index + 3].output[0]
+            values[written] = _mb().clip(x=values[lay.input[0]], alpha=np.float32(0), beta=np.float32(6), name=prefix + written)
+            skip = 3
+            continue
         layer_type = lay.WhichOneof("layer")
         fn = LAYERS[layer_type]
         if getattr(fn, "scoped", False):  # loop, branch: they run nested networks over ``values``
@@ -1276,8 +1324,9 @@ def _branch(p, lay, values, prefix):
     values.update(zip(outputs, results))
 
 
-def nn_program(spec, compute_units: str = "cpu_only"):
-    """The MIL program of a NeuralNetwork ``spec`` (see the module docstring)."""
+def nn_program(spec, compute_units: str = "cpu_only", fuse: bool = True):
+    """The MIL program of a NeuralNetwork ``spec`` (see the module docstring); ``fuse=False``
+    builds every layer as written, without the bit-preserving fusions of :func:`_run_layers`."""
     import coremltools as ct
     from coremltools.converters.mil.mil import Function, Program, types
     from coremltools.converters.mil.mil.program import get_new_symbol
@@ -1299,7 +1348,8 @@ def nn_program(spec, compute_units: str = "cpu_only"):
         for name, layout in layouts.items():
             if layout is not None and name in preprocessing:
                 values[name] = _preprocess(mb, values[name], preprocessing[name], layout, name)
-        _run_layers(network.layers, values)
+        read_out = [o.name for o in spec.description.output] + [getattr(network, "labelProbabilityLayerName", "")]
+        _run_layers(network.layers, values, reads=blob_reads(network, read_out) if fuse else None)
         outputs = _outputs(mb, spec, kind, network, values)
         function.set_outputs(outputs)
     program = Program()
