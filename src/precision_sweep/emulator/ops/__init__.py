@@ -16,6 +16,7 @@ from precision_sweep.emulator.ops import (  # noqa: F401
     normalization,
     pool,
     quantization_ops,
+    recurrent,
     reduction,
     scatter_gather,
     tensor_operation,
