@@ -1325,8 +1325,9 @@ def _branch(p, lay, values, prefix):
 
 
 def nn_program(spec, compute_units: str = "cpu_only", fuse: bool = True):
-    """The MIL program of a NeuralNetwork ``spec`` (see the module docstring); ``fuse=False``
-    builds every layer as written, without the bit-preserving fusions of :func:`_run_layers`."""
+    """The MIL program of a NeuralNetwork ``spec`` (see the module docstring), typed for
+    ``compute_units`` (:func:`typed_for_units`); ``fuse=False`` builds every layer as written,
+    without the bit-preserving fusions of :func:`_run_layers`."""
     import coremltools as ct
     from coremltools.converters.mil.mil import Function, Program, types
     from coremltools.converters.mil.mil.program import get_new_symbol
@@ -1354,13 +1355,42 @@ def nn_program(spec, compute_units: str = "cpu_only", fuse: bool = True):
         function.set_outputs(outputs)
     program = Program()
     program.add_function("main", function)
-    if compute_units != "cpu_only":  # the GPU and the Neural Engine compute a NeuralNetwork in fp16
+    return typed_for_units(program, compute_units)
+
+
+def typed_for_units(program, compute_units: str):
+    """``program`` (built fp32) as ``compute_units`` compute it: unchanged on the CPU alone; the
+    GPU and the Neural Engine compute a NeuralNetwork in fp16, so there coremltools'
+    ``FP16ComputePrecision`` types it fp16 (inputs, outputs and ``classify`` stay fp32)."""
+    import coremltools as ct
+
+    if compute_units != "cpu_only":
         from coremltools.converters.mil.mil.passes.pass_registry import PASS_REGISTRY
 
         ct.transform.FP16ComputePrecision(op_selector=lambda op: op.op_type != "classify")(program)
-        for name in ("common::cast_optimization", "common::dead_code_elimination"):  # one cast per input
-            PASS_REGISTRY[name](program)
+        PASS_REGISTRY["common::cast_optimization"](program)  # one cast per input
+        for function in program.functions.values():
+            _fold_constant_casts(function)
+        PASS_REGISTRY["common::dead_code_elimination"](program)
     return program
+
+
+def _fold_constant_casts(block) -> None:
+    """Replace each ``cast`` of a constant with the cast constant (numpy's rounding, as the
+    emulator folds it at compile time anyway), so the fp32 weights leave the program before
+    it is compiled. Only casts: other constant ops stay for the compile, which folds them with
+    their kernels."""
+    from coremltools.converters.mil.mil import Builder as mb
+
+    with block:
+        for op in list(block.operations):
+            for nested in op.blocks:
+                _fold_constant_casts(nested)
+            if op.op_type != "cast" or op.x.op is None or op.x.op.op_type != "const" or op.outputs[0].val is None:
+                continue
+            folded = mb.const(val=op.outputs[0].val, before_op=op, name=op.outputs[0].name)
+            if op.enclosing_block.try_replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=folded):
+                op.outputs[0].set_name(op.outputs[0].name + "_folded")
 
 
 def _outputs(mb, spec, kind, network, values) -> list:
@@ -1388,3 +1418,6 @@ def _outputs(mb, spec, kind, network, values) -> list:
     label.name = description.predictedFeatureName or "classLabel"
     probs.name = description.predictedProbabilitiesName or probabilities_name
     return [label, probs]
+
+
+from precision_sweep.emulator import nn_recurrent  # noqa: E402,F401  registers the recurrent layers

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from precision_sweep.emulator.nn_program import NN_TYPES, nn_program
+from precision_sweep.emulator.nn_program import NN_TYPES, nn_program, typed_for_units
 from precision_sweep.emulator.ops._accumulate import Accumulator
 from precision_sweep.emulator.plan import Block, FlexibleDim, Plan, Step
 from precision_sweep.emulator.registry import KERNELS, WRITES_INTO_X, supported_ops
@@ -73,24 +73,38 @@ def load_program(source, compute_units: str = "cpu_only") -> tuple[Any, int | No
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"no Core ML model at {path}")
+        if path.is_file():  # a .mlmodel: read once (an MLModel would hold a copy of its weights)
+            return _nn_program_of(lambda: ct.utils.load_spec(str(path)), compute_units)
         source = ct.models.MLModel(str(path), skip_model_load=True)
     if not isinstance(source, ct.models.MLModel):
         raise TypeError(f"cannot load an ML program from {type(source).__name__}")
     from coremltools.converters.mil.frontend.milproto.load import load as milproto_to_pymil
 
     spec = source.get_spec()
-    if spec.WhichOneof("Type") in NN_TYPES:
-        return nn_program(spec, compute_units), spec.specificationVersion
     if spec.WhichOneof("Type") != "mlProgram":
-        raise UnsupportedModelError(
-            f"The emulator executes ML programs and NeuralNetwork models; this is a {spec.WhichOneof('Type')} "
-            "model (a pipeline, tree ensemble or other model type). Evaluate the neural network inside it on "
-            "its own, or run with runtime=coreml on macOS."
-        )
+        return _nn_program_of(lambda: spec, compute_units)
     program = milproto_to_pymil(
         spec, spec.specificationVersion, file_weights_dir=source.weights_dir or ""
     )
     return program, spec.specificationVersion
+
+
+def _nn_program_of(read_spec: Callable[[], Any], compute_units: str) -> tuple[Any, int]:
+    """The program of the NeuralNetwork spec ``read_spec()`` returns, typed for
+    ``compute_units``, with the spec's version. The spec is let go before the program is typed,
+    so its weights, their fp32 arrays and their fp16 copies are never all held at once."""
+    spec = read_spec()
+    kind = spec.WhichOneof("Type")
+    if kind not in NN_TYPES:
+        raise UnsupportedModelError(
+            f"The emulator executes ML programs and NeuralNetwork models; this is a {kind} model (a pipeline, "
+            "tree ensemble or other model type). Evaluate the neural network inside it on its own, or run with "
+            "runtime=coreml on macOS."
+        )
+    version = int(spec.specificationVersion)
+    program = nn_program(spec)
+    del spec
+    return typed_for_units(program, compute_units), version
 
 
 def _const_value(var) -> Any:
