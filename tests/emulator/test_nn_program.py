@@ -310,6 +310,34 @@ def test_loop_and_branch_layers(tmp_path):
         np.testing.assert_allclose(out[0], expected[0], atol=1e-5, rtol=0)
 
 
+def test_a_branch_on_a_constant_builds_only_the_branch_taken(tmp_path):
+    """A ``branch`` whose condition is a constant runs one branch, as the runtime does; the other
+    may not be typable (here it concatenates blobs of different ranks), and is not built."""
+    import coremltools as ct
+    from coremltools.models import datatypes
+    from coremltools.models.neural_network import NeuralNetworkBuilder
+
+    from precision_sweep.emulator import Emulator
+
+    for condition, expected in ((1.0, lambda x: x * 2.0), (0.0, lambda x: x + 1.0)):
+        builder = NeuralNetworkBuilder([("x", datatypes.Array(2, 3))], [("y", None)], disable_rank5_shape_mapping=True)
+        builder.add_load_constant_nd("condition", "condition", np.array([condition], np.float32), (1,))
+        builder.add_load_constant_nd("rank3", "rank3", np.zeros((1, 2, 3), np.float32), (1, 2, 3))
+        branch = builder.add_branch("branch", "condition")
+        taken = NeuralNetworkBuilder(nn_spec=branch.branch.ifBranch, disable_rank5_shape_mapping=True)
+        taken.add_elementwise("double", ["x", "x"], "y", mode="ADD")
+        other = NeuralNetworkBuilder(nn_spec=branch.branch.elseBranch, disable_rank5_shape_mapping=True)
+        other.add_elementwise("plus_one", ["x"], "y", mode="ADD", alpha=1.0)
+        not_taken = other if condition else taken  # it also concatenates a rank-2 and a rank-3 blob
+        not_taken.add_concat_nd("mixed", ["x", "rank3"], "mixed", axis=0)
+        path = tmp_path / f"branch_{int(condition)}.mlmodel"
+        ct.utils.save_spec(builder.spec, str(path))
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        emulator = Emulator(path, "cpu_only")
+        assert "cond" not in [step.op_type for step in emulator.plan.steps]
+        np.testing.assert_array_equal(emulator.predict({"x": x})["y"], expected(x))
+
+
 def test_normalization_reorganization_and_resize_layers(tmp_path):
     """lrn, l2normalize, reorganizeData (space to depth and back), resizeBilinear, crop (Keras
     Cropping2D), splitND, stack, tile, matrixBandPart."""

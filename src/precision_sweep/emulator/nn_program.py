@@ -1303,7 +1303,10 @@ def _loop(p, lay, values, prefix):
 def _branch(p, lay, values, prefix):
     """``BranchLayerParams``: MIL ``cond`` on the input blob (true where nonzero). Its outputs
     are the blobs the branches write that exist before it or that both branches write
-    (coremltools copies each branch result into the same blob in both)."""
+    (coremltools copies each branch result into the same blob in both). A condition computed
+    from constants alone builds only the branch taken: the other may not even be typable (the
+    list growth coremltools writes for a TensorArray whose size is known concatenates blobs of
+    different ranks there)."""
     mb = _mb()
     if_written, else_written = _written(p.ifBranch.layers), _written(p.elseBranch.layers)
     outputs = [n for n in if_written if n in else_written or n in values]
@@ -1318,7 +1321,12 @@ def _branch(p, lay, values, prefix):
 
         return build
 
-    results = mb.cond(pred=_truth(values[lay.input[0]]), _true_fn=branch(p.ifBranch, "if/"),
+    pred = _truth(values[lay.input[0]])
+    if pred.val is not None:  # known at load time: only the branch that runs is built, as the runtime runs it
+        taken, tag = (p.ifBranch, "if/") if bool(pred.val) else (p.elseBranch, "else/")
+        _run_layers(taken.layers, values, inner + tag)
+        return
+    results = mb.cond(pred=pred, _true_fn=branch(p.ifBranch, "if/"),
                       _false_fn=branch(p.elseBranch, "else/"), name=prefix + lay.name)
     results = results if isinstance(results, (list, tuple)) else [results]
     values.update(zip(outputs, results))
