@@ -110,7 +110,7 @@ def recipe_block(precision) -> dict:
 
 def is_compressed(precision) -> bool:
     return any((precision.weight_pruning, precision.weight_quantization, precision.weight_palettization,
-                precision.activation_quantization))
+                precision.activation_quantization, precision.get("per_op_weights")))
 
 
 def compress_weights(mlmodel, precision, calibration=None, keep_float: tuple[str, ...] = ()):
@@ -119,9 +119,18 @@ def compress_weights(mlmodel, precision, calibration=None, keep_float: tuple[str
     Order: activation quantization (calibrated on the float program), pruning, then weight
     quantization or palettization, jointly with the pruning when both are set (iOS18). The
     weights of the ops named in ``keep_float`` stay as they are (pruning and quantization).
+    A ``per_op_weights`` recipe gives each named op its own setting instead
+    (:func:`~precision_sweep.convert.per_op.compress_per_op`).
     """
     import coremltools.optimize.coreml as cto
 
+    per_op = precision.get("per_op_weights")
+    if per_op:
+        if precision.weight_pruning or precision.weight_quantization or precision.weight_palettization:
+            raise ValueError(f"{precision.name}: per_op_weights replaces the uniform weight compression stages; set one or the other")
+        from precision_sweep.convert.per_op import compress_per_op
+
+        return compress_per_op(mlmodel, dict(per_op.ops), int(per_op.weight_threshold))
     aq = precision.activation_quantization
     if aq:
         from precision_sweep.convert.calibration import quantize_activations
@@ -169,7 +178,7 @@ def nn_weight_stages(precision) -> tuple[NNStage, ...]:
     raise ValueError.
     """
     stages: list[NNStage] = []
-    unmapped = [name for name in ("fp32_ops", "weight_pruning", "activation_quantization", "auto_repair")
+    unmapped = [name for name in ("fp32_ops", "weight_pruning", "activation_quantization", "auto_repair", "per_op_weights")
                 if precision.get(name)]
     if unmapped:
         raise ValueError(f"{precision.name}: {', '.join(unmapped)} has no neuralnetwork form")

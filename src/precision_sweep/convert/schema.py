@@ -10,6 +10,8 @@ maps onto ``OptimizationConfig.from_dict({"global_config": ...})`` unchanged:
 * ``weight_palettization``: ``OpPalettizerConfig`` (``cto.palettize_weights``);
 * ``activation_quantization``: ``OpLinearQuantizerConfig`` for
   ``cto.linear_quantize_activations``, calibrated with the emulator;
+* ``per_op_weights``: one weight setting per op (``convert/per_op.py``), what the
+  mixed-precision search exports;
 * ``nn_weight_quantization``: the arguments of
   ``coremltools.models.neural_network.quantization_utils.quantize_weights`` (neuralnetwork
   targets only; the ML Program blocks above also map onto it there, see ``recipes``).
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -141,6 +143,16 @@ class NNWeightQuantizationConfig:
 
 
 @dataclass
+class PerOpWeightsConfig:
+    # op name (as the fp16 ML program names the op reading the weight) -> setting label:
+    # fp16, int8, int4_block<B>, pal<K>, sparse<P> (precision_sweep.convert.per_op). Ops not
+    # named keep fp16 weights.
+    ops: Dict[str, str] = field(default_factory=dict)
+    # Weights with fewer elements than this stay uncompressed (biases, tiny kernels).
+    weight_threshold: int = ranged(128, _THRESHOLD)
+
+
+@dataclass
 class AutoRepairConfig:
     # The auto_repair block of fp16_auto and int8_auto (precision_sweep.repair runs it).
     # The budget that must hold on the calibration split: accuracy at most this many pp below
@@ -177,6 +189,8 @@ class PrecisionConfig:
     activation_quantization: Optional[ActivationQuantizationConfig] = None
     # neuralnetwork-only weight quantization (quantize_weights): nn_lut_linear
     nn_weight_quantization: Optional[NNWeightQuantizationConfig] = None
+    # One weight setting per op (a recipe the mixed-precision search exports).
+    per_op_weights: Optional[PerOpWeightsConfig] = None
 
 
 @dataclass

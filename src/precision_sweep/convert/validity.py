@@ -49,6 +49,11 @@ def requirements(precision) -> list[tuple[int, str]]:
     wq = precision.weight_quantization
     palettization = precision.weight_palettization
     aq = precision.activation_quantization
+    per_op = precision.get("per_op_weights")
+    if per_op and per_op.ops:
+        from precision_sweep.convert.per_op import required_spec as per_op_spec
+
+        needs.append(per_op_spec(dict(per_op.ops)))
     if aq:
         needs.append((8, f"activation quantization (W8A8) needs {IOS17} or later (quantize/dequantize ops)"))
     if wq:
@@ -95,6 +100,9 @@ def nn_reason(precision) -> str | None:
     if precision.fp32_ops:
         return (f"{NN} models have no per-op compute precision (the device computes every layer in fp32 on "
                 "the CPU, fp16 on the GPU and Neural Engine): ops cannot be kept in fp32")
+    if precision.get("per_op_weights"):
+        return (f"{NN} models take one quantize_weights setting for the whole model: per-op weight settings "
+                f"need {IOS16} or later")
     if precision.activation_quantization:
         return f"{NN} models quantize weights only (quantize_weights): activation quantization needs {IOS17}"
     if precision.weight_pruning:
