@@ -172,8 +172,25 @@ def _split(cfg, x: np.ndarray, y: np.ndarray, cache_dir: Path | None):
     return x[train], y[train], x[test], y[test]
 
 
+def _shifted(x: np.ndarray, y: np.ndarray, shifts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every image of ``x`` (N, H, W, C) at each shift of up to ``shifts`` pixels along H and W,
+    zero-filled (``scipy.ndimage.shift``, nearest: whole pixels), shift by shift."""
+    from scipy.ndimage import shift
+
+    offsets = [(dy, dx) for dy in range(-shifts, shifts + 1) for dx in range(-shifts, shifts + 1)]
+    images = [x if (dy, dx) == (0, 0) else shift(x, (0, dy, dx, 0), order=0, mode="constant", cval=0)
+              for dy, dx in offsets]
+    return np.concatenate(images), np.tile(y, len(offsets))
+
+
 def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict, cache_dir: Path | None) -> Dataset:
     x_train, y_train, x_test, y_test = _split(cfg, x_raw, y, cache_dir)
+    shifts = int(cfg.get("shifts") or 0)
+    if shifts:
+        if np.ndim(x_train) != 4:
+            raise UserInputError(f"dataset.shifts={shifts} shifts images; dataset={cfg.name} holds no images. Set dataset.shifts=0.")
+        x_train, y_train = _shifted(x_train, y_train, shifts)
+        x_test, y_test = _shifted(x_test, y_test, shifts)
     if cfg.limit:
         x_test, y_test = x_test[: cfg.limit], y_test[: cfg.limit]
     if len(x_test) == 0:

@@ -116,6 +116,10 @@ class DatasetConfig:
     # from the test split. A count, capped at the size of the train split.
     calib_size: int = ranged(64, Range(low=0, whole=True))
     seed: int = ranged(0, Range(low=0, high=2**32 - 1, whole=True))
+    # Each image also shifted by up to this many pixels along each axis (zero-filled), in each
+    # split after the split (no image is in both): (2 * shifts + 1)^2 samples per image. A
+    # larger test split from a small image set (dataset=digits_shifted).
+    shifts: int = ranged(0, Range(low=0, high=3, whole=True))
     # At most this many test samples (after the seeded split).
     limit: Optional[int] = ranged(None, Range(low=1, whole=True, null="evaluates every test sample"))
     # Preprocessing, in this order: color (auto|grayscale|rgb; auto follows the model's
