@@ -34,9 +34,13 @@ def run_task(cfg: DictConfig) -> None:
     from precision_sweep.job import run_job
 
     try:
-        run_job(cfg)
+        metrics = run_job(cfg)
     except UserInputError as exc:
         report_user_error(PROGRAM, exc)
+        return
+    if metrics is not None and metrics.get("search_budget_met") == 0.0:  # as precision-pick: no answer in budget
+        fail(PROGRAM, "the search found no point within the budget on the held-out split; see the job's "
+                      "search_summary tag and search.json for the best point and the layers holding it back.", code=1)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

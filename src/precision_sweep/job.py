@@ -77,6 +77,10 @@ def run_job(cfg: DictConfig) -> dict | None:
     multirun = _in_multirun()
     if not multirun:
         check_config(cfg)  # a user error is raised before anything is stored
+        if cfg.precision.get("search"):
+            from precision_sweep.search.run import check_search
+
+            check_search(cfg)
     run = open_job_run(cfg)
     try:
         with sigterm_raises():  # from here on, a scheduler's SIGTERM closes the run KILLED
@@ -128,15 +132,22 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
     log.info("job %s/%s started", _label(cfg), cfg.compute_units.name.value)
     job_dir = _record_config(cfg, run)
     model, dataset, baseline = _load_and_baseline(cfg, run)
+    search = None
     if cfg.model.coreml_file:
         from precision_sweep.convert.user_file import use_file
 
         converted = use_file(cfg, run, model, dataset, job_dir)
+    elif cfg.precision.get("search"):
+        converted, dataset, baseline, search = _search(cfg, run, model, dataset, baseline, job_dir)
     else:
         converted = _convert(cfg, run, model, dataset, job_dir)
     runtime, outputs, labels, eval_seconds = _execute(cfg, run, converted, dataset)
     metrics, files = _measure(cfg, run, model, dataset, converted, runtime, outputs, labels, baseline, job_dir)
     metrics["eval_seconds"] = eval_seconds
+    if search is not None:  # the budget, judged on the held-out part the job just measured
+        from precision_sweep.search.run import judge_held_out
+
+        metrics.update(judge_held_out(cfg, run, metrics, search))
     _record(cfg, run, metrics, files, outputs, baseline, dataset, converted, job_dir)
     disagrees = metrics["agreement"] < cfg.diagnosis.below_agreement
     doctor = None
@@ -262,6 +273,21 @@ def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
             f"{effective} (spec {converted.spec_version}); it cannot deploy at {cfg.target.name}"
         )
     return converted
+
+
+def _search(cfg: DictConfig, run: JobRun, model, dataset, baseline, job_dir: Path):
+    """precision=search: the mixed-precision search (:mod:`precision_sweep.search.run`) on part
+    of the test split; the job goes on with the chosen package and the held-out part."""
+    from precision_sweep.convert.app_interface import image_feed, interface_for
+    from precision_sweep.convert.targets import model_format
+    from precision_sweep.search.run import check_search, search_in_job
+
+    check_search(cfg, model)
+    dataset.feed = image_feed(interface_for(cfg, model, dataset))
+    converted, held, held_baseline, summary = search_in_job(cfg, run, model, dataset, baseline, job_dir)
+    run.log_params({"effective_target": converted.effective_target.lower(), "spec_version": converted.spec_version,
+                    "model_format": model_format(cfg.target.coremltools_target)})
+    return converted, held, held_baseline, summary
 
 
 def _image_type_text(interface) -> str:

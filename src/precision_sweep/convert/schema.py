@@ -152,6 +152,35 @@ class PerOpWeightsConfig:
     weight_threshold: int = ranged(128, _THRESHOLD)
 
 
+class SearchSampler(StrEnum):
+    tpe = "tpe"      # Optuna TPE on one objective: the size, a point over budget penalised
+    nsga2 = "nsga2"  # Optuna NSGA-II on two: size and accuracy delta (the front)
+
+
+@dataclass
+class SearchConfig:
+    # The mixed-precision search (precision=search, precision_sweep.search): per-op weight
+    # settings chosen under the pick budget (pick.max_drop, pick.rule).
+    # Settings every weight-bearing op may take (labels of precision_sweep.convert.per_op).
+    choices: List[str] = field(default_factory=lambda: ["fp16", "int8", "pal8", "pal6", "pal4", "pal2"])
+    # Settings for named layers (a Keras layer or a program op name), replacing `choices` there.
+    layers: Dict[str, List[str]] = field(default_factory=dict)
+    # Optuna trials after the sensitivity pass and the greedy fill (0: the greedy fill alone).
+    max_trials: int = ranged(24, Range(low=0, whole=True))
+    # End the search with the best point so far after this many minutes.
+    timeout_minutes: Optional[float] = ranged(None, Range(low=0, low_open=True, null="for no limit"))
+    sampler: SearchSampler = SearchSampler.tpe
+    seed: int = 0
+    # Share of the test split the search selects on; the rest is held out, never seen by the
+    # search, and judges the budget of the chosen point.
+    search_fraction: float = ranged(0.5, Range(low=0, high=1, low_open=True, high_open=True))
+    # Weights with fewer elements than this stay uncompressed (biases, tiny kernels).
+    weight_threshold: int = ranged(128, _THRESHOLD)
+    # Where the front's recipes are written (precision/search_<run>_<k>.yaml); null: the job's
+    # output folder.
+    export_dir: Optional[str] = None
+
+
 @dataclass
 class AutoRepairConfig:
     # The auto_repair block of fp16_auto and int8_auto (precision_sweep.repair runs it).
@@ -191,6 +220,8 @@ class PrecisionConfig:
     nn_weight_quantization: Optional[NNWeightQuantizationConfig] = None
     # One weight setting per op (a recipe the mixed-precision search exports).
     per_op_weights: Optional[PerOpWeightsConfig] = None
+    # The mixed-precision search (precision=search).
+    search: Optional[SearchConfig] = None
 
 
 @dataclass

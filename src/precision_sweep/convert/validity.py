@@ -50,10 +50,15 @@ def requirements(precision) -> list[tuple[int, str]]:
     palettization = precision.weight_palettization
     aq = precision.activation_quantization
     per_op = precision.get("per_op_weights")
-    if per_op and per_op.ops:
+    search = precision.get("search")
+    if (per_op and per_op.ops) or search:
         from precision_sweep.convert.per_op import required_spec as per_op_spec
 
-        needs.append(per_op_spec(dict(per_op.ops)))
+        if per_op and per_op.ops:
+            needs.append(per_op_spec(dict(per_op.ops)))
+        if search:  # every setting of the space must deploy
+            labels = [*search.choices, *(label for labels in search.layers.values() for label in labels)]
+            needs.append(per_op_spec({str(i): label for i, label in enumerate(labels)}))
     if aq:
         needs.append((8, f"activation quantization (W8A8) needs {IOS17} or later (quantize/dequantize ops)"))
     if wq:
@@ -100,7 +105,7 @@ def nn_reason(precision) -> str | None:
     if precision.fp32_ops:
         return (f"{NN} models have no per-op compute precision (the device computes every layer in fp32 on "
                 "the CPU, fp16 on the GPU and Neural Engine): ops cannot be kept in fp32")
-    if precision.get("per_op_weights"):
+    if precision.get("per_op_weights") or precision.get("search"):
         return (f"{NN} models take one quantize_weights setting for the whole model: per-op weight settings "
                 f"need {IOS16} or later")
     if precision.activation_quantization:

@@ -43,6 +43,15 @@ def rule_text(rule: str, max_drop: float) -> str:
     return f"rule point: a run qualifies when its measured accuracy delta is at least -{max_drop:g} pp"
 
 
+def within_budget(delta_pp, ci_low_pp, max_drop: float, rule: str):
+    """Whether a delta (and its CI's lower bound), in pp, is within ``max_drop`` under ``rule``
+    (numbers or aligned arrays/Series)."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    measure = ci_low_pp if rule == "confident" else delta_pp
+    return measure >= -float(max_drop) - _EPS
+
+
 def _ranked(table: pd.DataFrame, cost: str) -> pd.DataFrame:
     cost_column = cost if cost in table.columns else f"metric:{cost}"
     if cost_column not in table.columns:
@@ -78,8 +87,7 @@ def pick(table: pd.DataFrame, max_drop: float, cost: str = "model_size_bytes", r
         return Decision(evaluated, None, "the sweep has no evaluated (FINISHED) runs", rule)
     ranked = _ranked(evaluated, cost)
     ranked = ranked.assign(on_front=pareto_front(ranked))
-    measure = ranked["ci_low_pp"] if rule == "confident" else ranked["delta_pp"]
-    ok = measure >= -float(max_drop) - _EPS
+    ok = within_budget(ranked["delta_pp"], ranked["ci_low_pp"], max_drop, rule)
     ranked = ranked.assign(within_budget=ok)
     within = ranked[ok].sort_values(["cost", "delta_pp"], ascending=[True, False])
     excluded = ranked[~ok].sort_values("cost").copy()

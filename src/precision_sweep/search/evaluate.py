@@ -1,0 +1,142 @@
+"""One evaluation of the search: a per-op assignment built (cached) and judged on one split.
+
+An assignment becomes a ``per_op_weights`` recipe and goes through the converter's cached
+compression stage, so every package is built once across trials, searches and the sweep that
+later rebuilds an exported recipe. It runs under the job's runtime (the emulator here) on the
+split, and is compared with the FP32 TensorFlow model on the same samples: accuracy delta in
+pp with its paired-bootstrap CI, top-1 agreement, package size. The budget is the pick's rule
+(:func:`precision_sweep.pick.select.within_budget`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from precision_sweep.hashing import hash_config
+
+
+def assignment_key(assignment: dict[str, str]) -> str:
+    """A short, order-independent name of an assignment (its cache and recipe key)."""
+    return hash_config(sorted(assignment.items()))[:12]
+
+
+def per_op_recipe(assignment: dict[str, str], weight_threshold: int, name: str | None = None):
+    """The ``precision`` config node of an assignment: fp16 compute, one weight setting per op."""
+    from precision_sweep.convert.schema import PerOpWeightsConfig, PrecisionConfig
+
+    ops = {op: label for op, label in sorted(assignment.items()) if label != "fp16"}
+    recipe = PrecisionConfig(name=name or f"search-{assignment_key(assignment)}",
+                             per_op_weights=PerOpWeightsConfig(ops=ops, weight_threshold=int(weight_threshold)))
+    return OmegaConf.structured(recipe)
+
+
+@dataclass
+class Budget:
+    max_drop: float  # pp
+    rule: str  # point | confident
+    confidence: float = 0.95
+    n_resamples: int = 2000
+    seed: int = 0
+
+    def holds(self, delta_pp: float, ci_low_pp: float) -> bool:
+        from precision_sweep.pick.select import within_budget
+
+        return bool(within_budget(delta_pp, ci_low_pp, self.max_drop, self.rule))
+
+    def shortfall(self, delta_pp: float, ci_low_pp: float) -> float:
+        """How many pp the judged number is below the budget (0 when within)."""
+        measure = ci_low_pp if self.rule == "confident" else delta_pp
+        return max(0.0, -self.max_drop - measure)
+
+
+@dataclass
+class Point:
+    assignment: dict[str, str]
+    size_bytes: int
+    delta_pp: float
+    ci_low_pp: float
+    ci_high_pp: float
+    agreement: float
+    ok: bool
+    shortfall_pp: float
+    seconds: float = 0.0
+    path: Path | None = None
+
+    def record(self) -> dict:
+        return {"assignment": dict(self.assignment), "size_bytes": self.size_bytes, "delta_pp": self.delta_pp,
+                "ci_low_pp": self.ci_low_pp, "ci_high_pp": self.ci_high_pp, "agreement": self.agreement,
+                "ok": self.ok, "shortfall_pp": self.shortfall_pp}
+
+
+@dataclass
+class Split:
+    """Samples as the program takes them, their labels, and the FP32 TF probabilities."""
+
+    x: np.ndarray
+    y: np.ndarray
+    reference: np.ndarray
+
+
+@dataclass
+class Evaluator:
+    """Builds and judges assignments (see the module docstring); counts the evaluations."""
+
+    model: object
+    target_name: str
+    execution: object
+    budget: Budget
+    weight_threshold: int
+    cache_dir: Path | None
+    max_batch: int = 1024
+    interface: object = None
+    runtime_name: str = "auto"
+    batch_size: int = 256
+    evaluations: int = 0
+    _memo: dict = field(default_factory=dict)
+
+    def package(self, assignment: dict[str, str]) -> Path:
+        from precision_sweep.convert.app_interface import PLAIN
+        from precision_sweep.convert.converter import compressed_package
+
+        return compressed_package(self.model, per_op_recipe(assignment, self.weight_threshold), self.target_name,
+                                  self.max_batch, self.cache_dir, interface=self.interface or PLAIN)
+
+    def outputs(self, path: Path, x: np.ndarray) -> np.ndarray:
+        from precision_sweep.runtime import batch_size_for, run_batches, select_runtime
+
+        runtime = select_runtime(self.runtime_name, path, self.execution, probe=x)
+        return run_batches(runtime, x, batch_size_for(runtime, self.batch_size), progress=False, desc="search")
+
+    def judge(self, outputs: np.ndarray, split: Split) -> dict:
+        """Delta (pp) with its CI, agreement: the variant's top-1 against TF's on ``split``."""
+        from precision_sweep.metrics.statistics import paired_statistics
+
+        predicted, reference = outputs.argmax(-1), split.reference.argmax(-1)
+        stats = paired_statistics(predicted, reference, split.y, self.budget.confidence, self.budget.n_resamples,
+                                  self.budget.seed)
+        delta = 100 * (float(np.mean(predicted == split.y)) - float(np.mean(reference == split.y)))
+        return {"delta_pp": delta, "ci_low_pp": 100 * stats["accuracy_delta_ci_low"],
+                "ci_high_pp": 100 * stats["accuracy_delta_ci_high"],
+                "agreement": float(np.mean(predicted == reference))}
+
+    def __call__(self, assignment: dict[str, str], split: Split) -> Point:
+        key = (assignment_key(assignment), id(split))
+        if key in self._memo:
+            return self._memo[key]
+        from precision_sweep.convert.converter import package_size
+
+        start = time.perf_counter()
+        path = self.package(assignment)
+        with np.errstate(all="ignore"):
+            judged = self.judge(self.outputs(path, split.x), split)
+        self.evaluations += 1
+        point = Point(dict(assignment), package_size(path), judged["delta_pp"], judged["ci_low_pp"], judged["ci_high_pp"],
+                      judged["agreement"], self.budget.holds(judged["delta_pp"], judged["ci_low_pp"]),
+                      self.budget.shortfall(judged["delta_pp"], judged["ci_low_pp"]), time.perf_counter() - start, path)
+        self._memo[key] = point
+        return point

@@ -1,0 +1,60 @@
+"""Per-layer sensitivity: each weight-bearing op compressed alone, at each of its settings.
+
+For every op of the space and every setting cheaper than fp16, the op alone takes the setting
+(every other op keeps fp16 weights) and the package is judged on the search split: accuracy
+delta with its CI, agreement with TF, size. The table names each op's Keras layer, as the
+drift diagnosis does, and is cached as JSON under ``paths.cache/search`` (plain data: reading
+it runs no code), keyed by everything that changes it: the fp16 package, the space, the
+split, the runtime and the budget's statistics settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from precision_sweep.convert.per_op import parse_choice
+from precision_sweep.hashing import hash_config
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["op", "layer", "op_type", "weights", "choice", "bits_per_weight", "delta_pp", "ci_low_pp", "ci_high_pp",
+           "agreement", "size_bytes", "ok"]
+
+
+def sensitivity_key(base_name: str, space, split_hash: str, execution, budget) -> str:
+    return hash_config({
+        "base": base_name,
+        "layers": [(layer.op, list(layer.choices)) for layer in space.layers],
+        "split": split_hash,
+        "execution": repr(execution),
+        "statistics": [budget.confidence, budget.n_resamples, budget.seed, budget.max_drop, budget.rule],
+    })
+
+
+def measure_sensitivity(space, evaluate, split, cache_file: Path | None = None) -> pd.DataFrame:
+    """The sensitivity table (columns :data:`COLUMNS`, one row per op and setting, fp16
+    excluded), read from ``cache_file`` when it exists, else measured and written there."""
+    if cache_file is not None and cache_file.exists():
+        log.info("sensitivity: reusing %s", cache_file)
+        return pd.DataFrame(json.loads(cache_file.read_text()), columns=COLUMNS)
+    rows = []
+    for number, layer in enumerate(space.layers, 1):
+        for label in layer.choices:
+            if parse_choice(label).kind == "float":
+                continue
+            point = evaluate({layer.op: label}, split)
+            rows.append({"op": layer.op, "layer": layer.keras_layer, "op_type": layer.op_type, "weights": layer.weights,
+                         "choice": label, "bits_per_weight": parse_choice(label).bits_per_weight,
+                         "delta_pp": point.delta_pp, "ci_low_pp": point.ci_low_pp, "ci_high_pp": point.ci_high_pp,
+                         "agreement": point.agreement, "size_bytes": point.size_bytes, "ok": point.ok})
+        log.info("sensitivity: %d/%d layers (%s)", number, len(space.layers), layer.label)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_file.with_suffix(".partial")
+        partial.write_text(json.dumps(rows))
+        partial.replace(cache_file)
+    return pd.DataFrame(rows, columns=COLUMNS)
