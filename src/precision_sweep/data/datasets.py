@@ -49,6 +49,10 @@ class Dataset:
     # How a converted program takes its input: None feeds x_test/x_calib (a tensor input); an
     # ImageFeed feeds the pixels as Core ML feeds an image input (set by the job).
     feed: ImageFeed | None = None
+    # The source image of each test sample where several samples come from one image
+    # (dataset.shifts); None: every sample is its own. A split of the test samples keeps a
+    # group together.
+    test_groups: np.ndarray | None = None
 
     def program_inputs(self, split: str = "test") -> np.ndarray:
         """The samples of ``split`` ("test" or "calib") as the converted program takes them."""
@@ -186,13 +190,16 @@ def _shifted(x: np.ndarray, y: np.ndarray, shifts: int) -> tuple[np.ndarray, np.
 def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict, cache_dir: Path | None) -> Dataset:
     x_train, y_train, x_test, y_test = _split(cfg, x_raw, y, cache_dir)
     shifts = int(cfg.get("shifts") or 0)
+    test_groups = None
     if shifts:
         if np.ndim(x_train) != 4:
             raise UserInputError(f"dataset.shifts={shifts} shifts images; dataset={cfg.name} holds no images. Set dataset.shifts=0.")
         x_train, y_train = _shifted(x_train, y_train, shifts)
+        test_groups = np.tile(np.arange(len(y_test)), (2 * shifts + 1) ** 2)
         x_test, y_test = _shifted(x_test, y_test, shifts)
     if cfg.limit:
         x_test, y_test = x_test[: cfg.limit], y_test[: cfg.limit]
+        test_groups = None if test_groups is None else test_groups[: cfg.limit]
     if len(x_test) == 0:
         raise UserInputError(
             f"dataset={cfg.name} leaves no test samples (limit={cfg.limit}, test_size={cfg.test_size}). "
@@ -219,6 +226,7 @@ def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict, cac
         run_params=run_params,
         pixels_test=to_model_channels(x_test, cfg, spec) if np.ndim(x_test) == 4 else None,
         pixels_calib=to_model_channels(x_calib, cfg, spec) if np.ndim(x_calib) == 4 else None,
+        test_groups=test_groups,
     )
 
 

@@ -49,22 +49,28 @@ def check_search(cfg, model=None) -> None:
     check_search_config(cfg.precision.search, spec_version(cfg.target.coremltools_target), cfg.target.name, mapper)
 
 
-def split_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(search, held-out) indices of the test split: stratified where every class allows it."""
+def split_indices(y: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(search, held-out) indices of the test split, seeded: the samples of one group (copies
+    of one image, ``Dataset.test_groups``) on one side, stratified by class where every class
+    allows it."""
     from sklearn.model_selection import train_test_split
 
-    index = np.arange(len(y))
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
-    search, held = train_test_split(index, train_size=fraction, random_state=seed, stratify=stratify)
-    return np.sort(search), np.sort(held)
+    groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+    ids, first = np.unique(groups, return_index=True)
+    labels = y[first]
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 2 else None
+    search_ids, _ = train_test_split(ids, train_size=fraction, random_state=seed, stratify=stratify)
+    in_search = np.isin(groups, search_ids)
+    return np.flatnonzero(in_search), np.flatnonzero(~in_search)
 
 
 def held_out_view(dataset, index: np.ndarray):
     """``dataset`` with its test split cut to ``index`` (pixels too)."""
     pixels = None if dataset.pixels_test is None else dataset.pixels_test[index]
+    groups = None if dataset.test_groups is None else dataset.test_groups[index]
     view = dataclasses.replace(dataset, x_test=dataset.x_test[index], y_test=dataset.y_test[index], pixels_test=pixels,
-                               run_params=dict(dataset.run_params))
+                               run_params=dict(dataset.run_params), test_groups=groups)
     view.feed = dataset.feed
     return view
 
@@ -174,7 +180,8 @@ def search_in_job(cfg, run, model, dataset, baseline, job_dir: Path):
     started = time.monotonic()
     deadline = None if settings.timeout_minutes is None else started + 60 * float(settings.timeout_minutes)
     budget = budget_of(cfg)
-    search_index, held_index = split_indices(dataset.y_test, float(settings.search_fraction), int(settings.seed))
+    search_index, held_index = split_indices(dataset.y_test, float(settings.search_fraction), int(settings.seed),
+                                             dataset.test_groups)
     x = dataset.program_inputs("test")
     split = Split(x[search_index], dataset.y_test[search_index], baseline[search_index])
     cache_dir = Path(cfg.paths.cache)
