@@ -18,7 +18,7 @@ SWEEPS = REPO / "sweeps"
 
 def run_cli(args: list[str], cwd: Path, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a console command of this package (``precision-sweep``/``precision-pick``) for real."""
-    module = {"precision-sweep": "precision_sweep", "precision-pick": "precision_sweep.cli.pick", "precision-diagnose": "precision_sweep.cli.diagnose"}[args[0]]
+    module = {"precision-sweep": "precision_sweep", "precision-pick": "precision_sweep.cli.pick", "precision-diagnose": "precision_sweep.cli.diagnose", "precision-sensitivity": "precision_sweep.cli.sensitivity"}[args[0]]
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     for key in ("PRECISION_SWEEP_TRACKING_URI", "PRECISION_SWEEP_EXPERIMENT_ID", "PRECISION_SWEEP_PARENT_RUN_ID", "MLFLOW_TRACKING_URI"):
         if env is None or key not in env:

@@ -109,8 +109,8 @@ class TrialLog:
 
 def export_recipes(outcome: Outcome, space, settings, run_id: str, folder: Path) -> list[Path]:
     """The front's points within budget as recipe YAMLs ``folder/precision/search_<run>_<k>.yaml``
-    (smallest first): ``precision=search_<run>_<k> hydra.searchpath=[file://<folder>]`` rebuilds
-    each package in an ordinary sweep."""
+    (smallest first): ``precision-sweep --config-dir <folder> precision=search_<run>_<k>``
+    rebuilds each package in an ordinary sweep."""
     frame = outcome.frame()
     if frame.empty:
         return []
@@ -126,7 +126,7 @@ def export_recipes(outcome: Outcome, space, settings, run_id: str, folder: Path)
         path = folder / "precision" / f"{name}.yaml"
         header = (f"# Exported by precision=search (run {run_id}): {point.size_bytes:,} bytes, "
                   f"delta {point.delta_pp:+.2f} pp on the search split.\n"
-                  f"# precision={name} hydra.searchpath=[file://{folder.resolve()}]\n")
+                  f"# precision-sweep --config-dir {folder.resolve()} precision={name} ...\n")
         path.write_text(header + OmegaConf.to_yaml(OmegaConf.create(recipe)))
         paths.append(path)
     return paths
