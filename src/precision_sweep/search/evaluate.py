@@ -66,11 +66,16 @@ class Point:
     shortfall_pp: float
     seconds: float = 0.0
     path: Path | None = None
+    # Output drift against FP32 TF on the split: the largest and the mean absolute difference
+    # of the outputs (probabilities).
+    max_abs_diff: float = 0.0
+    mean_abs_diff: float = 0.0
 
     def record(self) -> dict:
         return {"assignment": dict(self.assignment), "size_bytes": self.size_bytes, "delta_pp": self.delta_pp,
                 "ci_low_pp": self.ci_low_pp, "ci_high_pp": self.ci_high_pp, "agreement": self.agreement,
-                "ok": self.ok, "shortfall_pp": self.shortfall_pp}
+                "ok": self.ok, "shortfall_pp": self.shortfall_pp, "max_abs_diff": self.max_abs_diff,
+                "mean_abs_diff": self.mean_abs_diff}
 
 
 @dataclass
@@ -120,9 +125,12 @@ class Evaluator:
         stats = paired_statistics(predicted, reference, split.y, self.budget.confidence, self.budget.n_resamples,
                                   self.budget.seed)
         delta = 100 * (float(np.mean(predicted == split.y)) - float(np.mean(reference == split.y)))
+        diff = np.abs(outputs.astype(np.float64) - split.reference)
         return {"delta_pp": delta, "ci_low_pp": 100 * stats["accuracy_delta_ci_low"],
                 "ci_high_pp": 100 * stats["accuracy_delta_ci_high"],
-                "agreement": float(np.mean(predicted == reference))}
+                "agreement": float(np.mean(predicted == reference)),
+                "max_abs_diff": float(diff.max()) if np.isfinite(diff).all() else float("inf"),
+                "mean_abs_diff": float(diff.mean()) if np.isfinite(diff).all() else float("inf")}
 
     def __call__(self, assignment: dict[str, str], split: Split) -> Point:
         key = (assignment_key(assignment), id(split))
@@ -137,6 +145,7 @@ class Evaluator:
         self.evaluations += 1
         point = Point(dict(assignment), package_size(path), judged["delta_pp"], judged["ci_low_pp"], judged["ci_high_pp"],
                       judged["agreement"], self.budget.holds(judged["delta_pp"], judged["ci_low_pp"]),
-                      self.budget.shortfall(judged["delta_pp"], judged["ci_low_pp"]), time.perf_counter() - start, path)
+                      self.budget.shortfall(judged["delta_pp"], judged["ci_low_pp"]), time.perf_counter() - start, path,
+                      judged["max_abs_diff"], judged["mean_abs_diff"])
         self._memo[key] = point
         return point

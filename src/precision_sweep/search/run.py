@@ -95,6 +95,7 @@ class TrialLog:
         now = int(time.time() * 1000)
         metrics = {"search_delta_pp": point.delta_pp, "search_ci_low_pp": point.ci_low_pp,
                    "search_ci_high_pp": point.ci_high_pp, "search_agreement": point.agreement,
+                   "search_max_abs_diff": point.max_abs_diff, "search_mean_abs_diff": point.mean_abs_diff,
                    "model_size_bytes": point.size_bytes, "search_shortfall_pp": point.shortfall_pp,
                    "search_within_budget": float(point.ok), "search_seconds": point.seconds}
         self.client.log_batch(

@@ -3,7 +3,8 @@
 For every op of the space and every setting cheaper than fp16, the op alone takes the setting
 (every other op keeps fp16 weights) and the package is judged on the search split: accuracy
 delta with its CI, agreement with TF, size. The table names each op's Keras layer, as the
-drift diagnosis does, and is cached as JSON under ``paths.cache/search`` (plain data: reading
+drift diagnosis does, with the output drift (largest and mean absolute difference of the
+outputs from TF's), and is cached as JSON under ``paths.cache/search`` (plain data: reading
 it runs no code), keyed by everything that changes it: the fp16 package, the space, the
 split, the runtime and the budget's statistics settings.
 """
@@ -22,7 +23,7 @@ from precision_sweep.hashing import hash_config
 log = logging.getLogger(__name__)
 
 COLUMNS = ["op", "layer", "op_type", "weights", "choice", "bits_per_weight", "delta_pp", "ci_low_pp", "ci_high_pp",
-           "agreement", "size_bytes", "ok"]
+           "agreement", "max_abs_diff", "mean_abs_diff", "size_bytes", "ok"]
 
 
 def sensitivity_key(base_name: str, space, split_hash: str, execution, budget) -> str:
@@ -32,6 +33,7 @@ def sensitivity_key(base_name: str, space, split_hash: str, execution, budget) -
         "split": split_hash,
         "execution": repr(execution),
         "statistics": [budget.confidence, budget.n_resamples, budget.seed, budget.max_drop, budget.rule],
+        "columns": COLUMNS,
     })
 
 
@@ -50,7 +52,8 @@ def measure_sensitivity(space, evaluate, split, cache_file: Path | None = None) 
             rows.append({"op": layer.op, "layer": layer.keras_layer, "op_type": layer.op_type, "weights": layer.weights,
                          "choice": label, "bits_per_weight": parse_choice(label).bits_per_weight,
                          "delta_pp": point.delta_pp, "ci_low_pp": point.ci_low_pp, "ci_high_pp": point.ci_high_pp,
-                         "agreement": point.agreement, "size_bytes": point.size_bytes, "ok": point.ok})
+                         "agreement": point.agreement, "max_abs_diff": point.max_abs_diff,
+                         "mean_abs_diff": point.mean_abs_diff, "size_bytes": point.size_bytes, "ok": point.ok})
         log.info("sensitivity: %d/%d layers (%s)", number, len(space.layers), layer.label)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
