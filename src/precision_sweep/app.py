@@ -31,14 +31,16 @@ PROGRAM = "precision-sweep"
 
 def run_task(cfg: DictConfig) -> None:
     """One job as the command runs it: a user error becomes one paragraph and exit 2."""
-    from precision_sweep.job import run_job
+    from precision_sweep.job import in_multirun, run_job
 
     try:
         metrics = run_job(cfg)
     except UserInputError as exc:
         report_user_error(PROGRAM, exc)
         return
-    if metrics is not None and metrics.get("search_budget_met") == 0.0:  # as precision-pick: no answer in budget
+    if metrics is not None and metrics.get("search_budget_met") == 0.0 and not in_multirun():
+        # a single search run answers as precision-pick does: exit 1 when nothing is in budget (in
+        # a grid, the run's tags say it and the sweep goes on)
         fail(PROGRAM, "the search found no point within the budget on the held-out split; see the job's "
                       "search_summary tag and search.json for the best point and the layers holding it back.", code=1)
 

@@ -24,7 +24,7 @@ from precision_sweep.tracking.job_run import JobRun
 log = logging.getLogger(__name__)
 
 
-def _in_multirun() -> bool:
+def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -74,7 +74,7 @@ def _import_libraries() -> None:
 
 def run_job(cfg: DictConfig) -> dict | None:
     """Run one job; return its metrics (None when skipped or failed in a multirun)."""
-    multirun = _in_multirun()
+    multirun = in_multirun()
     if not multirun:
         check_config(cfg)  # a user error is raised before anything is stored
         if cfg.precision.get("search"):

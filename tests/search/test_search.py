@@ -181,3 +181,21 @@ def test_precision_sensitivity_shows_each_layer_and_setting(demo, tmp_path):
     assert (tmp_path / "out" / "sensitivity.png").stat().st_size > 1000
     missing = run_cli(["precision-sensitivity", "no-such-run", "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"], cwd=tmp_path)
     assert missing.returncode == 2 and "no run with id" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_search_that_meets_no_budget_still_answers_and_exits_1(tmp_path):
+    """Every layer at a 1-bit palette: nothing meets 1 pp; the job finishes with the closest point,
+    how far it misses and the layers holding it back, and the command exits 1."""
+    store = tmp_path / "mlflow.db"
+    result = run_cli(["precision-sweep", "precision=search", "target=ios16", "compute_units=cpu_only", "diagnosis=off",
+                      "precision.search.choices=[pal1]", "precision.search.max_trials=2",
+                      f"tracking.uri=sqlite:///{store}", f"paths.cache={tmp_path / 'cache'}",
+                      f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "no point within the budget" in result.stderr and "Traceback" not in result.stderr
+    runs = _runs(tmp_path)
+    job = runs[runs["role"] == "job"].iloc[0]
+    assert job["status"] == "FINISHED" and job["tags"]["search_budget_met"] == "false"
+    summary = job["tags"]["search_summary"]
+    assert "misses it by" in summary and "held back by" in summary and "pal1" in summary
+    assert set(runs[runs["role"] == "search_trial"]["status"]) == {"FINISHED"}
