@@ -199,3 +199,18 @@ def test_a_search_that_meets_no_budget_still_answers_and_exits_1(tmp_path):
     summary = job["tags"]["search_summary"]
     assert "misses it by" in summary and "held back by" in summary and "pal1" in summary
     assert set(runs[runs["role"] == "search_trial"]["status"]) == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_nsga2_keeps_the_size_and_delta_front(demo, tmp_path):
+    root, cache, _, _ = demo
+    out = tmp_path / "nsga2"
+    result = run_cli(["precision-sweep", "precision=search", "precision.search.sampler=nsga2", "precision.search.max_trials=16",
+                      f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"paths.cache={cache}", *DEMO,
+                      f"hydra.run.dir={out}"], cwd=tmp_path)
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    points = pd.read_csv(out / "search_points.csv")
+    assert (points["source"] == "nsga2").sum() == 16
+    front = points[points["on_front"]].sort_values("size_bytes")
+    assert len(front) >= 2 and front["delta_pp"].is_monotonic_increasing  # bigger points on the front are more accurate
+    assert (out / "search_front.png").stat().st_size > 1000
