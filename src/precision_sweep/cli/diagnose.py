@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 from precision_sweep.cli.report import fail
-from precision_sweep.tracking import store
 
 PROGRAM = "precision-diagnose"
 
@@ -45,18 +44,11 @@ def _show_progress() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from precision_sweep.cli.pick import _default_uri
+    from precision_sweep.cli.report import open_run
 
     args = build_parser().parse_args(argv)
     _show_progress()
-    uri = store.absolute_uri(args.tracking_uri or _default_uri())
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        fail(PROGRAM, f"error: no MLflow store at {uri}. Run a sweep first or pass --tracking-uri.")
-    client = store.client_for(uri)
-    try:
-        run = client.get_run(args.run_id)
-    except Exception:
-        fail(PROGRAM, f"error: no run with id {args.run_id!r} in {uri}. Pass a job's run id (see the MLflow UI or precision-pick).")
+    client, run = open_run(PROGRAM, args.tracking_uri, args.run_id, "a job's run id (see the MLflow UI or precision-pick)")
     doctor = run.data.tags.get("preprocessing_doctor")
     if doctor:
         print(f"run {args.run_id}: {doctor}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 from typing import NoReturn
 
 EXIT_USER_ERROR = 2
@@ -26,3 +27,20 @@ def fail(program: str, message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
 def report_user_error(program: str, exc: BaseException) -> NoReturn:
     """Report a user error (``precision-sweep: error: ...``) and exit with code 2."""
     fail(program, f"error: {exc}")
+
+
+def open_run(program: str, tracking_uri: str | None, run_id: str, what: str, first: str = "Run a sweep first"):
+    """``(client, run)`` of ``run_id`` in the store ``tracking_uri`` (default: $MLFLOW_TRACKING_URI
+    or ./outputs/mlflow.db); a missing store or run fails with one paragraph naming the fix
+    (``what`` says which run id to pass)."""
+    from precision_sweep.cli.pick import _default_uri
+    from precision_sweep.tracking import store
+
+    uri = store.absolute_uri(tracking_uri or _default_uri())
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        fail(program, f"error: no MLflow store at {uri}. {first} or pass --tracking-uri.")
+    client = store.client_for(uri)
+    try:
+        return client, client.get_run(run_id)
+    except Exception:
+        fail(program, f"error: no run with id {run_id!r} in {uri}. Pass {what}.")

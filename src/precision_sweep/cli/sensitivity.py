@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 
 from precision_sweep.cli.report import fail
-from precision_sweep.tracking import store
 
 PROGRAM = "precision-sensitivity"
 
@@ -47,20 +46,14 @@ def table_text(table: pd.DataFrame, max_drop: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from precision_sweep.cli.pick import _default_uri
-
     import os
+
+    from precision_sweep.cli.report import open_run
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = build_parser().parse_args(argv)
-    uri = store.absolute_uri(args.tracking_uri or _default_uri())
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        fail(PROGRAM, f"error: no MLflow store at {uri}. Run a search first or pass --tracking-uri.")
-    client = store.client_for(uri)
-    try:
-        run = client.get_run(args.run_id)
-    except Exception:
-        fail(PROGRAM, f"error: no run with id {args.run_id!r} in {uri}. Pass the run id of a precision=search job.")
+    client, run = open_run(PROGRAM, args.tracking_uri, args.run_id, "the run id of a precision=search job",
+                           first="Run a search first")
     with tempfile.TemporaryDirectory(prefix=f"{PROGRAM}-") as tmp:
         try:
             csv = Path(client.download_artifacts(args.run_id, "sensitivity.csv", tmp))

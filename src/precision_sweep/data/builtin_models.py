@@ -5,6 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 
+def _trained(model, dataset, epochs: int):
+    """``model`` fitted to the dataset's train split (Adam, sparse cross-entropy, batch 64)."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(dataset.x_train, dataset.y_train.astype(np.int32), epochs=epochs, batch_size=64, verbose=0, shuffle=True)
+    return model
+
+
 def digits_cnn(dataset, epochs: int, seed: int):
     """A small Keras CNN for the 8x8 digits. Reaches test accuracy >= 0.95 in a few seconds."""
     import keras
@@ -19,20 +28,7 @@ def digits_cnn(dataset, epochs: int, seed: int):
     x = keras.layers.Dense(64, activation="relu", name="dense")(x)
     outputs = keras.layers.Dense(dataset.n_classes, activation="softmax", name="probs")(x)
     model = keras.Model(inputs, outputs, name="digits_cnn")
-    model.compile(
-        optimizer=keras.optimizers.Adam(2e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    model.fit(
-        dataset.x_train,
-        dataset.y_train.astype(np.int32),
-        epochs=epochs,
-        batch_size=64,
-        verbose=0,
-        shuffle=True,
-    )
-    return model
+    return _trained(model, dataset, epochs)
 
 
 def digits_mlp_sensitive(dataset, epochs: int, seed: int):
@@ -60,20 +56,7 @@ def digits_mlp_sensitive(dataset, epochs: int, seed: int):
     x = keras.layers.Dense(16, activation="relu", name="squeeze")(x)
     outputs = keras.layers.Dense(dataset.n_classes, activation="softmax", name="probs")(x)
     model = keras.Model(inputs, outputs, name="digits_mlp_sensitive")
-    model.compile(
-        optimizer=keras.optimizers.Adam(2e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    model.fit(
-        dataset.x_train,
-        dataset.y_train.astype(np.int32),
-        epochs=epochs,
-        batch_size=64,
-        verbose=0,
-        shuffle=True,
-    )
-    return model
+    return _trained(model, dataset, epochs)
 
 
 def mobilenet_v2(dataset, epochs: int, seed: int):
