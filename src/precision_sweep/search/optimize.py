@@ -92,10 +92,11 @@ def _sampler(name: str, seed: int):
 
 
 def refine(space, evaluate, split, record, settings, journal: Path, start: dict | None, deadline: float | None,
-           resume: bool = False):
+           resume: bool = False, known=None):
     """Optuna trials (see the module docstring) until ``settings.max_trials`` have finished in
     the study or the deadline passes. ``resume`` continues the study of an earlier, interrupted
-    run of the same search (its finished trials count); otherwise the study starts afresh."""
+    run of the same search: its finished trials count, and go to ``known(point, source,
+    number)`` (already logged by that run); otherwise the study starts afresh."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -111,8 +112,9 @@ def refine(space, evaluate, split, record, settings, journal: Path, start: dict 
                                 directions=["minimize", "maximize"] if two else ["minimize"])
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     for trial in finished:  # a resumed study: its points are known again (their packages are cached)
-        assignment = {layer.op: trial.params[layer.op] for layer in space.layers}
-        evaluate(assignment, split)
+        point = evaluate({layer.op: trial.params[layer.op] for layer in space.layers}, split)
+        if known is not None:
+            known(point, str(settings.sampler), trial.number)
     remaining = int(settings.max_trials) - len(finished)
     if remaining <= 0:
         return study

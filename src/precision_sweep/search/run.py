@@ -210,7 +210,8 @@ def search_in_job(cfg, run, model, dataset, baseline, job_dir: Path):
     if int(settings.max_trials) > 0 and (deadline is None or time.monotonic() < deadline):
         study_key = json.dumps([key, str(settings.sampler), int(settings.seed), budget.max_drop, budget.rule])
         journal = cache_dir / "search" / f"study-{assignment_key({'k': study_key})}.jsonl"
-        refine(space, evaluate, split, record, settings, journal, greedy.assignment, deadline, resume=bool(cfg.resume))
+        refine(space, evaluate, split, record, settings, journal, greedy.assignment, deadline, resume=bool(cfg.resume),
+               known=lambda point, source, number: outcome.points.append((source, number, point)))
     best = outcome.best()
     exhaustive = space.exhaustive_count
     summary = {
