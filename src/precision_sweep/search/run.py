@@ -92,19 +92,23 @@ class TrialLog:
             settings[label] = settings.get(label, 0) + 1
         run = self.client.create_run(self.experiment_id, run_name=f"search-{source}-{number}",
                                      tags={"mlflow.parentRunId": self.parent, ROLE_TAG: ROLE})
-        now = int(time.time() * 1000)
-        metrics = {"search_delta_pp": point.delta_pp, "search_ci_low_pp": point.ci_low_pp,
-                   "search_ci_high_pp": point.ci_high_pp, "search_agreement": point.agreement,
-                   "search_max_abs_diff": point.max_abs_diff, "search_mean_abs_diff": point.mean_abs_diff,
-                   "model_size_bytes": point.size_bytes, "search_shortfall_pp": point.shortfall_pp,
-                   "search_within_budget": float(point.ok), "search_seconds": point.seconds}
-        self.client.log_batch(
-            run.info.run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            params=[Param("source", source), Param("trial", str(number)), Param("assignment", assignment_key(point.assignment))],
-            tags=[RunTag("settings", ", ".join(f"{k} x{v}" for k, v in sorted(settings.items())))],
-        )
-        self.client.log_text(run.info.run_id, json.dumps(point.assignment, indent=1, sort_keys=True), "assignment.json")
+        try:
+            now = int(time.time() * 1000)
+            metrics = {"search_delta_pp": point.delta_pp, "search_ci_low_pp": point.ci_low_pp,
+                       "search_ci_high_pp": point.ci_high_pp, "search_agreement": point.agreement,
+                       "search_max_abs_diff": point.max_abs_diff, "search_mean_abs_diff": point.mean_abs_diff,
+                       "model_size_bytes": point.size_bytes, "search_shortfall_pp": point.shortfall_pp,
+                       "search_within_budget": float(point.ok), "search_seconds": point.seconds}
+            self.client.log_batch(
+                run.info.run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                params=[Param("source", source), Param("trial", str(number)), Param("assignment", assignment_key(point.assignment))],
+                tags=[RunTag("settings", ", ".join(f"{k} x{v}" for k, v in sorted(settings.items())))],
+            )
+            self.client.log_text(run.info.run_id, json.dumps(point.assignment, indent=1, sort_keys=True), "assignment.json")
+        except BaseException:  # stopped while logging: the trial run ends KILLED, never RUNNING
+            self.client.set_terminated(run.info.run_id, "KILLED")
+            raise
         self.client.set_terminated(run.info.run_id, "FINISHED")
 
 
