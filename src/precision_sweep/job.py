@@ -280,9 +280,8 @@ def _search(cfg: DictConfig, run: JobRun, model, dataset, baseline, job_dir: Pat
     of the test split; the job goes on with the chosen package and the held-out part."""
     from precision_sweep.convert.app_interface import image_feed, interface_for
     from precision_sweep.convert.targets import model_format
-    from precision_sweep.search.run import check_search, search_in_job
+    from precision_sweep.search.run import search_in_job
 
-    check_search(cfg, model)
     dataset.feed = image_feed(interface_for(cfg, model, dataset))
     converted, held, held_baseline, summary = search_in_job(cfg, run, model, dataset, baseline, job_dir)
     run.log_params({"effective_target": converted.effective_target.lower(), "spec_version": converted.spec_version,

@@ -222,7 +222,7 @@ def test_a_trial_interrupted_while_it_is_logged_is_not_left_running(tmp_path):
     point = Point(assignment={"dense": "int8"}, size_bytes=1000, delta_pp=-0.1, ci_low_pp=-0.5, ci_high_pp=0.3,
                   agreement=0.99, ok=True, shortfall_pp=0.0)
     with pytest.raises(KeyboardInterrupt):
-        TrialLog(client, experiment, parent, space=None, outcome=Outcome())(point, "tpe", 0)
+        TrialLog(client, experiment, parent, outcome=Outcome())(point, "tpe", 0)
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent}'")
     assert len(children) <= 1
     assert [r.info.status for r in children if r.info.status == "RUNNING"] == []

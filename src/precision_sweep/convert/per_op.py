@@ -104,9 +104,9 @@ def parse_choice(label: str) -> Choice:
     return Choice(label, "prune", sparsity=percent / 100)
 
 
-def required_spec(assignment: dict[str, str]) -> tuple[int, str]:
-    """The lowest spec version holding every setting of ``assignment``, and why."""
-    needs = [parse_choice(label).required_spec() for label in assignment.values()]
+def required_spec(labels) -> tuple[int, str]:
+    """The lowest spec version holding every setting in ``labels``, and why."""
+    needs = [parse_choice(label).required_spec() for label in labels]
     return max(needs, key=lambda need: need[0], default=(6, ""))
 
 

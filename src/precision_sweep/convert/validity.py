@@ -55,10 +55,9 @@ def requirements(precision) -> list[tuple[int, str]]:
         from precision_sweep.convert.per_op import required_spec as per_op_spec
 
         if per_op and per_op.ops:
-            needs.append(per_op_spec(dict(per_op.ops)))
+            needs.append(per_op_spec(per_op.ops.values()))
         if search:  # every setting of the space must deploy
-            labels = [*search.choices, *(label for labels in search.layers.values() for label in labels)]
-            needs.append(per_op_spec({str(i): label for i, label in enumerate(labels)}))
+            needs.append(per_op_spec([*search.choices, *(label for labels in search.layers.values() for label in labels)]))
     if aq:
         needs.append((8, f"activation quantization (W8A8) needs {IOS17} or later (quantize/dequantize ops)"))
     if wq:

@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 @dataclass
 class Outcome:
     points: list = field(default_factory=list)  # (source, its own trial number, Point), in order
-    greedy: object = None
-    stopped_by: str = ""
 
     def frame(self) -> pd.DataFrame:
         rows = [{"trial": position, "source": source, "number": number, "size_bytes": p.size_bytes,

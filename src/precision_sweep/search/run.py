@@ -79,9 +79,9 @@ class TrialLog:
     """Each evaluation of the search as a FINISHED child run of the job's run, logged once it
     has finished (an interrupted evaluation leaves no run behind, nothing RUNNING)."""
 
-    def __init__(self, client, experiment_id: str, parent_run_id: str, space, outcome: Outcome):
+    def __init__(self, client, experiment_id: str, parent_run_id: str, outcome: Outcome):
         self.client, self.experiment_id, self.parent = client, experiment_id, parent_run_id
-        self.space, self.outcome = space, outcome
+        self.outcome = outcome
 
     def __call__(self, point, source: str, number: int) -> None:
         from precision_sweep.tracking.job_run import ROLE_TAG
@@ -208,9 +208,8 @@ def search_in_job(cfg, run, model, dataset, baseline, job_dir: Path):
     sensitivity_evaluations = evaluate.evaluations
     _log_sensitivity(run, sensitivity, budget, job_dir, cfg)
     outcome = Outcome()
-    record = TrialLog(run.client, run.run.info.experiment_id, run.run_id, space, outcome)
+    record = TrialLog(run.client, run.run.info.experiment_id, run.run_id, outcome)
     greedy = greedy_fill(space, sensitivity, evaluate, split, record, deadline)
-    outcome.greedy = greedy
     if int(settings.max_trials) > 0 and (deadline is None or time.monotonic() < deadline):
         study_key = json.dumps([key, str(settings.sampler), int(settings.seed), budget.max_drop, budget.rule])
         journal = cache_dir / "search" / f"study-{assignment_key({'k': study_key})}.jsonl"

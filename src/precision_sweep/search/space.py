@@ -41,15 +41,6 @@ class Space:
         """Evaluations an exhaustive grid over the space would need: every combination."""
         return math.prod(len(layer.choices) for layer in self.layers)
 
-    def uniform(self, label: str) -> dict[str, str]:
-        """Every op at ``label`` where its space has it, else at its most precise setting."""
-        return {layer.op: label if label in layer.choices else layer.choices[0] for layer in self.layers}
-
-    def weight_bits(self, assignment: dict[str, str]) -> float:
-        """Stored bits of the space's weights under ``assignment`` (tables and scales aside):
-        the size the search trades accuracy for, before a package is built."""
-        return sum(layer.weights * parse_choice(assignment.get(layer.op, "fp16")).bits_per_weight for layer in self.layers)
-
 
 def _ordered(labels) -> tuple[str, ...]:
     unique = list(dict.fromkeys(str(label) for label in labels))
@@ -70,7 +61,7 @@ def check_search_config(search, target_spec: int, target_name: str, mapper=None)
     if not parsed:
         raise UserInputError("precision.search.choices is empty: give the settings every layer may take, "
                              f"e.g. precision.search.choices=[fp16,int8,pal4,pal2] (forms: {FORMS}).")
-    needed, why = required_spec({str(i): label for i, label in enumerate(labels)})
+    needed, why = required_spec(labels)
     if needed > target_spec:
         raise UserInputError(
             f"precision.search cannot deploy at target={target_name}: {why}. Remove that setting from "
