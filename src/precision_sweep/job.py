@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from precision_sweep.errors import SkipJob
 from precision_sweep.config_checks import check_config
-from precision_sweep.limits import JobTerminated, job_limits, sigterm_raises
+from precision_sweep.limits import job_limits, stop_in_chain, stops_raise
 from precision_sweep.tracking import store
 from precision_sweep.tracking.job_run import JobRun
 
@@ -78,12 +78,13 @@ def run_job(cfg: DictConfig) -> dict | None:
     if not multirun:
         check_config(cfg)  # a user error is raised before anything is stored
         if cfg.precision.get("search"):
-            from precision_sweep.search.run import check_search
+            from precision_sweep.search.run import check_search, model_for_checks
 
-            check_search(cfg)
+            check_search(cfg)  # the settings first: they need no model
+            check_search(cfg, model_for_checks(cfg))
     run = open_job_run(cfg)
     try:
-        with sigterm_raises():  # from here on, a scheduler's SIGTERM closes the run KILLED
+        with stops_raise():  # from here on, Ctrl-C or a scheduler's SIGTERM closes the run KILLED
             if multirun:
                 check_config(cfg)  # a grid's own values: this job's run FAILED says why
             if cfg.limits.timeout_minutes or cfg.limits.max_memory_gb:
@@ -100,8 +101,11 @@ def run_job(cfg: DictConfig) -> dict | None:
         return dict(reused.source.data.metrics)
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then handled
         run.fail(exc)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, JobTerminated)):
+        stop = stop_in_chain(exc)
+        if stop is exc:
             raise
+        if stop is not None:  # stopped, though a library's cleanup raised another error on the way
+            raise stop from exc
         log.error("job failed: %s: %s", type(exc).__name__, exc)
         if multirun:
             return None

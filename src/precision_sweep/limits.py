@@ -8,9 +8,13 @@ allowance, interrupts the main thread with SIGUSR1, which raises :class:`JobMemo
 (RLIMIT_AS) was tried first and failed normal jobs, since every new thread reserves tens of
 MiB of address space it never uses. A single allocation larger than the machine's free
 memory can still be killed by the kernel before the watchdog looks.
-SIGTERM (a cluster scheduler cancelling the job) raises :class:`JobTerminated` inside
-:func:`sigterm_raises`, which the job holds from the moment its run exists, so the run is
-closed as KILLED instead of left RUNNING. Everything is restored when the job ends. POSIX
+SIGTERM (a cluster scheduler cancelling the job) raises :class:`JobTerminated` and SIGINT
+(Ctrl-C) raises KeyboardInterrupt inside :func:`stops_raise`, which the job holds from the moment
+its run exists, so the run is closed as KILLED instead of left RUNNING. A stop is raised again
+every few seconds until the job has left that block, since a library's bare ``except:``
+(coremltools has some) can swallow it once. :func:`stop_in_chain` finds a stop that a library
+turned into another error on its way out (Optuna's journal lock: FileNotFoundError). Everything
+is restored when the job ends. POSIX
 only; signals need the main thread, so a job run in another thread gets neither the timeout
 nor the memory cap.
 """
@@ -82,24 +86,79 @@ class _MemoryWatch(threading.Thread):
         self.join()
 
 
-def _raise_terminated(signum, frame):
-    raise JobTerminated("the job received SIGTERM")
+# A stop that has not left the job's block after this long was swallowed: it is raised again.
+STOP_RETRY_SECONDS = 3.0
+STOPS = (KeyboardInterrupt, SystemExit, JobTerminated)
+
+
+def stop_in_chain(exc: BaseException) -> BaseException | None:
+    """The stop (Ctrl-C, SIGTERM, exit) that ``exc`` is or that it was raised while handling,
+    else None: a library's cleanup can turn a stop into another error (Optuna's journal lock
+    raises FileNotFoundError when the stop lands while it releases its lock), and the job was
+    still stopped, not failed."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, STOPS):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+class _Stops:
+    """The SIGTERM/SIGINT handler of :func:`stops_raise`: raises the stop, and from then on a
+    watcher thread signals the main thread again every ``STOP_RETRY_SECONDS`` until the block is
+    left (a library's bare ``except:`` may have swallowed the first one)."""
+
+    def __init__(self):
+        self.active = threading.Event()
+        self.active.set()
+        self.received: int | None = None
+        self._watch: threading.Thread | None = None
+        self._left = threading.Event()
+
+    def handle(self, signum, frame):
+        if not self.active.is_set():
+            return
+        if self.received is None:
+            self.received = signum
+            self._watch = threading.Thread(target=self._repeat, name="precision-sweep-stop-repeat", daemon=True)
+            self._watch.start()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise JobTerminated("the job received SIGTERM")
+
+    def _repeat(self) -> None:
+        main = threading.main_thread().ident
+        while not self._left.wait(STOP_RETRY_SECONDS):
+            if self.active.is_set():
+                signal.pthread_kill(main, self.received)
+
+    def leave(self) -> None:
+        self.active.clear()
+        self._left.set()
+        if self._watch is not None:
+            self._watch.join()
 
 
 @contextlib.contextmanager
-def sigterm_raises():
-    """While the block runs, SIGTERM raises :class:`JobTerminated` (main thread only), so a job
-    cancelled by its scheduler (SLURM's scancel or time limit) closes its run KILLED. A launcher
-    may have its own SIGTERM handler (submitit's only logs the signal, and SLURM kills the job
+def stops_raise():
+    """While the block runs, SIGTERM raises :class:`JobTerminated` and SIGINT KeyboardInterrupt
+    (main thread only), raised again until the block is left, so a job cancelled by its
+    scheduler (SLURM's scancel or time limit) or by Ctrl-C closes its run KILLED. A launcher may
+    have its own SIGTERM handler (submitit's only logs the signal, and SLURM kills the job
     seconds later): it is restored when the block ends."""
     if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    stops = _Stops()
+    previous = {signum: signal.signal(signum, stops.handle) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        stops.leave()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

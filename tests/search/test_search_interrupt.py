@@ -37,8 +37,8 @@ UNREACHABLE = 200
 BEFORE_SIGNAL = 3
 WAIT_SECONDS = 900
 _SIGNAL_LOST = ("the search exited 0 after the signal: its KeyboardInterrupt/JobTerminated was swallowed (a bare "
-                "`except: pass` it landed in, e.g. coremltools' _try_get_weights_dir_path, or a finalizer), and nothing "
-                "raises it again\n")
+                "`except: pass` it landed in, e.g. coremltools' _try_get_weights_dir_path, or a finalizer), and "
+                "limits.stops_raise did not raise it again\n")
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +148,6 @@ def _study(cache: Path):
     return optuna.load_study(study_name="search", storage=JournalStorage(JournalFileBackend(str(journals[0]))))
 
 
-@pytest.mark.xfail(strict=False, reason="known defects (open, issue 24 note): a signal can be swallowed inside "
-                   "coremltools' bare except (limits.sigterm_raises raises once), and Optuna's journal lock can turn "
-                   "the stop into FileNotFoundError (job FAILED, not KILLED)")
 def test_ctrl_c_leaves_nothing_running_and_resume_completes_the_study(trained_model, tmp_path):
     import optuna
 
@@ -191,9 +188,6 @@ def test_ctrl_c_leaves_nothing_running_and_resume_completes_the_study(trained_mo
     assert by_run == {job.info.run_id, resumed[0].info.run_id}
 
 
-@pytest.mark.xfail(strict=False, reason="known defects (open, issue 24 note): a signal can be swallowed inside "
-                   "coremltools' bare except (limits.sigterm_raises raises once), and Optuna's journal lock can turn "
-                   "the stop into FileNotFoundError (job FAILED, not KILLED)")
 def test_sigterm_leaves_nothing_running(trained_model, tmp_path):
     """What SLURM's scancel sends: the job run KILLED by JobTerminated, its trials FINISHED."""
     cache = _cache_with_the_model(trained_model, tmp_path)

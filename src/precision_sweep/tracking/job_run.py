@@ -29,7 +29,7 @@ from mlflow.entities import (
     RunTag,
 )
 
-from precision_sweep.limits import JobTerminated
+from precision_sweep.limits import stop_in_chain
 from precision_sweep.runtime.threads import thread_share
 from precision_sweep.tracking.liveness import process_tags
 
@@ -196,22 +196,23 @@ class JobRun:
 
     def fail(self, exc: BaseException) -> None:
         """FAILED with the error recorded; KILLED when the user or the system stopped the job."""
-        message = str(exc) or type(exc).__name__
-        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit, JobTerminated))
-        outcome = "killed" if stopped else "failed"
+        stop = stop_in_chain(exc)  # a stop a library turned into another error is still a stop
+        cause = stop if stop is not None else exc
+        message = str(cause) or type(cause).__name__
+        outcome = "killed" if stop is not None else "failed"
         self.set_tags(
             {
                 OUTCOME_TAG: "failed",
-                "error_class": type(exc).__name__,
+                "error_class": type(cause).__name__,
                 "error_message": message[:4900],
-                NOTE_TAG: f"**{outcome.capitalize()}:** {type(exc).__name__}: {message[:4000]} (the traceback is in error.txt)",
+                NOTE_TAG: f"**{outcome.capitalize()}:** {type(cause).__name__}: {message[:4000]} (the traceback is in error.txt)",
             }
         )
         self._finalize_model("FAILED")
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        self.log_text(f"{type(exc).__name__}: {message}\n\n{detail}", "error.txt")
+        self.log_text(f"{type(cause).__name__}: {message}\n\n{detail}", "error.txt")
         self._rename(outcome)
-        self._end("KILLED" if stopped else "FAILED")
+        self._end("KILLED" if stop is not None else "FAILED")
 
     def _rename(self, outcome: str) -> None:
         """Show the outcome in the run's name, which the runs table lists (best effort: the run
