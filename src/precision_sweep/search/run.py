@@ -40,8 +40,20 @@ def budget_of(cfg) -> Budget:
                   int(cfg.seed))
 
 
+def model_for_checks(cfg):
+    """The job's model, when ``precision.search.layers`` names layers that must be checked
+    against it before any run exists (read from its card where cached: no TensorFlow), else
+    None. The job itself then reuses what this loaded."""
+    if not cfg.precision.search.layers:
+        return None
+    from precision_sweep.data import load_inputs
+
+    return load_inputs(cfg.model, cfg.dataset, Path(cfg.paths.cache))[1]
+
+
 def check_search(cfg, model=None) -> None:
-    """The search's own checks before any work (:func:`~precision_sweep.search.space.check_search_config`)."""
+    """The search's own checks before any work (:func:`~precision_sweep.search.space.check_search_config`);
+    with ``model``, also the layer names of ``precision.search.layers``."""
     from precision_sweep.convert.targets import spec_version
     from precision_sweep.data.layers import LayerMapper
 
