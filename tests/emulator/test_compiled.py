@@ -162,6 +162,22 @@ def test_clip_float32_gives_numpys_bits(lo, hi, ties_to_bounds):
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
+@pytest.mark.parametrize("lo, hi", [(0, 6), (-0.0, 0.0), (np.float64(-1.5), 2.0)])
+def test_clip_kernel_on_float32_gives_the_mil_definitions_bits(lo, hi):
+    """The ``clip`` kernel, as an NN relu6 chain builds it: min(max(x, alpha), beta), bit for bit,
+    into its own buffer or a reused one (float64 bounds keep numpy's float64 result)."""
+    from precision_sweep.emulator.ops.elementwise_unary import clip
+
+    values = np.resize(_special_float32(), 1 << 15)  # past PARALLEL_MIN_SIZE: the compiled pass
+    expected = np.minimum(np.maximum(values, lo), hi)
+    got = clip(values, lo, hi)
+    assert got.dtype == expected.dtype and np.array_equal(got.view(np.uint8), expected.view(np.uint8))
+    if expected.dtype == np.float32:
+        buffer = values.copy()
+        assert clip(buffer, lo, hi, out=buffer) is not None
+        assert np.array_equal(buffer.view(np.uint32), expected.view(np.uint32))
+
+
 def test_add_channel_bias_equals_numpys_broadcast_add():
     rng = np.random.default_rng(5)
     y = rng.normal(size=(8, 24, 17, 19)).astype(np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 
 from precision_sweep.emulator.ops.activation import _erf_array
 from precision_sweep.emulator.ops._casts import float16_to_float32
-from precision_sweep.emulator.ops._clip_kernels import clip_float16
+from precision_sweep.emulator.ops._clip_kernels import clip_float16, clip_float32
 from precision_sweep.emulator.registry import kernel
 
 
@@ -47,8 +47,13 @@ for _op_type, _fn in {
 
 @kernel("clip")
 def clip(x, alpha, beta, *, out=None):
-    if x.dtype == np.float16 and np.ndim(alpha) == 0 and np.ndim(beta) == 0:
+    """``min(max(x, alpha), beta)`` as the MIL definition states (a tie returns the bound, which
+    matters for signed zeros); scalar bounds run in one parallel pass, bit for bit numpy's."""
+    scalar_bounds = np.ndim(alpha) == 0 and np.ndim(beta) == 0
+    if x.dtype == np.float16 and scalar_bounds:
         return clip_float16(x, alpha, beta, ties_to_bounds=True, out=out)
+    if x.dtype == np.float32 and scalar_bounds and np.result_type(x, alpha, beta) == np.float32:
+        return clip_float32(x, alpha, beta, ties_to_bounds=True, out=out)
     if out is not None and np.result_type(x, alpha, beta) != out.dtype:
         out = None  # a float32 bound on a float16 x computes in float32: no buffer to share
     return np.minimum(np.maximum(x, alpha), beta, out=out)
