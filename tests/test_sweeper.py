@@ -60,3 +60,19 @@ def test_a_wrong_value_anywhere_in_the_grid_stops_the_sweep_before_any_job(tmp_p
             for run in client.search_runs([experiment.experiment_id])]
     assert [run.data.tags.get("precision_sweep.role") for run in runs] == ["sweep"]
     assert runs[0].info.status == "FAILED"
+
+
+def test_a_key_only_some_swept_recipes_have_is_named_with_the_fix_before_any_job(tmp_path):
+    """precision.weight_palettization.nbits swept beside int8 (whose weight_palettization is null):
+    one paragraph naming the pair and the fix, no traceback, no child run."""
+    result = run_cli(["precision-sweep", "-m", "precision=palettize,int8", "precision.weight_palettization.nbits=2,4",
+                      "progress=false"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "AssertionError" not in result.stderr
+    assert ("The sweep pairs `precision=int8` with `precision.weight_palettization.nbits=" in result.stderr
+            and "own grid" in result.stderr), result.stderr[-2000:]
+    assert "No job had started" in result.stderr
+    client = mlflow_client(tmp_path / "outputs")
+    runs = [run for experiment in client.search_experiments() for run in client.search_runs([experiment.experiment_id])]
+    assert [run.data.tags.get("precision_sweep.role") for run in runs] == ["sweep"]
+    assert runs[0].info.status == "FAILED"
