@@ -17,7 +17,7 @@ METRICS = {
     "accuracy", "baseline_accuracy", "accuracy_delta", "agreement", "max_abs_diff",
     "mean_abs_diff", "model_size_bytes", "convert_seconds", "eval_seconds", "n_samples",
 }
-PARAMS = {"precision", "target", "effective_target", "model_format", "compute_units", "model", "dataset", "input_type",
+PARAMS = {"precision", "target", "effective_target", "model_format", "compute_units", "model", "dataset", "task", "input_type",
           "classifier"}
 PROVENANCE = {"runtime", "runtime_requested", "numerics_version", "model_hash", "dataset_hash"}
 

@@ -20,6 +20,7 @@ from precision_sweep.config_checks import Range, ranged
 from precision_sweep.convert.schema import PrecisionConfig, TargetConfig
 from precision_sweep.data.schema import DatasetConfig, ModelConfig
 from precision_sweep.diagnose.schema import DiagnosisConfig
+from precision_sweep.metrics.schema import TaskConfig
 from precision_sweep.pick.schema import PickConfig
 from precision_sweep.runtime.schema import ComputeUnitsConfig, DeviceConfig, RuntimeConfig
 from precision_sweep.tracking.schema import TrackingConfig
@@ -44,6 +45,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
+    task: TaskConfig = MISSING
     precision: PrecisionConfig = MISSING
     target: TargetConfig = MISSING
     compute_units: ComputeUnitsConfig = MISSING

@@ -153,7 +153,7 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
 
         metrics.update(judge_held_out(cfg, run, metrics, search))
     _record(cfg, run, metrics, files, outputs, baseline, dataset, converted, job_dir)
-    disagrees = metrics["agreement"] < cfg.diagnosis.below_agreement
+    disagrees = metrics.get("agreement", 1.0) < cfg.diagnosis.below_agreement  # tasks without classes: no agreement
     doctor = None
     if dataset.feed is not None and (disagrees or metrics.get("accuracy_delta_ci_high", 0.0) < 0):
         # an image input that disagrees, or loses accuracy beyond its CI: test the preprocessing first
@@ -171,11 +171,15 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
             f"{bad} of {len(outputs)} samples have NaN/Inf outputs under {_label(cfg)} "
             f"({runtime.name}); metrics were logged, see predictions.npz"
         )
-    log.info(
-        "%s: accuracy %.4f (delta %+.2fpp), agreement %.4f, size %d bytes",
-        _label(cfg), metrics["accuracy"], 100 * metrics["accuracy_delta"],
-        metrics["agreement"], metrics["model_size_bytes"],
-    )
+    if "accuracy" in metrics:
+        log.info(
+            "%s: accuracy %.4f (delta %+.2fpp), agreement %.4f, size %d bytes",
+            _label(cfg), metrics["accuracy"], 100 * metrics["accuracy_delta"],
+            metrics["agreement"], metrics["model_size_bytes"],
+        )
+    else:
+        log.info("%s: %s delta %+.4g [%+.4g, %+.4g], size %d bytes", _label(cfg), cfg.task.name, metrics["metric_delta"],
+                 metrics["metric_delta_ci_low"], metrics["metric_delta_ci_high"], metrics["model_size_bytes"])
     return metrics
 
 
@@ -199,6 +203,7 @@ def _record_config(cfg: DictConfig, run: JobRun) -> Path:
             "device": cfg.device.name.value,
             "model": cfg.model.name,
             "dataset": cfg.dataset.name,
+            "task": cfg.task.name,
             "runtime_requested": cfg.runtime.name,
             "input_type": "file" if own_file else str(cfg.model.input_type),
             "classifier": "file" if own_file else str(bool(cfg.model.classifier)).lower(),
@@ -224,12 +229,17 @@ def _load_and_baseline(cfg: DictConfig, run: JobRun):
     from precision_sweep.data import load_inputs
 
     cache_dir = Path(cfg.paths.cache)
-    dataset, model = load_inputs(cfg.model, cfg.dataset, cache_dir)
+    dataset, model = load_inputs(cfg.model, cfg.dataset, cache_dir, labels=cfg.task.labels)
     run.log_params(
         {"dataset_hash": dataset.content_hash, "model_hash": model.content_hash, **dataset.run_params, **model.run_params}
     )
     _resume_or_claim(cfg, run, model.content_hash, dataset.content_hash)
-    return model, dataset, baseline_outputs(model, dataset.x_test, dataset.content_hash, cache_dir)
+    baseline = baseline_outputs(model, dataset.x_test, dataset.content_hash, cache_dir)
+    if cfg.task.compare is not None:  # labels that do not fit the outputs: refused before converting
+        from precision_sweep.metrics.tasks.judge import check_labels
+
+        check_labels(cfg.task, dataset.y_test, baseline)
+    return model, dataset, baseline
 
 
 def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
@@ -340,15 +350,23 @@ def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, o
     from precision_sweep.metrics import compare, display_units
     from precision_sweep.metrics.statistics import paired_report
 
-    predicted = _predicted_indices(runtime, labels, dataset.class_names)
-    metrics = compare(outputs, baseline, dataset.y_test, predicted=predicted)
-    statistics, files = paired_report(
-        outputs, baseline, dataset.y_test, dataset.class_names, job_dir, cfg.pick.confidence,
-        cfg.pick.n_resamples, cfg.seed, title=f"{cfg.model.name} {_label(cfg)}",
-        predicted=predicted,
-    )
-    metrics.update(statistics)
-    run.set_tags({"accuracy_from": "top-1" if predicted is None else "classLabel"})
+    if cfg.task.compare is not None:  # a task of its own: its metrics, deltas and CIs
+        from precision_sweep.metrics.tasks.judge import judge
+
+        metrics, primary = judge(cfg.task, dataset.y_test, outputs, baseline, confidence=cfg.pick.confidence,
+                                 n_resamples=cfg.pick.n_resamples, seed=cfg.seed)
+        run.set_tags({"task_metric": primary})
+        files = []
+    else:
+        predicted = _predicted_indices(runtime, labels, dataset.class_names)
+        metrics = compare(outputs, baseline, dataset.y_test, predicted=predicted)
+        statistics, files = paired_report(
+            outputs, baseline, dataset.y_test, dataset.class_names, job_dir, cfg.pick.confidence,
+            cfg.pick.n_resamples, cfg.seed, title=f"{cfg.model.name} {_label(cfg)}",
+            predicted=predicted,
+        )
+        metrics.update(statistics)
+        run.set_tags({"accuracy_from": "top-1" if predicted is None else "classLabel"})
     metrics.update(
         model_size_bytes=converted.size_bytes,
         weights_bytes=converted.weights_bytes,

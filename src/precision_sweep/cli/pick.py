@@ -90,6 +90,18 @@ def _records(frame, columns) -> list[dict]:
     return json.loads(frame[[c for c in columns if c in frame]].to_json(orient="records"))
 
 
+def _measured(row, sep: str = " ") -> str:
+    """``accuracy 0.9889``, or a task's primary metric (``mae 0.2952``): what the pick measured."""
+    def missing(value) -> bool:
+        return value is None or (isinstance(value, float) and math.isnan(value))
+
+    if not missing(row.get("accuracy")):
+        return f"accuracy{sep}{row['accuracy']:.4f}"
+    name = row.get("task_metric")
+    value = row.get(f"metric:{name}") if isinstance(name, str) else None
+    return f"{name}{sep}{value:.4g}" if not missing(value) else f"accuracy{sep}n/a"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     uri = store.absolute_uri(args.tracking_uri or _default_uri())
@@ -129,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         p = decision.pick
         description = (
             f"precision-pick from sweep {parent_id}: {p['precision']} at {p['target']} (run {p['run_id']}), "
-            f"accuracy {p['accuracy']:.4f}, delta {p['delta_pp']:+.2f} pp, CI low {p['ci_low_pp']:+.2f} pp, "
+            f"{_measured(p)}, delta {p['delta_pp']:+.2f} pp, CI low {p['ci_low_pp']:+.2f} pp, "
             f"{args.cost}={p['cost']:,.0f}. Budget {args.max_drop:g} pp. {decision.reason}."
         )
         try:
@@ -181,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         p = decision.pick
         print(
             f"\npick: run {p['run_id']}  precision={p['precision']}  target={p['target']}  "
-            f"accuracy={p['accuracy']:.4f}  delta={p['delta_pp']:+.2f}pp  CI low={p['ci_low_pp']:+.2f}pp  "
+            f"{_measured(p, '=')}  delta={p['delta_pp']:+.2f}pp  CI low={p['ci_low_pp']:+.2f}pp  "
             f"{args.cost}={p['cost']:,.0f}"
         )
         print(textwrap.fill("why: " + decision.reason, width=100, subsequent_indent="     "))

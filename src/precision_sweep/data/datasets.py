@@ -154,6 +154,15 @@ def _labels(y: np.ndarray, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def _values(y: np.ndarray, where: str) -> np.ndarray:
+    """Labels that are values (``task.labels=values``): numeric arrays, one per sample, finite."""
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_:
+        raise UserInputError(f"Labels {where} have dtype {y.dtype}; store y as numbers, one array per sample.")
+    _check_finite(y, f"the labels (y) {where}")
+    return y
+
+
 def _check_finite(x: np.ndarray, where: str) -> None:
     """Refuse samples holding NaN or Inf: they would run, and their drift be blamed on fp16."""
     if np.issubdtype(x.dtype, np.floating) and x.size:
@@ -168,11 +177,13 @@ def _check_finite(x: np.ndarray, where: str) -> None:
 
 
 def _split(cfg, x: np.ndarray, y: np.ndarray, cache_dir: Path | None):
-    """Seeded split: (x_train, y_train, x_test, y_test); stratified when every class allows it."""
+    """Seeded split: (x_train, y_train, x_test, y_test); stratified when every class allows it
+    (labels that are values, not classes, split as one class: a plain seeded split)."""
     if float(cfg.test_size) >= 1.0 or len(y) < 2:
         order = np.random.default_rng(cfg.seed).permutation(len(y))
         return x[:0], y[:0], x[order], y[order]
-    train, test = split_cache.split_indices(y, float(cfg.test_size), int(cfg.seed), cache_dir)
+    strata = y if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) else np.zeros(len(y), np.int64)
+    train, test = split_cache.split_indices(strata, float(cfg.test_size), int(cfg.seed), cache_dir)
     return x[train], y[train], x[test], y[test]
 
 
@@ -235,7 +246,7 @@ def _digits(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
     return _assemble(cfg, images[..., None], y, class_names, spec, {}, cache_dir)  # (N, 8, 8, 1), 0..16
 
 
-def _npz(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
+def _npz(cfg, spec: InputSpec, cache_dir: Path | None, labels: str = "classes") -> Dataset:
     path = check_dataset_path(cfg)
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -268,12 +279,14 @@ def _npz(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
     if not np.issubdtype(x.dtype, np.number):
         raise UserInputError(f"x in dataset.path={path} has dtype {x.dtype}; store numeric samples.")
     _check_finite(x, f"dataset.path={path}")
+    if labels == "values":
+        return _assemble(cfg, x, _values(y, f"in dataset.path={path}"), [], spec, {}, cache_dir)
     y = _labels(y, f"in dataset.path={path}")
     if names is not None:
         class_names = [str(n) for n in names]
     else:
         class_names = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
-    return _assemble(cfg, x, y, class_names, spec, {}, cache_dir)
+    return _assemble(cfg, x, y, class_names if labels == "classes" else [], spec, {}, cache_dir)
 
 
 def _image_folder(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
@@ -324,10 +337,21 @@ def _image_folder(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
 LOADERS = {"digits": _digits, "npz": _npz, "image_folder": _image_folder}
 
 
-def load_dataset(cfg, spec: InputSpec | None = None, cache_dir: str | Path | None = None) -> Dataset:
-    """Load the dataset a ``dataset`` config describes, preprocessed for a model input ``spec``.
+def load_dataset(cfg, spec: InputSpec | None = None, cache_dir: str | Path | None = None,
+                 labels: str = "classes") -> Dataset:
+    """Load the dataset a ``dataset`` config describes, preprocessed for a model input ``spec``,
+    its labels read as the task's ``labels`` kind (:class:`~precision_sweep.data.schema.LabelKind`).
 
     With a ``cache_dir`` the digits arrays and the split's indices are kept there
     (:mod:`split_cache`), so a later load imports no scikit-learn.
     """
-    return LOADERS[str(cfg.source)](cfg, spec or InputSpec(), Path(cache_dir) if cache_dir else None)
+    cache = Path(cache_dir) if cache_dir else None
+    if str(cfg.source) == "npz":
+        return _npz(cfg, spec or InputSpec(), cache, str(labels))
+    if str(labels) != "classes":
+        raise UserInputError(
+            f"dataset={cfg.name} (source {cfg.source}) holds class labels, but the task reads labels that are "
+            f"{labels}. Store your samples and labels in an npz file (np.savez(path, x=samples, y=labels)) and use "
+            "dataset=npz dataset.path=<file>, or choose task=classification."
+        )
+    return LOADERS[str(cfg.source)](cfg, spec or InputSpec(), cache)

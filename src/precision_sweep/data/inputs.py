@@ -24,8 +24,10 @@ from precision_sweep.hashing import hash_arrays
 log = logging.getLogger(__name__)
 
 
-def check_compatible(dataset: Dataset, model: LoadedModel, dataset_cfg=None) -> None:
-    """Refuse a dataset whose samples or labels cannot fit the model, saying how to fix it."""
+def check_compatible(dataset: Dataset, model: LoadedModel, dataset_cfg=None, class_labels: bool = True) -> None:
+    """Refuse a dataset whose samples or labels cannot fit the model, saying how to fix it
+    (labels against the output classes only where they are ``class_labels``; a task's own
+    labels are checked against the outputs by the task)."""
     sample = tuple(dataset.x_test.shape[1:])
     if sample != tuple(model.input_shape):
         layout_hint = ""
@@ -38,7 +40,15 @@ def check_compatible(dataset: Dataset, model: LoadedModel, dataset_cfg=None) -> 
             "dataset=image_folder (it resizes images and converts channels), or set model.input_shape "
             "if the model accepts several sizes."
         )
+    if not class_labels:
+        return
     n = model.n_outputs
+    if n is None:
+        raise UserInputError(
+            f"Output {model.output_name!r} of model={model.name} is not (batch, classes), and task=classification "
+            "reads class scores. Select another output with model.output, or choose the task the output is for: "
+            "task=regression (values), task=segmentation (per-pixel class scores) or task=embedding."
+        )
     labels = np.concatenate([dataset.y_test, dataset.y_train])
     if n is not None and labels.size and (labels.min() < 0 or labels.max() >= n):
         bad = labels[(labels < 0) | (labels >= n)]
@@ -90,17 +100,19 @@ def _warn_if_not_probabilities(model: LoadedModel, x: np.ndarray, cache_dir: Pat
         )
 
 
-def load_inputs(model_cfg, dataset_cfg, cache_dir: str | Path) -> tuple[Dataset, LoadedModel]:
-    """Load and cross-check the dataset and the model of a job."""
+def load_inputs(model_cfg, dataset_cfg, cache_dir: str | Path, labels: str = "classes") -> tuple[Dataset, LoadedModel]:
+    """Load and cross-check the dataset and the model of a job; ``labels`` is the task's label
+    kind (classes index the model's outputs, which are then checked as class scores)."""
     from types import SimpleNamespace
 
     validate_sources(SimpleNamespace(model=model_cfg, dataset=dataset_cfg))
     if model_cfg.source == "builtin":
-        dataset = load_dataset(dataset_cfg, cache_dir=cache_dir)
+        dataset = load_dataset(dataset_cfg, cache_dir=cache_dir, labels=labels)
         model = load_model(model_cfg, dataset, cache_dir)
     else:
         model = load_model(model_cfg, None, cache_dir)
-        dataset = load_dataset(dataset_cfg, InputSpec(tuple(model.input_shape), model.input_dtype), cache_dir)
-    check_compatible(dataset, model)
-    _warn_if_not_probabilities(model, dataset.x_test, cache_dir)
+        dataset = load_dataset(dataset_cfg, InputSpec(tuple(model.input_shape), model.input_dtype), cache_dir, labels)
+    check_compatible(dataset, model, class_labels=str(labels) == "classes")
+    if str(labels) == "classes":
+        _warn_if_not_probabilities(model, dataset.x_test, cache_dir)
     return dataset, model

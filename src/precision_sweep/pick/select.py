@@ -21,6 +21,7 @@ _EPS = 1e-9
 RULES = ("point", "confident")
 CI_LOW = "metric:accuracy_delta_ci_low"
 CI_HIGH = "metric:accuracy_delta_ci_high"
+GAIN = "metric:metric_gain"
 
 
 @dataclass
@@ -52,16 +53,29 @@ def within_budget(delta_pp, ci_low_pp, max_drop: float, rule: str):
     return measure >= -float(max_drop) - _EPS
 
 
+def _judged_columns(table: pd.DataFrame) -> tuple[str, str, str]:
+    """The delta the budget judges and its CI's columns: the accuracy delta of classification
+    runs, else a task's ``metric_gain`` (its primary metric's delta, positive when better, in
+    the metric's units: ``max_drop`` is then in hundredths of that unit, percentage points for
+    fractions such as mIoU or recall@k)."""
+    if "accuracy_delta" in table and table["accuracy_delta"].notna().any():
+        return "accuracy_delta", CI_LOW, CI_HIGH
+    if GAIN in table and table[GAIN].notna().any():
+        return GAIN, GAIN + "_ci_low", GAIN + "_ci_high"
+    return "accuracy_delta", CI_LOW, CI_HIGH
+
+
 def _ranked(table: pd.DataFrame, cost: str) -> pd.DataFrame:
     cost_column = cost if cost in table.columns else f"metric:{cost}"
     if cost_column not in table.columns:
         known = sorted(c.removeprefix("metric:") for c in table.columns if c.startswith("metric:"))
         raise KeyError(f"cost metric {cost!r} is not logged by these runs; logged metrics: {', '.join(known)}")
+    delta, low, high = _judged_columns(table)
     frame = table.assign(
         cost=pd.to_numeric(table[cost_column], errors="coerce"),
-        delta_pp=100 * pd.to_numeric(table["accuracy_delta"], errors="coerce"),
-        ci_low_pp=100 * pd.to_numeric(table[CI_LOW], errors="coerce") if CI_LOW in table else np.nan,
-        ci_high_pp=100 * pd.to_numeric(table[CI_HIGH], errors="coerce") if CI_HIGH in table else np.nan,
+        delta_pp=100 * pd.to_numeric(table[delta], errors="coerce"),
+        ci_low_pp=100 * pd.to_numeric(table[low], errors="coerce") if low in table else np.nan,
+        ci_high_pp=100 * pd.to_numeric(table[high], errors="coerce") if high in table else np.nan,
     )
     return frame[frame["cost"].notna()]
 
@@ -81,8 +95,9 @@ def pick(table: pd.DataFrame, max_drop: float, cost: str = "model_size_bytes", r
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     evaluated = table[table["status"] == "FINISHED"] if not table.empty else table
-    if not evaluated.empty and "accuracy_delta" in evaluated:
-        evaluated = evaluated[evaluated["accuracy_delta"].notna()]
+    delta = _judged_columns(evaluated)[0] if not evaluated.empty else "accuracy_delta"
+    if not evaluated.empty and delta in evaluated:
+        evaluated = evaluated[evaluated[delta].notna()]
     if evaluated.empty:
         return Decision(evaluated, None, "the sweep has no evaluated (FINISHED) runs", rule)
     ranked = _ranked(evaluated, cost)

@@ -53,6 +53,7 @@ def runs_table(runs) -> pd.DataFrame:
                 "status": run_status(run),
                 "accuracy": metrics.get("accuracy"),
                 "accuracy_delta": metrics.get("accuracy_delta"),
+                "task_metric": run.data.tags.get("task_metric"),
                 "agreement": metrics.get("agreement"),
                 "model_size_bytes": metrics.get("model_size_bytes"),
                 "ane_op_fraction": metrics.get("ane_op_fraction"),
@@ -75,15 +76,8 @@ def format_table(table: pd.DataFrame) -> str:
     """Human-readable summary: precision, target, status, accuracy, delta, agreement, size."""
     if table.empty:
         return "(no runs)"
-    view = table[COLUMNS + ["note"]].copy()
-    view["accuracy"] = view["accuracy"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
-    view["accuracy_delta"] = view["accuracy_delta"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.2f}pp")
-    view.insert(view.columns.get_loc("accuracy_delta") + 1, "delta_ci", ci_column(table))
-    view["agreement"] = view["agreement"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
-    view["model_size_bytes"] = view["model_size_bytes"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
-    _device_columns(view, table)
+    view = format_frame(table)
     view["note"] = view["note"].map(lambda v: v if len(v) <= 70 else v[:67] + "...")
-    view = view.rename(columns={"accuracy_delta": "delta", "model_size_bytes": "size_bytes"})
     return view.to_string(index=False)
 
 
@@ -98,13 +92,33 @@ def _device_columns(view: pd.DataFrame, table: pd.DataFrame) -> None:
 
 
 def ci_column(table: pd.DataFrame) -> pd.Series:
-    """``[low, high]pp`` of each run's paired-bootstrap CI of the accuracy delta ("" if none)."""
+    """``[low, high]pp`` of each run's paired-bootstrap CI of the accuracy delta, or of a task's
+    primary metric delta in its own units ("" if none)."""
     low = table.get("metric:accuracy_delta_ci_low", pd.Series(index=table.index, dtype=float))
     high = table.get("metric:accuracy_delta_ci_high", pd.Series(index=table.index, dtype=float))
-    return pd.Series(
-        ["" if pd.isna(a) or pd.isna(b) else f"[{100 * a:+.2f}, {100 * b:+.2f}]pp" for a, b in zip(low, high)],
-        index=table.index,
-    )
+    task_low = table.get("metric:metric_delta_ci_low", pd.Series(index=table.index, dtype=float))
+    task_high = table.get("metric:metric_delta_ci_high", pd.Series(index=table.index, dtype=float))
+    cells = []
+    for a, b, c, d in zip(low, high, task_low, task_high):
+        if not (pd.isna(a) or pd.isna(b)):
+            cells.append(f"[{100 * a:+.2f}, {100 * b:+.2f}]pp")
+        elif not (pd.isna(c) or pd.isna(d)):
+            cells.append(f"[{c:+.4g}, {d:+.4g}]")
+        else:
+            cells.append("")
+    return pd.Series(cells, index=table.index)
+
+
+def _task_cells(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The accuracy and delta cells of runs of a task other than classification: its primary
+    metric (``mae 0.1234``) and its delta in the metric's own units."""
+    values, shown = [], []
+    for _, row in table.iterrows():
+        name, delta = row.get("task_metric"), row.get("metric:metric_delta")
+        value = row.get(f"metric:{name}") if isinstance(name, str) else None
+        values.append("" if value is None or pd.isna(value) else f"{name} {value:.4g}")
+        shown.append("" if delta is None or pd.isna(delta) else f"{delta:+.4g}")
+    return values, shown
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -120,8 +134,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def format_frame(table: pd.DataFrame) -> pd.DataFrame:
     """format_table's columns and formatting, as a frame (for summary.md)."""
     view = table[COLUMNS].copy()
-    view["accuracy"] = view["accuracy"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
-    view["accuracy_delta"] = view["accuracy_delta"].map(lambda v: "" if pd.isna(v) else f"{100 * v:+.2f}pp")
+    task_values, task_deltas = _task_cells(table)
+    view["accuracy"] = [task if pd.isna(v) else f"{v:.4f}" for v, task in zip(view["accuracy"], task_values)]
+    view["accuracy_delta"] = [task if pd.isna(v) else f"{100 * v:+.2f}pp"
+                              for v, task in zip(view["accuracy_delta"], task_deltas)]
     view.insert(view.columns.get_loc("accuracy_delta") + 1, "delta_ci", ci_column(table))
     view["agreement"] = view["agreement"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     view["model_size_bytes"] = view["model_size_bytes"].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")

@@ -57,14 +57,12 @@ def select_output(cfg, names: list[str], where: str) -> int:
         f"(or an index 0..{len(names) - 1})."
     )
 
-def n_outputs_of(shape, output_name: str, where: str) -> int:
+def n_outputs_of(shape, output_name: str, where: str) -> int | None:
+    """The number of classes of a (batch, classes) output; None for an output of another shape,
+    which only a task whose labels are not classes can read (checked in ``check_compatible``)."""
     shape = tuple(shape)
     if len(shape) != 2 or shape[-1] is None:
-        raise UserInputError(
-            f"Output {output_name!r} of {where} has shape {shape}; precision-sweep evaluates "
-            "classifiers whose output is (batch, classes). Select another output with model.output, "
-            "or export a model whose output is the class scores."
-        )
+        return None
     return int(shape[-1])
 
 def require_one_input(cfg, count: int) -> None:
@@ -88,9 +86,15 @@ def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
             f"model.input_name={cfg.input_name} but the input of {where} is named {input_name!r}. "
             f"Set model.input_name={input_name} (or null)."
         )
-    names = list(getattr(model, "output_names", None) or [t.name.split(":")[0] for t in model.outputs])
+    names = list(getattr(model, "output_names", None) or (
+        # a Sequential's output tensor is named per process (keras_tensor_<n>): its last layer's name is stable
+        [model.layers[-1].name] if len(model.outputs) == 1 and model.layers else [t.name.split(":")[0] for t in model.outputs]))
     index = select_output(cfg, names, where)
-    if len(model.outputs) > 1:
+    # a single output is hashed as the file holds it: the wrapper's layer names vary by process
+    content_hash = _content_hash(model) if len(model.outputs) == 1 else None
+    if len(model.outputs) > 1 or not hasattr(model, "output_names"):
+        # a Keras 3 Sequential has no output_names, which coremltools' TF2 frontend reads: the
+        # same layers as a functional model convert
         model = keras.Model(model.inputs, model.outputs[index], name=f"{model.name}_{names[index]}")
     loaded = LoadedModel(
         name=cfg.name,
@@ -98,7 +102,7 @@ def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
         input_name=input_name,
         input_shape=resolve_shape(cfg, model.inputs[0].shape[1:], where),
         outputs_are=cfg.outputs_are,
-        content_hash=_content_hash(model),
+        content_hash=content_hash or _content_hash(model),
         path=path,
         input_dtype=resolve_dtype(cfg, str(model.inputs[0].dtype), where),
         n_outputs=n_outputs_of(model.outputs[0].shape, names[index], where),

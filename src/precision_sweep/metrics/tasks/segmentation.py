@@ -68,6 +68,11 @@ def _predicted_classes(labels: np.ndarray, outputs: np.ndarray, n_classes: int |
     return predicted.astype(np.int64), classes
 
 
+def check(labels: np.ndarray, outputs: np.ndarray, n_classes: int | None = None, class_axis: int = -1) -> None:
+    """A UserInputError where the masks do not fit the outputs (shape, class axis, class ids)."""
+    _predicted_classes(np.asarray(labels), np.asarray(outputs), n_classes, class_axis)
+
+
 def _size(shape) -> str:
     return f"{shape[0]} images of {' x '.join(str(s) for s in shape[1:])} pixels"
 

@@ -1,0 +1,91 @@
+"""A job's task, judged: the ``task`` config's comparison resolved and run on a variant's outputs.
+
+The task config names its comparison by ``_target_`` (``task.compare``); its other keys are the
+comparison's options. :func:`check_labels` runs the task module's ``check`` on the labels and
+the FP32 baseline's outputs, before any conversion, so labels that do not fit the outputs are
+refused early. :func:`judge` returns the metrics a job logs: each comparison's own
+(``<metric>``, ``baseline_<metric>``, ``<metric>_delta`` and its CI), the task-neutral
+``metric_delta`` and its CI for the primary (first) metric, and ``metric_gain`` with its CI (the
+same delta, positive when better, whichever way the metric improves), which ``precision-pick``
+judges against ``pick.max_drop`` in hundredths of the metric's unit (percentage points for
+fractions such as mIoU and recall@k).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from precision_sweep.errors import UserInputError
+
+# The options every comparison takes from the job, not from the task config.
+JOB_OPTIONS = ("confidence", "n_resamples", "seed")
+
+
+def resolve(task) -> tuple[Callable[..., Any], dict]:
+    """``(compare function, its options)`` of a task config; one paragraph when it cannot load."""
+    from hydra.utils import get_method
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.to_container(task.compare, resolve=True) if not isinstance(task.compare, dict) else dict(task.compare)
+    target = spec.pop("_target_", None)
+    if not isinstance(target, str) or not target:
+        raise UserInputError(
+            f"task={task.name} has a compare without a _target_: name the comparison function, e.g. "
+            "task.compare._target_=precision_sweep.metrics.tasks.regression.compare."
+        )
+    try:
+        function = get_method(target)
+    except (ImportError, ValueError) as exc:
+        raise UserInputError(
+            f"task.compare._target_={target!r} of task={task.name} cannot be loaded as a function "
+            f"({str(exc).splitlines()[-1]}). Check the spelling, or install the package that holds it in this "
+            "environment (or put its folder on PYTHONPATH); for a metric of (labels, outputs) of your own, use "
+            "_target_: precision_sweep.metrics.tasks.user.compare with metric: <your function's dotted path>."
+        ) from exc
+    clash = [key for key in JOB_OPTIONS if key in spec]
+    if clash:
+        raise UserInputError(
+            f"task.compare of task={task.name} sets {', '.join(clash)}, which every job takes from pick.confidence, "
+            "pick.n_resamples and seed. Remove them from the task config and set those keys instead."
+        )
+    return function, spec
+
+
+def check_labels(task, labels: np.ndarray, baseline: np.ndarray) -> None:
+    """The task module's ``check(labels, outputs)`` on the FP32 baseline's outputs (where the
+    module of its comparison has one): a UserInputError before anything is converted."""
+    function, options = resolve(task)
+    check = getattr(importlib.import_module(function.__module__), "check", None)
+    if callable(check) and check is not function:
+        accepted = inspect.signature(check).parameters
+        check(labels, baseline, **{key: value for key, value in options.items() if key in accepted})
+
+
+def judge(task, labels: np.ndarray, outputs: np.ndarray, baseline: np.ndarray, *, confidence: float,
+          n_resamples: int, seed: int) -> tuple[dict[str, float], str]:
+    """The job's metrics of ``outputs`` against ``labels`` and the baseline, and the name of the
+    primary metric."""
+    function, options = resolve(task)
+    results = tuple(function(labels, outputs, baseline, confidence=confidence, n_resamples=n_resamples, seed=seed,
+                             **options))
+    if not results:
+        raise UserInputError(f"task.compare of task={task.name} returned no metric; it must return at least one.")
+    metrics: dict[str, float] = {}
+    for index, result in enumerate(results):
+        metrics.update(result.as_metrics(primary=index == 0))
+    primary = results[0]
+    low, high = primary.gain_ci
+    metrics.update(metric_gain=primary.gain, metric_gain_ci_low=low, metric_gain_ci_high=high,
+                   metric_higher_is_better=float(primary.higher_is_better), metric_n_resamples=float(n_resamples))
+    if outputs.shape == baseline.shape and np.issubdtype(outputs.dtype, np.number):
+        diff = np.abs(outputs.astype(np.float64) - baseline.astype(np.float64))
+        finite = bool(np.isfinite(diff).all())
+        metrics.update(max_abs_diff=float(diff.max()) if finite else float("inf"),
+                       mean_abs_diff=float(diff.mean()) if finite else float("inf"))
+    metrics["n_samples"] = float(len(outputs))
+    return metrics, primary.metric
