@@ -1,7 +1,8 @@
 """The pick rule: among a sweep's evaluated runs, the cheapest whose accuracy drop is in budget.
 
-``max_drop`` is in percentage points of accuracy below the FP32 TensorFlow baseline. The
-``rule`` says which number must be within budget:
+``max_drop`` is in percentage points of accuracy below the FP32 TensorFlow baseline (for a task
+other than classification, in hundredths of its primary metric's unit, judged on its
+``metric_gain``: see :func:`_judged_columns`). The ``rule`` says which number must be within budget:
 
 * ``point``: the measured delta, ``100 * accuracy_delta >= -max_drop``;
 * ``confident``: the lower bound of the paired-bootstrap CI of the delta,
@@ -36,12 +37,16 @@ class Decision:
     pareto: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def rule_text(rule: str, max_drop: float) -> str:
+# What the budget judges for runs of a task other than classification (see _judged_columns).
+TASK_DELTA = "task metric's gain (its delta, positive when better, in hundredths of the metric's unit as pp)"
+
+
+def rule_text(rule: str, max_drop: float, judged: str = "accuracy delta") -> str:
     """One sentence: what must hold for a run to qualify under ``rule``."""
     if rule == "confident":
-        return (f"rule confident: a run qualifies when the lower bound of the CI of its accuracy "
-                f"delta is at least -{max_drop:g} pp (within budget with the CI's confidence)")
-    return f"rule point: a run qualifies when its measured accuracy delta is at least -{max_drop:g} pp"
+        return (f"rule confident: a run qualifies when the lower bound of the CI of its {judged} "
+                f"is at least -{max_drop:g} pp (within budget with the CI's confidence)")
+    return f"rule point: a run qualifies when its measured {judged} is at least -{max_drop:g} pp"
 
 
 def within_budget(delta_pp, ci_low_pp, max_drop: float, rule: str):
@@ -125,7 +130,8 @@ def pick(table: pd.DataFrame, max_drop: float, cost: str = "model_size_bytes", r
             rule, excluded, pareto,
         )
     chosen = within.iloc[0].to_dict()
-    reason = f"{rule_text(rule, max_drop)}; cheapest by {cost} among {len(within)} qualifying run(s)"
+    judged = "accuracy delta" if delta == "accuracy_delta" else TASK_DELTA
+    reason = f"{rule_text(rule, max_drop, judged)}; cheapest by {cost} among {len(within)} qualifying run(s)"
     cheaper = excluded[excluded["cost"] < chosen["cost"]]
     if not cheaper.empty:
         reason += "; cheaper runs excluded: " + "; ".join(cheaper["why"])
