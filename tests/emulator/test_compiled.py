@@ -250,3 +250,27 @@ def test_float16_linear_activation_and_threshold_are_numpy_s_bits():
             np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
         for alpha in (0.0, -0.0, 0.3, -5.0):
             np.testing.assert_array_equal(threshold(x, alpha).view(np.uint16), np.maximum(x, np.float16(alpha)).view(np.uint16))
+
+
+@pytest.mark.parametrize("kernel_sizes, strides, pad_type, pad, ceil_mode", [
+    ([3, 3], [2, 2], "same", None, False),
+    ([3, 3], [2, 2], "valid", None, False),
+    ([2, 2], [2, 2], "valid", None, True),
+    ([3, 2], [1, 2], "same", None, False),
+    ([3, 3], [2, 2], "custom", [1, 2, 0, 1], False),
+    ([3, 3], [3, 3], "custom", [0, 0, 0, 0], True),
+])
+def test_float16_max_pool_gives_the_tap_reductions_bits(kernel_sizes, strides, pad_type, pad, ceil_mode):
+    """The compiled float16 max_pool against numpy's maximum over the padded taps, in the plain
+    kernel's order: signed zeros (the earlier tap wins a tie), NaN, infinities, padding."""
+    from precision_sweep.emulator.ops import pool
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 5, 13, 11)).astype(np.float16)
+    flat = x.reshape(-1)
+    flat[::7], flat[3::11], flat[::53], flat[::61], flat[::67] = 0.0, -0.0, np.nan, np.inf, -np.inf
+    got = pool.max_pool(x, kernel_sizes, strides, pad_type, pad=pad, ceil_mode=ceil_mode)
+    win, _, ks, _ = pool._pool(x.astype(np.float16), kernel_sizes, strides, pad_type, pad, ceil_mode, -np.inf)
+    expected = pool._reduce_taps(win, len(ks), np.maximum)
+    assert got.dtype == np.float16 and got.shape == expected.shape
+    assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 
 from precision_sweep.emulator.ops._accumulate import FP32
+from precision_sweep.emulator.ops._pool_kernels import max_pool_2d_float16
 from precision_sweep.emulator.ops._spatial import pad_amounts, windows
 from precision_sweep.emulator.registry import kernel
 
@@ -57,6 +58,11 @@ def _reduce_taps(win, nd, ufunc):
 
 @kernel("max_pool")
 def max_pool(x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False):
+    if x.dtype == np.float16 and x.ndim == 4:  # the compiled twin: the same bits, one pass
+        kernel_sizes = [int(k) for k in np.asarray(kernel_sizes).reshape(-1)]
+        strides = [int(s) for s in np.asarray(strides).reshape(-1)]
+        pads = _pool_padding(x, kernel_sizes, strides, pad_type, pad, bool(ceil_mode))
+        return max_pool_2d_float16(x, kernel_sizes, strides, pads)
     win, _, ks, _ = _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, -np.inf)
     return _reduce_taps(win, len(ks), np.maximum)
 
