@@ -1,4 +1,5 @@
-"""Labeled datasets: the embedded digits, ``.npz`` arrays and image folders.
+"""Labeled datasets: the embedded digits, ``.npz`` arrays and image folders (the user's
+functions, TFRecord files and TFDS folders: :mod:`precision_sweep.data.sources`).
 
 Every source yields raw samples and integer labels; one seeded split gives the test samples
 (evaluated), the train samples (used only to train builtin models) and the calibration
@@ -276,17 +277,25 @@ def _npz(cfg, spec: InputSpec, cache_dir: Path | None, labels: str = "classes") 
             f"The npz file dataset.path={path} has {len(x)} samples in x but {len(y)} labels in y. "
             "x and y must have the same length (one label per sample)."
         )
+    return assemble_labelled(cfg, x, y, names, spec, cache_dir, labels, f"dataset.path={path}")
+
+
+def assemble_labelled(cfg, x: np.ndarray, y: np.ndarray, names, spec: InputSpec, cache_dir: Path | None,
+                      labels: str, where: str, run_params: dict | None = None) -> Dataset:
+    """A :class:`Dataset` from samples ``x`` and labels ``y`` read as the task's ``labels`` kind
+    (classes, ids or values): the rule of every source whose labels are not class folders.
+    ``names`` are the class names (None: "0".."K-1"); ``where`` names the data in messages."""
     if not np.issubdtype(x.dtype, np.number):
-        raise UserInputError(f"x in dataset.path={path} has dtype {x.dtype}; store numeric samples.")
-    _check_finite(x, f"dataset.path={path}")
+        raise UserInputError(f"x in {where} has dtype {x.dtype}; store numeric samples.")
+    _check_finite(x, where)
     if labels == "values":
-        return _assemble(cfg, x, _values(y, f"in dataset.path={path}"), [], spec, {}, cache_dir)
-    y = _labels(y, f"in dataset.path={path}")
+        return _assemble(cfg, x, _values(y, f"in {where}"), [], spec, run_params or {}, cache_dir)
+    y = _labels(y, f"in {where}")
     if names is not None:
         class_names = [str(n) for n in names]
     else:
         class_names = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
-    return _assemble(cfg, x, y, class_names if labels == "classes" else [], spec, {}, cache_dir)
+    return _assemble(cfg, x, y, class_names if labels == "classes" else [], spec, run_params or {}, cache_dir)
 
 
 def _image_folder(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
@@ -335,6 +344,9 @@ def _image_folder(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
 
 
 LOADERS = {"digits": _digits, "npz": _npz, "image_folder": _image_folder}
+# Loaders in :mod:`precision_sweep.data.sources` (a user function, TFRecord files, a TFDS folder);
+# like npz, their labels follow the task's label kind.
+SOURCES = ("python", "tfrecord", "tfds_folder")
 
 
 def load_dataset(cfg, spec: InputSpec | None = None, cache_dir: str | Path | None = None,
@@ -346,6 +358,10 @@ def load_dataset(cfg, spec: InputSpec | None = None, cache_dir: str | Path | Non
     (:mod:`split_cache`), so a later load imports no scikit-learn.
     """
     cache = Path(cache_dir) if cache_dir else None
+    if str(cfg.source) in SOURCES:
+        from precision_sweep.data.sources import LOADERS as SOURCE_LOADERS  # they build on this module
+
+        return SOURCE_LOADERS[str(cfg.source)](cfg, spec or InputSpec(), cache, str(labels))
     if str(cfg.source) == "npz":
         return _npz(cfg, spec or InputSpec(), cache, str(labels))
     if str(labels) != "classes":

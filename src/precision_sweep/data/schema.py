@@ -6,9 +6,9 @@ choices); numeric fields declare their valid range (:mod:`precision_sweep.config
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -36,6 +36,9 @@ class DatasetSource(StrEnum):
     digits = "digits"
     npz = "npz"
     image_folder = "image_folder"
+    python = "python"
+    tfrecord = "tfrecord"
+    tfds_folder = "tfds_folder"
 
 
 class Color(StrEnum):
@@ -60,6 +63,39 @@ class CropAndScale(StrEnum):
     center_crop = "center_crop"
     scale_fit = "scale_fit"
     scale_fill = "scale_fill"
+
+
+class FeatureDtype(StrEnum):
+    float32 = "float32"
+    int64 = "int64"
+    string = "string"
+
+
+class FeatureRole(StrEnum):
+    x = "x"
+    y = "y"
+
+
+class FeatureEncoding(StrEnum):
+    """How a ``string`` feature holds its sample: raw uint8 bytes, or an encoded image."""
+
+    raw = "raw"
+    png = "png"
+    jpeg = "jpeg"
+
+
+@dataclass
+class TFRecordFeature:
+    """One feature of a ``dataset=tfrecord`` record (``dataset.features.<name>``)."""
+
+    # float32 (float_list), int64 (int64_list) or string (bytes_list: raw bytes or an image).
+    dtype: FeatureDtype = FeatureDtype.float32
+    # The per-sample shape ([] for a scalar label); an image's [height, width, channels].
+    shape: List[int] = field(default_factory=list)
+    # x: the model input; y: the label.
+    role: FeatureRole = FeatureRole.x
+    # string features: raw (uint8 bytes reshaped to shape), png or jpeg (decoded to shape).
+    encoding: FeatureEncoding = FeatureEncoding.raw
 
 
 @dataclass
@@ -107,9 +143,19 @@ class ModelConfig:
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    # digits (embedded), npz (arrays x and y), image_folder (one subfolder per class)
+    # digits (embedded), npz (arrays x and y), image_folder (one subfolder per class),
+    # python (a user function), tfrecord (TFRecord files), tfds_folder (a prepared TFDS dir)
     source: DatasetSource = MISSING
     path: Optional[str] = None
+    # python: the dotted path of a function returning a tf.data.Dataset or an iterable of
+    # (inputs, labels) batches, called with kwargs.
+    target: Optional[str] = None
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    # tfrecord: the features of a record, by name (one with role x, one with role y).
+    features: Optional[Dict[str, TFRecordFeature]] = None
+    # tfds_folder: the dataset under dataset.path (name/version, e.g. mnist/3.0.1) and its split.
+    name_in_tfds: Optional[str] = None
+    split: str = "test"
     # Share of the samples evaluated (the test split); the rest is the train split.
     test_size: float = ranged(0.25, Range(low=0, high=1, low_open=True, hint="It is the share of the samples evaluated, e.g. dataset.test_size=0.25 (1 evaluates every sample)."))
     # Calibration samples (for activation quantization), drawn from the train split, never

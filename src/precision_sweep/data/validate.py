@@ -18,11 +18,16 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
 def _path_value(cfg):
+    return config_value(cfg, "path")
+
+
+def config_value(cfg, key: str):
+    """``cfg[key]``, None where it is unset or ``???``."""
     from omegaconf import DictConfig, OmegaConf
 
-    if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "path"):
+    if isinstance(cfg, DictConfig) and (key not in cfg or OmegaConf.is_missing(cfg, key)):
         return None
-    return cfg.path
+    return cfg.get(key) if isinstance(cfg, DictConfig) else getattr(cfg, key, None)
 
 
 def _existing(path, key: str, what: str) -> Path:
@@ -115,6 +120,16 @@ def check_dataset_path(cfg) -> Path | None:
     """The dataset file or folder of a ``dataset`` config, checked; None for embedded datasets."""
     if cfg.source == "digits":
         return None
+    if cfg.source == "python":
+        from precision_sweep.data.sources import resolve_target  # imports the user's module
+
+        resolve_target(cfg)
+        return None
+    if cfg.source == "tfrecord":
+        tfrecord_files(cfg)
+        return Path(str(cfg.path)).expanduser()
+    if cfg.source == "tfds_folder":
+        return tfds_builder_dir(cfg)
     if cfg.source == "npz":
         path = _existing(_path_value(cfg), "dataset.path", "an .npz file with arrays x and y")
         if not path.is_file():
@@ -130,6 +145,54 @@ def check_dataset_path(cfg) -> Path | None:
             "subfolder per class holding PNG/JPEG files; for arrays use dataset=npz."
         )
     return path
+
+
+def tfrecord_files(cfg) -> list[Path]:
+    """The TFRecord files ``dataset.path`` names: a file, a glob, or a directory whose
+    ``*.tfrecord*`` files are read (sorted by name)."""
+    value = _path_value(cfg)
+    fix = ("Point dataset.path at a .tfrecord file, a folder of .tfrecord files or a glob such as "
+           "'/data/val-*.tfrecord' (quote it in the shell).")
+    if value in (None, ""):
+        raise UserInputError(f"dataset.path is not set. {fix}")
+    resolved = Path(str(value)).expanduser()
+    if any(ch in str(value) for ch in "*?["):
+        files = sorted(p for p in resolved.parent.glob(resolved.name) if p.is_file())
+        if not files:
+            raise UserInputError(f"dataset.path={value} matches no file. {fix}")
+        return files
+    if resolved.is_dir():
+        files = sorted(p for p in resolved.glob("*.tfrecord*") if p.is_file())
+        if not files:
+            raise UserInputError(f"dataset.path={value} is a folder without *.tfrecord files. {fix}")
+        return files
+    return [_existing(value, "dataset.path", "a .tfrecord file, a folder of them or a glob")]
+
+
+def tfds_builder_dir(cfg) -> Path:
+    """The prepared TFDS dataset folder ``<dataset.path>/<dataset.name_in_tfds>`` (the newest
+    version folder when the name has none); refused unless it holds ``dataset_info.json``."""
+    root = _existing(_path_value(cfg), "dataset.path", "a TFDS data dir (the data_dir the dataset was prepared into)")
+    name = config_value(cfg, "name_in_tfds")
+    if not name:
+        raise UserInputError(
+            "dataset.name_in_tfds is not set. Name the dataset under dataset.path with its version, as TFDS "
+            "stores it, e.g. dataset.name_in_tfds=mnist/3.0.1."
+        )
+    folder = root / str(name)
+    if folder.is_dir() and not (folder / "dataset_info.json").is_file():
+        versions = sorted((d for d in folder.iterdir() if (d / "dataset_info.json").is_file()),
+                          key=lambda d: [int(p) if p.isdigit() else -1 for p in d.name.split(".")])
+        folder = versions[-1] if versions else folder
+    if not (folder / "dataset_info.json").is_file():
+        raise UserInputError(
+            f"{folder} is not a prepared TFDS dataset (no dataset_info.json there), and precision-sweep never "
+            "downloads or prepares data. Prepare it where the data can be fetched, e.g. "
+            f"tfds.builder('{str(name).split('/')[0]}', data_dir=DIR).download_and_prepare() or "
+            "`tfds build --data_dir DIR`, copy DIR here, and set dataset.path=DIR and "
+            "dataset.name_in_tfds=<name>/<version> (the folder holding dataset_info.json)."
+        )
+    return folder
 
 
 def check_coreml_file(value) -> Path:
