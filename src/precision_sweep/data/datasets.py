@@ -368,6 +368,6 @@ def load_dataset(cfg, spec: InputSpec | None = None, cache_dir: str | Path | Non
         raise UserInputError(
             f"dataset={cfg.name} (source {cfg.source}) holds class labels, but the task reads labels that are "
             f"{labels}. Store your samples and labels in an npz file (np.savez(path, x=samples, y=labels)) and use "
-            "dataset=npz dataset.path=<file>, or choose task=classification."
+            "dataset=npz dataset.path=<file> (or dataset=tfrecord|tfds_folder|python), or choose task=classification."
         )
     return LOADERS[str(cfg.source)](cfg, spec or InputSpec(), cache)
