@@ -74,9 +74,12 @@ def _import_libraries() -> None:
 
 def run_job(cfg: DictConfig) -> dict | None:
     """Run one job; return its metrics (None when skipped or failed in a multirun)."""
+    from precision_sweep.metrics.tasks.judge import check_task
+
     multirun = in_multirun()
     if not multirun:
         check_config(cfg)  # a user error is raised before anything is stored
+        check_task(cfg)
         if cfg.precision.get("search"):
             from precision_sweep.search.run import check_search, model_for_checks
 
@@ -87,6 +90,7 @@ def run_job(cfg: DictConfig) -> dict | None:
         with stops_raise():  # from here on, Ctrl-C or a scheduler's SIGTERM closes the run KILLED
             if multirun:
                 check_config(cfg)  # a grid's own values: this job's run FAILED says why
+                check_task(cfg)
             if cfg.limits.timeout_minutes or cfg.limits.max_memory_gb:
                 _import_libraries()
             with job_limits(cfg.limits.timeout_minutes, cfg.limits.max_memory_gb):

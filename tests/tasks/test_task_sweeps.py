@@ -166,3 +166,14 @@ def test_a_classification_of_an_output_that_is_not_class_scores_names_the_tasks(
     assert result.returncode == 2, result.stderr[-2000:]
     assert "not (batch, classes)" in result.stderr and "task=segmentation" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("override", ["precision=search", "precision=fp16_auto", "model.classifier=true"])
+def test_a_task_with_what_judges_classes_is_refused_before_anything_is_stored(tmp_path, override):
+    store = tmp_path / "mlflow.db"
+    result = run_cli(["precision-sweep", "task=regression", "target=ios18", override, f"tracking.uri=sqlite:///{store}",
+                      f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "task=regression cannot be combined with" in result.stderr and "Traceback" not in result.stderr
+    assert not store.exists() or not [r for e in mlflow_client(tmp_path).search_experiments()
+                                       for r in mlflow_client(tmp_path).search_runs([e.experiment_id])]

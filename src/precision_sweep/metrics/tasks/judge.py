@@ -56,6 +56,25 @@ def resolve(task) -> tuple[Callable[..., Any], dict]:
     return function, spec
 
 
+def check_task(cfg) -> None:
+    """What a task other than classification cannot be combined with yet (each judges accuracy
+    or class labels): a UserInputError naming the key and the fix, before any work."""
+    if cfg.task.compare is None:
+        return
+    reasons = []
+    if cfg.precision.get("search"):
+        reasons.append("precision=search (its trials are judged on accuracy)")
+    if cfg.precision.get("auto_repair"):
+        reasons.append(f"precision={cfg.precision.name} (its repair rounds are judged on agreement of classes)")
+    if cfg.model.get("classifier"):
+        reasons.append("model.classifier=true (a Core ML classifier outputs class labels)")
+    if reasons:
+        raise UserInputError(
+            f"task={cfg.task.name} cannot be combined with {' or '.join(reasons)} yet. Choose a plain recipe "
+            "(fp32, fp16, int8, palettize, ...) and model.classifier=false for this task, or task=classification."
+        )
+
+
 def check_labels(task, labels: np.ndarray, baseline: np.ndarray) -> None:
     """The task module's ``check(labels, outputs)`` on the FP32 baseline's outputs (where the
     module of its comparison has one): a UserInputError before anything is converted."""
