@@ -122,7 +122,7 @@ def test_folder_checks(tmp_path):
 
 
 def test_samples_with_nan_or_inf_are_refused_at_load_with_count_and_first_index(tmp_path):
-    from precision_sweep.data.datasets import load_dataset
+    from precision_sweep.data.loading import load_dataset
     from precision_sweep.errors import UserInputError
 
     x = np.random.default_rng(0).random((40, 8, 8, 1)).astype(np.float32)

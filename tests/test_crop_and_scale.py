@@ -133,7 +133,8 @@ def test_every_option_composes_for_every_dataset(option):
 
 
 def test_the_image_folder_run_records_the_option(tmp_path):
-    from precision_sweep.data.datasets import InputSpec, load_dataset
+    from precision_sweep.data.datasets import InputSpec
+    from precision_sweep.data.loading import load_dataset
 
     for label in ("a", "b"):
         (tmp_path / label).mkdir()

@@ -39,7 +39,7 @@ def _description(package: Path):
 def test_fp32_cpu_only_image_classifier_agrees_with_tf_and_reads_class_label(outputs, shared_cache, tmp_path):
     from coremltools.proto import FeatureTypes_pb2
 
-    from precision_sweep.data.datasets import load_dataset
+    from precision_sweep.data.loading import load_dataset
     from precision_sweep.emulator import Emulator
 
     metrics, run, client = _job(outputs, shared_cache, *APP, "precision=fp32", "compute_units=cpu_only")

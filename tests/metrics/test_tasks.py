@@ -440,7 +440,7 @@ def test_a_target_that_cannot_be_imported_is_one_paragraph_naming_it_and_the_fix
     with pytest.raises(UserInputError) as error:
         user.compare(labels, variant, base, metric={"_target_": target})
     message = one_paragraph(error)
-    assert repr(target) in message and "check the spelling" in message
+    assert f"={target} cannot be loaded" in message and "check the spelling" in message
 
 
 def test_a_user_metric_returning_an_array_is_refused():

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import sys
 import textwrap
 from pathlib import Path
 
-from precision_sweep.cli.report import fail
+from precision_sweep.cli.report import default_uri, fail
 from precision_sweep.tracking import store
 
 PROGRAM = "precision-pick"
@@ -50,10 +49,6 @@ def _alias(text: str) -> str:
             f"a version like 'v2' (MLflow reserves them), got {text!r}"
         )
     return text
-
-
-def _default_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'outputs' / 'mlflow.db'}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +99,7 @@ def _measured(row, sep: str = " ") -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    uri = store.absolute_uri(args.tracking_uri or _default_uri())
+    uri = store.absolute_uri(args.tracking_uri or default_uri())
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         fail(PROGRAM, f"error: no MLflow store at {uri}. Run a sweep first (precision-sweep sweep=default) "
               "or pass --tracking-uri.", 2)

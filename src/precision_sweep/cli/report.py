@@ -6,6 +6,7 @@ to fix it); the entry points catch it and call :func:`report_user_error`.
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -29,14 +30,19 @@ def report_user_error(program: str, exc: BaseException) -> NoReturn:
     fail(program, f"error: {exc}")
 
 
+def default_uri() -> str:
+    """The store the reading commands use without --tracking-uri: $MLFLOW_TRACKING_URI, else
+    ./outputs/mlflow.db (where precision-sweep writes by default)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'outputs' / 'mlflow.db'}"
+
+
 def open_run(program: str, tracking_uri: str | None, run_id: str, what: str, first: str = "Run a sweep first"):
     """``(client, run)`` of ``run_id`` in the store ``tracking_uri`` (default: $MLFLOW_TRACKING_URI
     or ./outputs/mlflow.db); a missing store or run fails with one paragraph naming the fix
     (``what`` says which run id to pass)."""
-    from precision_sweep.cli.pick import _default_uri
     from precision_sweep.tracking import store
 
-    uri = store.absolute_uri(tracking_uri or _default_uri())
+    uri = store.absolute_uri(tracking_uri or default_uri())
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         fail(program, f"error: no MLflow store at {uri}. {first} or pass --tracking-uri.")
     client = store.client_for(uri)

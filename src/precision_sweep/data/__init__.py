@@ -6,7 +6,8 @@ before anything loads; ``inputs`` loads both in dependency order and checks them
 each other.
 """
 
-from precision_sweep.data.datasets import Dataset, InputSpec, load_dataset
+from precision_sweep.data.datasets import Dataset, InputSpec
+from precision_sweep.data.loading import load_dataset
 from precision_sweep.data.inputs import check_compatible, load_inputs
 from precision_sweep.data.models import LoadedModel, load_model
 from precision_sweep.data.validate import validate_sources

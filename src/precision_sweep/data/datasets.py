@@ -344,30 +344,3 @@ def _image_folder(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
 
 
 LOADERS = {"digits": _digits, "npz": _npz, "image_folder": _image_folder}
-# Loaders in :mod:`precision_sweep.data.sources` (a user function, TFRecord files, a TFDS folder);
-# like npz, their labels follow the task's label kind.
-SOURCES = ("python", "tfrecord", "tfds_folder")
-
-
-def load_dataset(cfg, spec: InputSpec | None = None, cache_dir: str | Path | None = None,
-                 labels: str = "classes") -> Dataset:
-    """Load the dataset a ``dataset`` config describes, preprocessed for a model input ``spec``,
-    its labels read as the task's ``labels`` kind (:class:`~precision_sweep.data.schema.LabelKind`).
-
-    With a ``cache_dir`` the digits arrays and the split's indices are kept there
-    (:mod:`split_cache`), so a later load imports no scikit-learn.
-    """
-    cache = Path(cache_dir) if cache_dir else None
-    if str(cfg.source) in SOURCES:
-        from precision_sweep.data.sources import LOADERS as SOURCE_LOADERS  # they build on this module
-
-        return SOURCE_LOADERS[str(cfg.source)](cfg, spec or InputSpec(), cache, str(labels))
-    if str(cfg.source) == "npz":
-        return _npz(cfg, spec or InputSpec(), cache, str(labels))
-    if str(labels) != "classes":
-        raise UserInputError(
-            f"dataset={cfg.name} (source {cfg.source}) holds class labels, but the task reads labels that are "
-            f"{labels}. Store your samples and labels in an npz file (np.savez(path, x=samples, y=labels)) and use "
-            "dataset=npz dataset.path=<file> (or dataset=tfrecord|tfds_folder|python), or choose task=classification."
-        )
-    return LOADERS[str(cfg.source)](cfg, spec or InputSpec(), cache)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from precision_sweep.data.datasets import Dataset, InputSpec, load_dataset
+from precision_sweep.data.datasets import Dataset, InputSpec
+from precision_sweep.data.loading import load_dataset
 from precision_sweep.data.models import LoadedModel, load_model, predict_probabilities
 from precision_sweep.data.models.card import write_json_atomic
 from precision_sweep.data.validate import validate_sources

@@ -20,58 +20,13 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from precision_sweep.data.datasets import Dataset, InputSpec, assemble_labelled
-from precision_sweep.data.validate import config_value, tfds_builder_dir, tfrecord_files
+from precision_sweep.data.validate import config_value, resolve_target, target_kwargs, tfds_builder_dir, tfrecord_files
 from precision_sweep.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
 
 # -- dataset=python ---------------------------------------------------------------------------
-
-
-def resolve_target(cfg) -> Callable[..., Any]:
-    """The function ``dataset.target`` names (Hydra's ``get_method``), checked against
-    ``dataset.kwargs``; a UserInputError saying how to fix it when it cannot be."""
-    from hydra.utils import get_method
-
-    target = config_value(cfg, "target")
-    if not target or not isinstance(target, str):
-        raise UserInputError(
-            "dataset=python needs dataset.target, the dotted path of your function that returns a "
-            "tf.data.Dataset or an iterable of (inputs, labels) batches, e.g. "
-            "dataset.target=mypackage.data.validation_batches."
-        )
-    try:
-        function = get_method(target)
-    except (ImportError, ValueError) as exc:
-        module = target.rpartition(".")[0] or target
-        raise UserInputError(
-            f"dataset.target={target} cannot be loaded as a function ({str(exc).splitlines()[-1]}). It must "
-            "be the dotted path of a function Python can import in the job's environment: check the "
-            f"spelling, install the package that holds {module!r} (or put its folder on PYTHONPATH), and "
-            "name the function itself, not its module."
-        ) from exc
-    import inspect
-
-    kwargs = _kwargs(cfg)
-    try:
-        inspect.signature(function).bind(**kwargs)
-    except TypeError as exc:
-        raise UserInputError(
-            f"dataset.target={target} cannot be called with dataset.kwargs={kwargs} ({exc}). Give exactly "
-            "the keyword arguments the function takes, e.g. dataset.kwargs.n=100 (or +dataset.kwargs.n=100 "
-            "for a new key)."
-        ) from exc
-    except ValueError:  # builtins without a signature: called as they are
-        pass
-    return function
-
-
-def _kwargs(cfg) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    kwargs = config_value(cfg, "kwargs") or {}
-    return OmegaConf.to_container(kwargs, resolve=True) if isinstance(kwargs, DictConfig) else dict(kwargs)
 
 
 def _as_array(value, target: str, what: str) -> np.ndarray:
@@ -165,7 +120,7 @@ def _concatenate(parts: list[np.ndarray], where: str, what: str) -> np.ndarray:
 def _python(cfg, spec: InputSpec, cache_dir: Path | None, labels: str = "classes") -> Dataset:
     function = resolve_target(cfg)
     target = str(cfg.target)
-    x, y = _batches(_elements(function(**_kwargs(cfg)), target), target, spec)
+    x, y = _batches(_elements(function(**target_kwargs(cfg)), target), target, spec)
     return assemble_labelled(cfg, x, y, None, spec, cache_dir, labels, f"the batches of dataset.target={target}",
                              {"dataset_target": target})
 

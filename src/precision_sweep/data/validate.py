@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any, Callable
 
 from precision_sweep.errors import UserInputError
+from precision_sweep.targets import resolve_function
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -116,14 +118,47 @@ def check_model_path(cfg) -> Path | None:
     return path
 
 
+def resolve_target(cfg) -> Callable[..., Any]:
+    """The function ``dataset.target`` names (Hydra's ``get_method``), checked against
+    ``dataset.kwargs``; a UserInputError saying how to fix it when it cannot be."""
+    target = config_value(cfg, "target")
+    if not target or not isinstance(target, str):
+        raise UserInputError(
+            "dataset=python needs dataset.target, the dotted path of your function that returns a "
+            "tf.data.Dataset or an iterable of (inputs, labels) batches, e.g. "
+            "dataset.target=mypackage.data.validation_batches."
+        )
+    function = resolve_function(target, "dataset.target", "a function")
+    import inspect
+
+    kwargs = target_kwargs(cfg)
+    try:
+        inspect.signature(function).bind(**kwargs)
+    except TypeError as exc:
+        raise UserInputError(
+            f"dataset.target={target} cannot be called with dataset.kwargs={kwargs} ({exc}). Give exactly "
+            "the keyword arguments the function takes, e.g. dataset.kwargs.n=100 (or +dataset.kwargs.n=100 "
+            "for a new key)."
+        ) from exc
+    except ValueError:  # builtins without a signature: called as they are
+        pass
+    return function
+
+
+def target_kwargs(cfg) -> dict:
+    """``dataset.kwargs`` as a plain dict (empty when unset)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    kwargs = config_value(cfg, "kwargs") or {}
+    return OmegaConf.to_container(kwargs, resolve=True) if isinstance(kwargs, DictConfig) else dict(kwargs)
+
+
 def check_dataset_path(cfg) -> Path | None:
     """The dataset file or folder of a ``dataset`` config, checked; None for embedded datasets."""
     if cfg.source == "digits":
         return None
     if cfg.source == "python":
-        from precision_sweep.data.sources import resolve_target  # imports the user's module
-
-        resolve_target(cfg)
+        resolve_target(cfg)  # imports the user's module
         return None
     if cfg.source == "tfrecord":
         tfrecord_files(cfg)

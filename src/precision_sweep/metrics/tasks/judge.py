@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from precision_sweep.errors import UserInputError
+from precision_sweep.targets import resolve_function
 
 # The options every comparison takes from the job, not from the task config.
 JOB_OPTIONS = ("confidence", "n_resamples", "seed")
@@ -28,7 +29,6 @@ JOB_OPTIONS = ("confidence", "n_resamples", "seed")
 
 def resolve(task) -> tuple[Callable[..., Any], dict]:
     """``(compare function, its options)`` of a task config; one paragraph when it cannot load."""
-    from hydra.utils import get_method
     from omegaconf import OmegaConf
 
     spec = OmegaConf.to_container(task.compare, resolve=True) if not isinstance(task.compare, dict) else dict(task.compare)
@@ -38,15 +38,10 @@ def resolve(task) -> tuple[Callable[..., Any], dict]:
             f"task={task.name} has a compare without a _target_: name the comparison function, e.g. "
             "task.compare._target_=precision_sweep.metrics.tasks.regression.compare."
         )
-    try:
-        function = get_method(target)
-    except (ImportError, ValueError) as exc:
-        raise UserInputError(
-            f"task.compare._target_={target!r} of task={task.name} cannot be loaded as a function "
-            f"({str(exc).splitlines()[-1]}). Check the spelling, or install the package that holds it in this "
-            "environment (or put its folder on PYTHONPATH); for a metric of (labels, outputs) of your own, use "
-            "_target_: precision_sweep.metrics.tasks.user.compare with metric: <your function's dotted path>."
-        ) from exc
+    function = resolve_function(
+        target, "task.compare._target_",
+        "a comparison function (for a metric of (labels, outputs) of your own, use "
+        "_target_: precision_sweep.metrics.tasks.user.compare with metric: <its dotted path>)")
     clash = [key for key in JOB_OPTIONS if key in spec]
     if clash:
         raise UserInputError(

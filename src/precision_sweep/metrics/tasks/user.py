@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from precision_sweep.errors import UserInputError
+from precision_sweep.targets import resolve_function
 from precision_sweep.metrics.tasks.paired import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
@@ -33,7 +34,7 @@ from precision_sweep.metrics.tasks.paired import (
 def resolve(metric: str | Mapping[str, Any]) -> Callable[[Any, Any], float]:
     """The function a ``_target_`` names: a dotted path, or a mapping with ``_target_`` and
     keyword arguments to bind. A UserInputError when it cannot be imported or is not callable."""
-    from hydra.utils import get_method, instantiate
+    from hydra.utils import instantiate
 
     target = metric if isinstance(metric, str) else dict(metric).get("_target_")
     if not isinstance(target, str) or not target:
@@ -41,17 +42,7 @@ def resolve(metric: str | Mapping[str, Any]) -> Callable[[Any, Any], float]:
             f"The task's metric {metric!r} names no function: give it as a dotted path string or as "
             "a mapping whose _target_ is one, e.g. metric: {_target_: mypackage.metrics.my_metric}."
         )
-    try:
-        function = get_method(target)
-    except (ImportError, ValueError) as exc:
-        module = target.rpartition(".")[0] or target
-        raise UserInputError(
-            f"The metric's _target_ {target!r} cannot be loaded as a function ({str(exc).splitlines()[-1]}). "
-            f"It must be the dotted path of a function of (labels, outputs) that Python can import "
-            f"in the job's environment: check the spelling, install the package that holds "
-            f"{module!r} in this environment (or put its folder on PYTHONPATH), and name the function "
-            "itself, not its module."
-        ) from exc
+    function = resolve_function(target, "the metric's _target_", "a function of (labels, outputs)")
     if isinstance(metric, str) or len(metric) == 1:
         return function
     return instantiate(dict(metric), _partial_=True)
