@@ -131,7 +131,7 @@ def emitted_by_backend() -> list[str]:
 
 
 def report(rows: list[dict], every: int, seconds: float) -> dict:
-    from precision_sweep.emulator.nn_program import LAYERS
+    from precision_sweep.emulator.nn_layers import LAYERS
 
     counts = collections.Counter(category(r) for r in rows)
     in_scope = [r for r in rows if category(r) in ("passed", "failed (in scope)")]

@@ -30,88 +30,13 @@ the runtime does at load.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
+
+from precision_sweep.emulator.nn_layers import LAYERS, UnsupportedLayerError, layer, mil_builder, weight_values
 
 # Specification versions this loader knows (Core ML 3 = iOS13 .. Core ML 5 = iOS15's NN).
 KNOWN_SPEC_VERSIONS = range(1, 7)
 NN_TYPES = ("neuralNetwork", "neuralNetworkClassifier", "neuralNetworkRegressor")
-
-LAYERS: dict[str, Callable] = {}
-
-
-class UnsupportedLayerError(NotImplementedError):
-    """The NeuralNetwork spec holds a layer type without an adapter."""
-
-
-def layer(*layer_types: str):
-    """Register an adapter ``fn(params, inputs, name, layer) -> Var | list[Var]``."""
-
-    def register(fn):
-        for layer_type in layer_types:
-            LAYERS[layer_type] = fn
-        return fn
-
-    return register
-
-
-def _mb():
-    from coremltools.converters.mil.mil import Builder
-
-    return Builder
-
-
-def weight_values(params, shape=None, axis: int = 0) -> np.ndarray:
-    """The float32 values of a ``WeightParams``: float, float16, or quantized.
-
-    Quantized weights (``quantization`` with ``numberOfBits`` n, codes packed most significant
-    bit first in ``rawValue``, as coremltools' ``quantization_utils`` writes them) are read back
-    as the runtime does at load: linear ``code * scale + bias`` or a look-up table, either one
-    for the whole tensor or one per channel along ``axis`` (the output channels; a
-    deconvolution's are axis 1).
-    """
-    if len(params.floatValue):
-        values = np.asarray(params.floatValue, dtype=np.float32)
-    elif len(params.float16Value):
-        values = np.frombuffer(params.float16Value, dtype=np.float16).astype(np.float32)
-    elif params.HasField("quantization"):
-        return _dequantized(params, tuple(shape), axis)
-    elif len(params.rawValue):
-        values = np.frombuffer(params.rawValue, dtype=np.float32).copy()
-    else:
-        values = np.zeros(0, dtype=np.float32)
-    return values.reshape(shape) if shape is not None else values
-
-
-def _dequantized(params, shape: tuple, axis: int) -> np.ndarray:
-    quantization = params.quantization
-    nbits = int(quantization.numberOfBits)
-    count = int(np.prod(shape))
-    raw = np.frombuffer(params.rawValue, dtype=np.uint8)
-    if nbits == 8:
-        codes = raw[:count].astype(np.int64)
-    else:
-        bits = np.unpackbits(raw)[: count * nbits].reshape(count, nbits).astype(np.int64)
-        codes = bits @ (1 << np.arange(nbits - 1, -1, -1))
-    codes = np.moveaxis(codes.reshape(shape), axis, 0)
-    channels = codes.shape[0]
-    if quantization.WhichOneof("QuantizationType") == "linearQuantization":
-        # in float64, rounded once to float32, as coremltools' own _dequantize_linear computes it
-        scale = np.asarray(quantization.linearQuantization.scale, dtype=np.float64)
-        bias = np.asarray(quantization.linearQuantization.bias, dtype=np.float64)
-        per = (channels,) + (1,) * (codes.ndim - 1)
-        scale = scale.reshape(per) if scale.size == channels and channels > 1 else scale.reshape(-1)[0]
-        bias = bias.reshape(per) if bias.size == channels and channels > 1 else bias.reshape(-1)[0]
-        values = codes.astype(np.float64) * scale + bias
-    else:
-        table = np.asarray(quantization.lookupTableQuantization.floatValue, dtype=np.float32).reshape(-1, 1 << nbits)
-        if table.shape[0] == 1:
-            values = table[0][codes]
-        else:
-            values = np.take_along_axis(table, codes.reshape(channels, -1), axis=1).reshape(codes.shape)
-    return np.ascontiguousarray(np.moveaxis(values.astype(np.float32), 0, axis))
-
 
 # -- adapters, one per NN layer type (NeuralNetwork.proto) ------------------------------------
 
@@ -123,7 +48,7 @@ def _convolution(p, inputs, name, _layer):
     ``BOTTOM_RIGHT_HEAVY`` is MIL's ``same``, ``TOP_LEFT_HEAVY`` its ``same_lower``; ``valid``
     padding carries explicit border amounts (MIL ``custom``). With a second input, the weights
     are that blob (coremltools then adds the bias with a separate layer)."""
-    mb = _mb()
+    mb = mil_builder()
     kernel = [int(k) for k in p.kernelSize] or [3, 3]
     groups = int(p.nGroups) or 1
     if p.isDeconvolution:
@@ -177,7 +102,7 @@ def _with_output_shape(default, x, weight, channels: int, wanted: tuple, name: s
     padding places it (``same``: TF's split of the total padding, the larger half at the end;
     explicit amounts: their start; ``valid``: from 0), zeros where the window passes the end
     (no kernel tap reaches there), then the bias."""
-    mb = _mb()
+    mb = mil_builder()
     spatial = [int(v) for v in x.shape[2:]] if all(isinstance(v, (int, np.integer)) for v in x.shape[2:]) else None
     if spatial is None or not isinstance(weight, np.ndarray) or any(int(d) != 1 for d in kwargs.get("dilations", [1])):
         raise UnsupportedLayerError(f"deconvolution {name!r} with outputShape {list(wanted)} and open or dilated input")
@@ -227,7 +152,7 @@ _ACTIVATIONS = {
 def _activation(p, inputs, name, _layer):
     """``ActivationParams``: one of its non-linearities, with the same parameter names as the
     MIL activations (``PReLU`` carries one alpha per channel, axis -3)."""
-    mb = _mb()
+    mb = mil_builder()
     kind = p.WhichOneof("NonlinearityType")
     if kind == "PReLU":
         return mb.prelu(x=inputs[0], alpha=weight_values(p.PReLU.alpha), name=name)
@@ -241,14 +166,14 @@ def _activation(p, inputs, name, _layer):
 
 @layer("clip")
 def _clip(p, inputs, name, _layer):
-    return _mb().clip(x=inputs[0], alpha=float(p.minVal), beta=float(p.maxVal), name=name)
+    return mil_builder().clip(x=inputs[0], alpha=float(p.minVal), beta=float(p.maxVal), name=name)
 
 
 @layer("innerProduct")
 def _inner_product(p, inputs, name, _layer):
     """``InnerProductLayerParams`` on the last axis (how coremltools emits it, for inputs of
     rank 1 to 3): weights ``[outputChannels, inputChannels]``."""
-    mb = _mb()
+    mb = mil_builder()
     weight = weight_values(p.weights, (int(p.outputChannels), int(p.inputChannels)))
     bias = weight_values(p.bias) if p.hasBias else np.zeros(int(p.outputChannels), np.float32)
     return mb.linear(x=inputs[0], weight=weight, bias=bias, name=name)
@@ -260,7 +185,7 @@ def _batched_matmul(p, inputs, name, _layer):
     ``[weightMatrixFirstDimension, weightMatrixSecondDimension]`` (in, out) and is stored
     transposed, ``[out, in]`` (coremltools' builder writes ``W.T``): MIL ``linear``'s layout;
     with two inputs, ``x @ y`` with the transposes."""
-    mb = _mb()
+    mb = mil_builder()
     if len(inputs) == 2:
         return mb.matmul(x=inputs[0], y=inputs[1], transpose_x=bool(p.transposeA), transpose_y=bool(p.transposeB), name=name)
     rows, columns = int(p.weightMatrixFirstDimension), int(p.weightMatrixSecondDimension)
@@ -273,28 +198,28 @@ def _batched_matmul(p, inputs, name, _layer):
 def _softmax_nd(p, inputs, name, _layer):
     """``SoftmaxNDLayerParams``: over ``axis`` of a blob of any rank (negative counts from the
     end), MIL ``softmax``'s axis; the older ``softmax`` layer is fixed to the channel axis."""
-    return _mb().softmax(x=inputs[0], axis=int(p.axis), name=name)
+    return mil_builder().softmax(x=inputs[0], axis=int(p.axis), name=name)
 
 
 @layer("softmax")
 def _softmax(p, inputs, name, _layer):
     """``SoftmaxLayerParams``: over the channel axis of a rank >= 3 blob (axis -3)."""
-    return _mb().softmax(x=inputs[0], axis=-3, name=name)
+    return mil_builder().softmax(x=inputs[0], axis=-3, name=name)
 
 
 @layer("transpose")
 def _transpose(p, inputs, name, _layer):
-    return _mb().transpose(x=inputs[0], perm=[int(a) for a in p.axes], name=name)
+    return mil_builder().transpose(x=inputs[0], perm=[int(a) for a in p.axes], name=name)
 
 
 @layer("reshapeStatic")
 def _reshape_static(p, inputs, name, _layer):
-    return _mb().reshape(x=inputs[0], shape=[int(s) for s in p.targetShape], name=name)
+    return mil_builder().reshape(x=inputs[0], shape=[int(s) for s in p.targetShape], name=name)
 
 
 @layer("flattenTo2D")
 def _flatten_to_2d(p, inputs, name, _layer):
-    mb = _mb()
+    mb = mil_builder()
     axis = int(p.axis)
     x = inputs[0]
     rank = len(x.shape)
@@ -306,17 +231,17 @@ def _flatten_to_2d(p, inputs, name, _layer):
 
 @layer("squeeze")
 def _squeeze(p, inputs, name, _layer):
-    return _mb().squeeze(x=inputs[0], **({} if p.squeezeAll else {"axes": [int(a) for a in p.axes]}), name=name)
+    return mil_builder().squeeze(x=inputs[0], **({} if p.squeezeAll else {"axes": [int(a) for a in p.axes]}), name=name)
 
 
 @layer("expandDims")
 def _expand_dims(p, inputs, name, _layer):
-    return _mb().expand_dims(x=inputs[0], axes=[int(a) for a in p.axes], name=name)
+    return mil_builder().expand_dims(x=inputs[0], axes=[int(a) for a in p.axes], name=name)
 
 
 def _reduce(op_type):
     def adapter(p, inputs, name, _layer):
-        mb = _mb()
+        mb = mil_builder()
         kwargs = {"keep_dims": bool(p.keepDims)}
         if not p.reduceAll:
             kwargs["axes"] = [int(a) for a in p.axes]
@@ -338,7 +263,7 @@ def _pooling(p, inputs, name, _layer):
     the last two axes; ``same`` padding as in convolution; ``avgPoolExcludePadding`` is MIL's
     ``exclude_padding_from_average``. ``includeLastPixel`` padding is refused (coremltools
     emits it only for ceil-mode pools)."""
-    mb = _mb()
+    mb = mil_builder()
     x = inputs[0]
     kind = ("max", "avg", "l2")[int(p.type)]
     if p.globalPooling:
@@ -364,7 +289,7 @@ def _elementwise(op_type, scalar_field: str | None):
     ``*Broadcastable`` layers (two inputs, numpy broadcasting, as MIL's)."""
 
     def adapter(p, inputs, name, _layer):
-        mb = _mb()
+        mb = mil_builder()
         fn = getattr(mb, op_type)
         if len(inputs) == 1 and scalar_field:
             return fn(x=inputs[0], y=np.float32(getattr(p, scalar_field)), name=name)
@@ -389,20 +314,20 @@ layer("powBroadcastable")(_elementwise("pow", None))
 
 @layer("concatND")
 def _concat_nd(p, inputs, name, _layer):
-    return _mb().concat(values=list(inputs), axis=int(p.axis), name=name)
+    return mil_builder().concat(values=list(inputs), axis=int(p.axis), name=name)
 
 
 @layer("concat")
 def _concat(p, inputs, name, _layer):
     """``ConcatLayerParams``: along the channel axis (-3), or the sequence axis (-5)."""
-    return _mb().concat(values=list(inputs), axis=-5 if p.sequenceConcat else -3, name=name)
+    return mil_builder().concat(values=list(inputs), axis=-5 if p.sequenceConcat else -3, name=name)
 
 
 @layer("batchnorm")
 def _batchnorm(p, inputs, name, _layer):
     """``BatchnormLayerParams`` over the channel axis (-3, i.e. axis 1 of NCHW)."""
     channels = int(p.channels)
-    return _mb().batch_norm(
+    return mil_builder().batch_norm(
         x=inputs[0], mean=weight_values(p.mean, (channels,)), variance=weight_values(p.variance, (channels,)),
         gamma=weight_values(p.gamma, (channels,)), beta=weight_values(p.beta, (channels,)), epsilon=float(p.epsilon) or 1e-5,
         name=name,
@@ -411,13 +336,13 @@ def _batchnorm(p, inputs, name, _layer):
 
 @layer("loadConstantND")
 def _load_constant_nd(p, inputs, name, _layer):
-    return _mb().const(val=weight_values(p.data, tuple(int(s) for s in p.shape)), name=name)
+    return mil_builder().const(val=weight_values(p.data, tuple(int(s) for s in p.shape)), name=name)
 
 
 @layer("unary")
 def _unary(p, inputs, name, _layer):
     """``UnaryFunctionLayerParams``: ``f(scale * x + shift)`` with ``alpha`` and ``epsilon``."""
-    mb = _mb()
+    mb = mil_builder()
     x = inputs[0]
     if p.scale not in (0.0, 1.0) or p.shift != 0.0:
         x = mb.add(x=mb.mul(x=x, y=np.float32(p.scale or 1.0)), y=np.float32(p.shift))
@@ -439,7 +364,7 @@ def _unary(p, inputs, name, _layer):
 @layer("gelu")
 def _gelu(p, inputs, name, _layer):
     mode = ("EXACT", "TANH_APPROXIMATION", "SIGMOID_APPROXIMATION")[int(p.mode)]
-    return _mb().gelu(x=inputs[0], mode=mode, name=name)
+    return mil_builder().gelu(x=inputs[0], mode=mode, name=name)
 
 
 @layer("sliceStatic")
@@ -452,7 +377,7 @@ def _slice_static(p, inputs, name, _layer):
         if squeezed:
             start = 0 if p.beginMasks[axis] else begin[axis]
             end[axis], end_mask[axis] = start + 1, start == -1
-    out = _mb().slice_by_index(x=inputs[0], begin=begin, end=end, stride=[int(v) for v in p.strides],
+    out = mil_builder().slice_by_index(x=inputs[0], begin=begin, end=end, stride=[int(v) for v in p.strides],
                                begin_mask=list(p.beginMasks), end_mask=end_mask,
                                **({} if any(p.squeezeMasks) else {"name": name}))
     return _squeezed(out, p.squeezeMasks, name) if any(p.squeezeMasks) else out
@@ -463,8 +388,8 @@ def _squeezed(var, mask, name):
     keeps MIL's value inference off rank-0 symbolic values, such as a dimension of getShape)."""
     axes = [i for i, flag in enumerate(mask) if flag]
     if len(axes) == var.rank:
-        return _mb().reshape(x=var, shape=[1], name=name)
-    return _mb().squeeze(x=var, axes=axes, name=name)
+        return mil_builder().reshape(x=var, shape=[1], name=name)
+    return mil_builder().squeeze(x=var, axes=axes, name=name)
 
 
 @layer("padding")
@@ -476,7 +401,7 @@ def _padding(p, inputs, name, _layer):
     kind = p.WhichOneof("PaddingType")
     mode = {"constant": "constant", "reflection": "reflect", "replication": "replicate"}[kind]
     kwargs = {"constant_val": np.float32(p.constant.value)} if kind == "constant" else {}
-    return _mb().pad(x=inputs[0], pad=pad, mode=mode, name=name, **kwargs)
+    return mil_builder().pad(x=inputs[0], pad=pad, mode=mode, name=name, **kwargs)
 
 
 @layer("constantPad")
@@ -486,21 +411,21 @@ def _constant_pad(p, inputs, name, _layer):
     if p.padToGivenOutputSizeMode:
         raise UnsupportedLayerError("constantPad with padToGivenOutputSizeMode")
     pad = _int32(inputs[1]) if len(inputs) > 1 else [int(a) for a in p.padAmounts]
-    return _mb().pad(x=inputs[0], pad=pad, mode="constant", constant_val=np.float32(p.value), name=name)
+    return mil_builder().pad(x=inputs[0], pad=pad, mode="constant", constant_val=np.float32(p.value), name=name)
 
 
 @layer("tile")
 def _tile(p, inputs, name, _layer):
     """``TileLayerParams``: ``reps``, or the second (float) input."""
     reps = _int32(inputs[1]) if len(inputs) > 1 else [int(r) for r in p.reps]
-    return _mb().tile(x=inputs[0], reps=reps, name=name)
+    return mil_builder().tile(x=inputs[0], reps=reps, name=name)
 
 
 @layer("upsample")
 def _upsample(p, inputs, name, _layer):
     """``UpsampleLayerParams``: integer (or fractional) scales of the last two axes, nearest or
     bilinear (``linearUpsampleMode`` DEFAULT = align_corners false, ALIGN_CORNERS_TRUE/FALSE)."""
-    mb = _mb()
+    mb = mil_builder()
     scales = [float(v) for v in p.fractionalScalingFactor] or [float(v) for v in p.scalingFactor] or [1.0, 1.0]
     if int(p.mode) == 0:
         return mb.upsample_nearest_neighbor(x=inputs[0], scale_factor_height=scales[0], scale_factor_width=scales[1],
@@ -521,8 +446,8 @@ def _fp32(var, name=None):
     from coremltools.converters.mil.mil import types
 
     if var.dtype == types.fp32:
-        return var if name is None else _mb().identity(x=var, name=name)
-    return _mb().cast(x=var, dtype="fp32", **({} if name is None else {"name": name}))
+        return var if name is None else mil_builder().identity(x=var, name=name)
+    return mil_builder().cast(x=var, dtype="fp32", **({} if name is None else {"name": name}))
 
 
 def _int32(var):
@@ -532,7 +457,7 @@ def _int32(var):
         return var
     if var.val is not None:  # a constant blob: fold the cast (a shape, an axis, a count)
         return np.asarray(var.val).astype(np.int32)
-    return _mb().cast(x=var, dtype="int32")
+    return mil_builder().cast(x=var, dtype="int32")
 
 
 def _bool(var):
@@ -541,17 +466,17 @@ def _bool(var):
 
     if var.dtype == types.bool:
         return var
-    return _mb().not_equal(x=var, y=np.float32(0))
+    return mil_builder().not_equal(x=var, y=np.float32(0))
 
 
 @layer("copy")
 def _copy(p, inputs, name, _layer):
-    return _mb().identity(x=inputs[0], name=name)
+    return mil_builder().identity(x=inputs[0], name=name)
 
 
 def _unary_op(op_type):
     def adapter(p, inputs, name, _layer):
-        return getattr(_mb(), op_type)(x=inputs[0], name=name)
+        return getattr(mil_builder(), op_type)(x=inputs[0], name=name)
 
     adapter.__doc__ = f"Elementwise ``{op_type}`` (the layer of the same name, no parameters)."
     return adapter
@@ -566,7 +491,7 @@ for _layer_type, _op in {"ceil": "ceil", "floor": "floor", "sign": "sign", "roun
 @layer("clampedReLU")
 def _clamped_relu(p, inputs, name, _layer):
     """``ClampedReLULayerParams``: ``min(beta, x >= 0 ? x : alpha * x)``, MIL ``clamped_relu``."""
-    return _mb().clamped_relu(x=inputs[0], alpha=np.float32(p.alpha), beta=np.float32(p.beta), name=name)
+    return mil_builder().clamped_relu(x=inputs[0], alpha=np.float32(p.alpha), beta=np.float32(p.beta), name=name)
 
 
 def _comparison(op_type, swapped=None):
@@ -575,7 +500,7 @@ def _comparison(op_type, swapped=None):
     comparison gives bool."""
 
     def adapter(p, inputs, name, _layer):
-        mb = _mb()
+        mb = mil_builder()
         y = inputs[1] if len(inputs) > 1 else np.float32(p.alpha)
         return _fp32(getattr(mb, op_type)(x=inputs[0], y=y), name=name)
 
@@ -591,7 +516,7 @@ def _logical(op_type):
     """``LogicalOr/Xor/Not/AndLayerParams``: inputs are true where nonzero; output 1.0/0.0."""
 
     def adapter(p, inputs, name, _layer):
-        mb = _mb()
+        mb = mil_builder()
         args = {"x": _bool(inputs[0])}
         if len(inputs) > 1:
             args["y"] = _bool(inputs[1])
@@ -613,7 +538,7 @@ layer("min")(_elementwise("minimum", None))
 @layer("average")
 def _average(p, inputs, name, _layer):
     """``AverageLayerParams``: the mean of the inputs, element by element."""
-    mb = _mb()
+    mb = mil_builder()
     total = inputs[0]
     for other in inputs[1:]:
         total = mb.add(x=total, y=other)
@@ -634,7 +559,7 @@ def _chw_parameter(values, shape, rank):
 def _scale(p, inputs, name, _layer):
     """``ScaleLayerParams``: ``x * scale (+ bias)``, each of shape ``[1]``, ``[C]``, ``[1,H,W]``
     or ``[C,H,W]`` over the last three axes."""
-    mb = _mb()
+    mb = mil_builder()
     rank = len(inputs[0].shape)
     scale = _chw_parameter(weight_values(p.scale), p.shapeScale, rank)
     if not p.hasBias:
@@ -647,7 +572,7 @@ def _scale(p, inputs, name, _layer):
 def _bias(p, inputs, name, _layer):
     """``BiasLayerParams``: ``x + bias``, bias of shape ``[1]``, ``[C]``, ``[1,H,W]`` or ``[C,H,W]``."""
     bias = _chw_parameter(weight_values(p.bias), p.shape, len(inputs[0].shape))
-    return _mb().add(x=inputs[0], y=bias, name=name)
+    return mil_builder().add(x=inputs[0], y=bias, name=name)
 
 
 def _arg_reduce(op_type):
@@ -655,7 +580,7 @@ def _arg_reduce(op_type):
     the index is written as a float."""
 
     def adapter(p, inputs, name, _layer):
-        out = getattr(_mb(), op_type)(x=inputs[0], axis=int(p.axis), keep_dims=not p.removeDim)
+        out = getattr(mil_builder(), op_type)(x=inputs[0], axis=int(p.axis), keep_dims=not p.removeDim)
         return _fp32(out, name=name)
 
     return adapter
@@ -668,7 +593,7 @@ layer("argMin")(_arg_reduce("reduce_argmin"))
 @layer("argSort")
 def _arg_sort(p, inputs, name, _layer):
     """``ArgSortLayerParams``: ``descending`` is MIL's ``ascending`` negated; float indices."""
-    return _fp32(_mb().argsort(x=inputs[0], axis=int(p.axis), ascending=not p.descending), name=name)
+    return _fp32(mil_builder().argsort(x=inputs[0], axis=int(p.axis), ascending=not p.descending), name=name)
 
 
 @layer("topK")
@@ -678,7 +603,7 @@ def _top_k(p, inputs, name, lay):
     k = _int32(inputs[1]) if len(inputs) > 1 else int(p.K)
     if not isinstance(k, int):
         k = int(np.asarray(k).reshape(-1)[0]) if not hasattr(k, "op") else k
-    values, indices = _mb().topk(x=inputs[0], k=k, axis=int(p.axis), ascending=bool(p.useBottomK))
+    values, indices = mil_builder().topk(x=inputs[0], k=k, axis=int(p.axis), ascending=bool(p.useBottomK))
     return [values, _fp32(indices)]
 
 
@@ -687,23 +612,23 @@ def _cum_sum(p, inputs, name, _layer):
     """``CumSumLayerParams``: ``excludeFinalSum`` is MIL's ``exclusive``; the axis from the
     second input when there is one."""
     axis = int(p.axis) if len(inputs) < 2 else int(np.asarray(inputs[1].val).reshape(-1)[0])
-    return _mb().cumsum(x=inputs[0], axis=axis, exclusive=bool(p.excludeFinalSum), reverse=bool(p.reverse), name=name)
+    return mil_builder().cumsum(x=inputs[0], axis=axis, exclusive=bool(p.excludeFinalSum), reverse=bool(p.reverse), name=name)
 
 
 @layer("gather")
 def _gather(p, inputs, name, _layer):
     """``GatherLayerParams``: ``data[..., indices, ...]`` along ``axis``, indices read from a float blob."""
-    return _mb().gather(x=inputs[0], indices=_int32(inputs[1]), axis=int(p.axis), name=name)
+    return mil_builder().gather(x=inputs[0], indices=_int32(inputs[1]), axis=int(p.axis), name=name)
 
 
 @layer("gatherND")
 def _gather_nd(p, inputs, name, _layer):
-    return _mb().gather_nd(x=inputs[0], indices=_int32(inputs[1]), name=name)
+    return mil_builder().gather_nd(x=inputs[0], indices=_int32(inputs[1]), name=name)
 
 
 @layer("gatherAlongAxis")
 def _gather_along_axis(p, inputs, name, _layer):
-    return _mb().gather_along_axis(x=inputs[0], indices=_int32(inputs[1]), axis=int(p.axis), name=name)
+    return mil_builder().gather_along_axis(x=inputs[0], indices=_int32(inputs[1]), axis=int(p.axis), name=name)
 
 
 _SCATTER_MODES = ("update", "add", "sub", "mul", "div", "max", "min")  # ScatterMode's order
@@ -714,7 +639,7 @@ def _scatter(op_type: str, axis: bool):
 
     def adapter(p, inputs, name, _layer):
         kwargs = {"axis": int(p.axis)} if axis else {}
-        return getattr(_mb(), op_type)(data=inputs[0], indices=_int32(inputs[1]), updates=inputs[2],
+        return getattr(mil_builder(), op_type)(data=inputs[0], indices=_int32(inputs[1]), updates=inputs[2],
                                        mode=_SCATTER_MODES[int(p.mode)], name=name, **kwargs)
 
     return adapter
@@ -728,28 +653,28 @@ layer("scatterAlongAxis")(_scatter("scatter_along_axis", axis=True))
 @layer("getShape")
 def _get_shape(p, inputs, name, _layer):
     """``GetShapeLayerParams``: the input's shape as a float vector."""
-    return _fp32(_mb().shape(x=inputs[0]), name=name)
+    return _fp32(mil_builder().shape(x=inputs[0]), name=name)
 
 
 @layer("fillStatic")
 def _fill_static(p, inputs, name, _layer):
-    return _mb().fill(shape=[int(s) for s in p.targetShape], value=np.float32(p.value), name=name)
+    return mil_builder().fill(shape=[int(s) for s in p.targetShape], value=np.float32(p.value), name=name)
 
 
 @layer("fillDynamic")
 def _fill_dynamic(p, inputs, name, _layer):
     """``FillDynamicLayerParams``: the shape from the (float) input."""
-    return _mb().fill(shape=_int32(inputs[0]), value=np.float32(p.value), name=name)
+    return mil_builder().fill(shape=_int32(inputs[0]), value=np.float32(p.value), name=name)
 
 
 @layer("fillLike")
 def _fill_like(p, inputs, name, _layer):
-    return _mb().fill(shape=_mb().shape(x=inputs[0]), value=np.float32(p.value), name=name)
+    return mil_builder().fill(shape=mil_builder().shape(x=inputs[0]), value=np.float32(p.value), name=name)
 
 
 @layer("rangeStatic")
 def _range_static(p, inputs, name, _layer):
-    return _mb().range_1d(end=np.float32(p.endValue), start=np.float32(p.startValue), step=np.float32(p.stepSizeValue),
+    return mil_builder().range_1d(end=np.float32(p.endValue), start=np.float32(p.startValue), step=np.float32(p.stepSizeValue),
                           name=name)
 
 
@@ -759,7 +684,7 @@ def _range_dynamic(p, inputs, name, _layer):
     missing ones from ``startValue``/``stepSizeValue``."""
     start = inputs[1] if len(inputs) > 1 else np.float32(p.startValue)
     step = inputs[2] if len(inputs) > 2 else np.float32(p.stepSizeValue)
-    mb = _mb()
+    mb = mil_builder()
     return mb.range_1d(end=_scalar(inputs[0]), start=_scalar(start), step=_scalar(step), name=name)
 
 
@@ -771,19 +696,19 @@ def _scalar(value):
         return np.float32(np.asarray(value.val).reshape(-1)[0])
     if value.rank == 0:
         return value
-    return _mb().squeeze(x=_mb().reshape(x=value, shape=[1]), axes=[0])
+    return mil_builder().squeeze(x=mil_builder().reshape(x=value, shape=[1]), axes=[0])
 
 
 @layer("reshapeDynamic")
 def _reshape_dynamic(p, inputs, name, _layer):
     """``ReshapeDynamicLayerParams``: the target shape from the second (float) input."""
-    return _mb().reshape(x=inputs[0], shape=_int32(inputs[1]), name=name)
+    return mil_builder().reshape(x=inputs[0], shape=_int32(inputs[1]), name=name)
 
 
 @layer("reshapeLike")
 def _reshape_like(p, inputs, name, _layer):
     """``ReshapeLikeLayerParams``: to the second input's shape."""
-    return _mb().reshape(x=inputs[0], shape=_mb().shape(x=inputs[1]), name=name)
+    return mil_builder().reshape(x=inputs[0], shape=mil_builder().shape(x=inputs[1]), name=name)
 
 
 @layer("rankPreservingReshape")
@@ -791,7 +716,7 @@ def _rank_preserving_reshape(p, inputs, name, _layer):
     """``RankPreservingReshapeLayerParams``: ``targetShape`` of the input's rank, where 0 copies
     the input's dimension and -1 is inferred (MIL's iOS15 ``reshape`` has no 0, so copied
     dimensions are read from the input's shape)."""
-    mb = _mb()
+    mb = mil_builder()
     target = [int(s) for s in p.targetShape]
     x = inputs[0]
     if 0 not in target:
@@ -810,7 +735,7 @@ def _rank_preserving_reshape(p, inputs, name, _layer):
 def _slice_dynamic(p, inputs, name, _layer):
     """``SliceDynamicLayerParams``: inputs (x, begin[, end[, strides]]), the others from the
     parameters; masks as ``sliceStatic``'s."""
-    mb = _mb()
+    mb = mil_builder()
     begin = _int32(inputs[1])
     end = _int32(inputs[2]) if len(inputs) > 2 else [int(v) for v in p.endIds]
     strides = _int32(inputs[3]) if len(inputs) > 3 else [int(v) for v in p.strides]
@@ -823,7 +748,7 @@ def _slice_dynamic(p, inputs, name, _layer):
 @layer("sliceBySize")
 def _slice_by_size(p, inputs, name, _layer):
     """``SliceBySizeLayerParams``: ``size`` elements along ``axis`` from the begin input."""
-    mb = _mb()
+    mb = mil_builder()
     x = inputs[0]
     rank = len(x.shape)
     axis = int(p.axis) % rank
@@ -846,7 +771,7 @@ def _slice(p, inputs, name, _layer):
     begin[axis], end[axis], stride[axis] = int(p.startIndex), int(p.endIndex), int(p.stride) or 1
     end_mask = [i != axis for i in range(rank)]
     begin_mask = [i != axis for i in range(rank)]
-    return _mb().slice_by_index(x=x, begin=begin, end=end, stride=stride, begin_mask=begin_mask, end_mask=end_mask,
+    return mil_builder().slice_by_index(x=x, begin=begin, end=end, stride=stride, begin_mask=begin_mask, end_mask=end_mask,
                                 name=name)
 
 
@@ -854,24 +779,24 @@ def _slice(p, inputs, name, _layer):
 def _split_nd(p, inputs, name, lay):
     """``SplitNDLayerParams``: ``numSplits`` equal parts or ``splitSizes`` along ``axis``."""
     kwargs = {"split_sizes": [int(s) for s in p.splitSizes]} if len(p.splitSizes) else {"num_splits": int(p.numSplits)}
-    outs = _mb().split(x=inputs[0], axis=int(p.axis), **kwargs)
+    outs = mil_builder().split(x=inputs[0], axis=int(p.axis), **kwargs)
     return list(outs) if isinstance(outs, (list, tuple)) else [outs]
 
 
 @layer("stack")
 def _stack(p, inputs, name, _layer):
-    return _mb().stack(values=list(inputs), axis=int(p.axis), name=name)
+    return mil_builder().stack(values=list(inputs), axis=int(p.axis), name=name)
 
 
 @layer("reverse")
 def _reverse(p, inputs, name, _layer):
     """``ReverseLayerParams``: ``reverseDim`` is one flag per axis; MIL lists the axes."""
-    return _mb().reverse(x=inputs[0], axes=[i for i, flag in enumerate(p.reverseDim) if flag], name=name)
+    return mil_builder().reverse(x=inputs[0], axes=[i for i, flag in enumerate(p.reverseDim) if flag], name=name)
 
 
 @layer("reverseSeq")
 def _reverse_seq(p, inputs, name, _layer):
-    return _mb().reverse_sequence(x=inputs[0], lengths=_int32(inputs[1]), seq_axis=int(p.sequenceAxis),
+    return mil_builder().reverse_sequence(x=inputs[0], lengths=_int32(inputs[1]), seq_axis=int(p.sequenceAxis),
                                   batch_axis=int(p.batchAxis), name=name)
 
 
@@ -881,25 +806,25 @@ def _one_hot(p, inputs, name, _layer):
     size = _int32(inputs[1]) if len(inputs) > 1 else int(p.oneHotVectorSize)
     if not isinstance(size, int) and not hasattr(size, "op"):
         size = int(np.asarray(size).reshape(-1)[0])
-    return _mb().one_hot(indices=_int32(inputs[0]), one_hot_vector_size=size, axis=int(p.axis),
+    return mil_builder().one_hot(indices=_int32(inputs[0]), one_hot_vector_size=size, axis=int(p.axis),
                          on_value=np.float32(p.onValue), off_value=np.float32(p.offValue), name=name)
 
 
 @layer("matrixBandPart")
 def _matrix_band_part(p, inputs, name, _layer):
-    return _mb().band_part(x=inputs[0], lower=int(p.numLower), upper=int(p.numUpper), name=name)
+    return mil_builder().band_part(x=inputs[0], lower=int(p.numLower), upper=int(p.numUpper), name=name)
 
 
 @layer("whereBroadcastable")
 def _where_broadcastable(p, inputs, name, _layer):
     """``WhereBroadcastableLayerParams``: ``cond ? a : b`` with the condition true where nonzero."""
-    return _mb().select(cond=_bool(inputs[0]), a=inputs[1], b=inputs[2], name=name)
+    return mil_builder().select(cond=_bool(inputs[0]), a=inputs[1], b=inputs[2], name=name)
 
 
 @layer("whereNonZero")
 def _where_non_zero(p, inputs, name, _layer):
     """``WhereNonZeroLayerParams``: the (float) coordinates of the nonzero entries."""
-    return _fp32(_mb().non_zero(x=inputs[0]), name=name)
+    return _fp32(mil_builder().non_zero(x=inputs[0]), name=name)
 
 
 @layer("embeddingND")
@@ -907,7 +832,7 @@ def _embedding_nd(p, inputs, name, _layer):
     """``EmbeddingNDLayerParams``: indices in a last axis of size 1, weights stored
     ``[embeddingSize, vocabSize]`` (transposed, as coremltools' builder writes ``W.T``); the
     output's last axis is ``embeddingSize``: MIL ``gather`` of the untransposed table."""
-    mb = _mb()
+    mb = mil_builder()
     table = weight_values(p.weights, (int(p.embeddingSize), int(p.vocabSize))).T
     indices = mb.squeeze(x=_int32(inputs[0]), axes=[-1])
     out = mb.gather(x=np.ascontiguousarray(table), indices=indices, axis=0)
@@ -921,13 +846,13 @@ def _l2_normalize(p, inputs, name, _layer):
     """``L2NormalizeLayerParams``: over the last three axes (C, H, W) of the blob."""
     rank = len(inputs[0].shape)
     axes = [-3, -2, -1] if rank >= 3 else list(range(-rank, 0))
-    return _mb().l2_norm(x=inputs[0], axes=axes, epsilon=np.float32(p.epsilon or 1e-6), name=name)
+    return mil_builder().l2_norm(x=inputs[0], axes=axes, epsilon=np.float32(p.epsilon or 1e-6), name=name)
 
 
 @layer("lrn")
 def _lrn(p, inputs, name, _layer):
     """``LRNLayerParams``: across channels (axis -3), MIL ``local_response_norm``."""
-    return _mb().local_response_norm(x=inputs[0], size=int(p.localSize), alpha=np.float32(p.alpha),
+    return mil_builder().local_response_norm(x=inputs[0], size=int(p.localSize), alpha=np.float32(p.alpha),
                                      beta=np.float32(p.beta), k=np.float32(p.k or 1.0), name=name)
 
 
@@ -936,7 +861,7 @@ def _mvn(p, inputs, name, _layer):
     """``MeanVarianceNormalizeLayerParams``: over H, W (each channel plane) or, with
     ``acrossChannels``, over C, H, W: ``x - mean``, divided by ``sqrt(var + epsilon)`` with
     ``normalizeVariance`` (MIL ``layer_norm`` without gamma and beta)."""
-    mb = _mb()
+    mb = mil_builder()
     axes = [-3, -2, -1] if p.acrossChannels else [-2, -1]
     if p.normalizeVariance:
         return mb.layer_norm(x=inputs[0], axes=axes, epsilon=np.float32(p.epsilon), name=name)
@@ -947,7 +872,7 @@ def _mvn(p, inputs, name, _layer):
 def _layer_normalization(p, inputs, name, _layer):
     """``LayerNormalizationLayerParams``: over the last ``len(normalizedShape)`` axes."""
     shape = tuple(int(s) for s in p.normalizedShape)
-    return _mb().layer_norm(x=inputs[0], axes=list(range(-len(shape), 0)), gamma=weight_values(p.gamma, shape),
+    return mil_builder().layer_norm(x=inputs[0], axes=list(range(-len(shape), 0)), gamma=weight_values(p.gamma, shape),
                             beta=weight_values(p.beta, shape), epsilon=np.float32(p.eps), name=name)
 
 
@@ -955,7 +880,7 @@ def _layer_normalization(p, inputs, name, _layer):
 def _reorganize_data(p, inputs, name, _layer):
     """``ReorganizeDataLayerParams``: SPACE_TO_DEPTH, DEPTH_TO_SPACE (channel order as MIL's
     ``space_to_depth``/``depth_to_space``), PIXEL_SHUFFLE (MIL ``pixel_shuffle``)."""
-    mb = _mb()
+    mb = mil_builder()
     block = int(p.blockSize)
     mode = int(p.mode)
     if mode == 0:
@@ -974,7 +899,7 @@ def _resize_bilinear(p, inputs, name, _layer):
     STRICT_ALIGN_ENDPOINTS, ALIGN_ENDPOINTS, UPSAMPLE and ROI_ALIGN modes are MIL's
     STRICT_ALIGN_CORNERS, ALIGN_CORNERS, DEFAULT and OFFSET_CORNERS (the backend's own map)."""
     size = [int(s) for s in p.targetSize] or [1, 1]
-    return _mb().resize_bilinear(x=inputs[0], target_size_height=size[0], target_size_width=size[1],
+    return mil_builder().resize_bilinear(x=inputs[0], target_size_height=size[0], target_size_width=size[1],
                                  sampling_mode=_SAMPLING_MODES[int(p.mode.samplingMethod)], name=name)
 
 
@@ -985,12 +910,12 @@ def _crop(p, inputs, name, _layer):
     if len(inputs) > 1:
         raise UnsupportedLayerError("crop with a reference input")
     amounts = [(int(b.startEdgeSize), int(b.endEdgeSize)) for b in p.cropAmounts.borderAmounts] or [(0, 0), (0, 0)]
-    return _mb().crop(x=inputs[0], crop_height=list(amounts[0]), crop_width=list(amounts[1]), name=name)
+    return mil_builder().crop(x=inputs[0], crop_height=list(amounts[0]), crop_width=list(amounts[1]), name=name)
 
 
 @layer("slidingWindows")
 def _sliding_windows(p, inputs, name, _layer):
-    return _mb().sliding_windows(x=inputs[0], axis=int(p.axis), size=int(p.windowSize), stride=int(p.step), name=name)
+    return mil_builder().sliding_windows(x=inputs[0], axis=int(p.axis), size=int(p.windowSize), stride=int(p.step), name=name)
 
 
 _PADDING_3D = ("custom", "valid", "same")  # Convolution3DLayerParams.PaddingType / Pooling3DPaddingType
@@ -1012,7 +937,7 @@ def _convolution3d(p, inputs, name, _layer):
     """``Convolution3DLayerParams``: weights ``[outputChannels, inputChannels / nGroups, kD, kH,
     kW]``; a deconvolution's ``[inputChannels, outputChannels / nGroups, kD, kH, kW]`` (both MIL's
     layouts), its ``outputShape`` (D, H, W) checked against what MIL's formula gives."""
-    mb = _mb()
+    mb = mil_builder()
     groups = int(p.nGroups) or 1
     kernel = (int(p.kernelDepth), int(p.kernelHeight), int(p.kernelWidth))
     kwargs = _padding_3d(p)
@@ -1037,7 +962,7 @@ def _convolution3d(p, inputs, name, _layer):
 def _pooling3d(p, inputs, name, _layer):
     """``Pooling3DLayerParams``: MAX or AVERAGE over (D, H, W); ``countExcludePadding`` is
     MIL's ``exclude_padding_from_average``."""
-    mb = _mb()
+    mb = mil_builder()
     kwargs = {"kernel_sizes": [int(p.kernelDepth), int(p.kernelHeight), int(p.kernelWidth)],
               "strides": [int(p.strideDepth) or 1, int(p.strideHeight) or 1, int(p.strideWidth) or 1], **_padding_3d(p)}
     if kwargs["pad_type"] != "custom":
@@ -1050,7 +975,7 @@ def _pooling3d(p, inputs, name, _layer):
 @layer("globalPooling3d")
 def _global_pooling3d(p, inputs, name, _layer):
     """``GlobalPooling3DLayerParams``: MAX or AVERAGE over the last three axes, kept as size 1."""
-    fn = _mb().reduce_mean if int(p.type) == 1 else _mb().reduce_max
+    fn = mil_builder().reduce_mean if int(p.type) == 1 else mil_builder().reduce_max
     return fn(x=inputs[0], axes=[-3, -2, -1], keep_dims=True, name=name)
 
 
@@ -1064,7 +989,7 @@ def _crop_resize(p, inputs, name, _layer):
     expands MIL's rank-4 input), the boxes ``[N, 1, 4 or 5, 1, 1]``; modes as MIL
     ``crop_resize``'s (``SamplingMode`` as in resizeBilinear, ``BoxCoordinatesMode`` by name);
     the output is ``[N, B, C, targetH, targetW]``."""
-    mb = _mb()
+    mb = mil_builder()
     size = [int(s) for s in p.targetSize] or [1, 1]
     return mb.crop_resize(x=mb.squeeze(x=inputs[0], axes=[0]), roi=inputs[1], target_height=size[0],
                           target_width=size[1], normalized_coordinates=bool(p.normalizedCoordinates),
@@ -1078,7 +1003,7 @@ def _non_maximum_suppression(p, inputs, name, _layer):
     """``NonMaximumSuppressionLayerParams``: boxes ``[B, N, 4]`` and scores ``[B, N, C]`` to
     the kept boxes, their scores, their (float) indices and the (float) count per batch: MIL's
     iOS15 ``non_maximum_suppression``, whose layout is this layer's."""
-    boxes, scores, indices, count = _mb().non_maximum_suppression(
+    boxes, scores, indices, count = mil_builder().non_maximum_suppression(
         boxes=inputs[0], scores=inputs[1], iou_threshold=np.float32(p.iouThreshold),
         score_threshold=np.float32(p.scoreThreshold), max_boxes=int(p.maxBoxes),
         per_class_suppression=bool(p.perClassSuppression))
@@ -1203,7 +1128,7 @@ def _run_layers(layers, values: dict, prefix: str = "", reads: dict | None = Non
             continue
         if reads is not None and _is_relu6_chain(layers[index:index + 4], reads) and layers[index + 3].output[0] not in values:
             written = layers[index + 3].output[0]
-            values[written] = _mb().clip(x=values[lay.input[0]], alpha=np.float32(0), beta=np.float32(6), name=prefix + written)
+            values[written] = mil_builder().clip(x=values[lay.input[0]], alpha=np.float32(0), beta=np.float32(6), name=prefix + written)
             skip = 3
             continue
         layer_type = lay.WhichOneof("layer")
@@ -1223,7 +1148,7 @@ def _run_layers(layers, values: dict, prefix: str = "", reads: dict | None = Non
         else:
             if out.rank == 0:  # NeuralNetwork.proto has no rank 0: a scalar blob is shape (1,)
                 out.op.name = out.name = f"{name}__scalar"
-                out = _mb().reshape(x=out, shape=[1], name=name)
+                out = mil_builder().reshape(x=out, shape=[1], name=name)
             values[lay.output[0]] = out
 
 
@@ -1242,7 +1167,7 @@ def _written(layers) -> list[str]:
 
 def _truth(var):
     """A condition blob (float, shape (1,) or scalar) as the bool scalar MIL's control flow takes."""
-    mb = _mb()
+    mb = mil_builder()
     var = _bool(var)
     if var.rank:
         var = mb.squeeze(x=mb.reshape(x=var, shape=[1]), axes=[0])
@@ -1263,7 +1188,7 @@ def _loop(p, lay, values, prefix):
     ``conditionNetwork`` runs before every iteration and ``conditionVar`` decides; with
     ``maxLoopIterations`` > 0 a counter bounds the iterations too (alone when there is no
     condition network). ``loopBreak``/``loopContinue`` have no adapter."""
-    mb = _mb()
+    mb = mil_builder()
     state = [n for n in _written(p.bodyNetwork.layers) if n in values]
     counted = int(p.maxLoopIterations) > 0
     conditional = len(p.conditionNetwork.layers) > 0 or bool(p.conditionVar)
@@ -1307,7 +1232,7 @@ def _branch(p, lay, values, prefix):
     from constants alone builds only the branch taken: the other may not even be typable (the
     list growth coremltools writes for a TensorArray whose size is known concatenates blobs of
     different ranks there)."""
-    mb = _mb()
+    mb = mil_builder()
     if_written, else_written = _written(p.ifBranch.layers), _written(p.elseBranch.layers)
     outputs = [n for n in if_written if n in else_written or n in values]
     outputs += [n for n in else_written if n in values and n not in outputs]
@@ -1343,7 +1268,7 @@ def nn_program(spec, compute_units: str = "cpu_only", fuse: bool = True):
     kind = spec.WhichOneof("Type")
     network = getattr(spec, kind)
     refuse_unknown_layers(network)
-    mb = _mb()
+    mb = mil_builder()
     layouts = {}
     placeholders = {}
     symbol = get_new_symbol

@@ -1,7 +1,7 @@
 """NeuralNetwork recurrent layers (``uniDirectionalLSTM``, ``biDirectionalLSTM``, ``gru``,
 ``simpleRecurrent``) as MIL ``lstm``/``gru``/``rnn`` ops: coremltools' NN backend
 (``op_mapping.lstm``/``gru``/``rnn``) read backwards. Importing this module registers the
-adapters in :data:`~precision_sweep.emulator.nn_program.LAYERS` (``nn_program`` imports it).
+adapters in :data:`~precision_sweep.emulator.nn_layers.LAYERS` (``nn_program`` imports it).
 
 Conventions of ``NeuralNetwork.proto`` the adapters follow where MIL differs:
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from precision_sweep.emulator.nn_program import UnsupportedLayerError, _mb, layer, weight_values
+from precision_sweep.emulator.nn_layers import UnsupportedLayerError, layer, mil_builder, weight_values
 
 # ActivationParams kind -> (MIL name, its standard (alpha, beta) or None if it has none)
 _ACTIVATIONS = {
@@ -60,12 +60,12 @@ def _activation(params, where: str) -> str:
 
 def _sequence(x):
     """The rank-5 ``[Seq, Batch, C, 1, 1]`` input as MIL's ``[Seq, Batch, C]``."""
-    return _mb().squeeze(x=x, axes=[-2, -1]) if x.rank == 5 else x
+    return mil_builder().squeeze(x=x, axes=[-2, -1]) if x.rank == 5 else x
 
 
 def _state(inputs, index: int, x, hidden: int):
     """State input ``index`` as ``[Batch, H]``, or zeros when the layer has no such input."""
-    mb = _mb()
+    mb = mil_builder()
     if index < len(inputs):
         return mb.reshape(x=inputs[index], shape=[-1, hidden])
     batch = x.shape[1]
@@ -78,7 +78,7 @@ def _state(inputs, index: int, x, hidden: int):
 def _rank5(results, count: int) -> list:
     """MIL's ``[Seq or 1, Batch, H]`` output and ``[Batch, H]`` states as the proto's rank-5
     blobs, as many as the layer lists."""
-    mb = _mb()
+    mb = mil_builder()
     y, *states = results
     out = [mb.expand_dims(x=y, axes=[3, 4])] + [mb.expand_dims(x=s, axes=[0, 3, 4]) for s in states]
     return out[:count]
@@ -114,7 +114,7 @@ def _lstm_options(p, activations, where: str) -> dict:
 def _uni_lstm(p, inputs, name, lay):
     """``UniDirectionalLSTMLayerParams``: inputs ``x, h, c``, outputs ``y, h, c`` (module
     docstring for the conventions)."""
-    mb = _mb()
+    mb = mil_builder()
     hidden, size = int(p.outputVectorSize), int(p.inputVectorSize)
     x = _sequence(inputs[0])
     weight_ih, weight_hh, bias, peephole = _lstm_weights(p.weightParams, size, hidden, p.params)
@@ -130,7 +130,7 @@ def _bi_lstm(p, inputs, name, lay):
     """``BiDirectionalLSTMLayerParams``: inputs ``x, h, c, h_reverse, c_reverse``, outputs
     ``y, h, c, h_reverse, c_reverse``; ``weightParams`` [forward, backward]; ``y`` is
     ``[forward, backward]`` on the channel axis (module docstring for the conventions)."""
-    mb = _mb()
+    mb = mil_builder()
     where = f"layer {lay.name!r}"
     hidden, size = int(p.outputVectorSize), int(p.inputVectorSize)
     forward = [a.SerializeToString() for a in p.activationsForwardLSTM]
@@ -155,7 +155,7 @@ def _gru(p, inputs, name, lay):
     """``GRULayerParams``: inputs ``x, h``, outputs ``y, h``; the proto's gates ``z, r, o``
     as MIL's ``[r, o, z]``; activations ``[f (update and reset gates), g (output gate)]``;
     ``o_t = g(W_o x_t + R_o (r_t * h_{t-1}) + b_o)``, MIL's iOS15 gru (module docstring)."""
-    mb = _mb()
+    mb = mil_builder()
     where = f"layer {lay.name!r}"
     hidden, size = int(p.outputVectorSize), int(p.inputVectorSize)
     gates = ("resetGate", "outputGate", "updateGate")
@@ -175,7 +175,7 @@ def _gru(p, inputs, name, lay):
 def _simple_recurrent(p, inputs, name, lay):
     """``SimpleRecurrentLayerParams``: inputs ``x, h``, outputs ``y, h``;
     ``y_t = f(W x_t + R y_{t-1} + b)``, MIL's rnn (module docstring)."""
-    mb = _mb()
+    mb = mil_builder()
     hidden, size = int(p.outputVectorSize), int(p.inputVectorSize)
     bias = weight_values(p.biasVector, (hidden,)) if p.hasBiasVector else np.zeros(hidden, np.float32)
     activation = _activation(p.activation, f"layer {lay.name!r}") if p.HasField("activation") else "tanh"
