@@ -111,14 +111,12 @@ class _Stops:
     left (a library's bare ``except:`` may have swallowed the first one)."""
 
     def __init__(self):
-        self.active = threading.Event()
-        self.active.set()
         self.received: int | None = None
         self._watch: threading.Thread | None = None
-        self._left = threading.Event()
+        self._left = threading.Event()  # set once the block is left: nothing is raised any more
 
     def handle(self, signum, frame):
-        if not self.active.is_set():
+        if self._left.is_set():
             return
         if self.received is None:
             self.received = signum
@@ -131,11 +129,9 @@ class _Stops:
     def _repeat(self) -> None:
         main = threading.main_thread().ident
         while not self._left.wait(STOP_RETRY_SECONDS):
-            if self.active.is_set():
-                signal.pthread_kill(main, self.received)
+            signal.pthread_kill(main, self.received)
 
     def leave(self) -> None:
-        self.active.clear()
         self._left.set()
         if self._watch is not None:
             self._watch.join()

@@ -43,7 +43,7 @@ def budget_of(cfg) -> Budget:
 def model_for_checks(cfg):
     """The job's model, when ``precision.search.layers`` names layers that must be checked
     against it before any run exists (read from its card where cached: no TensorFlow), else
-    None. The job itself then reuses what this loaded."""
+    None. A model loaded here writes its card, so the job's own load reads that."""
     if not cfg.precision.search.layers:
         return None
     from precision_sweep.data import load_inputs

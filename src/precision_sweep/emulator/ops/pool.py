@@ -31,10 +31,15 @@ def _pool_padding(x, kernel_sizes, strides, pad_type, pad, ceil_mode):
     return pads
 
 
-def _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, fill):
+def _geometry(x, kernel_sizes, strides, pad_type, pad, ceil_mode):
+    """``(kernel sizes, strides, pads)`` of a pooling op, as lists of ints and pairs."""
     kernel_sizes = [int(k) for k in np.asarray(kernel_sizes).reshape(-1)]
     strides = [int(s) for s in np.asarray(strides).reshape(-1)]
-    pads = _pool_padding(x, kernel_sizes, strides, pad_type, pad, bool(ceil_mode))
+    return kernel_sizes, strides, _pool_padding(x, kernel_sizes, strides, pad_type, pad, bool(ceil_mode))
+
+
+def _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, fill):
+    kernel_sizes, strides, pads = _geometry(x, kernel_sizes, strides, pad_type, pad, ceil_mode)
     xp = np.pad(x, [(0, 0), (0, 0)] + pads, constant_values=fill)
     win = windows(xp, kernel_sizes, strides, [1] * len(kernel_sizes))
     return win, pads, kernel_sizes, strides
@@ -59,10 +64,7 @@ def _reduce_taps(win, nd, ufunc):
 @kernel("max_pool")
 def max_pool(x, kernel_sizes, strides, pad_type, pad=None, ceil_mode=False):
     if x.dtype == np.float16 and x.ndim == 4:  # the compiled twin: the same bits, one pass
-        kernel_sizes = [int(k) for k in np.asarray(kernel_sizes).reshape(-1)]
-        strides = [int(s) for s in np.asarray(strides).reshape(-1)]
-        pads = _pool_padding(x, kernel_sizes, strides, pad_type, pad, bool(ceil_mode))
-        return max_pool_2d_float16(x, kernel_sizes, strides, pads)
+        return max_pool_2d_float16(x, *_geometry(x, kernel_sizes, strides, pad_type, pad, ceil_mode))
     win, _, ks, _ = _pool(x, kernel_sizes, strides, pad_type, pad, ceil_mode, -np.inf)
     return _reduce_taps(win, len(ks), np.maximum)
 
