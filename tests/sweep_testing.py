@@ -33,6 +33,13 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 900, env: dict | None = N
     )
 
 
+def failed_job_errors(outputs: Path) -> str:
+    """The ``error.txt`` of every failed job under ``outputs`` (its artifact store), for the
+    message of a test that expected the sweep to succeed."""
+    texts = [f"--- {path.relative_to(outputs)}\n{path.read_text()[-3000:]}" for path in sorted(Path(outputs).rglob("error.txt"))]
+    return "\n".join(texts) or "(no error.txt under the outputs)"
+
+
 def compose(overrides: list[str] | None = None, config_name: str = "config", return_hydra_config: bool = False):
     """Compose the real primary config with ``overrides``, found as the app finds it: through
     the ``precision_sweep.conf`` package."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ray_cluster import HOST, RAY_TEST_ENV, free_port, ray_cluster  # noqa: F401  (fixture)
-from sweep_testing import mlflow_client, run_cli
+from sweep_testing import failed_job_errors, mlflow_client, run_cli
 
 GRID = ["precision=fp32,fp16", "target=ios16,ios17"]
 
@@ -38,7 +38,7 @@ def _all_runs(outputs: Path) -> list:
 @pytest.mark.slow
 def test_a_grid_on_a_running_ray_cluster_lands_under_one_parent(tmp_path, ray_cluster, shared_cache):  # noqa: F811
     result = _sweep(tmp_path, ray_cluster.address, f"paths.cache={shared_cache}", env=RAY_TEST_ENV)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:] + failed_job_errors(tmp_path / "outputs")
 
     outputs = tmp_path / "outputs"
     client = mlflow_client(outputs)
