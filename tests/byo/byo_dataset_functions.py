@@ -35,3 +35,23 @@ def single_samples(n: int = 20):
 def not_a_dataset(n: int = 20):
     """Returns the wrong thing: a number."""
     return n
+
+
+TEXT_VOCABULARY, TEXT_LENGTH, TEXT_CLASSES = 40, 10, 3
+
+
+def text_arrays(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids and padding masks (int32, zeros past each text's length) and classes: a text's
+    class is its first token modulo 3."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, TEXT_LENGTH + 1, size=n)
+    mask = (np.arange(TEXT_LENGTH)[None] < lengths[:, None]).astype(np.int32)
+    tokens = rng.integers(1, TEXT_VOCABULARY, size=(n, TEXT_LENGTH)).astype(np.int32) * mask
+    return tokens, mask, (tokens[:, 0] % TEXT_CLASSES).astype(np.int64)
+
+
+def text_batches(batch: int = 50):
+    """Batches of a model with two named inputs: ({"token_ids": ..., "padding_mask": ...}, labels)."""
+    tokens, mask, y = text_arrays(n=200, seed=1)
+    return [({"token_ids": tokens[i:i + batch], "padding_mask": mask[i:i + batch]}, y[i:i + batch])
+            for i in range(0, len(y), batch)]

@@ -111,6 +111,12 @@ def interface_for(cfg, model, dataset, compute_precision: str | None = None) -> 
 
     if str(cfg.model.input_type) != "image" and not cfg.model.classifier:
         return PLAIN
+    if str(cfg.model.input_type) == "image" and model.inputs:
+        raise UserInputError(
+            f"model.input_type=image gives a model one image input, but model={cfg.model.name} takes "
+            f"{len(model.inputs)} inputs ({', '.join(n for n, _, _ in model.inputs)}). Set model.input_type=tensor: "
+            "each input is then fed as the tensor it is."
+        )
     return app_interface(
         cfg.model, cfg.dataset, dataset.class_names, model.n_outputs, model.input_shape,
         compute_precision or compute_spec(cfg.precision).precision, spec_version(cfg.target.coremltools_target),

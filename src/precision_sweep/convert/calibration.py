@@ -27,6 +27,7 @@ from collections import defaultdict
 import numpy as np
 
 from precision_sweep.errors import UserInputError
+from precision_sweep.samples import NamedSamples, feeds_of
 
 # Smallest activation range kept: its int8 scale (range / 255 at worst) is 2**-23, twice the
 # smallest fp16 subnormal, so it survives the cast to fp16.
@@ -51,6 +52,8 @@ def calibration_data(dataset, samples: int) -> tuple[np.ndarray, np.ndarray]:
     x = getattr(dataset, "x_calib", None)
     if x is None or y is None or len(x) == 0:
         x, y = dataset.x_train, dataset.y_train
+    if isinstance(x, NamedSamples):  # several inputs: each keeps its dtype (token ids stay int32)
+        return x[:samples], np.asarray(y[:samples])
     return np.asarray(x[:samples]), np.asarray(y[:samples])
 
 
@@ -61,7 +64,7 @@ def calibration_split(dataset, precision) -> np.ndarray | None:
     if not aq:
         return None
     x, _ = calibration_data(dataset, int(aq.calibration_samples))
-    return np.asarray(x, dtype=np.float32)
+    return x if isinstance(x, NamedSamples) else np.asarray(x, dtype=np.float32)
 
 
 def _update(stats: dict, name: str, value: np.ndarray) -> None:
@@ -83,14 +86,16 @@ def activation_stats(mlmodel, samples: np.ndarray, batch_size: int = 32) -> dict
     from precision_sweep.emulator import Emulator
 
     emulator = Emulator(mlmodel, compute_units="cpu_only")
-    (input_name,) = emulator.input_names
+    input_names = set(emulator.input_names)
     outputs = set(emulator.output_names)
     stats: dict = defaultdict(dict)
-    _update(stats, input_name, samples)
+    for name, value in feeds_of(samples, emulator.input_names[0]).items():
+        if np.issubdtype(np.asarray(value).dtype, np.floating):  # token ids and masks are not quantized
+            _update(stats, name, value)
     for start in range(0, len(samples), batch_size):
-        _, captured = emulator.predict({input_name: samples[start : start + batch_size]}, capture=True)
+        _, captured = emulator.predict(feeds_of(samples[start : start + batch_size], emulator.input_names[0]), capture=True)
         for name, (op_type, value) in captured.items():
-            if op_type == "const" or name in outputs or name == input_name or "@" in name:
+            if op_type == "const" or name in outputs or name in input_names or "@" in name:
                 continue  # "@": a value inside a loop/cond body (one per iteration), not an output Core ML records
             value = np.asarray(value)
             if value.dtype.type not in _RECORDED_DTYPES or value.size == 0:
@@ -101,6 +106,28 @@ def activation_stats(mlmodel, samples: np.ndarray, batch_size: int = 32) -> dict
         if max(abs(entry["rmin"]), abs(entry["rmax"])) < MIN_RANGE:
             entry["rmin"], entry["rmax"] = min(entry["rmin"], -MIN_RANGE), max(entry["rmax"], MIN_RANGE)
     return stats
+
+
+def _integer_operand_ops(mlmodel, op_types) -> list[str]:
+    """Names of the ``op_types`` ops whose ``x`` or ``y`` is an integer tensor (a padding
+    mask's arithmetic, an index): activation quantization is for float activations."""
+    from coremltools.proto import MIL_pb2
+
+    spec = mlmodel.get_spec()
+    floats = {MIL_pb2.DataType.Value(name) for name in ("FLOAT16", "FLOAT32", "FLOAT64", "BFLOAT16")}
+    names = []
+    for function in spec.mlProgram.functions.values():
+        dtypes = {value.name: value.type.tensorType.dataType for value in function.inputs}
+        for block in function.block_specializations.values():
+            for op in block.operations:
+                for out in op.outputs:
+                    dtypes[out.name] = out.type.tensorType.dataType
+                if op.type not in op_types:
+                    continue
+                operands = [arg.name for key in ("x", "y") if key in op.inputs for arg in op.inputs[key].arguments if arg.name]
+                if any(name in dtypes and dtypes[name] not in floats for name in operands):
+                    names.append(op.attributes["name"].immediateValue.tensor.strings.values[0])
+    return names
 
 
 def _concat_groups(mlmodel) -> list[list[str]]:
@@ -126,7 +153,7 @@ def quantize_activations(mlmodel, config, samples: np.ndarray):
     config
         A ``coremltools.optimize.coreml.OptimizationConfig`` of ``OpLinearQuantizerConfig``.
     samples
-        Calibration inputs (N, ...) for the model's single input.
+        Calibration inputs (N, ...) of the model's input, or NamedSamples of its several inputs.
     """
     from coremltools import _SPECIFICATION_VERSION_IOS_17
     from coremltools.converters.mil.frontend.milproto import load as milproto_to_pymil
@@ -138,6 +165,8 @@ def quantize_activations(mlmodel, config, samples: np.ndarray):
         raise ValueError("activation quantization needs calibration samples")
     stats = activation_stats(mlmodel, samples)
     prefix = PASS_REGISTRY["compression::insert_prefix_quantize_dequantize_pair"]
+    for name in _integer_operand_ops(mlmodel, prefix.SUPPORTED_OP_TYPES):
+        config.set_op_name(name, None)  # coremltools would quantize an int32 operand (a mask, an index) and fail
     prefix.set_options([PassOption("config", config)])
     prefix.set_options([PassOption("activation_stats", stats)])
     suffix = PASS_REGISTRY["compression::insert_suffix_quantize_dequantize_pair"]

@@ -47,7 +47,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from precision_sweep.cache import file_lock, publish_dir_atomic
+from precision_sweep.samples import hash_parts
 from precision_sweep.convert.app_interface import PLAIN, AppInterface
 from precision_sweep.convert.recipes import (
     FLOAT32,
@@ -261,6 +264,22 @@ def _scratch_dir() -> Path:
     return _SCRATCH[0]
 
 
+def _input_key(model: LoadedModel):
+    """The inputs' part of a conversion's cache key (a single input: its name, as before)."""
+    return model.input_name if not model.inputs else [[n, list(s), d] for n, s, d in model.inputs]
+
+
+def _tensor_inputs(model: LoadedModel, batch) -> list:
+    """One ``ct.TensorType`` per model input, the batch dimension ``batch``; integer inputs
+    (token ids, masks) as int32, the integer type Core ML inputs take."""
+    import coremltools as ct
+
+    if not model.inputs:
+        return [ct.TensorType(name=model.input_name, shape=(batch, *model.input_shape))]
+    return [ct.TensorType(name=name, shape=(batch, *shape), **({"dtype": np.int32} if dtype.startswith("int") else {}))
+            for name, shape, dtype in model.inputs]
+
+
 def _frontend(model: LoadedModel, target_name: str, compute: ComputeSpec, max_batch: int, cache_dir: Path | None):
     """(program, where it came from): see :func:`frontend_program`."""
     import coremltools as ct
@@ -286,7 +305,7 @@ def _frontend(model: LoadedModel, target_name: str, compute: ComputeSpec, max_ba
                 model.keras_model,
                 source="tensorflow",
                 convert_to="milinternal",
-                inputs=[ct.TensorType(name=model.input_name, shape=(batch, *model.input_shape))],
+                inputs=_tensor_inputs(model, batch),
                 minimum_deployment_target=coremltools_target(target_name),
                 compute_precision=compute.frontend_value(),
                 pass_pipeline=ct.PassPipeline.EMPTY,
@@ -357,7 +376,7 @@ def base_package(model: LoadedModel, target_name: str, compute: ComputeSpec, max
     if convert_to == NEURALNETWORK:
         compute = FLOAT32
     entry = {"stage": "base", "model": model.content_hash, "target": target_name, "compute": compute.key,
-             "max_batch": max_batch, "input": model.input_name, "versions": _versions()}
+             "max_batch": max_batch, "input": _input_key(model), "versions": _versions()}
     if not interface.plain:
         entry["interface"] = interface.key()
     if convert_to == NEURALNETWORK:
@@ -411,7 +430,7 @@ def compressed_package(model: LoadedModel, precision, target_name: str, max_batc
     compute = compute_spec(precision)
     base = base_package(model, target_name, compute, max_batch, cache_dir, recipe=precision.name, interface=interface)
     entry = {"stage": "compressed", "base": base.name, "recipe": recipe_block(precision),
-             "keep_float": sorted(keep_float), "calibration": hash_arrays([calibration]) if calibration is not None else None,
+             "keep_float": sorted(keep_float), "calibration": hash_arrays(hash_parts(calibration)) if calibration is not None else None,
              "versions": _versions()}
     stages = ()
     if convert_to == NEURALNETWORK:

@@ -18,6 +18,7 @@ import numpy as np
 
 from precision_sweep.data import split_cache
 from precision_sweep.data.preprocessing import ImageFeed
+from precision_sweep.samples import NamedSamples, hash_parts
 from precision_sweep.data.validate import check_dataset_path
 from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_arrays
@@ -30,7 +31,8 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 @dataclass
 class Dataset:
-    """Train/test/calibration arrays in the model's input layout, integer labels."""
+    """Train/test/calibration samples in the model's input layout (one array, or
+    :class:`NamedSamples` for a model with several inputs), and their labels."""
 
     name: str
     x_train: np.ndarray
@@ -65,6 +67,8 @@ class Dataset:
     @property
     def content_hash(self) -> str:
         """Hash of the evaluated (test) arrays: runs on different data never compare silently."""
+        if isinstance(self.x_test, NamedSamples):
+            return hash_arrays([*hash_parts(self.x_test), self.y_test], extra=sorted(self.x_test.names))
         return hash_arrays([self.x_test, self.y_test])
 
     @property
@@ -74,10 +78,12 @@ class Dataset:
 
 @dataclass
 class InputSpec:
-    """What the model takes: per-sample shape (None = not known yet) and dtype."""
+    """What the model takes: per-sample shape (None = not known yet) and dtype; for a model
+    with several inputs, each as ``(name, shape, dtype)`` in ``inputs``."""
 
     shape: tuple | None = None
     dtype: str = "float32"
+    inputs: tuple = ()
 
 
 def _channels(spec: InputSpec, layout: str) -> int | None:
@@ -107,8 +113,25 @@ def to_model_channels(x: np.ndarray, cfg, spec: InputSpec) -> np.ndarray:
     return x
 
 
+def _preprocess_named(x: NamedSamples, cfg, spec: InputSpec) -> NamedSamples:
+    """Several inputs are stored as the model takes them: each is cast to its input's dtype
+    (int64 token ids to int32, as Core ML takes them); the image preprocessing does not apply."""
+    changed = [key for key, default in (("scale", 1.0), ("mean", None), ("std", None)) if cfg[key] != default]
+    if changed:
+        raise UserInputError(
+            f"dataset.{changed[0]}={cfg[changed[0]]} preprocesses a single input; the model takes several "
+            f"({', '.join(x.names)}), which are read as stored. Store each input as the model takes it and "
+            f"set dataset.{changed[0]}={'1.0' if changed[0] == 'scale' else 'null'}."
+        )
+    dtypes = {name: dtype for name, _, dtype in spec.inputs}
+    return NamedSamples({name: np.ascontiguousarray(array.astype(dtypes.get(name, array.dtype), copy=False))
+                         for name, array in x.arrays.items()})
+
+
 def preprocess(x: np.ndarray, cfg, spec: InputSpec) -> np.ndarray:
     """Apply the dataset config's preprocessing to raw NHWC samples (other ranks: scale, mean/std)."""
+    if isinstance(x, NamedSamples):
+        return _preprocess_named(x, cfg, spec)
     x = to_model_channels(x, cfg, spec)
     image = x.ndim == 4
     if image:
@@ -203,8 +226,9 @@ def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict, cac
     x_train, y_train, x_test, y_test = _split(cfg, x_raw, y, cache_dir)
     shifts = int(cfg.get("shifts") or 0)
     test_groups = None
+    images = not isinstance(x_raw, NamedSamples) and np.ndim(x_raw) == 4
     if shifts:
-        if np.ndim(x_train) != 4:
+        if not images:
             raise UserInputError(f"dataset.shifts={shifts} shifts images; dataset={cfg.name} holds no images. Set dataset.shifts=0.")
         x_train, y_train = _shifted(x_train, y_train, shifts)
         test_groups = np.tile(np.arange(len(y_test)), (2 * shifts + 1) ** 2)
@@ -236,8 +260,8 @@ def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict, cac
         x_calib=preprocess(x_calib, cfg, spec),
         y_calib=y_calib,
         run_params=run_params,
-        pixels_test=to_model_channels(x_test, cfg, spec) if np.ndim(x_test) == 4 else None,
-        pixels_calib=to_model_channels(x_calib, cfg, spec) if np.ndim(x_calib) == 4 else None,
+        pixels_test=to_model_channels(x_test, cfg, spec) if images else None,
+        pixels_calib=to_model_channels(x_calib, cfg, spec) if images else None,
         test_groups=test_groups,
     )
 
@@ -252,13 +276,17 @@ def _npz(cfg, spec: InputSpec, cache_dir: Path | None, labels: str = "classes") 
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.keys())
-            missing = [k for k in ("x", "y") if k not in keys]
+            wanted = [name for name, _, _ in spec.inputs] or ["x"]
+            missing = [k for k in (*wanted, "y") if k not in keys]
             if missing:
+                saving = ", ".join(f"{k}=..." for k in wanted)
                 raise UserInputError(
                     f"The npz file dataset.path={path} has no array {' or '.join(missing)} (it holds: "
-                    f"{', '.join(keys) or 'nothing'}). Save it with np.savez(path, x=samples, y=labels)."
+                    f"{', '.join(keys) or 'nothing'}). Save it with np.savez(path, {saving}, y=labels)"
+                    + (": one array per model input, named as the input." if spec.inputs else ".")
                 )
-            x, y = archive["x"], archive["y"]
+            x = {k: archive[k] for k in wanted} if spec.inputs else archive["x"]
+            y = archive["y"]
             names = archive["class_names"] if "class_names" in keys else None
     except UserInputError:
         raise
@@ -272,11 +300,14 @@ def _npz(cfg, spec: InputSpec, cache_dir: Path | None, labels: str = "classes") 
             f"dataset.path={path} is not a readable .npz file ({type(exc).__name__}: {exc}). Write it "
             "with np.savez(path, x=samples, y=labels)."
         ) from exc
-    if len(x) != len(y):
-        raise UserInputError(
-            f"The npz file dataset.path={path} has {len(x)} samples in x but {len(y)} labels in y. "
-            "x and y must have the same length (one label per sample)."
-        )
+    for name, array in (x.items() if isinstance(x, dict) else [("x", x)]):
+        if len(array) != len(y):
+            raise UserInputError(
+                f"The npz file dataset.path={path} has {len(array)} samples in {name} but {len(y)} labels in y. "
+                f"{name} and y must have the same length (one label per sample)."
+            )
+    if isinstance(x, dict):
+        x = NamedSamples(x)
     return assemble_labelled(cfg, x, y, names, spec, cache_dir, labels, f"dataset.path={path}")
 
 
@@ -285,9 +316,10 @@ def assemble_labelled(cfg, x: np.ndarray, y: np.ndarray, names, spec: InputSpec,
     """A :class:`Dataset` from samples ``x`` and labels ``y`` read as the task's ``labels`` kind
     (classes, ids or values): the rule of every source whose labels are not class folders.
     ``names`` are the class names (None: "0".."K-1"); ``where`` names the data in messages."""
-    if not np.issubdtype(x.dtype, np.number):
-        raise UserInputError(f"x in {where} has dtype {x.dtype}; store numeric samples.")
-    _check_finite(x, where)
+    for name, array in (x.arrays.items() if isinstance(x, NamedSamples) else [("x", x)]):
+        if not np.issubdtype(array.dtype, np.number):
+            raise UserInputError(f"{name} in {where} has dtype {array.dtype}; store numeric samples.")
+        _check_finite(array, where)
     if labels == "values":
         return _assemble(cfg, x, _values(y, f"in {where}"), [], spec, run_params or {}, cache_dir)
     y = _labels(y, f"in {where}")

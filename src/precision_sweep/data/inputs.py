@@ -18,6 +18,7 @@ from precision_sweep.data.datasets import Dataset, InputSpec
 from precision_sweep.data.loading import load_dataset
 from precision_sweep.data.models import LoadedModel, load_model, predict_probabilities
 from precision_sweep.data.models.card import write_json_atomic
+from precision_sweep.samples import NamedSamples, hash_parts
 from precision_sweep.data.validate import validate_sources
 from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_arrays
@@ -29,8 +30,18 @@ def check_compatible(dataset: Dataset, model: LoadedModel, dataset_cfg=None, cla
     """Refuse a dataset whose samples or labels cannot fit the model, saying how to fix it
     (labels against the output classes only where they are ``class_labels``; a task's own
     labels are checked against the outputs by the task)."""
-    sample = tuple(dataset.x_test.shape[1:])
-    if sample != tuple(model.input_shape):
+    if model.inputs and not isinstance(dataset.x_test, NamedSamples):
+        names = ", ".join(name for name, _, _ in model.inputs)
+        raise UserInputError(
+            f"model={model.name} takes {len(model.inputs)} inputs ({names}) but dataset={dataset.name} gives one "
+            "array per sample. Give one array per input, named as the input: dataset=npz with "
+            f"np.savez(path, {', '.join(f'{n}=...' for n, _, _ in model.inputs)}, y=labels), or dataset=python "
+            "yielding ({input name: batch}, labels)."
+        )
+    if isinstance(dataset.x_test, NamedSamples):
+        _check_named_inputs(dataset, model)
+    elif tuple(dataset.x_test.shape[1:]) != tuple(model.input_shape):
+        sample = tuple(dataset.x_test.shape[1:])
         layout_hint = ""
         if len(sample) == 3 and sorted(sample) == sorted(model.input_shape):
             layout_hint = " The same sizes in another order: set dataset.layout=nchw (or nhwc)."
@@ -67,6 +78,18 @@ def check_compatible(dataset: Dataset, model: LoadedModel, dataset_cfg=None, cla
         )
 
 
+def _check_named_inputs(dataset: Dataset, model: LoadedModel) -> None:
+    """Each input's samples against the model's input of that name (shape without the batch)."""
+    for name, shape, _ in model.input_specs:
+        have = tuple(dataset.x_test.arrays[name].shape[1:])
+        if have != tuple(shape):
+            raise UserInputError(
+                f"The samples of input {name!r} in dataset={dataset.name} have shape {have} but model={model.name} "
+                f"takes {tuple(shape)} there (without the batch dimension). Store each input's array in the "
+                "shape of its model input."
+            )
+
+
 def _probe(model: LoadedModel, x: np.ndarray, cache_dir: Path | None) -> tuple[bool, float, float]:
     """(any negative output, smallest row sum, largest row sum) of the model on ``x``.
 
@@ -75,7 +98,7 @@ def _probe(model: LoadedModel, x: np.ndarray, cache_dir: Path | None) -> tuple[b
     """
     record = None
     if cache_dir is not None:
-        record = Path(cache_dir) / "models" / "probes" / f"{model.content_hash}-{hash_arrays([x])}.json"
+        record = Path(cache_dir) / "models" / "probes" / f"{model.content_hash}-{hash_arrays(hash_parts(x))}.json"
         try:
             negative, low, high = json.loads(record.read_text())
             return bool(negative), float(low), float(high)
@@ -112,7 +135,7 @@ def load_inputs(model_cfg, dataset_cfg, cache_dir: str | Path, labels: str = "cl
         model = load_model(model_cfg, dataset, cache_dir)
     else:
         model = load_model(model_cfg, None, cache_dir)
-        dataset = load_dataset(dataset_cfg, InputSpec(tuple(model.input_shape), model.input_dtype), cache_dir, labels)
+        dataset = load_dataset(dataset_cfg, InputSpec(tuple(model.input_shape), model.input_dtype, model.inputs), cache_dir, labels)
     check_compatible(dataset, model, class_labels=str(labels) == "classes")
     if str(labels) == "classes":
         _warn_if_not_probabilities(model, dataset.x_test, cache_dir)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from precision_sweep.data.datasets import Dataset, InputSpec, assemble_labelled
+from precision_sweep.samples import NamedSamples
 from precision_sweep.data.validate import config_value, resolve_target, target_kwargs, tfds_builder_dir, tfrecord_files
 from precision_sweep.errors import UserInputError
 
@@ -32,8 +33,9 @@ log = logging.getLogger(__name__)
 def _as_array(value, target: str, what: str) -> np.ndarray:
     if isinstance(value, dict):
         raise UserInputError(
-            f"dataset.target={target} yields {what} as a dict ({', '.join(map(str, value))}); models with "
-            "several named inputs are not supported yet. Yield one array of inputs per batch."
+            f"dataset.target={target} yields {what} as a dict ({', '.join(map(str, value))}); a dict names "
+            "the inputs of a model with several inputs, and labels are one array. Yield labels as one array "
+            "per batch."
         )
     try:
         array = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
@@ -82,8 +84,18 @@ def _batches(elements: Iterable, target: str, spec: InputSpec) -> tuple[np.ndarr
                 "(inputs, labels) pair. Yield (or map the tf.data.Dataset to) 2-tuples: "
                 "dataset.map(lambda d: (d['image'], d['label']))."
             )
-        x = _as_array(element[0], target, "inputs")
         y = _as_array(element[1], target, "labels")
+        if spec.inputs or isinstance(element[0], dict):  # several inputs, by name
+            batch = _named_batch(element[0], target, spec, index)
+            if y.ndim == 0 or len(y) != len(next(iter(batch.values()))):
+                raise UserInputError(
+                    f"dataset.target={target} yields labels of shape {y.shape} with inputs of "
+                    f"{len(next(iter(batch.values())))} samples in element {index}: one label per sample."
+                )
+            xs.append(batch)
+            ys.append(y)
+            continue
+        x = _as_array(element[0], target, "inputs")
         is_single = spec.shape is not None and x.ndim == len(spec.shape)
         if single is None:
             single = is_single
@@ -104,7 +116,31 @@ def _batches(elements: Iterable, target: str, spec: InputSpec) -> tuple[np.ndarr
         ys.append(y)
     if not xs:
         raise UserInputError(f"dataset.target={target} yields no samples. Return a dataset that holds some.")
+    if isinstance(xs[0], dict):
+        return NamedSamples({name: _concatenate([x[name] for x in xs], target, f"inputs {name!r}") for name in xs[0]}), \
+            _concatenate(ys, target, "labels")
     return _concatenate(xs, target, "inputs"), _concatenate(ys, target, "labels")
+
+
+def _named_batch(inputs, target: str, spec: InputSpec, index: int) -> dict[str, np.ndarray]:
+    """One element's inputs of a model with several inputs: a batch of each, by input name."""
+    names = [name for name, _, _ in spec.inputs]
+    if not isinstance(inputs, dict) or (names and sorted(map(str, inputs)) != sorted(names)):
+        have = ", ".join(map(str, inputs)) if isinstance(inputs, dict) else f"a {type(inputs).__name__}"
+        raise UserInputError(
+            f"dataset.target={target} yields {have} as the inputs of element {index}; the model takes "
+            f"{', '.join(names) or 'one input'}. Yield ({{{', '.join(f'{n!r}: batch' for n in names)}}}, labels), "
+            "one batch per input named as the input."
+        )
+    batch = {str(name): _as_array(value, target, f"inputs {name!r}") for name, value in inputs.items()}
+    lengths = {len(array) if array.ndim else 0 for array in batch.values()}
+    if len(lengths) != 1 or 0 in lengths:
+        raise UserInputError(
+            f"dataset.target={target} yields inputs of different batch sizes in element {index} "
+            f"({', '.join(f'{n} {a.shape}' for n, a in batch.items())}). Yield one batch of each input, "
+            "batch dimension first."
+        )
+    return batch
 
 
 def _concatenate(parts: list[np.ndarray], where: str, what: str) -> np.ndarray:

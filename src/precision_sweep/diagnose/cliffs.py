@@ -35,6 +35,7 @@ import pandas as pd
 
 from precision_sweep.emulator import datapath
 from precision_sweep.emulator.numerics import MAC_OPS
+from precision_sweep.samples import feeds_of, hash_parts
 
 FP16_MAX = 65504.0
 FP16_TINY = 2.0**-14
@@ -100,7 +101,7 @@ def op_stats(fp32_program, x: np.ndarray, batch: int = 16, plan_cache=None) -> d
     from precision_sweep.emulator import Execution
     from precision_sweep.hashing import hash_arrays
 
-    key = (str(fp32_program), hash_arrays([x]))
+    key = (str(fp32_program), hash_arrays(hash_parts(x)))
     if key in _STATS_MEMO:
         return _STATS_MEMO[key]
     emulator = Execution("cpu_only", plan_cache=plan_cache).emulator(fp32_program)
@@ -108,7 +109,7 @@ def op_stats(fp32_program, x: np.ndarray, batch: int = 16, plan_cache=None) -> d
     stats: dict[str, OpStats] = {}
     steps = [s for s in emulator.plan.steps if s.outputs]
     for start in range(0, len(x), batch):
-        env = {name: np.asarray(x[start : start + batch])}
+        env = feeds_of(x[start : start + batch], name)
         with np.errstate(all="ignore"):
             _, values = emulator.predict(env, capture=True)
         for step in steps:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from precision_sweep.data.layers import LayerMapper
+from precision_sweep.samples import feeds_of
 
 _SUFFIX = re.compile(r"(_cast_fp16|_cast_fp32|_to_fp16|_to_fp32|_quantized)+$")
 # The unique number of a traced TensorFlow loop or branch function inside a variable name.
@@ -75,7 +76,7 @@ def capture(program: Any, x: np.ndarray, execution: Any = None) -> Capture:
     emulator = program if isinstance(program, Emulator) else (execution or Execution()).emulator(program)
     inputs_of: dict[str, list[str]] = {}
     with np.errstate(all="ignore"):
-        outputs, values = emulator.predict({emulator.input_names[0]: x}, capture=True, dataflow=inputs_of)
+        outputs, values = emulator.predict(feeds_of(x, emulator.input_names[0]), capture=True, dataflow=inputs_of)
     return Capture(outputs, values, dict(emulator.plan.producers), inputs_of)
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from precision_sweep.diagnose.drift import Capture, capture, drift_table
 from precision_sweep.data.layers import LayerMapper
+from precision_sweep.samples import feeds_of
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def fp16_with_fp32_ops(model, target_name: str, keep: set[str], max_batch: int =
 def _predict(emulator, x: np.ndarray, batch: int = 256) -> np.ndarray:
     name = emulator.input_names[0]
     with np.errstate(all="ignore"):
-        parts = [emulator.predict({name: x[i:i + batch]})[emulator.output_names[0]] for i in range(0, len(x), batch)]
+        parts = [emulator.predict(feeds_of(x[i:i + batch], name))[emulator.output_names[0]] for i in range(0, len(x), batch)]
     return np.concatenate(parts).astype(np.float32)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from precision_sweep.samples import feeds_of
 from precision_sweep.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,9 @@ def _coreml(path: Path, execution) -> Runtime:
 
     def predict_rows(feeds: dict) -> list[dict]:
         # one sample per call: an image input takes a PIL image, a classifier returns one label
-        (name, x), = feeds.items()
-        return [mlmodel.predict({name: feed(x[i]) if feed else x[i : i + 1]}) for i in range(len(x))]
+        count = len(next(iter(feeds.values())))
+        return [mlmodel.predict({name: feed(x[i]) if feed else x[i : i + 1] for name, x in feeds.items()})
+                for i in range(count)]
 
     if not description.predictedFeatureName:
         output = description.output[0].name
@@ -145,7 +147,7 @@ def select_runtime(name: str, path: Path, execution, probe: np.ndarray | None = 
             try:
                 runtime = _coreml(path, execution)
                 if probe is not None:
-                    runtime.predict({runtime.input_name: probe[:1]})
+                    runtime.predict(feeds_of(probe[:1], runtime.input_name))
                 return runtime
             except Exception as exc:  # fall back, but say so in the run
                 log.warning("Core ML runtime unavailable (%s); using the emulator", exc)
@@ -168,7 +170,8 @@ def batch_size_for(runtime: Runtime, requested: int) -> int:
 
 def run_batches(runtime: Runtime, x: np.ndarray, batch_size: int, progress: bool = True, desc: str = "",
                 labels: list | None = None) -> np.ndarray:
-    """Predict ``x`` in batches and return the evaluated output (a classifier's
+    """Predict ``x`` (one array, or :class:`~precision_sweep.samples.NamedSamples` for
+    several inputs) in batches and return the evaluated output (a classifier's
     probabilities) as float32. For a classifier, ``labels`` (a list) receives the predicted
     labels, one array per batch."""
     from tqdm.auto import tqdm
@@ -177,7 +180,7 @@ def run_batches(runtime: Runtime, x: np.ndarray, batch_size: int, progress: bool
     starts = range(0, len(x), batch_size)
     # disable=None: no bar when stderr is not a terminal (no carriage returns in a log file)
     for start in tqdm(starts, desc=desc or runtime.name, disable=None if progress else True, unit="batch", leave=False):
-        result = runtime.predict({runtime.input_name: x[start : start + batch_size]})
+        result = runtime.predict(feeds_of(x[start : start + batch_size], runtime.input_name))
         outputs.append(np.asarray(result[runtime.output_name], dtype=np.float32))
         if labels is not None and runtime.label_name is not None:
             labels.append(np.asarray(result[runtime.label_name]).reshape(-1))

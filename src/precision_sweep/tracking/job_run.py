@@ -31,6 +31,7 @@ from mlflow.entities import (
 
 from precision_sweep.limits import stop_in_chain
 from precision_sweep.runtime.threads import thread_share
+from precision_sweep.samples import NamedSamples
 from precision_sweep.tracking.liveness import process_tags
 
 # Tag that says how a job ended: evaluated, skipped or failed.
@@ -122,7 +123,8 @@ class JobRun:
         """
         from mlflow.data.numpy_dataset import from_numpy
 
-        numpy = from_numpy(x, targets=y, name=name, digest=digest)._to_mlflow_entity()
+        features = x.feeds() if isinstance(x, NamedSamples) else x
+        numpy = from_numpy(features, targets=y, name=name, digest=digest)._to_mlflow_entity()
         entity = Dataset(
             name=name, digest=digest, source_type=numpy.source_type, source=numpy.source, schema=numpy.schema,
             profile=json.dumps({"num_rows": len(y), **json.loads(numpy.profile or "{}")}),

@@ -69,6 +69,7 @@ def write_card(card: Path, loaded: LoadedModel, cfg) -> None:
         "input_name": loaded.input_name,
         "input_shape": list(loaded.input_shape),
         "input_dtype": loaded.input_dtype,
+        "inputs": [[name, list(shape), dtype] for name, shape, dtype in loaded.inputs],
         "n_outputs": loaded.n_outputs,
         "output_name": loaded.output_name,
         "keras_layers": None if loaded.keras_layers is None else {
@@ -123,6 +124,7 @@ def from_card(cfg, data: dict, path: Path | None, loader: Callable[[], LoadedMod
         output_name=data["output_name"],
         keras_layers=None if layers is None else (tuple(layers["layers"]), layers["model"], tuple(layers["inputs"])),
         loader=loader,
+        inputs=tuple((name, tuple(shape), dtype) for name, shape, dtype in data.get("inputs", [])),
     )
     loaded.run_params = run_params_of(cfg, loaded, **data["run_params"])
     return loaded

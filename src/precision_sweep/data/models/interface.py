@@ -1,5 +1,6 @@
-"""The model's interface checked against the config: one input of a fixed shape and dtype, and
-one (batch, classes) output chosen by ``model.output``. Shared by every source."""
+"""The model's interface checked against the config: its inputs (one, or several named ones of
+a Keras 3 model), each of a fixed shape and dtype, and the output chosen by ``model.output``.
+Shared by every source."""
 
 from __future__ import annotations
 
@@ -65,23 +66,56 @@ def n_outputs_of(shape, output_name: str, where: str) -> int | None:
         return None
     return int(shape[-1])
 
-def require_one_input(cfg, count: int) -> None:
-    """Refuse a model with other than one input (precision-sweep evaluates single-input classifiers)."""
+def require_one_input(cfg, count: int, source: str) -> None:
+    """Refuse several inputs where a model source reads one (a Keras 3 model may have several)."""
     if count != 1:
         raise UserInputError(
-            f"Model {cfg.name!r} has {count} inputs; precision-sweep evaluates "
-            "single-input classifiers. Export a single-input model."
+            f"Model {cfg.name!r} has {count} inputs; models with several inputs are read from Keras 3 "
+            f"files (model.source=keras_file), not {source}. Save the model as .keras with Keras 3, "
+            "or export a single-input model."
         )
 
 
+def several_inputs(cfg, model, where: str) -> tuple:
+    """Every input of a Keras model with several inputs, as ``(name, shape, dtype)``: each
+    shape fixed (the converted program needs it) and each dtype one Core ML inputs can take."""
+    if cfg.input_name is not None or cfg.input_shape is not None or cfg.input_dtype is not None:
+        raise UserInputError(
+            f"{where} has {len(model.inputs)} inputs; model.input_name, model.input_shape and "
+            "model.input_dtype describe a single input. Set them to null: each input's name, shape "
+            "and dtype are read from the model."
+        )
+    specs = []
+    for tensor in model.inputs:
+        name = tensor.name.split(":")[0]
+        shape = tuple(None if d is None else int(d) for d in tensor.shape[1:])
+        if any(d is None for d in shape):
+            raise UserInputError(
+                f"The input {name!r} of {where} has open dimensions {shape} (None = any size); the "
+                "converted program needs fixed ones, and model.input_shape describes a single input. "
+                f"Build the input with a fixed shape, e.g. keras.Input(shape=({', '.join(str(d or 64) for d in shape)},), name={name!r})."
+            )
+        dtype = str(tensor.dtype)
+        if dtype not in ("float32", "float16", "int32", "int64"):
+            raise UserInputError(
+                f"The input {name!r} of {where} is {dtype}; Core ML inputs are float32, float16 or "
+                "int32 tensors. Build the input as float32 or int32."
+            )
+        specs.append((name, shape, dtype))
+    names = [name for name, _, _ in specs]
+    if len(set(names)) != len(names):
+        raise UserInputError(f"The inputs of {where} share names ({', '.join(names)}); give each keras.Input its own name.")
+    return tuple(specs)
+
+
 def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
-    """A Keras 3 model: one input, the selected output."""
+    """A Keras 3 model: its inputs (one, or several by name), the selected output."""
     import keras
 
     where = f"model={cfg.name}"
-    require_one_input(cfg, len(model.inputs))
+    inputs = several_inputs(cfg, model, where) if len(model.inputs) > 1 else ()
     input_name = model.inputs[0].name.split(":")[0]
-    if cfg.input_name is not None and cfg.input_name != input_name:
+    if not inputs and cfg.input_name is not None and cfg.input_name != input_name:
         raise UserInputError(
             f"model.input_name={cfg.input_name} but the input of {where} is named {input_name!r}. "
             f"Set model.input_name={input_name} (or null)."
@@ -100,15 +134,16 @@ def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
         name=cfg.name,
         keras_model=model,
         input_name=input_name,
-        input_shape=resolve_shape(cfg, model.inputs[0].shape[1:], where),
+        input_shape=inputs[0][1] if inputs else resolve_shape(cfg, model.inputs[0].shape[1:], where),
         outputs_are=cfg.outputs_are,
         content_hash=content_hash or _content_hash(model),
         path=path,
-        input_dtype=resolve_dtype(cfg, str(model.inputs[0].dtype), where),
+        input_dtype=inputs[0][2] if inputs else resolve_dtype(cfg, str(model.inputs[0].dtype), where),
         n_outputs=n_outputs_of(model.outputs[0].shape, names[index], where),
         output_name=names[index],
         source_model=model,
         keras_layers=keras_layer_names(model),
+        inputs=inputs,
     )
     loaded.run_params = run_params_of(cfg, loaded)
     return loaded

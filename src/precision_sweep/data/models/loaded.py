@@ -48,11 +48,19 @@ class LoadedModel:
     keras_layers: tuple | None = None
     # Loads the model (a :class:`LoadedModel` with the TensorFlow objects) on first use.
     loader: Callable[[], LoadedModel] | None = field(default=None, repr=False, compare=False)
+    # A model with several inputs: every input as (name, shape without batch, dtype), the
+    # first being input_name/input_shape/input_dtype; empty for a model with one input.
+    inputs: tuple = ()
 
     def __post_init__(self):
         if self.loader is not None:
             for name in _HEAVY:  # absent, so that reading one goes through __getattr__
                 self.__dict__.pop(name, None)
+
+    @property
+    def input_specs(self) -> tuple:
+        """Every input as ``(name, shape without batch, dtype)``, in the model's order."""
+        return self.inputs or ((self.input_name, tuple(self.input_shape), self.input_dtype),)
 
     @property
     def is_loaded(self) -> bool:
@@ -68,7 +76,7 @@ class LoadedModel:
 
     def _load(self) -> None:
         full = self.__dict__["loader"]()
-        for attr in ("content_hash", "input_name", "input_shape", "input_dtype", "n_outputs", "output_name"):
+        for attr in ("content_hash", "input_name", "input_shape", "input_dtype", "n_outputs", "output_name", "inputs"):
             if getattr(full, attr) != getattr(self, attr):
                 raise RuntimeError(
                     f"model {self.name}: the loaded model's {attr} {getattr(full, attr)!r} differs from its "
@@ -85,7 +93,7 @@ def run_params_of(cfg, loaded: LoadedModel, **extra) -> dict:
     return {
         "model_source": cfg.source,
         "model_safe_mode": bool(cfg.safe_mode),
-        "model_input": f"{loaded.input_name} {list(loaded.input_shape)} {loaded.input_dtype}",
+        "model_input": ", ".join(f"{name} {list(shape)} {dtype}" for name, shape, dtype in loaded.input_specs),
         "model_output": loaded.output_name,
         "model_outputs_are": loaded.outputs_are,
         **extra,
@@ -99,8 +107,11 @@ def batched(fn: Callable[[np.ndarray], np.ndarray], batch_size: int = 256) -> Ca
     return predict
 
 def predict_probabilities(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Run the TF model in inference mode and return its outputs as float32."""
+    """Run the TF model in inference mode and return its outputs as float32 (``x``: one array,
+    or :class:`~precision_sweep.samples.NamedSamples` for a model with several inputs)."""
+    from precision_sweep.samples import NamedSamples
+
     if loaded.predict_fn is not None:
         return np.asarray(loaded.predict_fn(x), dtype=np.float32)
-    outputs = loaded.keras_model.predict(x, batch_size=batch_size, verbose=0)
+    outputs = loaded.keras_model.predict(x.feeds() if isinstance(x, NamedSamples) else x, batch_size=batch_size, verbose=0)
     return np.asarray(outputs, dtype=np.float32)

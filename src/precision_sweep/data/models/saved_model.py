@@ -45,8 +45,9 @@ def _load(cfg, path: Path) -> LoadedModel:
     inputs = dict(signature.structured_input_signature[1])
     if len(inputs) != 1:
         raise UserInputError(
-            f"The {where} takes {len(inputs)} inputs ({', '.join(inputs)}); precision-sweep evaluates "
-            "single-input classifiers. Export a signature with one input."
+            f"The {where} takes {len(inputs)} inputs ({', '.join(inputs)}); models with several inputs are "
+            "read from Keras 3 files (model.source=keras_file). Save the model as .keras with Keras 3, or "
+            "export a signature with one input."
         )
     key, spec = next(iter(inputs.items()))
     outputs = signature.structured_outputs

@@ -53,7 +53,7 @@ def _load(cfg, path: Path) -> LoadedModel:
     except Exception as exc:  # noqa: BLE001
         raise load_failed(path, exc, f"tf_keras {tf_keras.__version__}") from exc
     where = f"model={cfg.name}"
-    require_one_input(cfg, len(model.inputs))
+    require_one_input(cfg, len(model.inputs), "a tf_keras (Keras 2) model")
     names = list(model.output_names)
     index = select_output(cfg, names, where)
     if len(model.outputs) > 1:
