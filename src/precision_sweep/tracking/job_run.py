@@ -28,6 +28,7 @@ from mlflow.entities import (
     Param,
     RunTag,
 )
+from mlflow.exceptions import MlflowException
 
 from precision_sweep.limits import stop_in_chain
 from precision_sweep.runtime.threads import thread_share
@@ -44,6 +45,15 @@ NOTE_TAG = "mlflow.note.content"
 # The worker's thread share the job ran with (runtime.threads.thread_share).
 THREADS_TAG = "precision_sweep.threads"
 # Run params copied onto the job's LoggedModel: what the Models tab filters and compares by.
+# The store's messages for an insert that lost to a concurrent one: SQLite, PostgreSQL, MySQL.
+_UNIQUE_VIOLATIONS = ("UNIQUE constraint failed", "duplicate key value violates unique constraint", "Duplicate entry")
+_INSERT_RACE_ATTEMPTS = 3
+
+
+def _lost_insert_race(exc: Exception) -> bool:
+    return any(text in str(exc) for text in _UNIQUE_VIOLATIONS)
+
+
 MODEL_PARAMS = (
     "precision", "target", "compute_units", "device", "model", "dataset", "effective_target",
     "spec_version", "model_format", "runtime", "numerics_version", "model_hash", "dataset_hash",
@@ -130,7 +140,15 @@ class JobRun:
             profile=json.dumps({"num_rows": len(y), **json.loads(numpy.profile or "{}")}),
         )
         context = InputTag("mlflow.data.context", "evaluation")
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=[context])])
+        for attempt in range(_INSERT_RACE_ATTEMPTS):
+            try:
+                self.client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags=[context])])
+                break
+            except MlflowException as exc:
+                # A parallel job inserted the same dataset between MLflow's lookup and its insert;
+                # the transaction rolled back, and the next attempt finds that row and links it.
+                if attempt == _INSERT_RACE_ATTEMPTS - 1 or not _lost_insert_race(exc):
+                    raise
         self._dataset = (name, digest)
 
     def create_model(self, name: str) -> str:
