@@ -29,6 +29,26 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
             os.unlink(tmp)
 
 
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Named arrays in one ``.npz`` (``np.savez``), written as :func:`save_npy_atomic` writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
 def load_npy(path: Path) -> np.ndarray | None:
     if not path.exists():
         return None

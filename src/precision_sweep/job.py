@@ -149,14 +149,16 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
         converted, dataset, baseline, search = _search(cfg, run, model, dataset, baseline, job_dir)
     else:
         converted = _convert(cfg, run, model, dataset, job_dir)
-    runtime, outputs, labels, eval_seconds = _execute(cfg, run, converted, dataset)
+    runtime, outputs, labels, others, eval_seconds = _execute(cfg, run, model, converted, dataset)
     metrics, files = _measure(cfg, run, model, dataset, converted, runtime, outputs, labels, baseline, job_dir)
+    if model.output_names:  # every output's drift, the judged one's included
+        metrics.update(_every_output(cfg, model, dataset, runtime, outputs, others))
     metrics["eval_seconds"] = eval_seconds
     if search is not None:  # the budget, judged on the held-out part the job just measured
         from precision_sweep.search.run import judge_held_out
 
         metrics.update(judge_held_out(cfg, run, metrics, search))
-    _record(cfg, run, metrics, files, outputs, baseline, dataset, converted, job_dir)
+    _record(cfg, run, metrics, files, outputs, baseline, dataset, converted, job_dir, others)
     disagrees = metrics.get("agreement", 1.0) < cfg.diagnosis.below_agreement  # tasks without classes: no agreement
     doctor = None
     if dataset.feed is not None and (disagrees or metrics.get("accuracy_delta_ci_high", 0.0) < 0):
@@ -255,6 +257,12 @@ def _convert(cfg: DictConfig, run: JobRun, model, dataset, job_dir: Path):
     from precision_sweep.convert.targets import model_format, model_suffix, spec_version
 
     interface = interface_for(cfg, model, dataset)
+    if cfg.precision.get("auto_repair") and model.output_names:
+        raise SkipJob(
+            f"{cfg.precision.name} repairs the drift of one output; model={cfg.model.name} has "
+            f"{len(model.output_names)} ({', '.join(model.output_names)}), which it does not weigh yet. Run the "
+            "fp16 recipe (each output's drift is logged) or select one output with model.output and model.classifier=true."
+        )
     if cfg.precision.get("auto_repair") and not interface.plain:  # before any conversion
         raise SkipJob(
             f"{cfg.precision.name} repairs programs with a tensor input and the model's own output; "
@@ -300,6 +308,14 @@ def _search(cfg: DictConfig, run: JobRun, model, dataset, baseline, job_dir: Pat
     from precision_sweep.convert.targets import model_format
     from precision_sweep.search.run import search_in_job
 
+    if model.output_names:
+        from precision_sweep.errors import UserInputError
+
+        raise UserInputError(
+            f"precision=search judges one output; model={cfg.model.name} has {len(model.output_names)} "
+            f"({', '.join(model.output_names)}). Sweep the recipes instead (each output's drift is logged), or "
+            "search on one output with model.classifier=true model.output=<its name>."
+        )
     dataset.feed = image_feed(interface_for(cfg, model, dataset))
     converted, held, held_baseline, summary = search_in_job(cfg, run, model, dataset, baseline, job_dir)
     run.log_params({"effective_target": converted.effective_target.lower(), "spec_version": converted.spec_version,
@@ -312,14 +328,16 @@ def _image_type_text(interface) -> str:
     return f"scale={scale:.6g} bias={[round(b, 6) for b in bias]} color_layout={layout}"
 
 
-def _execute(cfg: DictConfig, run: JobRun, converted, dataset):
+def _execute(cfg: DictConfig, run: JobRun, model, converted, dataset):
     """Run the package on the test split (Core ML on a Mac, else the emulator); a
-    classifier's predicted labels come back too (else None)."""
+    classifier's predicted labels come back too (else None), and a model's other outputs by
+    name (else empty)."""
     from precision_sweep.runtime import batch_size_for, execution_of, run_batches, select_runtime
     from precision_sweep.tracking.progress import job_bar_wanted
 
     x = dataset.program_inputs("test")
-    runtime = select_runtime(cfg.runtime.name, converted.path, execution_of(cfg), probe=x)
+    runtime = select_runtime(cfg.runtime.name, converted.path, execution_of(cfg), probe=x,
+                             output=model.output_name if model.output_names else None)
     run.set_tags(
         {
             "runtime": runtime.name,
@@ -330,11 +348,31 @@ def _execute(cfg: DictConfig, run: JobRun, converted, dataset):
     run.log_params({"runtime": runtime.name})
     start = time.perf_counter()
     labels: list = []
+    others: dict = {}
     outputs = run_batches(
         runtime, x, batch_size_for(runtime, cfg.runtime.batch_size), progress=job_bar_wanted(cfg.runtime.progress),
-        desc=_label(cfg), labels=labels,
+        desc=_label(cfg), labels=labels, others=others if model.output_names else None,
     )
-    return runtime, outputs, (np.concatenate(labels) if labels else None), time.perf_counter() - start
+    return runtime, outputs, (np.concatenate(labels) if labels else None), others, time.perf_counter() - start
+
+
+def _every_output(cfg: DictConfig, model, dataset, runtime, outputs, others) -> dict:
+    """``max_abs_diff/<output>`` (and the like) of every output of a model with several,
+    matched by name between the program and TF."""
+    from precision_sweep.baseline import baseline_by_output
+    from precision_sweep.errors import UserInputError
+    from precision_sweep.metrics import drift_by_output
+
+    program = {runtime.output_name: outputs, **others}
+    reference = baseline_by_output(model, dataset.x_test, dataset.content_hash, Path(cfg.paths.cache))
+    missing = sorted(set(reference) - set(program))
+    if missing:
+        raise UserInputError(
+            f"The converted program has no output named {', '.join(missing)}; its outputs are "
+            f"{', '.join(sorted(program))}, and TF's {', '.join(model.output_names)}. Outputs are matched by name: "
+            "convert the model with outputs=[ct.TensorType(name=...)] named as the Keras outputs."
+        )
+    return drift_by_output({name: program[name] for name in reference}, reference)
 
 
 def _predicted_indices(runtime, labels, class_names: list[str]) -> np.ndarray | None:
@@ -390,7 +428,8 @@ def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, o
     return metrics, [*device_files, *files]
 
 
-def _record(cfg: DictConfig, run: JobRun, metrics, files, outputs, baseline, dataset, converted, job_dir: Path) -> None:
+def _record(cfg: DictConfig, run: JobRun, metrics, files, outputs, baseline, dataset, converted, job_dir: Path,
+            others: dict | None = None) -> None:
     """Log the test set as the run's dataset input, the package as the job's LoggedModel with
     the metrics linked to both, and the artifacts: reports, predictions and the package (the run
     keeps its copy: ``precision-diagnose RUN_ID`` reads it from the run's artifacts)."""
@@ -398,7 +437,8 @@ def _record(cfg: DictConfig, run: JobRun, metrics, files, outputs, baseline, dat
     run.create_model(f"{converted.path.stem}-{cfg.compute_units.name.value}")
     run.log_metrics(metrics)
     predictions = job_dir / "predictions.npz"
-    np.savez_compressed(predictions, outputs=outputs, baseline=baseline, labels=dataset.y_test)
+    np.savez_compressed(predictions, outputs=outputs, baseline=baseline, labels=dataset.y_test,
+                        **{f"output_{name}": value for name, value in (others or {}).items()})
     for path in [*files, predictions, converted.path]:
         run.log_artifact(path)
     run.log_model_package(converted.path)

@@ -280,6 +280,25 @@ def _tensor_inputs(model: LoadedModel, batch) -> list:
             for name, shape, dtype in model.inputs]
 
 
+def _name_outputs(program, model: LoadedModel):
+    """Name a model's several outputs in ``program`` as Keras names them, so that TF and Core ML
+    outputs match by name (the TF2 frontend names them Identity, Identity_1, ... in the model's
+    output order, which the shapes confirm)."""
+    if not model.output_names:
+        return program
+    function = program.functions["main"]
+    if len(function.outputs) != len(model.output_names):
+        raise ValueError(f"the converted program has {len(function.outputs)} outputs, the model {len(model.output_names)}")
+    tensors = model.keras_model.outputs
+    for var, name, tensor in zip(function.outputs, model.output_names, tensors):
+        expected, have = tuple(tensor.shape[1:]), tuple(var.shape[1:])
+        if len(have) != len(expected) or any(e is not None and isinstance(h, int) and h != e for h, e in zip(have, expected)):
+            raise ValueError(f"program output {var.name} {tuple(var.shape)} does not match the model's output {name} {expected}")
+        var.set_name(name)
+    function.set_outputs(list(function.outputs))
+    return program
+
+
 def _frontend(model: LoadedModel, target_name: str, compute: ComputeSpec, max_batch: int, cache_dir: Path | None):
     """(program, where it came from): see :func:`frontend_program`."""
     import coremltools as ct
@@ -301,7 +320,7 @@ def _frontend(model: LoadedModel, target_name: str, compute: ComputeSpec, max_ba
         batch = ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
         with _building(BuildStep("frontend", model.name, target_name, io_precision, entry=path,
                                  source="the TensorFlow model")):
-            return ct.convert(
+            program = ct.convert(
                 model.keras_model,
                 source="tensorflow",
                 convert_to="milinternal",
@@ -310,6 +329,7 @@ def _frontend(model: LoadedModel, target_name: str, compute: ComputeSpec, max_ba
                 compute_precision=compute.frontend_value(),
                 pass_pipeline=ct.PassPipeline.EMPTY,
             )
+            return _name_outputs(program, model)
 
     if path is None:
         entry = (build(), "the frontend program built in this process")

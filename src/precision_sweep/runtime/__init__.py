@@ -50,17 +50,23 @@ def execution_of(cfg):
     )
 
 
-def _emulator(path: Path, execution) -> Runtime:
+def _judged(names: list[str], output: str | None) -> str:
+    """The program output judged: ``output`` (a model's selected output, matched by name), else the first."""
+    return output if output is not None and output in names else names[0]
+
+
+def _emulator(path: Path, execution, output: str | None = None) -> Runtime:
     emulator = execution.emulator(path)
     classifier = emulator.classifier()
     if classifier is None:
-        return Runtime("emulator", emulator.input_names[0], emulator.output_names[0], emulator.predict, emulator=emulator)
+        return Runtime("emulator", emulator.input_names[0], _judged(emulator.output_names, output), emulator.predict,
+                       emulator=emulator)
     label, probabilities, classes = classifier
     return Runtime("emulator", emulator.input_names[0], probabilities, emulator.predict, emulator=emulator,
                    label_name=label, class_labels=tuple(classes))
 
 
-def _coreml(path: Path, execution) -> Runtime:
+def _coreml(path: Path, execution, output: str | None = None) -> Runtime:
     import coremltools as ct
 
     mlmodel = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, execution.compute_units.upper()))
@@ -68,7 +74,8 @@ def _coreml(path: Path, execution) -> Runtime:
     description = spec.description
     feed = _pil_images(description.input[0])
     if not description.predictedFeatureName and feed is None:
-        return Runtime("coreml", description.input[0].name, description.output[0].name, mlmodel.predict)
+        return Runtime("coreml", description.input[0].name, _judged([o.name for o in description.output], output),
+                       mlmodel.predict)
 
     def predict_rows(feeds: dict) -> list[dict]:
         # one sample per call: an image input takes a PIL image, a classifier returns one label
@@ -130,31 +137,32 @@ def _coreml_class_labels(spec, path: Path) -> list:
     return list(labels)
 
 
-def select_runtime(name: str, path: Path, execution, probe: np.ndarray | None = None) -> Runtime:
+def select_runtime(name: str, path: Path, execution, probe: np.ndarray | None = None, output: str | None = None) -> Runtime:
     """Build the runtime ``name`` (auto, emulator, coreml) for the package at ``path``, for an
-    :class:`~precision_sweep.emulator.Execution` (compute units, device)."""
+    :class:`~precision_sweep.emulator.Execution` (compute units, device); ``output`` names the
+    judged output of a program with several (default: its first)."""
     if name == "emulator":
-        return _emulator(path, execution)
+        return _emulator(path, execution, output)
     if name == "coreml":
         if sys.platform != "darwin":
             raise UserInputError(
                 "runtime=coreml needs macOS: Core ML prediction does not exist on "
                 f"{sys.platform}. Use runtime=auto or runtime=emulator."
             )
-        return _coreml(path, execution)
+        return _coreml(path, execution, output)
     if name == "auto":
         if sys.platform == "darwin":
             try:
-                runtime = _coreml(path, execution)
+                runtime = _coreml(path, execution, output)
                 if probe is not None:
                     runtime.predict(feeds_of(probe[:1], runtime.input_name))
                 return runtime
             except Exception as exc:  # fall back, but say so in the run
                 log.warning("Core ML runtime unavailable (%s); using the emulator", exc)
-                fallback = _emulator(path, execution)
+                fallback = _emulator(path, execution, output)
                 fallback.note = f"coreml unavailable: {exc}"
                 return fallback
-        return _emulator(path, execution)
+        return _emulator(path, execution, output)
     raise UserInputError(f"Unknown runtime {name!r}: choose runtime=auto, emulator or coreml.")
 
 
@@ -169,11 +177,12 @@ def batch_size_for(runtime: Runtime, requested: int) -> int:
 
 
 def run_batches(runtime: Runtime, x: np.ndarray, batch_size: int, progress: bool = True, desc: str = "",
-                labels: list | None = None) -> np.ndarray:
+                labels: list | None = None, others: dict | None = None) -> np.ndarray:
     """Predict ``x`` (one array, or :class:`~precision_sweep.samples.NamedSamples` for
     several inputs) in batches and return the evaluated output (a classifier's
     probabilities) as float32. For a classifier, ``labels`` (a list) receives the predicted
-    labels, one array per batch."""
+    labels, one array per batch; ``others`` (a dict) receives every other output of the
+    program by name, each as one float32 array."""
     from tqdm.auto import tqdm
 
     outputs = []
@@ -184,4 +193,10 @@ def run_batches(runtime: Runtime, x: np.ndarray, batch_size: int, progress: bool
         outputs.append(np.asarray(result[runtime.output_name], dtype=np.float32))
         if labels is not None and runtime.label_name is not None:
             labels.append(np.asarray(result[runtime.label_name]).reshape(-1))
+        if others is not None:
+            for name, value in result.items():
+                if name not in (runtime.output_name, runtime.label_name):
+                    others.setdefault(name, []).append(np.asarray(value, dtype=np.float32))
+    if others is not None:
+        others.update({name: np.concatenate(parts, axis=0) for name, parts in others.items()})
     return np.concatenate(outputs, axis=0)

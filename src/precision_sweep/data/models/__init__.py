@@ -18,13 +18,13 @@ from pathlib import Path
 
 from precision_sweep.data.models.builtin import load_builtin
 from precision_sweep.data.models.keras_file import load_keras_file
-from precision_sweep.data.models.loaded import LoadedModel, _content_hash, predict_probabilities
+from precision_sweep.data.models.loaded import LoadedModel, _content_hash, predict_outputs, predict_probabilities
 from precision_sweep.data.models.safety import lambda_layers
 from precision_sweep.data.models.saved_model import load_saved_model
 from precision_sweep.data.models.tf_keras import load_tf_keras
 from precision_sweep.data.validate import check_model_path
 
-__all__ = ["LoadedModel", "SOURCES", "_content_hash", "lambda_layers", "load_model", "predict_probabilities"]
+__all__ = ["LoadedModel", "SOURCES", "_content_hash", "lambda_layers", "load_model", "predict_outputs", "predict_probabilities"]
 
 SOURCES = {"keras": load_keras_file, "saved_model": load_saved_model, "tf_keras": load_tf_keras}
 

@@ -30,7 +30,7 @@ from precision_sweep.hashing import hash_config, hash_path
 log = logging.getLogger(__name__)
 
 # Bump when what a card holds, or how a source fills it, changes.
-CARD_REVISION = 1
+CARD_REVISION = 2  # 2: inputs and output_names (models with several inputs or outputs)
 
 # The model config's fields that change what a source loads from the same file.
 CHOICES = ("source", "builder", "input_name", "input_shape", "input_dtype", "output", "signature")
@@ -71,6 +71,7 @@ def write_card(card: Path, loaded: LoadedModel, cfg) -> None:
         "input_dtype": loaded.input_dtype,
         "inputs": [[name, list(shape), dtype] for name, shape, dtype in loaded.inputs],
         "n_outputs": loaded.n_outputs,
+        "output_names": list(loaded.output_names),
         "output_name": loaded.output_name,
         "keras_layers": None if loaded.keras_layers is None else {
             "layers": list(loaded.keras_layers[0]), "model": loaded.keras_layers[1], "inputs": list(loaded.keras_layers[2]),
@@ -125,6 +126,7 @@ def from_card(cfg, data: dict, path: Path | None, loader: Callable[[], LoadedMod
         keras_layers=None if layers is None else (tuple(layers["layers"]), layers["model"], tuple(layers["inputs"])),
         loader=loader,
         inputs=tuple((name, tuple(shape), dtype) for name, shape, dtype in data.get("inputs", [])),
+        output_names=tuple(data.get("output_names", [])),
     )
     loaded.run_params = run_params_of(cfg, loaded, **data["run_params"])
     return loaded

@@ -109,7 +109,8 @@ def several_inputs(cfg, model, where: str) -> tuple:
 
 
 def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
-    """A Keras 3 model: its inputs (one, or several by name), the selected output."""
+    """A Keras 3 model: its inputs (one, or several by name), its outputs (the selected one
+    judged, every one compared)."""
     import keras
 
     where = f"model={cfg.name}"
@@ -124,9 +125,13 @@ def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
         # a Sequential's output tensor is named per process (keras_tensor_<n>): its last layer's name is stable
         [model.layers[-1].name] if len(model.outputs) == 1 and model.layers else [t.name.split(":")[0] for t in model.outputs]))
     index = select_output(cfg, names, where)
+    selected_shape = model.outputs[index].shape
+    # Several outputs are all converted and compared (the selected one is judged), unless the
+    # app's classifier interface reads one of them: that output alone is converted then.
+    several_outputs = len(model.outputs) > 1 and not cfg.get("classifier") and hasattr(model, "output_names")
     # a single output is hashed as the file holds it: the wrapper's layer names vary by process
-    content_hash = _content_hash(model) if len(model.outputs) == 1 else None
-    if len(model.outputs) > 1 or not hasattr(model, "output_names"):
+    content_hash = _content_hash(model) if len(model.outputs) == 1 or several_outputs else None
+    if not several_outputs and (len(model.outputs) > 1 or not hasattr(model, "output_names")):
         # a Keras 3 Sequential has no output_names, which coremltools' TF2 frontend reads: the
         # same layers as a functional model convert
         model = keras.Model(model.inputs, model.outputs[index], name=f"{model.name}_{names[index]}")
@@ -139,11 +144,12 @@ def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
         content_hash=content_hash or _content_hash(model),
         path=path,
         input_dtype=inputs[0][2] if inputs else resolve_dtype(cfg, str(model.inputs[0].dtype), where),
-        n_outputs=n_outputs_of(model.outputs[0].shape, names[index], where),
+        n_outputs=n_outputs_of(selected_shape, names[index], where),
         output_name=names[index],
         source_model=model,
         keras_layers=keras_layer_names(model),
         inputs=inputs,
+        output_names=tuple(names) if several_outputs else (),
     )
     loaded.run_params = run_params_of(cfg, loaded)
     return loaded

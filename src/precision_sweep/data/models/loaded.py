@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from precision_sweep.hashing import hash_arrays
+from precision_sweep.samples import NamedSamples
 
 
 # Filled by loading the TensorFlow/Keras model: a model described by its card (see
@@ -51,6 +52,9 @@ class LoadedModel:
     # A model with several inputs: every input as (name, shape without batch, dtype), the
     # first being input_name/input_shape/input_dtype; empty for a model with one input.
     inputs: tuple = ()
+    # A model with several outputs: every output's name, in the model's order (output_name is
+    # the judged one); empty when one output is converted.
+    output_names: tuple = ()
 
     def __post_init__(self):
         if self.loader is not None:
@@ -76,7 +80,8 @@ class LoadedModel:
 
     def _load(self) -> None:
         full = self.__dict__["loader"]()
-        for attr in ("content_hash", "input_name", "input_shape", "input_dtype", "n_outputs", "output_name", "inputs"):
+        for attr in ("content_hash", "input_name", "input_shape", "input_dtype", "n_outputs", "output_name", "inputs",
+                     "output_names"):
             if getattr(full, attr) != getattr(self, attr):
                 raise RuntimeError(
                     f"model {self.name}: the loaded model's {attr} {getattr(full, attr)!r} differs from its "
@@ -109,9 +114,19 @@ def batched(fn: Callable[[np.ndarray], np.ndarray], batch_size: int = 256) -> Ca
 def predict_probabilities(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Run the TF model in inference mode and return its outputs as float32 (``x``: one array,
     or :class:`~precision_sweep.samples.NamedSamples` for a model with several inputs)."""
-    from precision_sweep.samples import NamedSamples
-
+    if loaded.output_names:
+        return predict_outputs(loaded, x, batch_size)[loaded.output_name]
     if loaded.predict_fn is not None:
         return np.asarray(loaded.predict_fn(x), dtype=np.float32)
     outputs = loaded.keras_model.predict(x.feeds() if isinstance(x, NamedSamples) else x, batch_size=batch_size, verbose=0)
     return np.asarray(outputs, dtype=np.float32)
+
+
+def predict_outputs(loaded: LoadedModel, x, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Every output of the TF model by name, as float32 (one output: the judged one)."""
+    if not loaded.output_names:
+        return {loaded.output_name: predict_probabilities(loaded, x, batch_size)}
+    outputs = loaded.keras_model.predict(x.feeds() if isinstance(x, NamedSamples) else x, batch_size=batch_size, verbose=0)
+    if isinstance(outputs, dict):
+        return {name: np.asarray(outputs[name], dtype=np.float32) for name in loaded.output_names}
+    return {name: np.asarray(value, dtype=np.float32) for name, value in zip(loaded.output_names, outputs)}

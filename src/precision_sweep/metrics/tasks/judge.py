@@ -97,9 +97,8 @@ def judge(task, labels: np.ndarray, outputs: np.ndarray, baseline: np.ndarray, *
     metrics.update(metric_gain=primary.gain, metric_gain_ci_low=low, metric_gain_ci_high=high,
                    metric_higher_is_better=float(primary.higher_is_better), metric_n_resamples=float(n_resamples))
     if outputs.shape == baseline.shape and np.issubdtype(outputs.dtype, np.number):
-        diff = np.abs(outputs.astype(np.float64) - baseline.astype(np.float64))
-        finite = bool(np.isfinite(diff).all())
-        metrics.update(max_abs_diff=float(diff.max()) if finite else float("inf"),
-                       mean_abs_diff=float(diff.mean()) if finite else float("inf"))
+        from precision_sweep.metrics import abs_diff
+
+        metrics["max_abs_diff"], metrics["mean_abs_diff"] = abs_diff(outputs, baseline)
     metrics["n_samples"] = float(len(outputs))
     return metrics, primary.metric
