@@ -150,9 +150,8 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
     else:
         converted = _convert(cfg, run, model, dataset, job_dir)
     runtime, outputs, labels, others, eval_seconds = _execute(cfg, run, model, converted, dataset)
-    metrics, files = _measure(cfg, run, model, dataset, converted, runtime, outputs, labels, baseline, job_dir)
-    if model.output_names:  # every output's drift, the judged one's included
-        metrics.update(_every_output(cfg, model, dataset, runtime, outputs, others))
+    every = _every_output(cfg, model, dataset, runtime, outputs, others) if model.output_names else None
+    metrics, files = _measure(cfg, run, model, dataset, converted, runtime, outputs, labels, baseline, job_dir, every)
     metrics["eval_seconds"] = eval_seconds
     if search is not None:  # the budget, judged on the held-out part the job just measured
         from precision_sweep.search.run import judge_held_out
@@ -244,7 +243,13 @@ def _load_and_baseline(cfg: DictConfig, run: JobRun):
     if cfg.task.compare is not None:  # labels that do not fit the outputs: refused before converting
         from precision_sweep.metrics.tasks.judge import check_labels
 
-        check_labels(cfg.task, dataset.y_test, baseline)
+        if model.output_names:
+            from precision_sweep.baseline import baseline_by_output
+
+            check_labels(cfg.task, dataset.y_test, baseline_by_output(model, dataset.x_test, dataset.content_hash, cache_dir),
+                         model.input_shape)
+        else:
+            check_labels(cfg.task, dataset.y_test, baseline, model.input_shape)
     return model, dataset, baseline
 
 
@@ -356,12 +361,10 @@ def _execute(cfg: DictConfig, run: JobRun, model, converted, dataset):
     return runtime, outputs, (np.concatenate(labels) if labels else None), others, time.perf_counter() - start
 
 
-def _every_output(cfg: DictConfig, model, dataset, runtime, outputs, others) -> dict:
-    """``max_abs_diff/<output>`` (and the like) of every output of a model with several,
-    matched by name between the program and TF."""
+def _every_output(cfg: DictConfig, model, dataset, runtime, outputs, others) -> tuple[dict, dict]:
+    """(the program's outputs, TF's) by name, for a model with several outputs: matched by name."""
     from precision_sweep.baseline import baseline_by_output
     from precision_sweep.errors import UserInputError
-    from precision_sweep.metrics import drift_by_output
 
     program = {runtime.output_name: outputs, **others}
     reference = baseline_by_output(model, dataset.x_test, dataset.content_hash, Path(cfg.paths.cache))
@@ -372,7 +375,7 @@ def _every_output(cfg: DictConfig, model, dataset, runtime, outputs, others) -> 
             f"{', '.join(sorted(program))}, and TF's {', '.join(model.output_names)}. Outputs are matched by name: "
             "convert the model with outputs=[ct.TensorType(name=...)] named as the Keras outputs."
         )
-    return drift_by_output({name: program[name] for name in reference}, reference)
+    return {name: program[name] for name in reference}, reference
 
 
 def _predicted_indices(runtime, labels, class_names: list[str]) -> np.ndarray | None:
@@ -383,20 +386,23 @@ def _predicted_indices(runtime, labels, class_names: list[str]) -> np.ndarray | 
     return np.array([index.get(str(label), -1) for label in labels], dtype=np.int64)
 
 
-def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, outputs, labels, baseline, job_dir: Path):
+def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, outputs, labels, baseline, job_dir: Path,
+             every: tuple[dict, dict] | None = None):
     """Accuracy (a classifier's from its ``classLabel``, what an app reads), deltas with
-    confidence intervals, agreement (on the scores), sizes and the device report; returns the
-    metrics and the files to log."""
+    confidence intervals, agreement (on the scores), each output's drift (``every``: the
+    program's and TF's outputs by name, for a model with several), sizes and the device
+    report; returns the metrics and the files to log."""
     from precision_sweep.diagnose.run import device_report
     from precision_sweep.emulator import NUMERICS_VERSION
-    from precision_sweep.metrics import compare, display_units
+    from precision_sweep.metrics import compare, display_units, drift_by_output
     from precision_sweep.metrics.statistics import paired_report
 
     if cfg.task.compare is not None:  # a task of its own: its metrics, deltas and CIs
         from precision_sweep.metrics.tasks.judge import judge
 
-        metrics, primary = judge(cfg.task, dataset.y_test, outputs, baseline, confidence=cfg.pick.confidence,
-                                 n_resamples=cfg.pick.n_resamples, seed=cfg.seed)
+        metrics, primary = judge(cfg.task, dataset.y_test, every[0] if every else outputs, every[1] if every else baseline,
+                                 confidence=cfg.pick.confidence, n_resamples=cfg.pick.n_resamples, seed=cfg.seed,
+                                 input_shape=model.input_shape)
         run.set_tags({"task_metric": primary})
         files = []
     else:
@@ -409,6 +415,11 @@ def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, o
         )
         metrics.update(statistics)
         run.set_tags({"accuracy_from": "top-1" if predicted is None else "classLabel"})
+    if every:  # every output's drift, the judged one's included (its figures are the job's own)
+        drift = drift_by_output(*every)
+        metrics.update(drift)
+        for key in ("max_abs_diff", "mean_abs_diff"):
+            metrics.setdefault(key, drift[f"{key}/{runtime.output_name}"])
     metrics.update(
         model_size_bytes=converted.size_bytes,
         weights_bytes=converted.weights_bytes,

@@ -70,35 +70,50 @@ def check_task(cfg) -> None:
         )
 
 
-def check_labels(task, labels: np.ndarray, baseline: np.ndarray) -> None:
+def _with_model(function, options: dict, input_shape) -> dict:
+    """``options``, plus the model's ``input_shape`` (without batch) where ``function`` takes it
+    (detection reads the image size its boxes must lie in)."""
+    if input_shape is not None and "input_shape" in inspect.signature(function).parameters:
+        return {**options, "input_shape": tuple(input_shape)}
+    return options
+
+
+def check_labels(task, labels: np.ndarray, baseline, input_shape=None) -> None:
     """The task module's ``check(labels, outputs)`` on the FP32 baseline's outputs (where the
-    module of its comparison has one): a UserInputError before anything is converted."""
+    module of its comparison has one): a UserInputError before anything is converted.
+    ``baseline`` is the judged output, or every output by name for a model with several."""
     function, options = resolve(task)
     check = getattr(importlib.import_module(function.__module__), "check", None)
     if callable(check) and check is not function:
         accepted = inspect.signature(check).parameters
-        check(labels, baseline, **{key: value for key, value in options.items() if key in accepted})
+        every = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+        options = _with_model(check, options, input_shape)
+        check(labels, baseline, **{key: value for key, value in options.items() if every or key in accepted})
 
 
-def judge(task, labels: np.ndarray, outputs: np.ndarray, baseline: np.ndarray, *, confidence: float,
-          n_resamples: int, seed: int) -> tuple[dict[str, float], str]:
-    """The job's metrics of ``outputs`` against ``labels`` and the baseline, and the name of the
-    primary metric."""
+def judge(task, labels: np.ndarray, outputs, baseline, *, confidence: float, n_resamples: int, seed: int,
+          input_shape=None) -> tuple[dict[str, float], str]:
+    """The job's metrics of ``outputs`` against ``labels`` and the baseline (each the judged
+    output, or every output by name for a model with several), and the name of the primary
+    metric. A comparison may return, besides its metrics with CIs, a dict of plain metrics."""
     function, options = resolve(task)
-    results = tuple(function(labels, outputs, baseline, confidence=confidence, n_resamples=n_resamples, seed=seed,
-                             **options))
+    returned = tuple(function(labels, outputs, baseline, confidence=confidence, n_resamples=n_resamples, seed=seed,
+                              **_with_model(function, options, input_shape)))
+    results = [r for r in returned if not isinstance(r, dict)]
     if not results:
         raise UserInputError(f"task.compare of task={task.name} returned no metric; it must return at least one.")
     metrics: dict[str, float] = {}
     for index, result in enumerate(results):
         metrics.update(result.as_metrics(primary=index == 0))
+    for extra in (r for r in returned if isinstance(r, dict)):
+        metrics.update({key: float(value) for key, value in extra.items()})
     primary = results[0]
     low, high = primary.gain_ci
     metrics.update(metric_gain=primary.gain, metric_gain_ci_low=low, metric_gain_ci_high=high,
                    metric_higher_is_better=float(primary.higher_is_better), metric_n_resamples=float(n_resamples))
-    if outputs.shape == baseline.shape and np.issubdtype(outputs.dtype, np.number):
+    if isinstance(outputs, np.ndarray) and outputs.shape == baseline.shape and np.issubdtype(outputs.dtype, np.number):
         from precision_sweep.metrics import abs_diff
 
         metrics["max_abs_diff"], metrics["mean_abs_diff"] = abs_diff(outputs, baseline)
-    metrics["n_samples"] = float(len(outputs))
+    metrics["n_samples"] = float(len(labels))
     return metrics, primary.metric

@@ -1,0 +1,88 @@
+"""task=detection through real sweeps (issue 25): the tiny detector of :mod:`detectors` (boxes and
+per-class scores out, NMS outside the model), its npz of labelled boxes, a real Hydra multirun
+(fp32, fp16, int8 x two targets) into a real MLflow store with COCO mAP by pycocotools, its
+paired-bootstrap CI, the per-box confidence comparison and the pick; labels that do not fit the
+outputs refused before converting; and the per-box comparison catching scores that all read 1.0."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import detectors
+from sweep_testing import mlflow_client, run_cli
+
+DETECTION = ["task=detection", "model=keras", "model.output=scores", "dataset=npz", "dataset.test_size=0.5"]
+
+
+def _runs(outputs: Path) -> list:
+    client = mlflow_client(outputs)
+    return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+
+
+@pytest.mark.slow
+def test_a_detector_with_nms_outside_sweeps_with_map_ci_box_confidences_and_pick(tmp_path):
+    model_path, data_path = detectors.save(tmp_path)
+    result = run_cli(["precision-sweep", "-m", *DETECTION, f"model.path={model_path}", f"dataset.path={data_path}",
+                      "precision=fp32,fp16,int8", "target=ios16,ios18", "compute_units=cpu_only", "diagnosis=off",
+                      "progress=false", "runtime.progress=false"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = [r for r in _runs(tmp_path / "outputs") if r.data.tags.get("precision_sweep.role") == "job"]
+    assert len(jobs) == 6 and {r.info.status for r in jobs} == {"FINISHED"}
+    for run in jobs:
+        m = run.data.metrics
+        assert run.data.params["task"] == "detection" and run.data.tags["task_metric"] == "map_50_95"
+        assert m["baseline_map_50"] == 1.0 and 0.5 < m["baseline_map_50_95"] < 1.0  # boxes near, not on, the labels
+        assert m["metric_delta"] == pytest.approx(m["map_50_95"] - m["baseline_map_50_95"])
+        assert m["metric_delta_ci_low"] <= m["metric_delta"] <= m["metric_delta_ci_high"]
+        assert m["metric_n_resamples"] == 2000 and m["n_samples"] == 30
+        assert m["matched_fraction"] == 1.0 and m["baseline_detections_per_image"] > 1
+        assert {"max_abs_diff/boxes", "max_abs_diff/scores", "score_max_abs_diff", "box_max_abs_diff"} <= set(m)
+    by_cell = {(r.data.params["precision"], r.data.params["target"]): r.data.metrics for r in jobs}
+    assert all(by_cell[("fp32", t)]["box_max_abs_diff"] < 1e-4 and by_cell[("fp32", t)]["metric_delta"] == 0
+               for t in ("ios16", "ios18"))
+    assert all(by_cell[("int8", t)]["box_max_abs_diff"] > 1e-4 for t in ("ios16", "ios18"))  # int8 box head moves boxes
+    pick = run_cli(["precision-pick", "--max-drop", "2", "--tracking-uri", f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"],
+                   cwd=tmp_path)
+    assert pick.returncode == 0 and "pick: run" in pick.stdout, pick.stderr[-2000:]
+
+
+@pytest.mark.parametrize("case", ["box_outside_the_image", "no_such_output"])
+def test_detection_labels_or_outputs_that_do_not_fit_are_refused_before_converting(tmp_path, case):
+    model_path, data_path = detectors.save(tmp_path, n=12)
+    extra = []
+    if case == "box_outside_the_image":
+        x, y = detectors.images_and_boxes(12)
+        y[:, 0, 3] = 20.0  # x_max past the 16-pixel image
+        np.savez(data_path, x=x, y=y)
+        expected = "lies outside the 16 x 16 image"
+    else:
+        extra = ["task.compare.boxes=box"]
+        expected = "task.compare.boxes=box names no output of the model; its outputs are boxes, scores"
+    result = run_cli(["precision-sweep", *DETECTION, f"model.path={model_path}", f"dataset.path={data_path}",
+                      "precision=fp16", "target=ios18", "diagnosis=off", "runtime.progress=false", *extra], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert expected in " ".join(result.stderr.split()), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "outputs").rglob("*.mlpackage"))  # nothing converted
+    assert "RUNNING" not in {r.info.status for r in _runs(tmp_path / "outputs")}
+
+
+def test_scores_that_all_read_one_keep_the_boxes_and_show_in_the_box_comparison():
+    """Ultralytics #13079: a converted detector whose confidences are all 1.0. mAP@.5 barely
+    moves (the ranking within an image is lost, the boxes are right); the per-box comparison
+    shows the confidences at once."""
+    from precision_sweep.metrics.tasks.detection_outputs import compare
+
+    model = detectors.detector()
+    x, y = detectors.images_and_boxes(40)
+    boxes, scores = model.predict(x, verbose=0)
+    saturated = np.where(scores > 0.05, 1.0, scores).astype(np.float32)
+    results = compare(y, {"boxes": boxes, "scores": saturated}, {"boxes": boxes, "scores": scores},
+                      input_shape=(16, 16, 1), n_resamples=200)
+    drift = results[-1]
+    assert drift["matched_fraction"] == 1.0 and drift["box_max_abs_diff"] == 0.0
+    assert drift["score_max_abs_diff"] > 0.04  # TF's confidences (about 0.95) are not 1.0
+    assert all(abs(s - 1.0) > 1e-4 for s in scores[scores > 0.05])
