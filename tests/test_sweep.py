@@ -15,7 +15,7 @@ from sweep_testing import mlflow_client, run_cli
 
 METRICS = {
     "accuracy", "baseline_accuracy", "accuracy_delta", "agreement", "max_abs_diff",
-    "mean_abs_diff", "model_size_bytes", "convert_seconds", "eval_seconds", "n_samples",
+    "mean_abs_diff", "model_size_bytes", "convert_seconds", "eval_seconds", "n_samples", "peak_rss_mb",
 }
 PARAMS = {"precision", "target", "effective_target", "model_format", "compute_units", "model", "dataset", "task", "input_type",
           "classifier"}
@@ -58,6 +58,7 @@ def test_finished_children_have_every_metric_param_and_artifact(default_sweep):
     assert len(evaluated) == 11
     for run in evaluated:
         assert METRICS <= set(run.data.metrics), run.data.params
+        assert 200 < run.data.metrics["peak_rss_mb"] < 1e5  # TensorFlow and coremltools alone take hundreds of MB
         assert PARAMS <= set(run.data.params)
         # params are what varies or is filtered by; where the run came from is in its tags
         assert set(run.data.params) <= PARAMS | {"device", "spec_version"}, set(run.data.params)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from precision_sweep.errors import SkipJob
 from precision_sweep.config_checks import check_config
-from precision_sweep.limits import job_limits, stop_in_chain, stops_raise
+from precision_sweep.limits import job_limits, peak_resident_bytes, stop_in_chain, stops_raise
 from precision_sweep.tracking import store
 from precision_sweep.tracking.job_run import JobRun
 
@@ -153,6 +153,8 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
     every = _every_output(cfg, model, dataset, runtime, outputs, others) if model.output_names else None
     metrics, files = _measure(cfg, run, model, dataset, converted, runtime, outputs, labels, baseline, job_dir, every)
     metrics["eval_seconds"] = eval_seconds
+    # the job process's peak so far (a worker that ran earlier jobs counts their peaks too)
+    metrics["peak_rss_mb"] = peak_resident_bytes() / 2**20
     if search is not None:  # the budget, judged on the held-out part the job just measured
         from precision_sweep.search.run import judge_held_out
 

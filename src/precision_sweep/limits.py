@@ -61,6 +61,22 @@ def resident_bytes() -> int:
     return 0
 
 
+def peak_resident_bytes() -> int:
+    """The process's peak resident memory so far (VmHWM; ``ru_maxrss`` where /proc is missing)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
 class _MemoryWatch(threading.Thread):
     """Signals the main thread once the RSS has grown past ``allowance`` bytes."""
 

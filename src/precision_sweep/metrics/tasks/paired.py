@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from precision_sweep.metrics.statistics import BATCH_ELEMENTS, mean_delta_interval
+
 METHODS = ("paired_per_sample", "paired_bootstrap")
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
-# Resample draws held in memory at once (indices, counts): about 32 MB of int64 per array.
-_BATCH_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def resample_indices(n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray
     ``n``; the same ``(n, n_resamples, seed)`` always yields the same draws.
     """
     rng = np.random.default_rng(seed)
-    rows = max(1, _BATCH_ELEMENTS // max(n, 1))
+    rows = max(1, BATCH_ELEMENTS // max(n, 1))
     done = 0
     while done < n_resamples:
         take = min(rows, n_resamples - done)
@@ -193,33 +193,11 @@ def paired_per_sample(
         low, high = stats["accuracy_delta_ci_low"], stats["accuracy_delta_ci_high"]
         details = {key: stats[key] for key in ("mcnemar_p", "flips_to_wrong", "flips_to_right")}
     else:
-        low, high = _mean_delta_interval(variant.astype(np.float64), baseline.astype(np.float64),
+        low, high = mean_delta_interval(variant.astype(np.float64), baseline.astype(np.float64),
                                          confidence, n_resamples, seed)
     value, base = float(np.mean(variant)), float(np.mean(baseline))
     return MetricComparison(metric, value, base, value - base, low, high, higher_is_better,
                             "paired_per_sample", n_resamples, seed, confidence, len(variant), details)
-
-
-def _mean_delta_interval(variant, baseline, confidence, n_resamples, seed) -> tuple[float, float]:
-    """paired_statistics' interval for real values: the same scipy call (paired percentile
-    bootstrap of the difference of means, same seeding), batched when large."""
-    from scipy import stats
-
-    from precision_sweep.metrics.statistics import _seeded
-
-    diff = variant - baseline
-    if np.all(diff == diff[0]):
-        # Every resample has this delta: the interval is the point (scipy would warn on it).
-        return float(diff[0]), float(diff[0])
-    n = len(diff)
-    batch = {"batch": max(1, _BATCH_ELEMENTS // n)} if n * n_resamples > _BATCH_ELEMENTS else {}
-    result = stats.bootstrap(
-        (variant, baseline),
-        lambda a, b, axis=-1: np.mean(a, axis=axis) - np.mean(b, axis=axis),
-        paired=True, vectorized=True, confidence_level=confidence, n_resamples=n_resamples,
-        method="percentile", **_seeded(seed), **batch,
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def paired_bootstrap_sums(
