@@ -161,6 +161,8 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
         metrics.update(judge_held_out(cfg, run, metrics, search))
     _record(cfg, run, metrics, files, outputs, baseline, dataset, converted, job_dir, others)
     disagrees = metrics.get("agreement", 1.0) < cfg.diagnosis.below_agreement  # tasks without classes: no agreement
+    # a task's metric lost beyond its CI (diagnosis on): traced to the ops as a disagreement is
+    disagrees = disagrees or (cfg.diagnosis.below_agreement > 0 and metrics.get("metric_gain_ci_high", 0.0) < 0)
     doctor = None
     if dataset.feed is not None and (disagrees or metrics.get("accuracy_delta_ci_high", 0.0) < 0):
         # an image input that disagrees, or loses accuracy beyond its CI: test the preprocessing first

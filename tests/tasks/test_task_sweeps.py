@@ -177,3 +177,19 @@ def test_a_task_with_what_judges_classes_is_refused_before_anything_is_stored(tm
     assert "task=regression cannot be combined with" in result.stderr and "Traceback" not in result.stderr
     assert not store.exists() or not [r for e in mlflow_client(tmp_path).search_experiments()
                                        for r in mlflow_client(tmp_path).search_runs([e.experiment_id])]
+
+
+@pytest.mark.slow
+def test_a_task_metric_lost_beyond_its_ci_is_traced_to_the_ops(tmp_path):
+    """1-bit palettized weights wreck the regressor's MAE: the loss lies beyond its CI, so the job
+    runs the drift diagnosis as it does for a classifier that disagrees."""
+    model_path, data_path = _regression(tmp_path)
+    result = run_cli(["precision-sweep", "task=regression", "model=keras", f"model.path={model_path}", "dataset=npz",
+                      f"dataset.path={data_path}", "precision=palettize", "precision.weight_palettization.nbits=1",
+                      "target=ios18", "compute_units=cpu_only", "runtime.progress=false"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = mlflow_client(tmp_path / "outputs")
+    (run,) = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert run.data.metrics["metric_gain_ci_high"] < 0  # MAE worse, beyond the CI
+    assert {"drift.csv", "drift.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert run.data.tags["drift_first_layer"]  # the layer the drift starts at, named

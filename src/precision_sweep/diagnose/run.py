@@ -186,7 +186,7 @@ def diagnose_run(client, run_id: str, work_dir: Path, schema: type, samples: int
         When the run has no ``resolved_config.yaml`` or no ``.mlpackage`` (skipped or failed
         before conversion).
     """
-    from precision_sweep.data import load_dataset, load_model
+    from precision_sweep.data import load_inputs
     from precision_sweep.errors import UserInputError
 
     run = client.get_run(run_id)
@@ -213,8 +213,8 @@ def diagnose_run(client, run_id: str, work_dir: Path, schema: type, samples: int
             "twin converted by precision-sweep to compare with. Its preprocessing doctor's result is above; to "
             "trace drift op by op, sweep the Keras model itself (precision-sweep model=... precision=...)."
         )
-    dataset = load_dataset(cfg.dataset, cache_dir=cfg.paths.cache)
-    model = load_model(cfg.model, dataset, Path(cfg.paths.cache))
+    # as the job loaded them: the data preprocessed for the model's inputs, labels of the run's task
+    dataset, model = load_inputs(cfg.model, cfg.dataset, Path(cfg.paths.cache), labels=cfg.task.labels)
     _with_feed(cfg, model, dataset)
     report = run_diagnosis(cfg, model, dataset, package, work_dir / "diagnosis")
     for path in write_report(report, work_dir / "diagnosis", float(cfg.diagnosis.threshold),
