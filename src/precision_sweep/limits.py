@@ -49,27 +49,28 @@ WATCH_INTERVAL_SECONDS = 0.05
 RETRY_SECONDS = 0.5
 
 
-def resident_bytes() -> int:
-    """The process's resident memory (VmRSS), 0 where /proc is missing."""
+def _status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes; None where /proc is missing."""
     try:
         with open("/proc/self/status", encoding="utf-8") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return None
+
+
+def resident_bytes() -> int:
+    """The process's resident memory (VmRSS), 0 where /proc is missing."""
+    return _status_bytes("VmRSS") or 0
 
 
 def peak_resident_bytes() -> int:
     """The process's peak resident memory so far (VmHWM; ``ru_maxrss`` where /proc is missing)."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    peak = _status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     import resource
     import sys
 
