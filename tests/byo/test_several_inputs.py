@@ -102,28 +102,39 @@ def test_named_batches_of_a_users_function_and_calibrated_activations(tmp_path, 
     assert run.data.metrics["accuracy_delta_ci_low"] <= run.data.metrics["accuracy_delta"]
 
 
-@pytest.mark.parametrize("case", ["missing_array", "image_input", "one_array", "input_shape"])
-def test_input_mistakes_of_a_several_input_model_are_one_paragraph(tmp_path, case):
+def test_an_image_input_type_for_a_several_input_model_is_one_paragraph_exit_2(tmp_path):
+    """Through the CLI: exit 2, one paragraph, nothing converted, no run left RUNNING."""
     model_path, data_path = text_classifier(tmp_path, epochs=0)
-    tokens, mask, y = _text_data(n=40)
+    result = run_cli(["precision-sweep", "model=keras", f"model.path={model_path}", "dataset=npz",
+                      f"dataset.path={data_path}", "precision=fp16", "target=ios18", "diagnosis=off",
+                      "runtime.progress=false", "model.input_type=image"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Set model.input_type=tensor" in " ".join(result.stderr.split()), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "outputs").rglob("*.mlpackage"))  # nothing converted
+    assert "RUNNING" not in {r.info.status for r in _runs(tmp_path / "outputs")}
+
+
+@pytest.mark.parametrize("case", ["missing_array", "one_array", "input_shape"])
+def test_data_mistakes_of_a_several_input_model_are_refused_while_loading(tmp_path, case):
+    """The job's own loading (load_inputs, before the baseline): the paragraph names the fix."""
+    from precision_sweep.data import load_inputs
+    from precision_sweep.errors import UserInputError
+    from sweep_testing import compose
+
+    model_path, data_path = text_classifier(tmp_path, epochs=0)
+    tokens, _, y = _text_data(n=40)
     extra = []
     if case == "missing_array":
         np.savez(data_path, token_ids=tokens, y=y)
         expected = "no array padding_mask"
-    elif case == "image_input":
-        extra = ["model.input_type=image"]
-        expected = "Set model.input_type=tensor"
     elif case == "one_array":
         np.savez(data_path, x=tokens, y=y)
         expected = "no array token_ids or padding_mask"
     else:
         extra = ["model.input_shape=[10]"]
         expected = "describe a single input"
-    result = run_cli(["precision-sweep", "model=keras", f"model.path={model_path}", "dataset=npz",
-                      f"dataset.path={data_path}", "precision=fp16", "target=ios18", "diagnosis=off",
-                      "runtime.progress=false", *extra], cwd=tmp_path)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert expected in " ".join(result.stderr.split()), result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    assert not list((tmp_path / "outputs").rglob("*.mlpackage"))  # nothing converted
-    assert "RUNNING" not in {r.info.status for r in _runs(tmp_path / "outputs")}
+    cfg = compose(["model=keras", f"model.path={model_path}", "dataset=npz", f"dataset.path={data_path}", *extra])
+    with pytest.raises(UserInputError) as info:
+        load_inputs(cfg.model, cfg.dataset, tmp_path / "cache")
+    assert expected in " ".join(str(info.value).split())

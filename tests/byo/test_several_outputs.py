@@ -64,14 +64,14 @@ def test_every_output_drifts_by_name_through_a_sweep(tmp_path):
     assert pick.returncode == 0 and "pick: run" in pick.stdout, pick.stderr[-2000:]
 
 
-def test_an_output_name_that_does_not_exist_is_one_paragraph(tmp_path):
+def test_an_output_name_that_does_not_exist_names_the_outputs(tmp_path):
+    from precision_sweep.data import load_inputs
+    from precision_sweep.errors import UserInputError
+    from sweep_testing import compose
+
     model_path, data_path = two_headed(tmp_path, epochs=0)
-    result = run_cli(["precision-sweep", "model=keras", f"model.path={model_path}", "model.output=score",
-                      "dataset=npz", f"dataset.path={data_path}", "precision=fp16", "target=ios18", "diagnosis=off",
-                      "runtime.progress=false"], cwd=tmp_path)
-    assert result.returncode == 2, result.stderr[-2000:]
-    message = " ".join(result.stderr.split())
-    assert "model.output=score is not an output" in message and "probs, value" in message, message[-1500:]
-    assert "Traceback" not in result.stderr
-    assert not list((tmp_path / "outputs").rglob("*.mlpackage"))
-    assert "RUNNING" not in {r.info.status for r in _runs(tmp_path / "outputs")}
+    cfg = compose(["model=keras", f"model.path={model_path}", "model.output=score", "dataset=npz", f"dataset.path={data_path}"])
+    with pytest.raises(UserInputError) as info:
+        load_inputs(cfg.model, cfg.dataset, tmp_path / "cache")
+    message = " ".join(str(info.value).split())
+    assert "model.output=score is not an output" in message and "probs, value" in message

@@ -49,25 +49,30 @@ def test_a_detector_with_nms_outside_sweeps_with_map_ci_box_confidences_and_pick
     assert pick.returncode == 0 and "pick: run" in pick.stdout, pick.stderr[-2000:]
 
 
-@pytest.mark.parametrize("case", ["box_outside_the_image", "no_such_output"])
-def test_detection_labels_or_outputs_that_do_not_fit_are_refused_before_converting(tmp_path, case):
+def test_a_box_outside_the_image_is_refused_before_converting(tmp_path):
     model_path, data_path = detectors.save(tmp_path, n=12)
-    extra = []
-    if case == "box_outside_the_image":
-        x, y = detectors.images_and_boxes(12)
-        y[:, 0, 3] = 20.0  # x_max past the 16-pixel image
-        np.savez(data_path, x=x, y=y)
-        expected = "lies outside the 16 x 16 image"
-    else:
-        extra = ["task.compare.boxes=box"]
-        expected = "task.compare.boxes=box names no output of the model; its outputs are boxes, scores"
+    x, y = detectors.images_and_boxes(12)
+    y[:, 0, 3] = 20.0  # x_max past the 16-pixel image
+    np.savez(data_path, x=x, y=y)
+    expected = "lies outside the 16 x 16 image"
     result = run_cli(["precision-sweep", *DETECTION, f"model.path={model_path}", f"dataset.path={data_path}",
-                      "precision=fp16", "target=ios18", "diagnosis=off", "runtime.progress=false", *extra], cwd=tmp_path)
+                      "precision=fp16", "target=ios18", "diagnosis=off", "runtime.progress=false"], cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     assert expected in " ".join(result.stderr.split()), result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not list((tmp_path / "outputs").rglob("*.mlpackage"))  # nothing converted
     assert "RUNNING" not in {r.info.status for r in _runs(tmp_path / "outputs")}
+
+
+def test_an_output_name_the_detector_does_not_have_is_refused_with_its_outputs():
+    from precision_sweep.errors import UserInputError
+    from precision_sweep.metrics.tasks.detection_outputs import check
+
+    x, y = detectors.images_and_boxes(8)
+    boxes, scores = detectors.detector().predict(x, verbose=0)
+    with pytest.raises(UserInputError) as info:
+        check(y, {"boxes": boxes, "scores": scores}, boxes="box", input_shape=(16, 16, 1))
+    assert "task.compare.boxes=box names no output of the model; its outputs are boxes, scores" in str(info.value)
 
 
 def test_scores_that_all_read_one_keep_the_boxes_and_show_in_the_box_comparison():
