@@ -18,10 +18,10 @@ import numpy as np
 
 from precision_sweep.data import split_cache
 from precision_sweep.data.preprocessing import ImageFeed
-from precision_sweep.samples import NamedSamples, hash_parts
 from precision_sweep.data.validate import check_dataset_path
 from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_arrays
+from precision_sweep.samples import NamedSamples, hash_parts
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,8 @@ class Dataset:
     @property
     def content_hash(self) -> str:
         """Hash of the evaluated (test) arrays: runs on different data never compare silently."""
-        if isinstance(self.x_test, NamedSamples):
-            return hash_arrays([*hash_parts(self.x_test), self.y_test], extra=sorted(self.x_test.names))
-        return hash_arrays([self.x_test, self.y_test])
+        names = sorted(self.x_test.names) if isinstance(self.x_test, NamedSamples) else None
+        return hash_arrays([*hash_parts(self.x_test), self.y_test], extra=names)
 
     @property
     def n_classes(self) -> int:

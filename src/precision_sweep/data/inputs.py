@@ -18,10 +18,10 @@ from precision_sweep.data.datasets import Dataset, InputSpec
 from precision_sweep.data.loading import load_dataset
 from precision_sweep.data.models import LoadedModel, load_model, predict_probabilities
 from precision_sweep.data.models.card import write_json_atomic
-from precision_sweep.samples import NamedSamples, hash_parts
 from precision_sweep.data.validate import validate_sources
 from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_arrays
+from precision_sweep.samples import NamedSamples, hash_parts
 
 log = logging.getLogger(__name__)
 

@@ -71,7 +71,7 @@ def require_one_input(cfg, count: int, source: str) -> None:
     if count != 1:
         raise UserInputError(
             f"Model {cfg.name!r} has {count} inputs; models with several inputs are read from Keras 3 "
-            f"files (model.source=keras_file), not {source}. Save the model as .keras with Keras 3, "
+            f"files (model=keras), not {source}. Save the model as .keras with Keras 3, "
             "or export a single-input model."
         )
 

@@ -46,7 +46,7 @@ def _load(cfg, path: Path) -> LoadedModel:
     if len(inputs) != 1:
         raise UserInputError(
             f"The {where} takes {len(inputs)} inputs ({', '.join(inputs)}); models with several inputs are "
-            "read from Keras 3 files (model.source=keras_file). Save the model as .keras with Keras 3, or "
+            "read from Keras 3 files (model=keras). Save the model as .keras with Keras 3, or "
             "export a signature with one input."
         )
     key, spec = next(iter(inputs.items()))
