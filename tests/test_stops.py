@@ -93,3 +93,33 @@ def test_a_job_stopped_through_a_library_error_is_closed_killed(tmp_path):
     stored = client.get_run(run.run_id)
     assert stored.info.status == "KILLED"
     assert stored.data.tags["error_class"] == "KeyboardInterrupt"
+
+
+def test_a_stop_swallowed_before_a_library_fails_on_its_own_error_closes_the_job_killed(outputs, shared_cache, monkeypatch):
+    """Ctrl-C lands in a library's bare ``except:``, which goes on with a half-set state and fails
+    on an error of its own that does not chain the stop (seen in CI: a search trial's conversion
+    then failed), before the stop is raised again: the job was still stopped, so its run is
+    KILLED with KeyboardInterrupt and the stop leaves run_job."""
+    from precision_sweep import runtime as runtime_module
+    from precision_sweep.job import run_job
+    from sweep_testing import compose, mlflow_client
+
+    def swallow_then_fail(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            threading.Event().wait(0.5)  # the handler raises here
+        except:  # noqa: E722 - the library's bare except under test
+            pass
+        raise RuntimeError("weights directory not found")  # raised outside the except: no chain
+
+    monkeypatch.setattr(limits, "STOP_RETRY_SECONDS", 600)  # the error, not a repeat, leaves the block
+    monkeypatch.setattr(runtime_module, "run_batches", swallow_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(compose([f"paths.outputs={outputs}", f"paths.cache={shared_cache}", "runtime.progress=false",
+                         "precision=fp32"]))
+    client = mlflow_client(outputs)
+    [run] = client.search_runs([client.get_experiment_by_name("precision-sweep").experiment_id])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error_class"] == "KeyboardInterrupt"
+    error = client.download_artifacts(run.info.run_id, "error.txt", str(outputs))
+    assert "weights directory not found" in open(error).read()  # what the library raised is kept

@@ -86,8 +86,9 @@ def run_job(cfg: DictConfig) -> dict | None:
             check_search(cfg)  # the settings first: they need no model
             check_search(cfg, model_for_checks(cfg))
     run = open_job_run(cfg)
+    stops = None
     try:
-        with stops_raise():  # from here on, Ctrl-C or a scheduler's SIGTERM closes the run KILLED
+        with stops_raise() as stops:  # from here on, Ctrl-C or a scheduler's SIGTERM closes the run KILLED
             if multirun:
                 check_config(cfg)  # a grid's own values: this job's run FAILED says why
                 check_task(cfg)
@@ -104,11 +105,13 @@ def run_job(cfg: DictConfig) -> dict | None:
         run.reuse(reused.source)
         return dict(reused.source.data.metrics)
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then handled
-        run.fail(exc)
-        stop = stop_in_chain(exc)
+        # A stop, though a library may have turned it into another error, or swallowed it and
+        # failed on an error of its own before the stop was raised again.
+        stop = stop_in_chain(exc) or (stops.stop() if stops is not None else None)
+        run.fail(exc, stop=stop)
         if stop is exc:
             raise
-        if stop is not None:  # stopped, though a library's cleanup raised another error on the way
+        if stop is not None:
             raise stop from exc
         log.error("job failed: %s: %s", type(exc).__name__, exc)
         if multirun:

@@ -13,7 +13,9 @@ SIGTERM (a cluster scheduler cancelling the job) raises :class:`JobTerminated` a
 its run exists, so the run is closed as KILLED instead of left RUNNING. A stop is raised again
 every few seconds until the job has left that block, since a library's bare ``except:``
 (coremltools has some) can swallow it once. :func:`stop_in_chain` finds a stop that a library
-turned into another error on its way out (Optuna's journal lock: FileNotFoundError). Everything
+turned into another error on its way out (Optuna's journal lock: FileNotFoundError), and the
+block remembers a stop it received, for a library that swallowed it and then failed on an
+error of its own that does not chain it. Everything
 is restored when the job ends. POSIX
 only; signals need the main thread, so a job run in another thread gets neither the timeout
 nor the memory cap.
@@ -148,6 +150,16 @@ class _Stops:
         while not self._left.wait(STOP_RETRY_SECONDS):
             signal.pthread_kill(main, self.received)
 
+    def stop(self) -> BaseException | None:
+        """The stop this block received (KeyboardInterrupt or JobTerminated), else None: what
+        ended the job when a library swallowed the stop and failed on another error that does
+        not chain it (coremltools' bare ``except:`` continues with a half-set state)."""
+        if self.received is None:
+            return None
+        if self.received == signal.SIGINT:
+            return KeyboardInterrupt()
+        return JobTerminated("the job received SIGTERM")
+
     def leave(self) -> None:
         self._left.set()
         if self._watch is not None:
@@ -160,14 +172,15 @@ def stops_raise():
     (main thread only), raised again until the block is left, so a job cancelled by its
     scheduler (SLURM's scancel or time limit) or by Ctrl-C closes its run KILLED. A launcher may
     have its own SIGTERM handler (submitit's only logs the signal, and SLURM kills the job
-    seconds later): it is restored when the block ends."""
-    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    seconds later): it is restored when the block ends. Yields the block's :class:`_Stops`,
+    whose ``stop()`` says afterwards whether a stop was received."""
     stops = _Stops()
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        yield stops
+        return
     previous = {signum: signal.signal(signum, stops.handle) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield stops
     finally:
         stops.leave()
         for signum, handler in previous.items():

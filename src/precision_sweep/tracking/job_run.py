@@ -214,9 +214,11 @@ class JobRun:
             self.client.log_inputs(self.run_id, datasets=list(source.inputs.dataset_inputs))
         self._end("FINISHED")
 
-    def fail(self, exc: BaseException) -> None:
-        """FAILED with the error recorded; KILLED when the user or the system stopped the job."""
-        stop = stop_in_chain(exc)  # a stop a library turned into another error is still a stop
+    def fail(self, exc: BaseException, stop: BaseException | None = None) -> None:
+        """FAILED with the error recorded; KILLED when the user or the system stopped the job:
+        ``stop`` (the stop the job's block received) or a stop in ``exc``'s chain (a stop a
+        library turned into another error is still a stop)."""
+        stop = stop if stop is not None else stop_in_chain(exc)
         cause = stop if stop is not None else exc
         message = str(cause) or type(cause).__name__
         outcome = "killed" if stop is not None else "failed"
