@@ -8,7 +8,8 @@ For ``dataset=python`` and ``dataset=tfrecord``, runs the same job (a small dens
     python benchmarks/dataset_memory.py [--small 5000] [--large 50000] [--sample 8 8 1]
 
 Samples are read into memory before the split (no streaming yet), so the ratio is how much a
-dataset of this sample size adds to a job whose floor is TensorFlow and coremltools.
+dataset of this sample size adds to a job whose floor is TensorFlow and coremltools; a larger
+``--sample`` shows the cost of holding the split.
 """
 
 from __future__ import annotations
