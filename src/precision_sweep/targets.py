@@ -25,3 +25,19 @@ def resolve_function(target: str, key: str, expects: str) -> Callable[..., Any]:
             f"install the package that holds {module!r} (or put its folder on PYTHONPATH), and name the "
             "function itself, not its module."
         ) from exc
+
+
+def import_modules(names, key: str, purpose: str) -> None:
+    """Import each module of ``names`` (the config key ``key`` lists them, for ``purpose``); one
+    paragraph naming the module and the fix when one cannot be imported."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(str(name))
+        except ImportError as exc:
+            raise UserInputError(
+                f"{key} lists {name!r}, which cannot be imported ({str(exc).splitlines()[-1]}). It is imported "
+                f"{purpose}: check the spelling, install the package that holds it or put its folder on "
+                "PYTHONPATH, so that Python can import it in the job's environment."
+            ) from exc

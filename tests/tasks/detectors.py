@@ -63,3 +63,24 @@ def save(root: Path, n: int = 60) -> tuple[Path, Path]:
     x, y = images_and_boxes(n)
     np.savez(data_path, x=x, y=y)
     return model_path, data_path
+
+
+def detector_with_nms(max_boxes: int = 8):
+    """:func:`detector` with its NMS inside (:class:`kept_boxes.KeptBoxes`), batch 1: outputs
+    ``boxes`` (1, max_boxes, 4), ``scores`` (1, max_boxes) and ``classes`` (1, max_boxes)."""
+    import keras
+    from kept_boxes import KeptBoxes
+
+    image = keras.Input((SIZE, SIZE, 1), batch_size=1, name="image")
+    boxes, scores = detector()(image)
+    kept = KeptBoxes(max_boxes, name="kept")(boxes, scores)
+    names = ("boxes", "scores", "classes")
+    return keras.Model(image, [keras.layers.Identity(name=name)(tensor) for name, tensor in zip(names, kept)])
+
+
+def save_with_nms(root: Path, n: int = 60) -> tuple[Path, Path]:
+    model_path, data_path = root / "detector_nms.keras", root / "boxes.npz"
+    detector_with_nms().save(model_path)
+    x, y = images_and_boxes(n)
+    np.savez(data_path, x=x, y=y)
+    return model_path, data_path

@@ -1,8 +1,11 @@
 """task=detection through real sweeps (issue 25): the tiny detector of :mod:`detectors` (boxes and
-per-class scores out, NMS outside the model), its npz of labelled boxes, a real Hydra multirun
-(fp32, fp16, int8 x two targets) into a real MLflow store with COCO mAP by pycocotools, its
-paired-bootstrap CI, the per-box confidence comparison and the pick; labels that do not fit the
-outputs refused before converting; and the per-box comparison catching scores that all read 1.0."""
+per-class scores out, NMS outside the model), and the same detector with its NMS inside (a
+registered Keras layer, batch 1, converted to MIL ``non_maximum_suppression``), with their npz of
+labelled boxes, through real Hydra multiruns (fp32, fp16, int8 x two targets) into a real MLflow
+store with COCO mAP by pycocotools, its paired-bootstrap CI, the per-box confidence comparison
+and the pick; labels that do not fit the outputs refused before converting; a custom-layer module
+that cannot be imported and a batch fixed above 1 refused while loading; and the per-box
+comparison catching scores that all read 1.0."""
 
 from __future__ import annotations
 
@@ -12,8 +15,11 @@ import numpy as np
 import pytest
 
 import detectors
-from sweep_testing import mlflow_client, run_cli
+from sweep_testing import failed_job_errors, mlflow_client, run_cli
 
+from precision_sweep.tracking.job_run import OUTCOME_TAG
+
+TASKS = Path(__file__).parent
 DETECTION = ["task=detection", "model=keras", "model.output=scores", "dataset=npz", "dataset.test_size=0.5"]
 
 
@@ -47,6 +53,83 @@ def test_a_detector_with_nms_outside_sweeps_with_map_ci_box_confidences_and_pick
     pick = run_cli(["precision-pick", "--max-drop", "2", "--tracking-uri", f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"],
                    cwd=tmp_path)
     assert pick.returncode == 0 and "pick: run" in pick.stdout, pick.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_detector_with_nms_inside_sweeps_with_map_ci_box_confidences_and_pick(tmp_path):
+    model_path, data_path = detectors.save_with_nms(tmp_path)
+    cache = tmp_path / "cache"
+    result = run_cli(["precision-sweep", "-m", *DETECTION, f"model.path={model_path}", f"dataset.path={data_path}",
+                      "model.imports=[kept_boxes]", "task.compare.nms=inside", "task.compare.classes=classes",
+                      "precision=fp32,fp16,int8", "target=ios14,ios16,ios18", "compute_units=cpu_only", "diagnosis=off",
+                      f"paths.cache={cache}", "progress=false", "runtime.progress=false"], cwd=tmp_path,
+                     env={"PYTHONPATH": str(TASKS)})  # where kept_boxes, the layer's module, is
+    assert result.returncode == 0, result.stderr[-3000:] + failed_job_errors(tmp_path / "outputs")
+    runs = [r for r in _runs(tmp_path / "outputs") if r.data.tags.get("precision_sweep.role") == "job"]
+    assert len(runs) == 9 and {r.info.status for r in runs} == {"FINISHED"}
+    # coremltools 9 cannot convert TF's NMS at iOS17+: those cells are skipped, saying why and what to do
+    skipped = [r for r in runs if r.data.params["target"] == "ios18"]
+    assert len(skipped) == 3 and all(r.data.tags.get(OUTCOME_TAG) == "skipped" for r in skipped), [r.data.tags for r in skipped]
+    assert all("only for iOS15 and iOS16" in r.data.tags["skip_reason"] for r in skipped)
+    jobs = [r for r in runs if r.data.params["target"] != "ios18"]
+    for run in jobs:
+        m = run.data.metrics
+        assert run.data.tags["task_metric"] == "map_50_95"
+        assert m["baseline_map_50"] == 1.0 and 0.5 < m["baseline_map_50_95"] < 1.0
+        assert m["metric_delta"] == pytest.approx(m["map_50_95"] - m["baseline_map_50_95"])
+        assert m["metric_delta_ci_low"] <= m["metric_delta"] <= m["metric_delta_ci_high"]
+        assert m["metric_n_resamples"] == 2000 and m["n_samples"] == 30
+        assert m["matched_fraction"] == 1.0 and 1 < m["baseline_detections_per_image"] <= 3
+        assert {"max_abs_diff/boxes", "max_abs_diff/scores", "max_abs_diff/classes", "score_max_abs_diff"} <= set(m)
+    by_cell = {(r.data.params["precision"], r.data.params["target"]): r.data.metrics for r in jobs}
+    assert all(by_cell[("fp32", t)]["box_max_abs_diff"] < 1e-4 and by_cell[("fp32", t)]["metric_delta"] == 0
+               for t in ("ios14", "ios16"))
+    assert all(by_cell[("int8", t)]["box_max_abs_diff"] > 1e-4 for t in ("ios14", "ios16"))
+    # The NMS ran inside the converted models, one image at a time: an ML program's MIL op at
+    # iOS16, a neuralnetwork's NonMaximumSuppression layer at iOS14.
+    import coremltools as ct
+
+    packages = sorted((cache / "convert").rglob("*.mlpackage"))
+    files = sorted(p for p in (cache / "convert").rglob("*.mlmodel") if not any(part.endswith(".mlpackage") for part in p.parts))
+    assert packages and files
+    for package in packages:
+        spec = ct.utils.load_spec(str(package))
+        assert 'type: "non_maximum_suppression"' in str(spec.mlProgram)
+        assert spec.description.input[0].type.multiArrayType.shape[0] == 1
+    for file in files:
+        spec = ct.utils.load_spec(str(file))
+        assert "NonMaximumSuppression" in [layer.WhichOneof("layer") for layer in spec.neuralNetwork.layers]
+        assert spec.description.input[0].type.multiArrayType.shape[0] == 1
+    pick = run_cli(["precision-pick", "--max-drop", "2", "--tracking-uri", f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"],
+                   cwd=tmp_path)
+    assert pick.returncode == 0 and "pick: run" in pick.stdout, pick.stderr[-2000:]
+
+
+@pytest.mark.parametrize("case", ["unimportable", "batch_of_four"])
+def test_a_custom_layer_module_or_a_batch_that_cannot_be_evaluated_is_refused_while_loading(tmp_path, case, monkeypatch):
+    """The job's own loading (load_inputs): one paragraph naming the key and the fix."""
+    import keras
+
+    from precision_sweep.data import load_inputs
+    from precision_sweep.errors import UserInputError
+    from sweep_testing import compose
+
+    monkeypatch.syspath_prepend(str(TASKS))
+    model_path, data_path = detectors.save_with_nms(tmp_path, n=8)
+    imports = "[kept_boxes]"
+    if case == "unimportable":
+        imports, expected = "[kept_boxs]", "model.imports lists 'kept_boxs', which cannot be imported"
+    else:
+        image = keras.Input((detectors.SIZE, detectors.SIZE, 1), batch_size=4, name="image")
+        boxes, scores = detectors.detector()(image)
+        named = [keras.layers.Identity(name=name)(tensor) for name, tensor in (("boxes", boxes), ("scores", scores))]
+        keras.Model(image, named).save(model_path)
+        expected = "fix their batch dimension at [4]"
+    cfg = compose([*DETECTION, f"model.path={model_path}", f"dataset.path={data_path}", f"model.imports={imports}",
+                   "task.compare.nms=inside", "task.compare.classes=classes"])
+    with pytest.raises(UserInputError) as info:
+        load_inputs(cfg.model, cfg.dataset, tmp_path / "cache", labels=cfg.task.labels)
+    assert expected in " ".join(str(info.value).split())
 
 
 def test_a_box_outside_the_image_is_refused_before_converting(tmp_path):

@@ -92,6 +92,7 @@ def activation_stats(mlmodel, samples: np.ndarray, batch_size: int = 32) -> dict
     for name, value in feeds_of(samples, emulator.input_names[0]).items():
         if np.issubdtype(np.asarray(value).dtype, np.floating):  # token ids and masks are not quantized
             _update(stats, name, value)
+    batch_size = emulator.fixed_batch or batch_size
     for start in range(0, len(samples), batch_size):
         _, captured = emulator.predict(feeds_of(samples[start : start + batch_size], emulator.input_names[0]), capture=True)
         for name, (op_type, value) in captured.items():

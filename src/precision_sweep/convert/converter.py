@@ -269,6 +269,14 @@ def _input_key(model: LoadedModel):
     return model.input_name if not model.inputs else [[n, list(s), d] for n, s, d in model.inputs]
 
 
+def _batch_dimension(model: LoadedModel, max_batch: int):
+    """The program's batch dimension: flexible up to ``max_batch``, or fixed at 1 for a model
+    whose own batch is (a detector whose NMS takes one image)."""
+    import coremltools as ct
+
+    return 1 if model.batch == 1 else ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
+
+
 def _tensor_inputs(model: LoadedModel, batch) -> list:
     """One ``ct.TensorType`` per model input, the batch dimension ``batch``; integer inputs
     (token ids, masks) as int32, the integer type Core ML inputs take."""
@@ -317,7 +325,7 @@ def _frontend(model: LoadedModel, target_name: str, compute: ComputeSpec, max_ba
 
     def build():
         log.info("frontend: converting %s for %s (%s I/O)", model.name, target_name, io_precision)
-        batch = ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
+        batch = _batch_dimension(model, max_batch)
         with _building(BuildStep("frontend", model.name, target_name, io_precision, entry=path,
                                  source="the TensorFlow model")):
             program = ct.convert(
@@ -370,7 +378,7 @@ def _with_interface(program, model: LoadedModel, interface: AppInterface, max_ba
 
     program = copy.deepcopy(program)
     if interface.image is not None:
-        batch = ct.RangeDim(lower_bound=1, upper_bound=max_batch, default=1)
+        batch = _batch_dimension(model, max_batch)
         input_type = interface.input_type(model.input_name, tuple(model.input_shape), batch)
         if convert_to == NEURALNETWORK and input_type.color_layout.name.startswith("GRAYSCALE"):
             # coremltools' NN backend writes a grayscale bias into the scaler's one float

@@ -25,6 +25,8 @@ from precision_sweep.errors import SkipJob, UserInputError
 RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
 _LOOP_OPS = ("While", "StatelessWhile", "TensorListReserve", "TensorListFromTensor", "TensorListGetItem",
              "TensorListSetItem", "TensorListStack", "Less", "LoopCond")
+# TensorFlow's NMS ops, which coremltools' TF frontend translates to MIL non_maximum_suppression.
+_TF_NMS_OPS = ("NonMaxSuppression", "NonMaxSuppressionV3", "NonMaxSuppressionV5")
 _NOT_IMPLEMENTED = re.compile(r"Conversion for TF op '([^']+)' not implemented\.\s*name: \"([^\"]+)\"", re.S)
 
 
@@ -164,6 +166,16 @@ def explain_conversion_error(exc: BaseException, model: Any) -> BaseException:
     where = f"{_describe(layer)}, {at}" if layer is not None else at
     cause = f"coremltools raised {type(exc).__name__}: {first}"
 
+    if op in _TF_NMS_OPS and "score_threshold" in str(exc):
+        # coremltools 9's TF frontend calls mb.non_maximum_suppression with score_threshold, an
+        # input the iOS17 opset removed (ops/defs/iOS17/tensor_operation.py): no conversion at
+        # iOS17 and later exists, so the cell cannot deploy.
+        return SkipJob(
+            f"coremltools 9 converts TensorFlow's NMS ({where} of model={name}) only for iOS15 and iOS16: its "
+            "TF frontend passes score_threshold, which the iOS17 non_maximum_suppression no longer takes. Sweep "
+            "this model at target=ios15 or ios16 (the package runs on later iOS too), or take the NMS out of "
+            "the model and set task.compare.nms=outside."
+        )
     if step is not None and (step.stage != "frontend" or (op is None and _failing_pass(exc))):
         error = ConversionError(_explain_step(step, exc, cause))
         error.__cause__ = exc

@@ -128,6 +128,10 @@ class ModelConfig:
     # false allows deserializing Python code stored in the file (Lambda layers): only for files
     # you trust. The run records it as the param model_safe_mode.
     safe_mode: bool = True
+    # Modules imported before a Keras file loads: where its custom layers and functions are
+    # registered (@keras.saving.register_keras_serializable), e.g. model.imports=[my_layers]. They
+    # must be importable in the job's environment (installed, or on PYTHONPATH).
+    imports: List[str] = field(default_factory=list)
     # What the converted model takes and gives, as an app ships it. tensor: float arrays,
     # preprocessed by the dataset config. image: a Core ML ImageType fed 8-bit pixels, whose
     # scale, bias and color layout come from the dataset's scale, mean, std and channel order.

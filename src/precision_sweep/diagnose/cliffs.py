@@ -106,6 +106,7 @@ def op_stats(fp32_program, x: np.ndarray, batch: int = 16, plan_cache=None) -> d
         return _STATS_MEMO[key]
     emulator = Execution("cpu_only", plan_cache=plan_cache).emulator(fp32_program)
     name = emulator.input_names[0]
+    batch = emulator.fixed_batch or batch
     stats: dict[str, OpStats] = {}
     steps = [s for s in emulator.plan.steps if s.outputs]
     for start in range(0, len(x), batch):

@@ -74,6 +74,10 @@ def capture(program: Any, x: np.ndarray, execution: Any = None) -> Capture:
     from precision_sweep.emulator import Emulator, Execution
 
     emulator = program if isinstance(program, Emulator) else (execution or Execution()).emulator(program)
+    if emulator.fixed_batch:
+        # A program that takes one sample (a detector whose NMS takes one image): its
+        # intermediates are compared on the first sample, whose kept boxes may differ in number
+        x = x[: emulator.fixed_batch]
     inputs_of: dict[str, list[str]] = {}
     with np.errstate(all="ignore"):
         outputs, values = emulator.predict(feeds_of(x, emulator.input_names[0]), capture=True, dataflow=inputs_of)

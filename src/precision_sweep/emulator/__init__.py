@@ -117,6 +117,14 @@ class Emulator:
     def output_names(self) -> list[str]:
         return list(self.plan.outputs)
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """1 when the program's first input fixes its batch dimension at one sample (a Core ML
+        file converted without a flexible batch, a detector whose NMS takes one image): it is
+        then fed one sample at a time. None when the batch is flexible."""
+        shape = self.plan.inputs[self.input_names[0]][0]
+        return 1 if shape and isinstance(shape[0], int) and shape[0] == 1 else None
+
     def classifier(self) -> tuple[str, str, list] | None:
         """``(label output, probabilities output, classes)`` of a classifier program (one ending
         in ``classify``), else None."""

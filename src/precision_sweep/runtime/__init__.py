@@ -170,9 +170,7 @@ def batch_size_for(runtime: Runtime, requested: int) -> int:
     """``requested``, or 1 for a program whose batch dimension is fixed at 1 (a Core ML file
     converted without a flexible batch, as apps usually ship)."""
     if runtime.emulator is not None:
-        shape = runtime.emulator.plan.inputs[runtime.input_name][0]
-        if shape and isinstance(shape[0], int) and shape[0] == 1:
-            return 1
+        return runtime.emulator.fixed_batch or requested
     return requested
 
 

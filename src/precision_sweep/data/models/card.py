@@ -30,7 +30,7 @@ from precision_sweep.hashing import hash_config, hash_path
 log = logging.getLogger(__name__)
 
 # Bump when what a card holds, or how a source fills it, changes.
-CARD_REVISION = 2  # 2: inputs and output_names (models with several inputs or outputs)
+CARD_REVISION = 3  # 2: inputs and output_names (several inputs or outputs); 3: a fixed batch
 
 # The model config's fields that change what a source loads from the same file.
 CHOICES = ("source", "builder", "input_name", "input_shape", "input_dtype", "output", "signature")
@@ -73,6 +73,7 @@ def write_card(card: Path, loaded: LoadedModel, cfg) -> None:
         "n_outputs": loaded.n_outputs,
         "output_names": list(loaded.output_names),
         "output_name": loaded.output_name,
+        "batch": loaded.batch,
         "keras_layers": None if loaded.keras_layers is None else {
             "layers": list(loaded.keras_layers[0]), "model": loaded.keras_layers[1], "inputs": list(loaded.keras_layers[2]),
         },
@@ -127,6 +128,7 @@ def from_card(cfg, data: dict, path: Path | None, loader: Callable[[], LoadedMod
         loader=loader,
         inputs=tuple((name, tuple(shape), dtype) for name, shape, dtype in data.get("inputs", [])),
         output_names=tuple(data.get("output_names", [])),
+        batch=data.get("batch"),
     )
     loaded.run_params = run_params_of(cfg, loaded, **data["run_params"])
     return loaded

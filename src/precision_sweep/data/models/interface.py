@@ -114,6 +114,7 @@ def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
     import keras
 
     where = f"model={cfg.name}"
+    batch = fixed_batch(model, where)
     inputs = several_inputs(cfg, model, where) if len(model.inputs) > 1 else ()
     input_name = model.inputs[0].name.split(":")[0]
     if not inputs and cfg.input_name is not None and cfg.input_name != input_name:
@@ -150,6 +151,22 @@ def wrap_keras_model(cfg, model, path: Path | None) -> LoadedModel:
         keras_layers=keras_layer_names(model),
         inputs=inputs,
         output_names=tuple(names) if several_outputs else (),
+        batch=batch,
     )
     loaded.run_params = run_params_of(cfg, loaded)
     return loaded
+
+
+def fixed_batch(model, where: str) -> int | None:
+    """The batch dimension the Keras model fixes: None when open (every input's is), 1 when
+    fixed at one sample (a detector whose NMS takes one image); another size is refused."""
+    sizes = {tensor.shape[0] for tensor in model.inputs}
+    if sizes == {None}:
+        return None
+    if sizes == {1}:
+        return 1
+    raise UserInputError(
+        f"The inputs of {where} fix their batch dimension at {sorted(sizes, key=str)}: precision-sweep evaluates "
+        "a model whose batch is open (keras.Input(shape) without batch_size) or fixed at 1 (one sample at a "
+        "time). Save the model with an open batch, or with batch_size=1 if it only takes one sample."
+    )

@@ -11,6 +11,7 @@ from precision_sweep.data.models.loaded import LoadedModel
 from precision_sweep.data.models.safety import load_failed, refuse_unsafe
 from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_path
+from precision_sweep.targets import import_modules
 
 
 def load_keras_file(cfg, path: Path, cache_dir: Path | None = None) -> LoadedModel:
@@ -23,6 +24,7 @@ def _load(cfg, path: Path) -> LoadedModel:
     import keras
 
     lambdas = refuse_unsafe(cfg, path)
+    import_modules(cfg.get("imports") or [], "model.imports", "before the model loads, to register its custom layers")
     try:
         model = keras.models.load_model(path, safe_mode=bool(cfg.safe_mode), compile=False)
     except Exception as exc:  # noqa: BLE001 - any load failure is the file's

@@ -55,6 +55,9 @@ class LoadedModel:
     # A model with several outputs: every output's name, in the model's order (output_name is
     # the judged one); empty when one output is converted.
     output_names: tuple = ()
+    # The batch dimension the model fixes (1: a detector whose NMS takes one image); None when
+    # it is open. The TF model and the converted program then predict one sample at a time.
+    batch: int | None = None
 
     def __post_init__(self):
         if self.loader is not None:
@@ -81,7 +84,7 @@ class LoadedModel:
     def _load(self) -> None:
         full = self.__dict__["loader"]()
         for attr in ("content_hash", "input_name", "input_shape", "input_dtype", "n_outputs", "output_name", "inputs",
-                     "output_names"):
+                     "output_names", "batch"):
             if getattr(full, attr) != getattr(self, attr):
                 raise RuntimeError(
                     f"model {self.name}: the loaded model's {attr} {getattr(full, attr)!r} differs from its "
@@ -114,6 +117,7 @@ def batched(fn: Callable[[np.ndarray], np.ndarray], batch_size: int = 256) -> Ca
 def predict_probabilities(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Run the TF model in inference mode and return its outputs as float32 (``x``: one array,
     or :class:`~precision_sweep.samples.NamedSamples` for a model with several inputs)."""
+    batch_size = loaded.batch or batch_size
     if loaded.output_names:
         return predict_outputs(loaded, x, batch_size)[loaded.output_name]
     if loaded.predict_fn is not None:
@@ -126,6 +130,7 @@ def predict_outputs(loaded: LoadedModel, x, batch_size: int = 256) -> dict[str, 
     """Every output of the TF model by name, as float32 (one output: the judged one)."""
     if not loaded.output_names:
         return {loaded.output_name: predict_probabilities(loaded, x, batch_size)}
+    batch_size = loaded.batch or batch_size
     outputs = loaded.keras_model.predict(x.feeds() if isinstance(x, NamedSamples) else x, batch_size=batch_size, verbose=0)
     if isinstance(outputs, dict):
         return {name: np.asarray(outputs[name], dtype=np.float32) for name in loaded.output_names}
