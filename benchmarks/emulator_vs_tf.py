@@ -1,4 +1,10 @@
-"""Emulator vs TensorFlow inference time and peak memory (MobileNetV2, ResNet50).
+"""Emulator vs TensorFlow inference time and peak memory (MobileNetV2, ResNet50, EfficientNetB0, ViT).
+
+``--models`` takes Keras applications by name (``keras.applications.<name>``) and ``ViT``: a small
+vision transformer built from Keras layers (16x16 patch embedding by a strided Conv2D, learned
+position embedding, 4 pre-norm encoder blocks of ``MultiHeadAttention`` (4 heads, width 192),
+``LayerNormalization`` and an MLP with tanh-approximated GELU (Keras' exact GELU lowers to
+``erfc``, which coremltools 9 does not convert), mean pooling and a 1000-class head).
 
 For each model (random weights, batch 32) and input size (96x96 and 224x224) this converts an
 fp32 and an fp16 ML program and a NeuralNetwork ``.mlmodel`` (iOS14, fp32 weights: fp32 compute
@@ -28,7 +34,7 @@ oneDNN on equal terms::
 
 Usage::
 
-    python benchmarks/emulator_vs_tf.py [--models MobileNetV2 ResNet50]
+    python benchmarks/emulator_vs_tf.py [--models MobileNetV2 ResNet50 EfficientNetB0 ViT]
         [--batch 32] [--sizes 96 224] [--repeats 3] [--devices m1 m2 m5]
         [--formats mlprogram neuralnetwork]
 """
@@ -86,6 +92,28 @@ def peak_mib(fn):
     return result, (_status_kib("VmHWM") - before) / 1024
 
 
+# The CPU features the ratios move with (TF's oneDNN and numpy's kernels pick their code by them).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_fp16", "f16c", "amx_tile")
+
+
+def cpu_description() -> str:
+    """The CPU's model name and which of :data:`CPU_FLAGS` it has (``/proc/cpuinfo``, as lscpu)."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in CPU_FLAGS)
+    return f"{model}, {os.cpu_count()} CPUs ({shown})"
+
+
 def blas_kernels() -> str:
     from threadpoolctl import threadpool_info
 
@@ -109,6 +137,36 @@ def _runs(devices, formats):
         for units in ANE_UNITS:
             for device in devices:
                 yield "nn", units, device
+
+
+def vision_transformer(size: int, width: int = 192, depth: int = 4, heads: int = 4, patch: int = 16, classes: int = 1000):
+    """The small ViT of the module docstring, random weights."""
+    import keras
+
+    layers = keras.layers
+    image = keras.Input((size, size, 3))
+    tokens = layers.Reshape((-1, width))(layers.Conv2D(width, patch, strides=patch)(image))
+    count = (size // patch) ** 2
+    tokens = tokens + layers.Embedding(count, width)(keras.ops.arange(count))
+    for _ in range(depth):
+        normed = layers.LayerNormalization(epsilon=1e-6)(tokens)
+        tokens = tokens + layers.MultiHeadAttention(heads, width // heads)(normed, normed)
+        normed = layers.LayerNormalization(epsilon=1e-6)(tokens)
+        hidden = layers.Dense(width * 4)(normed)
+        hidden = layers.Activation(lambda t: keras.activations.gelu(t, approximate=True))(hidden)
+        tokens = tokens + layers.Dense(width)(hidden)
+    pooled = layers.GlobalAveragePooling1D()(layers.LayerNormalization(epsilon=1e-6)(tokens))
+    return keras.Model(image, layers.Dense(classes, activation="softmax")(pooled), name="ViT")
+
+
+def build_model(name: str, size: int):
+    """``name`` with random weights at ``size`` x ``size`` x 3: a Keras application or ``ViT``."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    if name == "ViT":
+        return vision_transformer(size)
+    return getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=1000)
 
 
 def _nn_file(model, shape) -> Path:
@@ -146,7 +204,6 @@ def main(argv=None):
                         choices=["mlprogram", "neuralnetwork"])
     args = parser.parse_args(argv)
 
-    import keras
     import tensorflow as tf
 
     import _emu_helpers as H
@@ -155,6 +212,7 @@ def main(argv=None):
     freeze_library_objects()  # conversions skip rescanning TF's objects (as in a job)
     from precision_sweep.emulator import Emulator
 
+    print(f"CPU: {cpu_description()}")
     print(f"BLAS: {blas_kernels()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     rows = []
     for size in args.sizes:
@@ -164,8 +222,7 @@ def main(argv=None):
             tensor = tf.constant(x)
 
             def load_and_run_tf():
-                keras.utils.set_random_seed(0)
-                model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classes=1000)
+                model = build_model(name, size)
                 infer = tf.function(lambda t: model(t, training=False))
                 infer(tensor).numpy()
                 infer(tensor).numpy()
