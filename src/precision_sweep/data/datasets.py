@@ -10,6 +10,7 @@ samples (drawn from the train split, never from the test split); one preprocessi
 from __future__ import annotations
 
 import logging
+import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,9 @@ class Dataset:
     # (dataset.shifts); None: every sample is its own. A split of the test samples keeps a
     # group together.
     test_groups: np.ndarray | None = None
+    # (weak references to the x_test and y_test hashed, their hash): a job reads the hash many
+    # times, and hashing a large test set reads every byte of it.
+    _hashed: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def program_inputs(self, split: str = "test") -> np.ndarray:
         """The samples of ``split`` ("test" or "calib") as the converted program takes them."""
@@ -66,9 +70,17 @@ class Dataset:
 
     @property
     def content_hash(self) -> str:
-        """Hash of the evaluated (test) arrays: runs on different data never compare silently."""
+        """Hash of the evaluated (test) arrays: runs on different data never compare silently.
+        Computed once for the arrays ``x_test`` and ``y_test`` hold (again when either is replaced)."""
+        if self._hashed is not None and self._hashed[0]() is self.x_test and self._hashed[1]() is self.y_test:
+            return self._hashed[2]
         names = sorted(self.x_test.names) if isinstance(self.x_test, NamedSamples) else None
-        return hash_arrays([*hash_parts(self.x_test), self.y_test], extra=names)
+        digest = hash_arrays([*hash_parts(self.x_test), self.y_test], extra=names)
+        try:
+            self._hashed = (weakref.ref(self.x_test), weakref.ref(self.y_test), digest)
+        except TypeError:  # not an array (a list of labels): hashed at every read
+            self._hashed = None
+        return digest
 
     @property
     def n_classes(self) -> int:
@@ -136,7 +148,11 @@ def preprocess(x: np.ndarray, cfg, spec: InputSpec) -> np.ndarray:
     if image:
         if cfg.channel_order == "bgr" and x.shape[-1] == 3:
             x = x[..., ::-1]
-    x = x * np.float32(cfg.scale)
+    # One copy of the samples at most (the first step that changes them makes it; the next steps
+    # work in it): a large test set is held once preprocessed, besides its pixels.
+    owned = False
+    if float(cfg.scale) != 1.0:
+        x, owned = x * np.float32(cfg.scale), True
     for key in ("mean", "std"):
         values = cfg[key]
         if values is None:
@@ -147,12 +163,10 @@ def preprocess(x: np.ndarray, cfg, spec: InputSpec) -> np.ndarray:
                 f"dataset.{key} has {values.size} values but the samples have {x.shape[-1]} channels "
                 f"(last axis). Give one value, or one per channel, e.g. dataset.{key}=[0.5,0.5,0.5]."
             )
-        if key == "mean":
-            x = x - values
-        else:
-            if np.any(values == 0):
-                raise UserInputError(f"dataset.std contains 0 ({list(values)}); every std must be non-zero.")
-            x = x / values
+        if key == "std" and np.any(values == 0):
+            raise UserInputError(f"dataset.std contains 0 ({list(values)}); every std must be non-zero.")
+        operation = np.subtract if key == "mean" else np.divide
+        x, owned = (operation(x, values, out=x) if owned else operation(x, values)), True
     if image and cfg.layout == "nchw":
         x = np.transpose(x, (0, 3, 1, 2))
     return np.ascontiguousarray(x.astype(spec.dtype, copy=False))

@@ -114,6 +114,26 @@ def batched(fn: Callable[[np.ndarray], np.ndarray], batch_size: int = 256) -> Ca
 
     return predict
 
+# Samples handed to Keras' predict at once: its data adapter copies what it is given, so a large
+# test set is predicted in slices (whole batches: the same batches, the same outputs).
+PREDICT_SLICE = 4096
+
+
+def _keras_predict(model, x, batch_size: int):
+    """``model.predict(x)`` in slices of about :data:`PREDICT_SLICE` samples, joined as predict
+    returns them (one array, a list or a dict of arrays)."""
+    step = batch_size * max(1, PREDICT_SLICE // batch_size)
+    parts = [model.predict(piece.feeds() if isinstance(piece, NamedSamples) else piece, batch_size=batch_size, verbose=0)
+             for piece in (x[start : start + step] for start in range(0, max(len(x), 1), step))]
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], dict):
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    if isinstance(parts[0], (list, tuple)):
+        return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
+    return np.concatenate(parts)
+
+
 def predict_probabilities(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Run the TF model in inference mode and return its outputs as float32 (``x``: one array,
     or :class:`~precision_sweep.samples.NamedSamples` for a model with several inputs)."""
@@ -122,8 +142,7 @@ def predict_probabilities(loaded: LoadedModel, x: np.ndarray, batch_size: int = 
         return predict_outputs(loaded, x, batch_size)[loaded.output_name]
     if loaded.predict_fn is not None:
         return np.asarray(loaded.predict_fn(x), dtype=np.float32)
-    outputs = loaded.keras_model.predict(x.feeds() if isinstance(x, NamedSamples) else x, batch_size=batch_size, verbose=0)
-    return np.asarray(outputs, dtype=np.float32)
+    return np.asarray(_keras_predict(loaded.keras_model, x, batch_size), dtype=np.float32)
 
 
 def predict_outputs(loaded: LoadedModel, x, batch_size: int = 256) -> dict[str, np.ndarray]:
@@ -131,7 +150,7 @@ def predict_outputs(loaded: LoadedModel, x, batch_size: int = 256) -> dict[str, 
     if not loaded.output_names:
         return {loaded.output_name: predict_probabilities(loaded, x, batch_size)}
     batch_size = loaded.batch or batch_size
-    outputs = loaded.keras_model.predict(x.feeds() if isinstance(x, NamedSamples) else x, batch_size=batch_size, verbose=0)
+    outputs = _keras_predict(loaded.keras_model, x, batch_size)
     if isinstance(outputs, dict):
         return {name: np.asarray(outputs[name], dtype=np.float32) for name in loaded.output_names}
     return {name: np.asarray(value, dtype=np.float32) for name, value in zip(loaded.output_names, outputs)}

@@ -15,7 +15,7 @@ from precision_sweep.data.models.interface import (
     select_output,
 )
 from precision_sweep.data.models.card import load_with_card
-from precision_sweep.data.models.loaded import LoadedModel, run_params_of
+from precision_sweep.data.models.loaded import PREDICT_SLICE, LoadedModel, batched, run_params_of
 from precision_sweep.data.models.safety import load_failed, refuse_unsafe
 from precision_sweep.data.models.saved_model import concrete_function
 from precision_sweep.errors import UserInputError
@@ -75,7 +75,7 @@ def _load(cfg, path: Path) -> LoadedModel:
         output_name=names[index],
         source_model=model,
         keras_layers=keras_layer_names(model),
-        predict_fn=lambda x: model.predict(x, batch_size=256, verbose=0),
+        predict_fn=batched(lambda x: model.predict(x, batch_size=256, verbose=0), PREDICT_SLICE),
     )
     loaded.run_params = run_params_of(cfg, loaded, **({"model_lambda_layers": ",".join(lambdas)} if lambdas else {}))
     return loaded
