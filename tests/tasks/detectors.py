@@ -57,9 +57,11 @@ def detector():
     return model
 
 
-def save(root: Path, n: int = 60) -> tuple[Path, Path]:
-    model_path, data_path = root / "detector.keras", root / "boxes.npz"
-    detector().save(model_path)
+def save(root: Path, n: int = 60, nms_inside: bool = False) -> tuple[Path, Path]:
+    """The detector (:func:`detector_with_nms` with ``nms_inside``) saved as .keras, and an npz of
+    ``n`` labelled images."""
+    model_path, data_path = root / ("detector_nms.keras" if nms_inside else "detector.keras"), root / "boxes.npz"
+    (detector_with_nms() if nms_inside else detector()).save(model_path)
     x, y = images_and_boxes(n)
     np.savez(data_path, x=x, y=y)
     return model_path, data_path
@@ -77,10 +79,3 @@ def detector_with_nms(max_boxes: int = 8):
     names = ("boxes", "scores", "classes")
     return keras.Model(image, [keras.layers.Identity(name=name)(tensor) for name, tensor in zip(names, kept)])
 
-
-def save_with_nms(root: Path, n: int = 60) -> tuple[Path, Path]:
-    model_path, data_path = root / "detector_nms.keras", root / "boxes.npz"
-    detector_with_nms().save(model_path)
-    x, y = images_and_boxes(n)
-    np.savez(data_path, x=x, y=y)
-    return model_path, data_path

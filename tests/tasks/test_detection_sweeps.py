@@ -57,7 +57,7 @@ def test_a_detector_with_nms_outside_sweeps_with_map_ci_box_confidences_and_pick
 
 @pytest.mark.slow
 def test_a_detector_with_nms_inside_sweeps_with_map_ci_box_confidences_and_pick(tmp_path):
-    model_path, data_path = detectors.save_with_nms(tmp_path)
+    model_path, data_path = detectors.save(tmp_path, nms_inside=True)
     cache = tmp_path / "cache"
     result = run_cli(["precision-sweep", "-m", *DETECTION, f"model.path={model_path}", f"dataset.path={data_path}",
                       "model.imports=[kept_boxes]", "task.compare.nms=inside", "task.compare.classes=classes",
@@ -115,7 +115,7 @@ def test_a_custom_layer_module_or_a_batch_that_cannot_be_evaluated_is_refused_wh
     from sweep_testing import compose
 
     monkeypatch.syspath_prepend(str(TASKS))
-    model_path, data_path = detectors.save_with_nms(tmp_path, n=8)
+    model_path, data_path = detectors.save(tmp_path, n=8, nms_inside=True)
     imports = "[kept_boxes]"
     if case == "unimportable":
         imports, expected = "[kept_boxs]", "model.imports lists 'kept_boxs', which cannot be imported"
