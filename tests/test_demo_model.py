@@ -14,6 +14,9 @@ import pytest
 
 from sweep_testing import compose
 
+# Trains the demo model in a cache of its own (about 80 s): in the slow tier.
+pytestmark = pytest.mark.slow
+
 BUDGET_PP = 1.0
 
 

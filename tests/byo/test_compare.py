@@ -215,6 +215,7 @@ def _nn_file(files, path: Path, color_layout: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_neuralnetwork_mlmodel_is_compared_and_diagnosed(files, tmp_path, capsys):
     """The standard example at iOS13 (a neuralNetworkClassifier .mlmodel): right, and BGR."""
     right = _nn_file(files, tmp_path / "right.mlmodel", "RGB")
@@ -289,6 +290,7 @@ def test_precision_diagnose_shows_the_doctor_for_a_compared_file(files, tmp_path
     assert "no FP32 twin" in out
 
 
+@pytest.mark.slow
 def test_a_sweep_over_one_file_varies_compute_units_and_device(files, tmp_path):
     from sweep_testing import mlflow_client, run_cli
 

@@ -102,6 +102,7 @@ def test_named_batches_of_a_users_function_and_calibrated_activations(tmp_path, 
     assert run.data.metrics["accuracy_delta_ci_low"] <= run.data.metrics["accuracy_delta"]
 
 
+@pytest.mark.slow
 def test_an_image_input_type_for_a_several_input_model_is_one_paragraph_exit_2(tmp_path):
     """Through the CLI: exit 2, one paragraph, nothing converted, no run left RUNNING."""
     model_path, data_path = text_classifier(tmp_path, epochs=0)

@@ -79,6 +79,7 @@ FRESH_LOADER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_fresh_process_converts_the_stored_program_at_every_compute_precision(tiny, tmp_path):
     # The bug of issue 16: a program read back from the cache in a process that had not built
     # any op of its kinds failed coremltools' const_elimination pass ("type domain []").

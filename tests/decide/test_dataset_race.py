@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 
 import numpy as np
+import pytest
 
 WORKERS, ROUNDS = 6, 3
 
@@ -31,6 +32,7 @@ def _log_together(uri: str, experiment_id: str, run_ids: list[str], barrier, ind
             failures.append(f"worker {index} round {round_index}: {type(exc).__name__}: {str(exc)[:300]}")
 
 
+@pytest.mark.slow
 def test_jobs_logging_one_new_dataset_at_once_all_get_it(tmp_path):
     from mlflow.tracking import MlflowClient
 

@@ -75,6 +75,7 @@ def test_the_run_has_the_test_set_as_its_dataset_input(sweep):
     assert not skipped.outputs.model_outputs
 
 
+@pytest.mark.slow
 def test_register_makes_a_version_of_the_picked_logged_model_with_an_alias(sweep):
     workdir, client, experiment_id, _ = sweep
     result = run_cli(["precision-pick", "--max-drop", "1", "--register", "digits-classifier", "--json"], cwd=workdir)
@@ -102,6 +103,7 @@ def test_register_makes_a_version_of_the_picked_logged_model_with_an_alias(sweep
     assert len(client.search_model_versions("name='digits-classifier'")) == 2
 
 
+@pytest.mark.slow
 def test_a_resumed_sweep_links_the_measured_model_and_registers_it(sweep, shared_cache):
     workdir, client, experiment_id, jobs = sweep
     result = run_cli(["precision-sweep", "-m", "precision=int8", "target=ios16", "runtime=emulator",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sweep_testing import mlflow_client, run_cli
 
 
@@ -42,6 +44,7 @@ CI_CROSSES_BUDGET = [
 ]
 
 
+@pytest.mark.slow
 def test_point_and_confident_rules_differ_and_say_why(outputs):
     _, _, ids = _store(outputs, CI_CROSSES_BUDGET)
     point = run_cli(["precision-pick", "--max-drop", "1", "--rule", "point"], cwd=outputs.parent)

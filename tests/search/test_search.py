@@ -153,6 +153,7 @@ def test_a_search_that_cannot_run_is_refused_before_any_work(tmp_path, overrides
     assert runs.empty or "RUNNING" not in set(runs["status"])
 
 
+@pytest.mark.slow
 def test_a_layer_the_model_does_not_have_is_refused_with_its_layers(tmp_path):
     store = tmp_path / "mlflow.db"
     result = run_cli(["precision-sweep", "precision=search", "target=ios18", f"tracking.uri=sqlite:///{store}",
@@ -182,6 +183,7 @@ def test_precision_sensitivity_shows_each_layer_and_setting(demo, tmp_path):
     assert missing.returncode == 2 and "no run with id" in missing.stderr and "Traceback" not in missing.stderr
 
 
+@pytest.mark.slow
 def test_a_search_that_meets_no_budget_still_answers_and_exits_1(tmp_path):
     """Every layer at a 1-bit palette: nothing meets 1 pp; the job finishes with the closest point,
     how far it misses and the layers holding it back, and the command exits 1."""

@@ -132,6 +132,7 @@ def test_a_custom_layer_module_or_a_batch_that_cannot_be_evaluated_is_refused_wh
     assert expected in " ".join(str(info.value).split())
 
 
+@pytest.mark.slow
 def test_a_box_outside_the_image_is_refused_before_converting(tmp_path):
     model_path, data_path = detectors.save(tmp_path, n=12)
     x, y = detectors.images_and_boxes(12)

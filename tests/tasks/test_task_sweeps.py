@@ -100,6 +100,7 @@ def test_a_task_sweeps_into_mlflow_with_its_metric_delta_ci_and_pick(tmp_path, t
     assert "pick: run" in pick.stdout
 
 
+@pytest.mark.slow
 def test_segmentation_masks_of_the_wrong_size_are_refused_before_converting(tmp_path):
     import keras
 
@@ -145,6 +146,7 @@ def test_a_users_metric_by_target_is_compared_with_the_paired_bootstrap(tmp_path
     assert m["metric_gain"] == pytest.approx(-m["metric_delta"])
 
 
+@pytest.mark.slow
 def test_a_metric_target_that_cannot_be_imported_is_refused_in_one_paragraph(tmp_path):
     model_path, data_path = _regression(tmp_path)
     result = run_cli(["precision-sweep", "task=regression", "task.compare._target_=nowhere.metrics.mae", "model=keras",
@@ -155,6 +157,7 @@ def test_a_metric_target_that_cannot_be_imported_is_refused_in_one_paragraph(tmp
     assert not list((tmp_path / "outputs").rglob("*.mlpackage"))
 
 
+@pytest.mark.slow
 def test_a_classification_of_an_output_that_is_not_class_scores_names_the_tasks(tmp_path):
     import keras
 
