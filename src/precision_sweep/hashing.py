@@ -36,3 +36,20 @@ def hash_path(path: Path, extra: Any) -> str:
                 digest.update(chunk)
     digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+def modules_fingerprint(names) -> list[list[str]]:
+    """``[name, hash of its source file]`` for each module of ``names`` that can be found (without
+    importing it): a change to a custom layer's code is a change to the model, for its caches."""
+    import importlib.util
+
+    found = []
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(str(name))
+        except (ImportError, ValueError):
+            spec = None
+        origin = getattr(spec, "origin", None)
+        if origin and Path(origin).is_file():
+            found.append([str(name), hash_path(Path(origin), [])])
+    return found

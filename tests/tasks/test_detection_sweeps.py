@@ -175,3 +175,29 @@ def test_scores_that_all_read_one_keep_the_boxes_and_show_in_the_box_comparison(
     assert drift["matched_fraction"] == 1.0 and drift["box_max_abs_diff"] == 0.0
     assert drift["score_max_abs_diff"] > 0.04  # TF's confidences (about 0.95) are not 1.0
     assert all(abs(s - 1.0) > 1e-4 for s in scores[scores > 0.05])
+
+
+def test_a_change_to_the_custom_layers_code_is_a_change_to_the_model(tmp_path, monkeypatch):
+    """model.imports' source files are part of the model card's key and of the model's content
+    hash: a cached conversion or baseline of the old layer code is never reused."""
+    from precision_sweep.data import load_inputs
+    from precision_sweep.data.models.card import card_key
+    from precision_sweep.hashing import modules_fingerprint
+    from sweep_testing import compose
+
+    helpers = tmp_path / "layers" / "detector_layer_helpers.py"  # a second module the model's layers use
+    helpers.parent.mkdir()
+    helpers.write_text("BOX_PADDING = 0.0\n")
+    monkeypatch.syspath_prepend(str(helpers.parent))
+    model_path, data_path = detectors.save(tmp_path, n=8, nms_inside=True)
+    cfg = compose([*DETECTION, f"model.path={model_path}", f"dataset.path={data_path}",
+                   "model.imports=[kept_boxes,detector_layer_helpers]", "task.compare.nms=inside", "task.compare.classes=classes"])
+    names = ["kept_boxes", "detector_layer_helpers"]
+    before = modules_fingerprint(names), card_key(cfg.model, model_path)
+    _, model = load_inputs(cfg.model, cfg.dataset, tmp_path / "cache", labels=cfg.task.labels)
+    helpers.write_text("BOX_PADDING = 1.0\n")
+    after = modules_fingerprint(names), card_key(cfg.model, model_path)
+    _, changed = load_inputs(cfg.model, cfg.dataset, tmp_path / "cache", labels=cfg.task.labels)
+    assert [name for name, _ in before[0]] == names
+    assert before[0][0] == after[0][0] and before[0][1] != after[0][1] and before[1] != after[1]
+    assert model.content_hash != changed.content_hash

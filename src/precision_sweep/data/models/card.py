@@ -25,7 +25,7 @@ from pathlib import Path
 
 from precision_sweep.data.models.loaded import LoadedModel, run_params_of
 from precision_sweep.data.versions import library_version
-from precision_sweep.hashing import hash_config, hash_path
+from precision_sweep.hashing import hash_config, hash_path, modules_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,15 @@ def _plain(value):
 def card_key(cfg, path: Path) -> str:
     """The card's key: the model file's bytes, the config choices and the library versions."""
     libraries = ["tensorflow", "keras"] + (["tf_keras"] if str(cfg.source) == "tf_keras" else [])
-    return hash_config({
+    key = {
         "card": CARD_REVISION,
         "file": hash_path(Path(path), []),
         "choices": {name: _plain(getattr(cfg, name, None)) for name in CHOICES},
         "versions": {name: library_version(name) for name in libraries},
-    })
+    }
+    if cfg.get("imports"):  # the custom layers' code is part of the model
+        key["imports"] = modules_fingerprint(cfg.imports)
+    return hash_config(key)
 
 
 def card_path(cfg, path: Path, cache_dir: Path) -> Path:

@@ -10,7 +10,7 @@ from precision_sweep.data.models.interface import wrap_keras_model
 from precision_sweep.data.models.loaded import LoadedModel
 from precision_sweep.data.models.safety import load_failed, refuse_unsafe
 from precision_sweep.errors import UserInputError
-from precision_sweep.hashing import hash_path
+from precision_sweep.hashing import hash_path, modules_fingerprint
 from precision_sweep.targets import import_modules
 
 
@@ -32,7 +32,10 @@ def _load(cfg, path: Path) -> LoadedModel:
     if not isinstance(model, keras.Model):
         raise UserInputError(f"model.path={path} loaded as {type(model).__name__}, not a Keras model.")
     loaded = wrap_keras_model(cfg, model, path)
-    loaded.content_hash = hash_path(path, ["keras", loaded.output_name, list(loaded.input_shape)])
+    extra = ["keras", loaded.output_name, list(loaded.input_shape)]
+    if cfg.get("imports"):
+        extra.append(modules_fingerprint(cfg.imports))
+    loaded.content_hash = hash_path(path, extra)
     if lambdas:
         loaded.run_params["model_lambda_layers"] = ",".join(lambdas)
     return loaded
