@@ -418,7 +418,7 @@ def _measure(cfg: DictConfig, run: JobRun, model, dataset, converted, runtime, o
         statistics, files = paired_report(
             outputs, baseline, dataset.y_test, dataset.class_names, job_dir, cfg.pick.confidence,
             cfg.pick.n_resamples, cfg.seed, title=f"{cfg.model.name} {_label(cfg)}",
-            predicted=predicted,
+            predicted=predicted, groups=dataset.test_groups,
         )
         metrics.update(statistics)
         run.set_tags({"accuracy_from": "top-1" if predicted is None else "classLabel"})

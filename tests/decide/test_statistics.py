@@ -102,3 +102,23 @@ def test_paired_report_writes_the_table_and_a_png(tmp_path):
     assert metrics["flips_to_wrong"] == 4
     assert [p.name for p in paths] == ["per_class.csv", "confusion.png", "confusion.csv"]
     assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_copies_of_one_image_are_resampled_together():
+    """Nine shifted copies of each image (dataset.shifts=1) err together: with their groups the
+    interval is the one of the 200 images themselves (the same draws, to rounding), where
+    resampling the 1,800 copies as independent samples gives one about three times narrower."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 200)
+    reference = labels.copy()
+    predicted = np.where(rng.uniform(size=200) < 0.1, 1 - labels, labels)  # 10 % of images flip to wrong
+    images = paired_statistics(predicted, reference, labels, seed=5)
+    copies = [np.tile(a, 9) for a in (predicted, reference, labels)]
+    groups = np.tile(np.arange(200), 9)
+    grouped = paired_statistics(*copies, seed=5, groups=groups)
+    naive = paired_statistics(*copies, seed=5)
+    for key in ("accuracy_delta_ci_low", "accuracy_delta_ci_high"):
+        assert grouped[key] == pytest.approx(images[key], abs=1e-12)
+    width = {name: s["accuracy_delta_ci_high"] - s["accuracy_delta_ci_low"] for name, s in
+             (("grouped", grouped), ("naive", naive))}
+    assert 2.5 < width["grouped"] / width["naive"] < 3.5

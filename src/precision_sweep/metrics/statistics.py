@@ -21,8 +21,11 @@ def paired_statistics(
     confidence: float = 0.95,
     n_resamples: int = 2000,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Bootstrap CI of the accuracy delta, exact McNemar p-value and flip counts.
+    """Bootstrap CI of the accuracy delta, exact McNemar p-value and flip counts. With
+    ``groups`` (correlated samples, e.g. shifted copies of one image) the CI resamples whole
+    groups (see :func:`mean_delta_interval`).
 
     Parameters
     ----------
@@ -51,7 +54,7 @@ def paired_statistics(
     mcnemar_p = 1.0 if discordant == 0 else float(stats.binomtest(to_right, discordant, 0.5).pvalue)
 
     low, high = mean_delta_interval(variant_right.astype(float), baseline_right.astype(float), confidence,
-                                    n_resamples, seed)
+                                    n_resamples, seed, groups)
     return {
         "accuracy_delta_ci_low": low,
         "accuracy_delta_ci_high": high,
@@ -68,23 +71,37 @@ BATCH_ELEMENTS = 1 << 20
 
 
 def mean_delta_interval(variant: np.ndarray, baseline: np.ndarray, confidence: float, n_resamples: int,
-                        seed: int) -> tuple[float, float]:
+                        seed: int, groups: np.ndarray | None = None) -> tuple[float, float]:
     """Paired percentile bootstrap interval of ``mean(variant) - mean(baseline)`` (scipy's
     ``stats.bootstrap``, seeded), in batches of resamples so memory stays bounded in the
     number of samples. The pairs are resampled together, so the statistic is the mean of the
     paired differences (one resampled array, not two). BCa is not used: it degenerates on
-    mostly-zero paired differences."""
+    mostly-zero paired differences.
+
+    ``groups`` (one id per sample, e.g. ``Dataset.test_groups``: the shifted copies of one image)
+    makes it a cluster bootstrap: whole groups are resampled, and the statistic is the resampled
+    groups' summed difference over their sample count. Copies of one image err together, so
+    resampling them as independent samples gives an interval too narrow by up to the square root
+    of the group size."""
     from scipy import stats
 
     diff = np.asarray(variant, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
     if np.all(diff == diff[0]):
         # Every resample has this delta: the interval is the point (scipy would warn on it).
         return float(diff[0]), float(diff[0])
-    n = len(diff)
+    samples, statistic = (diff,), np.mean
+    if groups is not None:
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        if inverse.max() + 1 < len(diff):
+            samples = (np.bincount(inverse, weights=diff), np.bincount(inverse).astype(np.float64))
+
+            def statistic(sums, counts, axis=-1):
+                return np.sum(sums, axis=axis) / np.sum(counts, axis=axis)
+    n = len(samples[0])
     batch = {"batch": max(1, BATCH_ELEMENTS // n)} if n * n_resamples > BATCH_ELEMENTS else {}
     result = stats.bootstrap(
-        (diff,), np.mean, vectorized=True, confidence_level=confidence, n_resamples=n_resamples,
-        method="percentile", **_seeded(seed), **batch,
+        samples, statistic, paired=len(samples) > 1, vectorized=True, confidence_level=confidence,
+        n_resamples=n_resamples, method="percentile", **_seeded(seed), **batch,
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
@@ -160,9 +177,11 @@ def paired_report(
     seed: int = 0,
     title: str = "",
     predicted: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ):
     """Paired statistics and their artifacts for one run (``predicted``: a classifier's
-    ``classLabel`` as class indices, read instead of the top-1 of ``outputs``).
+    ``classLabel`` as class indices, read instead of the top-1 of ``outputs``; ``groups``: see
+    :func:`paired_statistics`).
 
     Returns ``(metrics, paths)``: the metrics of :func:`paired_statistics` and the written
     ``per_class.csv``, ``confusion.png`` and ``confusion.csv`` (the full matrices, see
@@ -176,7 +195,7 @@ def paired_report(
 
     out_dir = Path(out_dir)
     predicted, reference = (top1(outputs) if predicted is None else predicted), top1(baseline)
-    metrics = paired_statistics(predicted, reference, labels, confidence, n_resamples, seed)
+    metrics = paired_statistics(predicted, reference, labels, confidence, n_resamples, seed, groups)
     n_classes = max(len(class_names), int(max(predicted.max(), reference.max(), labels.max())) + 1)
     names = list(class_names) if len(class_names) == n_classes else [str(c) for c in range(n_classes)]
     table = per_class_deltas(predicted, reference, labels, names)

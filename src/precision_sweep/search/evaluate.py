@@ -85,6 +85,7 @@ class Split:
     x: np.ndarray
     y: np.ndarray
     reference: np.ndarray
+    groups: np.ndarray | None = None  # Dataset.test_groups of these samples: the CI resamples whole groups
 
 
 @dataclass
@@ -123,7 +124,7 @@ class Evaluator:
 
         predicted, reference = outputs.argmax(-1), split.reference.argmax(-1)
         stats = paired_statistics(predicted, reference, split.y, self.budget.confidence, self.budget.n_resamples,
-                                  self.budget.seed)
+                                  self.budget.seed, split.groups)
         delta = 100 * (float(np.mean(predicted == split.y)) - float(np.mean(reference == split.y)))
         diff = np.abs(outputs.astype(np.float64) - split.reference)
         return {"delta_pp": delta, "ci_low_pp": 100 * stats["accuracy_delta_ci_low"],

@@ -200,7 +200,8 @@ def search_in_job(cfg, run, model, dataset, baseline, job_dir: Path):
     search_index, held_index = split_indices(dataset.y_test, float(settings.search_fraction), int(settings.seed),
                                              dataset.test_groups)
     x = dataset.program_inputs("test")
-    split = Split(x[search_index], dataset.y_test[search_index], baseline[search_index])
+    split = Split(x[search_index], dataset.y_test[search_index], baseline[search_index],
+                  None if dataset.test_groups is None else dataset.test_groups[search_index])
     cache_dir = Path(cfg.paths.cache)
     interface = interface_for(cfg, model, dataset)
     base = base_package(model, cfg.target.coremltools_target, ComputeSpec("float16"), cfg.model.max_batch, cache_dir,
