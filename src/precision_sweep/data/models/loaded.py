@@ -107,12 +107,21 @@ def run_params_of(cfg, loaded: LoadedModel, **extra) -> dict:
         **extra,
     }
 
-def batched(fn: Callable[[np.ndarray], np.ndarray], batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
-    def predict(x: np.ndarray) -> np.ndarray:
-        parts = [np.asarray(fn(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-        return np.concatenate(parts, axis=0)
+def batched(fn: Callable[[np.ndarray], Any], batch_size: int = 256) -> Callable[[np.ndarray], Any]:
+    """``fn`` applied to slices of ``batch_size`` samples, its results joined as ``fn`` returns
+    them (one array, a list or a dict of arrays)."""
+    def predict(x):
+        parts = [fn(x[i : i + batch_size]) for i in range(0, max(len(x), 1), batch_size)]
+        if len(parts) == 1:
+            return parts[0]
+        if isinstance(parts[0], dict):
+            return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        if isinstance(parts[0], (list, tuple)):
+            return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
+        return np.concatenate([np.asarray(part) for part in parts], axis=0)
 
     return predict
+
 
 # Samples handed to Keras' predict at once: its data adapter copies what it is given, so a large
 # test set is predicted in slices (whole batches: the same batches, the same outputs).
@@ -120,18 +129,10 @@ PREDICT_SLICE = 4096
 
 
 def _keras_predict(model, x, batch_size: int):
-    """``model.predict(x)`` in slices of about :data:`PREDICT_SLICE` samples, joined as predict
-    returns them (one array, a list or a dict of arrays)."""
+    """``model.predict(x)`` in slices of about :data:`PREDICT_SLICE` samples (whole batches)."""
     step = batch_size * max(1, PREDICT_SLICE // batch_size)
-    parts = [model.predict(piece.feeds() if isinstance(piece, NamedSamples) else piece, batch_size=batch_size, verbose=0)
-             for piece in (x[start : start + step] for start in range(0, max(len(x), 1), step))]
-    if len(parts) == 1:
-        return parts[0]
-    if isinstance(parts[0], dict):
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    if isinstance(parts[0], (list, tuple)):
-        return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
-    return np.concatenate(parts)
+    return batched(lambda piece: model.predict(piece.feeds() if isinstance(piece, NamedSamples) else piece,
+                                               batch_size=batch_size, verbose=0), step)(x)
 
 
 def predict_probabilities(loaded: LoadedModel, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
