@@ -122,3 +122,22 @@ def test_copies_of_one_image_are_resampled_together():
     width = {name: s["accuracy_delta_ci_high"] - s["accuracy_delta_ci_low"] for name, s in
              (("grouped", grouped), ("naive", naive))}
     assert 2.5 < width["grouped"] / width["naive"] < 3.5
+
+
+def test_the_standard_error_is_the_paired_differences_and_resamples_copies_together():
+    """The bootstrap's standard error of the delta is the closed form sd/sqrt(n) of the paired
+    differences (to the bootstrap's noise), 0 when every pair agrees, and with the copies'
+    groups the one of the images themselves (three times the naive one for nine copies)."""
+    from precision_sweep.metrics.statistics import mean_delta_standard_error
+
+    rng = np.random.default_rng(4)
+    variant = (rng.uniform(size=2000) < 0.9).astype(float)
+    baseline = (rng.uniform(size=2000) < 0.92).astype(float)
+    closed = np.std(variant - baseline) / np.sqrt(2000)
+    assert mean_delta_standard_error(variant, baseline, 4000, 0) == pytest.approx(closed, rel=0.06)
+    assert mean_delta_standard_error(baseline, baseline, 4000, 0) == 0.0
+    images = mean_delta_standard_error(variant[:200], baseline[:200], 4000, 1)
+    copies = [np.tile(a[:200], 9) for a in (variant, baseline)]
+    grouped = mean_delta_standard_error(*copies, 4000, 1, groups=np.tile(np.arange(200), 9))
+    assert grouped == pytest.approx(images, rel=1e-9)
+    assert 2.5 < grouped / mean_delta_standard_error(*copies, 4000, 1) < 3.5

@@ -56,7 +56,7 @@ def test_the_search_beats_every_uniform_recipe_within_budget_and_confirms_it_hel
     from precision_sweep.pick.select import pick
 
     root, _, search_dir, result = demo
-    assert result.returncode in (0, 1), result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:]
     runs = _runs(root)
     jobs = runs[runs["role"] == "job"]
     uniform = jobs[jobs["precision"] != "search"].assign(accuracy_delta=lambda f: f["metric:accuracy_delta"],
@@ -72,17 +72,18 @@ def test_the_search_beats_every_uniform_recipe_within_budget_and_confirms_it_hel
     search = jobs[jobs["precision"] == "search"].iloc[0]
     assert search["status"] == "FINISHED"
     assert search["metric:model_size_bytes"] <= 0.8 * smallest_uniform, (search["metric:model_size_bytes"], smallest_uniform)
-    # On the search split the chosen point keeps the budget (rule confident).
+    # On the search split the chosen point keeps the budget with the selection's margin: its
+    # lower bound, simultaneous over the candidates and lowered by the held-out CI's half width,
+    # sits below the split's own CI bound and within the budget.
     best = json.loads((Path(search["artifact_uri"].removeprefix("file://")) / "search.json").read_text())["best"]
-    assert best["ok"] and best["ci_low_pp"] >= -1.0 and best["size_bytes"] == search["metric:model_size_bytes"]
-    # The budget is judged held out: the verdict is the held-out CI's lower bound, and the exit
-    # code says it. Whether the chosen point holds there depends on the trained model (met on an
-    # Intel Xeon with AVX-512; on an AMD EPYC with AVX2 the point chosen at -0.40 pp on the search
-    # split measured -1.33 pp held out): the search's choice at the edge of the budget.
-    met = 100 * search["metric:accuracy_delta_ci_low"] >= -1.0
-    assert search["tags"]["search_budget_met"] == ("true" if met else "false")
-    assert result.returncode == (0 if met else 1), result.stderr[-3000:]
-    assert ("met on the held-out split" if met else "NOT met on the held-out split") in search["tags"]["search_summary"]
+    assert best["ok"] and best["size_bytes"] == search["metric:model_size_bytes"]
+    assert -1.0 <= best["select_low_pp"] < best["ci_low_pp"], best
+    # The budget is judged held out, on the held-out CI's lower bound (rule confident), and the
+    # exit code says it. (Selected on the split's own CI, without the margin, the chosen point
+    # missed there on an AMD EPYC: -0.40 pp on the search split, -1.33 pp held out.)
+    assert 100 * search["metric:accuracy_delta_ci_low"] >= -1.0
+    assert search["tags"]["search_budget_met"] == "true"
+    assert "met on the held-out split" in search["tags"]["search_summary"]
     assert int(search["held_out_samples"]) + int(search["search_samples"]) == 4050
     evaluations, exhaustive = search["metric:search_evaluations"], search["metric:search_exhaustive_evaluations"]
     assert exhaustive == 6 ** 5 and 0 < evaluations <= 0.25 * exhaustive

@@ -152,6 +152,17 @@ class PerOpWeightsConfig:
     weight_threshold: int = ranged(128, _THRESHOLD)
 
 
+class SearchSelection(StrEnum):
+    # On the search split a point passes when its delta's lower bound at 1 - alpha/m (alpha: the
+    # pick's one-sided level, m: the points the search may choose among), lowered further by the
+    # held-out CI's half width under pick.rule=confident, is within the budget: choosing the
+    # smallest of many passing points favours the ones that were lucky there.
+    simultaneous = "simultaneous"
+    # On the search split a point passes as the pick judges one run (pick.rule): no margin for
+    # the choice among many.
+    rule = "rule"
+
+
 class SearchSampler(StrEnum):
     tpe = "tpe"      # Optuna TPE on one objective: the size, a point over budget penalised
     nsga2 = "nsga2"  # Optuna NSGA-II on two: size and accuracy delta (the front)
@@ -170,6 +181,8 @@ class SearchConfig:
     # End the search with the best point so far after this many minutes.
     timeout_minutes: Optional[float] = ranged(None, Range(low=0, low_open=True, null="for no limit"))
     sampler: SearchSampler = SearchSampler.tpe
+    # How a point is judged on the search split (the held-out split is always judged by pick.rule).
+    selection: SearchSelection = SearchSelection.simultaneous
     seed: int = 0
     # Share of the test split the search selects on; the rest is held out, never seen by the
     # search, and judges the budget of the chosen point.

@@ -83,12 +83,30 @@ def mean_delta_interval(variant: np.ndarray, baseline: np.ndarray, confidence: f
     groups' summed difference over their sample count. Copies of one image err together, so
     resampling them as independent samples gives an interval too narrow by up to the square root
     of the group size."""
+    result = _bootstrap(variant, baseline, confidence, n_resamples, seed, groups)
+    if isinstance(result, float):
+        return result, result
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def mean_delta_standard_error(variant: np.ndarray, baseline: np.ndarray, n_resamples: int, seed: int,
+                              groups: np.ndarray | None = None) -> float:
+    """The (cluster) bootstrap's standard error of ``mean(variant) - mean(baseline)``, same
+    resampling as :func:`mean_delta_interval`; 0 when every paired difference is the same.
+    For bounds at small levels (a Bonferroni bound over many candidates), where a percentile of
+    a few thousand resamples would rest on one or two of them."""
+    result = _bootstrap(variant, baseline, 0.95, n_resamples, seed, groups)
+    return 0.0 if isinstance(result, float) else float(result.standard_error)
+
+
+def _bootstrap(variant, baseline, confidence: float, n_resamples: int, seed: int, groups):
+    """scipy's paired (cluster) bootstrap result of the mean difference; a float when every
+    paired difference is the same (every resample has that delta: scipy would warn on it)."""
     from scipy import stats
 
     diff = np.asarray(variant, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
     if np.all(diff == diff[0]):
-        # Every resample has this delta: the interval is the point (scipy would warn on it).
-        return float(diff[0]), float(diff[0])
+        return float(diff[0])
     samples, statistic = (diff,), np.mean
     if groups is not None:
         _, inverse = np.unique(np.asarray(groups), return_inverse=True)
@@ -99,11 +117,10 @@ def mean_delta_interval(variant: np.ndarray, baseline: np.ndarray, confidence: f
                 return np.sum(sums, axis=axis) / np.sum(counts, axis=axis)
     n = len(samples[0])
     batch = {"batch": max(1, BATCH_ELEMENTS // n)} if n * n_resamples > BATCH_ELEMENTS else {}
-    result = stats.bootstrap(
+    return stats.bootstrap(
         samples, statistic, paired=len(samples) > 1, vectorized=True, confidence_level=confidence,
         n_resamples=n_resamples, method="percentile", **_seeded(seed), **batch,
     )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def _seeded(seed: int) -> dict:

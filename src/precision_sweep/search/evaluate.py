@@ -37,21 +37,57 @@ def per_op_recipe(assignment: dict[str, str], weight_threshold: int, name: str |
 
 @dataclass
 class Budget:
+    """The pick's budget, and how the search judges a point against it on the search split.
+
+    ``selection="simultaneous"`` (the default) holds each point to a lower bound, its delta
+    less a margin of standard errors (:meth:`margin`), that must be within ``max_drop``:
+
+    * ``z(1 - alpha/candidates)``: a Bonferroni bound over the points the search may choose
+      among (alpha is the pick's one-sided level, ``(1 - confidence) / 2``). Choosing the
+      smallest of many points that pass on one sample favours the ones whose errors happened
+      to miss it (the winner's curse); if every candidate's bound holds at once with
+      probability 1 - alpha, so does the chosen one's.
+    * with ``rule="confident"``, also ``z(1 - alpha) * sqrt(held_out_ratio)``: the held-out
+      verdict is the lower bound of the held-out CI, which sits that many of the search split's
+      standard errors (scaled to the held-out split's size) below the held-out delta. A point
+      that only just passes the search split's bound would fail there.
+
+    ``selection="rule"`` judges each point as the pick judges one run (``rule``), with no margin.
+    """
+
     max_drop: float  # pp
     rule: str  # point | confident
     confidence: float = 0.95
     n_resamples: int = 2000
     seed: int = 0
+    candidates: int = 1
+    selection: str = "simultaneous"
+    held_out_ratio: float = 1.0  # search samples / held-out samples
 
-    def holds(self, delta_pp: float, ci_low_pp: float) -> bool:
+    def margin(self, standard_error_pp: float) -> float:
+        """How far below the delta the selection bound sits, in pp."""
+        from scipy import stats
+
+        alpha = (1.0 - self.confidence) / 2
+        z = float(stats.norm.ppf(1.0 - alpha / max(1, int(self.candidates))))
+        if self.rule == "confident":
+            z += float(stats.norm.ppf(1.0 - alpha)) * self.held_out_ratio ** 0.5
+        return z * standard_error_pp
+
+    def measure(self, delta_pp: float, ci_low_pp: float, select_low_pp: float) -> float:
+        """The number judged on the search split, in pp."""
+        if self.selection == "simultaneous":
+            return select_low_pp
+        return ci_low_pp if self.rule == "confident" else delta_pp
+
+    def holds(self, delta_pp: float, ci_low_pp: float, select_low_pp: float) -> bool:
         from precision_sweep.pick.select import within_budget
 
-        return bool(within_budget(delta_pp, ci_low_pp, self.max_drop, self.rule))
+        return bool(within_budget(self.measure(delta_pp, ci_low_pp, select_low_pp), 0.0, self.max_drop, "point"))
 
-    def shortfall(self, delta_pp: float, ci_low_pp: float) -> float:
+    def shortfall(self, delta_pp: float, ci_low_pp: float, select_low_pp: float) -> float:
         """How many pp the judged number is below the budget (0 when within)."""
-        measure = ci_low_pp if self.rule == "confident" else delta_pp
-        return max(0.0, -self.max_drop - measure)
+        return max(0.0, -self.max_drop - self.measure(delta_pp, ci_low_pp, select_low_pp))
 
 
 @dataclass
@@ -70,12 +106,17 @@ class Point:
     # of the outputs (probabilities).
     max_abs_diff: float = 0.0
     mean_abs_diff: float = 0.0
+    # The delta's bootstrap standard error and the lower bound the search selects with
+    # (delta less Budget.margin of it), pp.
+    standard_error_pp: float = 0.0
+    select_low_pp: float = 0.0
 
     def record(self) -> dict:
         return {"assignment": dict(self.assignment), "size_bytes": self.size_bytes, "delta_pp": self.delta_pp,
                 "ci_low_pp": self.ci_low_pp, "ci_high_pp": self.ci_high_pp, "agreement": self.agreement,
                 "ok": self.ok, "shortfall_pp": self.shortfall_pp, "max_abs_diff": self.max_abs_diff,
-                "mean_abs_diff": self.mean_abs_diff}
+                "mean_abs_diff": self.mean_abs_diff, "standard_error_pp": self.standard_error_pp,
+                "select_low_pp": self.select_low_pp}
 
 
 @dataclass
@@ -120,15 +161,18 @@ class Evaluator:
 
     def judge(self, outputs: np.ndarray, split: Split) -> dict:
         """Delta (pp) with its CI, agreement: the variant's top-1 against TF's on ``split``."""
-        from precision_sweep.metrics.statistics import paired_statistics
+        from precision_sweep.metrics.statistics import mean_delta_standard_error, paired_statistics
 
         predicted, reference = outputs.argmax(-1), split.reference.argmax(-1)
-        stats = paired_statistics(predicted, reference, split.y, self.budget.confidence, self.budget.n_resamples,
-                                  self.budget.seed, split.groups)
+        budget = self.budget
+        stats = paired_statistics(predicted, reference, split.y, budget.confidence, budget.n_resamples, budget.seed,
+                                  split.groups)
         delta = 100 * (float(np.mean(predicted == split.y)) - float(np.mean(reference == split.y)))
+        error = 100 * mean_delta_standard_error((predicted == split.y).astype(float), (reference == split.y).astype(float),
+                                                budget.n_resamples, budget.seed, split.groups)
         diff = np.abs(outputs.astype(np.float64) - split.reference)
         return {"delta_pp": delta, "ci_low_pp": 100 * stats["accuracy_delta_ci_low"],
-                "ci_high_pp": 100 * stats["accuracy_delta_ci_high"],
+                "ci_high_pp": 100 * stats["accuracy_delta_ci_high"], "standard_error_pp": error,
                 "agreement": float(np.mean(predicted == reference)),
                 "max_abs_diff": float(diff.max()) if np.isfinite(diff).all() else float("inf"),
                 "mean_abs_diff": float(diff.mean()) if np.isfinite(diff).all() else float("inf")}
@@ -144,9 +188,11 @@ class Evaluator:
         with np.errstate(all="ignore"):
             judged = self.judge(self.outputs(path, split.x), split)
         self.evaluations += 1
+        select_low = judged["delta_pp"] - self.budget.margin(judged["standard_error_pp"])
+        measured = (judged["delta_pp"], judged["ci_low_pp"], select_low)
         point = Point(dict(assignment), package_size(path), judged["delta_pp"], judged["ci_low_pp"], judged["ci_high_pp"],
-                      judged["agreement"], self.budget.holds(judged["delta_pp"], judged["ci_low_pp"]),
-                      self.budget.shortfall(judged["delta_pp"], judged["ci_low_pp"]), time.perf_counter() - start, path,
-                      judged["max_abs_diff"], judged["mean_abs_diff"])
+                      judged["agreement"], self.budget.holds(*measured), self.budget.shortfall(*measured),
+                      time.perf_counter() - start, path, judged["max_abs_diff"], judged["mean_abs_diff"],
+                      judged["standard_error_pp"], select_low)
         self._memo[key] = point
         return point

@@ -31,15 +31,20 @@ class Outcome:
 
     def frame(self) -> pd.DataFrame:
         rows = [{"trial": position, "source": source, "number": number, "size_bytes": p.size_bytes,
-                 "delta_pp": p.delta_pp, "ci_low_pp": p.ci_low_pp, "ci_high_pp": p.ci_high_pp, "agreement": p.agreement,
+                 "delta_pp": p.delta_pp, "ci_low_pp": p.ci_low_pp, "ci_high_pp": p.ci_high_pp,
+                 "select_low_pp": p.select_low_pp, "agreement": p.agreement,
                  "ok": p.ok, "shortfall_pp": p.shortfall_pp}
                 for position, (source, number, p) in enumerate(self.points)]
         frame = pd.DataFrame(rows)
         if frame.empty:
             return frame
-        size, delta = frame["size_bytes"].to_numpy(float), frame["delta_pp"].to_numpy(float)
-        frame["on_front"] = [not any((size <= size[i]) & (delta >= delta[i]) & ((size < size[i]) | (delta > delta[i])))
-                             for i in range(len(frame))]
+        frame["on_front"] = _front(frame)
+        # The front of the points within budget (the ones the search may choose and export): a
+        # point outside it (over the selection's bound) may still be smaller and measure better.
+        within = frame["ok"].to_numpy(bool)
+        frame["on_front_within_budget"] = False
+        if within.any():
+            frame.loc[within, "on_front_within_budget"] = _front(frame[within])
         return frame
 
     def best(self):
@@ -51,16 +56,24 @@ class Outcome:
         return min(points, key=lambda p: (p.shortfall_pp, p.size_bytes)) if points else None
 
 
-def _alone(sensitivity: pd.DataFrame, rule: str) -> dict:
+def _front(frame: pd.DataFrame) -> list[bool]:
+    """Whether each point is on the size x delta Pareto front of ``frame`` (no other point at
+    most as large and at least as accurate, better in one)."""
+    size, delta = frame["size_bytes"].to_numpy(float), frame["delta_pp"].to_numpy(float)
+    return [not any((size <= size[i]) & (delta >= delta[i]) & ((size < size[i]) | (delta > delta[i])))
+            for i in range(len(frame))]
+
+
+def _alone(sensitivity: pd.DataFrame, budget) -> dict:
     """``{(op, setting): (ok, cost)}`` from the sensitivity table; the cost is the number the
-    budget rule judges (the delta, or its CI's lower bound), in pp."""
-    column = "ci_low_pp" if rule == "confident" else "delta_pp"
-    return {(row.op, row.choice): (bool(row.ok), float(getattr(row, column))) for row in sensitivity.itertuples()}
+    search judges on its split (:meth:`~precision_sweep.search.evaluate.Budget.measure`), in pp."""
+    return {(row.op, row.choice): (bool(row.ok), float(budget.measure(row.delta_pp, row.ci_low_pp, row.select_low_pp)))
+            for row in sensitivity.itertuples()}
 
 
 def greedy_fill(space, sensitivity: pd.DataFrame, evaluate, split, record, deadline: float | None = None):
     """The greedy fill (see the module docstring); returns its last point."""
-    alone = _alone(sensitivity, evaluate.budget.rule)
+    alone = _alone(sensitivity, evaluate.budget)
     assignment = {}
     for layer in space.layers:
         fine = [label for label in layer.choices if alone.get((layer.op, label), (True, 0.0))[0]]

@@ -1,10 +1,11 @@
 """``precision=search`` in a job: split, sensitivity, greedy fill, Optuna, export, held-out.
 
 The test split is divided (stratified, seeded) into the search part, on which every candidate
-is judged and the point chosen, and the held-out part, which the search never sees. The job
-then evaluates the chosen package on the held-out part as it evaluates any variant, so its
-logged accuracy delta, CI and the budget verdict are the held-out figures: choosing the best
-of many trials on one sample overstates it, a fresh sample does not.
+is judged and the point chosen (with a margin for the choice among many, and for the held-out
+CI: :class:`~precision_sweep.search.evaluate.Budget`), and the held-out part, which the search
+never sees. The job then evaluates the chosen package on the held-out part as it evaluates any
+variant, so its logged accuracy delta, CI and the budget verdict are the held-out figures:
+choosing the best of many trials on one sample overstates it, a fresh sample does not.
 
 Logged on the job's run: ``sensitivity.csv``/``sensitivity.png``, ``search_points.csv`` and
 ``search_front.png``, the front's recipes (``recipes/precision/search_<run>_<k>.yaml``),
@@ -107,7 +108,8 @@ class TrialLog:
         try:
             now = int(time.time() * 1000)
             metrics = {"search_delta_pp": point.delta_pp, "search_ci_low_pp": point.ci_low_pp,
-                       "search_ci_high_pp": point.ci_high_pp, "search_agreement": point.agreement,
+                       "search_ci_high_pp": point.ci_high_pp, "search_select_low_pp": point.select_low_pp,
+                       "search_agreement": point.agreement,
                        "search_max_abs_diff": point.max_abs_diff, "search_mean_abs_diff": point.mean_abs_diff,
                        "model_size_bytes": point.size_bytes, "search_shortfall_pp": point.shortfall_pp,
                        "search_within_budget": float(point.ok), "search_seconds": point.seconds}
@@ -125,13 +127,13 @@ class TrialLog:
 
 
 def export_recipes(outcome: Outcome, space, settings, run_id: str, folder: Path) -> list[Path]:
-    """The front's points within budget as recipe YAMLs ``folder/precision/search_<run>_<k>.yaml``
+    """The front of the points within budget as recipe YAMLs ``folder/precision/search_<run>_<k>.yaml``
     (smallest first): ``precision-sweep --config-dir <folder> precision=search_<run>_<k>``
     rebuilds each package in an ordinary sweep."""
     frame = outcome.frame()
     if frame.empty:
         return []
-    chosen = frame[frame["on_front"] & frame["ok"]].sort_values("size_bytes").drop_duplicates("size_bytes")
+    chosen = frame[frame["on_front_within_budget"]].sort_values("size_bytes").drop_duplicates("size_bytes")
     paths = []
     (folder / "precision").mkdir(parents=True, exist_ok=True)
     for k, row in enumerate(chosen.itertuples(), 1):
@@ -160,15 +162,22 @@ def judge_held_out(cfg, run, metrics: dict, summary: dict) -> dict:
     text = (f"search: {summary['evaluations']} evaluations ({summary['sensitivity_evaluations']} for the sensitivity) "
             f"where an exhaustive grid needs {summary['exhaustive_evaluations']:,}; chosen point "
             f"{metrics['model_size_bytes']:,.0f} bytes, delta {best['delta_pp']:+.2f} pp on the search split "
-            f"({summary['search_samples']} samples), {delta:+.2f} pp [CI {low:+.2f}] on the held-out split "
+            f"({summary['search_samples']} samples{_selected_by(summary, best)}), {delta:+.2f} pp [CI {low:+.2f}] on the held-out split "
             f"({summary['held_out_samples']} samples): budget {budget.max_drop:g} pp (rule {budget.rule}) "
             + ("met on the held-out split." if met else "NOT met on the held-out split."))
     if not best["ok"]:
-        text += (f" No point met the budget on the search split; the best misses it by {best['shortfall_pp']:.2f} pp"
+        margin = " with the selection's margin" if summary.get("selection") == "simultaneous" else ""
+        text += (f" No point met the budget on the search split{margin}; the best misses it by {best['shortfall_pp']:.2f} pp"
                  + (f"; held back by {'; '.join(summary['holding_back'])}" if summary["holding_back"] else "") + ".")
     (log.info if met else log.warning)(text)
     run.set_tags({"search_budget_met": str(met).lower(), "search_summary": text[:4900]})
     return {"search_budget_met": float(met)}
+
+
+def _selected_by(summary: dict, best: dict) -> str:
+    if summary.get("selection") != "simultaneous":
+        return ""
+    return f"; selected on its lower bound {best['select_low_pp']:+.2f} pp, simultaneous over {summary['candidates']} candidates"
 
 
 def holding_back(point, sensitivity, space, limit: int = 3) -> list[str]:
@@ -209,6 +218,10 @@ def search_in_job(cfg, run, model, dataset, baseline, job_dir: Path):
     mapper = LayerMapper.of_model(model)
     space = build_space(weight_ops(base, int(settings.weight_threshold)),
                         mapper.layer_of if mapper is not None else (lambda name: ""), settings)
+    # The points the search may choose among (the greedy fill's and the Optuna trials: the
+    # Bonferroni count of the selection bound) and the held-out split's size (Budget.margin).
+    budget = dataclasses.replace(budget, candidates=space.greedy_steps_at_most + int(settings.max_trials),
+                                 selection=str(settings.selection), held_out_ratio=len(search_index) / len(held_index))
     execution = execution_of(cfg)
     evaluate = Evaluator(model, cfg.target.coremltools_target, execution, budget, int(settings.weight_threshold), cache_dir,
                          cfg.model.max_batch, interface, str(cfg.runtime.name), int(cfg.runtime.batch_size))
@@ -224,7 +237,10 @@ def search_in_job(cfg, run, model, dataset, baseline, job_dir: Path):
     record = TrialLog(run.client, run.run.info.experiment_id, run.run_id, outcome)
     greedy = greedy_fill(space, sensitivity, evaluate, split, record, deadline)
     if int(settings.max_trials) > 0 and (deadline is None or time.monotonic() < deadline):
-        study_key = json.dumps([key, str(settings.sampler), int(settings.seed), budget.max_drop, budget.rule])
+        # Not the candidates (max_trials): a resumed study may be given more trials; its finished
+        # trials are judged again with the current margin (refine's known points).
+        study_key = json.dumps([key, str(settings.sampler), int(settings.seed), budget.max_drop, budget.rule,
+                                budget.selection, budget.held_out_ratio])
         journal = cache_dir / "search" / f"study-{assignment_key({'k': study_key})}.jsonl"
         refine(space, evaluate, split, record, settings, journal, greedy.assignment, deadline, resume=bool(cfg.resume),
                known=lambda point, source, number: outcome.points.append((source, number, point)))
@@ -234,6 +250,7 @@ def search_in_job(cfg, run, model, dataset, baseline, job_dir: Path):
         "layers": len(space.layers), "choices": {layer.label: list(layer.choices) for layer in space.layers},
         "evaluations": evaluate.evaluations, "sensitivity_evaluations": sensitivity_evaluations,
         "exhaustive_evaluations": exhaustive, "budget": {"max_drop_pp": budget.max_drop, "rule": budget.rule},
+        "candidates": budget.candidates, "selection": budget.selection,
         "search_samples": int(len(search_index)), "held_out_samples": int(len(held_index)),
         "best": best.record(), "seconds": time.monotonic() - started,
         "holding_back": [] if best.ok else holding_back(best, sensitivity, space),
@@ -273,6 +290,7 @@ def _log_outcome(run, outcome: Outcome, summary: dict, budget, job_dir: Path, re
     best = outcome.best()
     run.log_metrics({"search_evaluations": summary["evaluations"], "search_exhaustive_evaluations": summary["exhaustive_evaluations"],
                      "search_delta_pp": best.delta_pp, "search_ci_low_pp": best.ci_low_pp,
+                     "search_select_low_pp": best.select_low_pp, "search_candidates": summary["candidates"],
                      "search_within_budget": float(best.ok), "search_seconds": summary["seconds"]})
     try:
         from precision_sweep.metrics.search_plots import search_front_png

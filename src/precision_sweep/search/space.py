@@ -41,6 +41,11 @@ class Space:
         """Evaluations an exhaustive grid over the space would need: every combination."""
         return math.prod(len(layer.choices) for layer in self.layers)
 
+    @property
+    def greedy_steps_at_most(self) -> int:
+        """Points the greedy fill can evaluate: its start, then one step back per setting."""
+        return 1 + sum(len(layer.choices) - 1 for layer in self.layers)
+
 
 def _ordered(labels) -> tuple[str, ...]:
     unique = list(dict.fromkeys(str(label) for label in labels))
