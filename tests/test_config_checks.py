@@ -155,3 +155,18 @@ def test_a_long_path_in_an_error_is_never_broken_across_lines(capsys):
         fail("precision-sweep", f"error: paths.outputs={path} is a file. Point paths.outputs at a folder.")
     lines = capsys.readouterr().err.splitlines()
     assert [line for line in lines if path in line], lines  # the whole path on one line
+
+
+def test_shards_without_ray_installed_are_refused_before_any_work(monkeypatch):
+    """runtime.shards=2 on a machine without Ray: one paragraph naming the fix; 1 needs nothing."""
+    import importlib.util
+
+    from precision_sweep.config_checks import check_shards
+    from precision_sweep.errors import UserInputError
+    from sweep_testing import compose
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
+    with pytest.raises(UserInputError, match=r"runtime.shards=2 .* Ray is not installed .*pip install -e '.\[ray\]'"):
+        check_shards(compose(["runtime.shards=2"]))
+    check_shards(compose(["runtime.shards=1"]))

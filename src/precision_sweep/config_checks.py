@@ -173,10 +173,24 @@ def check_folders(cfg: Any) -> None:
         check_folder(location, "tracking.artifact_location")
 
 
+def check_shards(cfg: Any) -> None:
+    """``runtime.shards`` above 1 runs Ray tasks: Ray must be installed."""
+    import importlib.util
+
+    runtime = cfg.get("runtime") if hasattr(cfg, "get") else None
+    if runtime is not None and int(runtime.get("shards", 1) or 1) > 1 and importlib.util.find_spec("ray") is None:
+        raise UserInputError(
+            f"runtime.shards={runtime.shards} splits a job's evaluation into Ray tasks, and Ray is not installed "
+            "here. Install it (pip install -e '.[ray]') or leave runtime.shards=1."
+        )
+
+
 def check_config(cfg: Any) -> None:
-    """Everything checked before any work: value ranges first, then folders."""
+    """Everything checked before any work: value ranges first, then folders and what the
+    settings need installed."""
     check_ranges(cfg)
     check_folders(cfg)
+    check_shards(cfg)
 
 
 def _valid_values(rule: Range | OneOf) -> str:

@@ -152,7 +152,7 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
         converted, dataset, baseline, search = _search(cfg, run, model, dataset, baseline, job_dir)
     else:
         converted = _convert(cfg, run, model, dataset, job_dir)
-    runtime, outputs, labels, others, eval_seconds = _execute(cfg, run, model, converted, dataset)
+    runtime, outputs, labels, others, batches, eval_seconds = _execute(cfg, run, model, converted, dataset)
     every = _every_output(cfg, model, dataset, runtime, outputs, others) if model.output_names else None
     metrics, files = _measure(cfg, run, model, dataset, converted, runtime, outputs, labels, baseline, job_dir, every)
     metrics["eval_seconds"] = eval_seconds
@@ -163,6 +163,7 @@ def evaluate(cfg: DictConfig, run: JobRun) -> dict:
 
         metrics.update(judge_held_out(cfg, run, metrics, search))
     _record(cfg, run, metrics, files, outputs, baseline, dataset, converted, job_dir, others)
+    batches.remove()  # the predictions are recorded: nothing left to resume
     disagrees = metrics.get("agreement", 1.0) < cfg.diagnosis.below_agreement  # tasks without classes: no agreement
     # a task's metric lost beyond its CI (diagnosis on): traced to the ops as a disagreement is
     disagrees = disagrees or (cfg.diagnosis.below_agreement > 0 and metrics.get("metric_gain_ci_high", 0.0) < 0)
@@ -345,11 +346,12 @@ def _execute(cfg: DictConfig, run: JobRun, model, converted, dataset):
     classifier's predicted labels come back too (else None), and a model's other outputs by
     name (else empty)."""
     from precision_sweep.runtime import batch_size_for, execution_of, run_batches, select_runtime
+    from precision_sweep.runtime.batches import BatchStore, evaluation_key
     from precision_sweep.tracking.progress import job_bar_wanted
 
     x = dataset.program_inputs("test")
-    runtime = select_runtime(cfg.runtime.name, converted.path, execution_of(cfg), probe=x,
-                             output=model.output_name if model.output_names else None)
+    execution, output = execution_of(cfg), (model.output_name if model.output_names else None)
+    runtime = select_runtime(cfg.runtime.name, converted.path, execution, probe=x, output=output)
     run.set_tags(
         {
             "runtime": runtime.name,
@@ -361,11 +363,22 @@ def _execute(cfg: DictConfig, run: JobRun, model, converted, dataset):
     start = time.perf_counter()
     labels: list = []
     others: dict = {}
+    batch_size, shards = batch_size_for(runtime, cfg.runtime.batch_size), int(cfg.runtime.shards)
+    # Each batch saved as it finishes (runtime.batches): resume=true reads an interrupted run's,
+    # and shards write theirs there for the job to read.
+    store = BatchStore.for_evaluation(Path(cfg.paths.cache), evaluation_key(
+        converted.path, execution, runtime.name, dataset.content_hash, output, batch_size))
+    if shards > 1:
+        from precision_sweep.runtime.shards import evaluate_in_shards
+
+        done = evaluate_in_shards(runtime.name, converted.path, execution, output, x, batch_size, store, shards,
+                                  store.saved() if cfg.resume else set())
+        run.set_tags({"evaluation_shards": ", ".join(f"{count} batches in process {pid}" for pid, count in done)})
     outputs = run_batches(
-        runtime, x, batch_size_for(runtime, cfg.runtime.batch_size), progress=job_bar_wanted(cfg.runtime.progress),
-        desc=_label(cfg), labels=labels, others=others if model.output_names else None,
+        runtime, x, batch_size, progress=job_bar_wanted(cfg.runtime.progress), desc=_label(cfg), labels=labels,
+        others=others if model.output_names else None, store=store, reuse=bool(cfg.resume) or shards > 1,
     )
-    return runtime, outputs, (np.concatenate(labels) if labels else None), others, time.perf_counter() - start
+    return runtime, outputs, (np.concatenate(labels) if labels else None), others, store, time.perf_counter() - start
 
 
 def _every_output(cfg: DictConfig, model, dataset, runtime, outputs, others) -> tuple[dict, dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ray_cluster import HOST, RAY_TEST_ENV, free_port, ray_cluster  # noqa: F401  (fixture)
@@ -90,3 +91,37 @@ def test_each_task_gets_the_sweeps_variables_and_threads_for_its_cpus(monkeypatc
     assert options["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "3"
     assert options["runtime_env"]["env_vars"]["TF_NUM_INTRAOP_THREADS"] == "4"  # the config's own wins
     assert os.environ["OMP_NUM_THREADS"] == "3"  # the launching process is left as it was
+
+
+@pytest.mark.slow
+def test_one_jobs_evaluation_sharded_over_ray_tasks_merges_into_the_unsharded_result(tmp_path, ray_cluster,  # noqa: F811
+                                                                                     shared_cache):
+    """runtime.shards=2 on the running cluster: the job's 8 batches are evaluated by two Ray
+    tasks in the cluster's workers, merged into the job's one run; its predictions, metrics and
+    paired statistics are the unsharded job's, exactly."""
+    common = ["precision=fp16", "target=ios17", f"paths.cache={shared_cache}", "runtime.batch_size=64", "diagnosis=off",
+              "progress=false"]
+    sharded = run_cli(["precision-sweep", "-m", "hydra/launcher=ray_local", f"hydra.launcher.ray.init.address={ray_cluster.address}",
+                       *common, "runtime.shards=2", f"paths.outputs={tmp_path / 'sharded'}"], cwd=tmp_path, env=RAY_TEST_ENV)
+    assert sharded.returncode == 0, sharded.stderr[-3000:] + failed_job_errors(tmp_path / "sharded")
+    whole = run_cli(["precision-sweep", "-m", *common, f"paths.outputs={tmp_path / 'whole'}"], cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:] + failed_job_errors(tmp_path / "whole")
+
+    jobs = {}
+    for name in ("sharded", "whole"):
+        [job] = [r for r in _all_runs(tmp_path / name) if r.data.tags.get("precision_sweep.role") == "job"]
+        assert job.info.status == "FINISHED"
+        predictions = mlflow_client(tmp_path / name).download_artifacts(job.info.run_id, "predictions.npz", str(tmp_path / name))
+        with np.load(predictions, allow_pickle=False) as archive:
+            jobs[name] = (job, archive["outputs"])
+    (sharded_job, sharded_outputs), (whole_job, whole_outputs) = jobs["sharded"], jobs["whole"]
+    assert np.array_equal(sharded_outputs.view(np.uint32), whole_outputs.view(np.uint32))
+    for metric in ("accuracy", "accuracy_delta", "accuracy_delta_ci_low", "accuracy_delta_ci_high", "mcnemar_p",
+                   "agreement", "max_abs_diff", "mean_abs_diff"):
+        assert sharded_job.data.metrics[metric] == whole_job.data.metrics[metric], metric
+    # two tasks, four batches each, in the cluster's worker processes (not the job's own)
+    shards = [part.split(" batches in process ") for part in sharded_job.data.tags["evaluation_shards"].split(", ")]
+    assert sorted(int(count) for count, _ in shards) == [4, 4]
+    pids = {int(pid) for _, pid in shards}
+    assert pids <= ray_cluster.worker_pids() and int(sharded_job.data.tags["precision_sweep.pid"]) not in pids
+    assert "evaluation_shards" not in whole_job.data.tags

@@ -175,26 +175,38 @@ def batch_size_for(runtime: Runtime, requested: int) -> int:
 
 
 def run_batches(runtime: Runtime, x: np.ndarray, batch_size: int, progress: bool = True, desc: str = "",
-                labels: list | None = None, others: dict | None = None) -> np.ndarray:
+                labels: list | None = None, others: dict | None = None, store=None, reuse: bool = False) -> np.ndarray:
     """Predict ``x`` (one array, or :class:`~precision_sweep.samples.NamedSamples` for
     several inputs) in batches and return the evaluated output (a classifier's
     probabilities) as float32. For a classifier, ``labels`` (a list) receives the predicted
     labels, one array per batch; ``others`` (a dict) receives every other output of the
-    program by name, each as one float32 array."""
+    program by name, each as one float32 array.
+
+    With ``store`` (a :class:`~precision_sweep.runtime.batches.BatchStore`) each batch is saved
+    as it finishes; with ``reuse`` too, a batch already saved there (by an interrupted run of
+    the job, or by a shard) is read instead of evaluated."""
     from tqdm.auto import tqdm
 
-    outputs = []
+    from precision_sweep.runtime.batches import LABEL, OTHER, OUTPUT, predict_batch
+
+    batches, reused = [], 0
     starts = range(0, len(x), batch_size)
     # disable=None: no bar when stderr is not a terminal (no carriage returns in a log file)
     for start in tqdm(starts, desc=desc or runtime.name, disable=None if progress else True, unit="batch", leave=False):
-        result = runtime.predict(feeds_of(x[start : start + batch_size], runtime.input_name))
-        outputs.append(np.asarray(result[runtime.output_name], dtype=np.float32))
-        if labels is not None and runtime.label_name is not None:
-            labels.append(np.asarray(result[runtime.label_name]).reshape(-1))
-        if others is not None:
-            for name, value in result.items():
-                if name not in (runtime.output_name, runtime.label_name):
-                    others.setdefault(name, []).append(np.asarray(value, dtype=np.float32))
+        arrays = store.load(start) if store is not None and reuse else None
+        if arrays is None:
+            arrays = predict_batch(runtime, x, start, batch_size)
+            if store is not None:
+                store.save(start, arrays)
+        else:
+            reused += 1
+        batches.append(arrays)
+    if reused:
+        log.info("%s: %d of %d batches read from %s, %d evaluated", desc or runtime.name, reused, len(starts),
+                 store.folder, len(starts) - reused)
+    if labels is not None and runtime.label_name is not None:
+        labels.extend(arrays[LABEL] for arrays in batches)
     if others is not None:
-        others.update({name: np.concatenate(parts, axis=0) for name, parts in others.items()})
-    return np.concatenate(outputs, axis=0)
+        names = [name for name in batches[0] if name.startswith(OTHER)] if batches else []
+        others.update({name[len(OTHER):]: np.concatenate([arrays[name] for arrays in batches], axis=0) for name in names})
+    return np.concatenate([arrays[OUTPUT] for arrays in batches], axis=0)

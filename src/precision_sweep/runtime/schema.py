@@ -57,3 +57,5 @@ class RuntimeConfig:
     name: RuntimeName = RuntimeName.auto
     batch_size: int = ranged(256, Range(low=1, whole=True))
     progress: bool = True
+    # Ray tasks one job's evaluation is split into, batch by batch (runtime/shards.py); 1: none.
+    shards: int = ranged(1, Range(low=1, whole=True))

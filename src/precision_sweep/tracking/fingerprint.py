@@ -15,7 +15,7 @@ from precision_sweep.hashing import hash_config
 
 # Config keys that do not change what a job measures.
 IGNORED_KEYS = ("paths", "tracking", "resume", "limits", "hydra", "diagnosis", "pick")
-IGNORED_RUNTIME_KEYS = ("progress", "batch_size")
+IGNORED_RUNTIME_KEYS = ("progress", "batch_size", "shards")
 TOOLS = ("precision-sweep", "coremltools", "tensorflow-cpu", "tensorflow", "keras", "numpy")
 
 
