@@ -92,3 +92,36 @@ def test_unknown_compute_units_or_device_lists_the_choices():
         Emulator(program, compute_units="gpu")
     with pytest.raises(ValueError, match="m1, m2, m5"):
         Emulator(program, device="m9")
+
+
+def test_the_op_statistics_are_read_back_from_disk_without_running_the_program(hot_model, tmp_path, monkeypatch):
+    """With a stats folder the FP32 program's per-op statistics are written once as JSON; a new
+    process (the in-process memo cleared) reads them without running the program, and the cliff
+    table is the same."""
+    from precision_sweep.data.layers import LayerMapper
+    from precision_sweep.diagnose import cliffs
+    from precision_sweep.emulator import Emulator, Execution
+
+    model, x = hot_model
+    fp16 = H.convert(model, [x.shape], precision="fp16")
+    fp32 = tmp_path / "fp32.mlpackage"
+    H.convert(model, [x.shape], precision="fp32").save(str(fp32))
+    mapper = LayerMapper.from_keras(model)
+    tmp_path = tmp_path / "stats"
+    monkeypatch.setattr(cliffs, "_STATS_MEMO", {})
+    first = cliffs.cliff_report(fp32, x[:64], Emulator(fp16, compute_units="cpu_and_ne"), "m1", mapper, stats_cache=tmp_path)
+    [stored] = tmp_path.glob("opstats-*.json")
+    monkeypatch.setattr(cliffs, "_STATS_MEMO", {})
+
+    def not_run(*args, **kwargs):
+        raise AssertionError("the FP32 program ran again")
+
+    monkeypatch.setattr(Execution, "emulator", not_run)
+    again = cliffs.cliff_report(fp32, x[:64], Emulator(fp16, compute_units="cpu_and_ne"), "m1", mapper, stats_cache=tmp_path)
+    assert list(again["layer"]) == ["hot"]
+    assert again.equals(first)
+    # other samples are other statistics: a second entry, not the first read back
+    monkeypatch.undo()
+    monkeypatch.setattr(cliffs, "_STATS_MEMO", {})
+    cliffs.cliff_report(fp32, x[64:128], Emulator(fp16, compute_units="cpu_and_ne"), "m1", mapper, stats_cache=tmp_path)
+    assert len(list(tmp_path.glob("opstats-*.json"))) == 2 and stored.exists()

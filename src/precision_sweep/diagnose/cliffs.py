@@ -27,8 +27,12 @@ do not show: the scanner sees outputs only.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,6 +47,7 @@ SIGMOID_TABLE = (-9.938, 8.320)  # the plain sigmoid table's domain (ane-guide, 
 COLUMNS = ["op", "op_type", "layer", "unit", "cliff", "value", "limit", "detail"]
 
 _STATS_MEMO: dict = {}
+STATS_FORMAT = 1  # of the JSON op statistics on disk (OpStats' fields)
 
 
 @dataclass
@@ -95,15 +100,25 @@ def _slice_offset(step, x) -> bool:
     return datapath._last_axis_begin(inputs, step.op_type, x.ndim, x.shape[-1]) != 0
 
 
-def op_stats(fp32_program, x: np.ndarray, batch: int = 16, plan_cache=None) -> dict[str, OpStats]:
+def op_stats(fp32_program, x: np.ndarray, batch: int = 16, plan_cache=None, stats_cache=None) -> dict[str, OpStats]:
     """Per-op statistics of ``fp32_program`` (package path) on ``x``, keyed by op name.
-    Memoized in the process per (program, data); its compiled plan kept in ``plan_cache``."""
+    Memoized in the process per (program, data), and with ``stats_cache`` (a folder) on disk
+    per (the program's bytes, data, batch) as plain JSON: the jobs of a sweep, and later sweeps,
+    run the FP32 program over the samples once. Its compiled plan kept in ``plan_cache``."""
     from precision_sweep.emulator import Execution
     from precision_sweep.hashing import hash_arrays
 
     key = (str(fp32_program), hash_arrays(hash_parts(x)))
     if key in _STATS_MEMO:
         return _STATS_MEMO[key]
+    stored = None
+    if stats_cache is not None and isinstance(fp32_program, (str, os.PathLike)):  # an MLModel object: memo only
+        from precision_sweep.hashing import hash_path
+
+        stored = Path(stats_cache) / f"opstats-{hash_path(Path(fp32_program), [key[1], batch, STATS_FORMAT])}.json"
+        if stored.exists():
+            _STATS_MEMO[key] = {name: OpStats(**entry) for name, entry in json.loads(stored.read_text()).items()}
+            return _STATS_MEMO[key]
     emulator = Execution("cpu_only", plan_cache=plan_cache).emulator(fp32_program)
     name = emulator.input_names[0]
     batch = emulator.fixed_batch or batch
@@ -130,6 +145,11 @@ def op_stats(fp32_program, x: np.ndarray, batch: int = 16, plan_cache=None) -> d
                     if step.op_type in ("slice_by_index", "slice_by_size"):
                         entry.slice_offset = _slice_offset(step, value)
     _STATS_MEMO[key] = stats
+    if stored is not None:
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        partial = stored.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps({name: dataclasses.asdict(entry) for name, entry in stats.items()}))
+        partial.replace(stored)
     return stats
 
 
@@ -235,10 +255,11 @@ def placement_lookup(emulator, models=None):
     return unit_of
 
 
-def cliff_report(fp32_program, x: np.ndarray, variant_emulator, device: str, mapper=None) -> pd.DataFrame:
+def cliff_report(fp32_program, x: np.ndarray, variant_emulator, device: str, mapper=None, stats_cache=None) -> pd.DataFrame:
     """The cliffs of a variant (run by ``variant_emulator``) for ``device``, from the FP32
     program's values on ``x``."""
-    return scan(op_stats(fp32_program, x, plan_cache=getattr(variant_emulator, "plan_cache", None)), placement_lookup(variant_emulator),
+    return scan(op_stats(fp32_program, x, plan_cache=getattr(variant_emulator, "plan_cache", None), stats_cache=stats_cache),
+                placement_lookup(variant_emulator),
                 device, mapper)
 
 

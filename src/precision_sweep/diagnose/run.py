@@ -67,7 +67,8 @@ def cliffs_of(cfg, model, dataset, emulator):
 
         return pd.DataFrame()  # a user's file has no FP32 twin of the same ops to scan against
     reference = _twin_of_job(cfg, model, dataset)
-    return cliff_report(reference, _cliff_inputs(cfg, dataset), emulator, emulator.device, LayerMapper.of_model(model))
+    return cliff_report(reference, _cliff_inputs(cfg, dataset), emulator, emulator.device, LayerMapper.of_model(model),
+                        stats_cache=Path(cfg.paths.cache) / "cliffs")
 
 
 def device_report(cfg, model, dataset, package: Path, emulator, out_dir: Path) -> tuple[dict, list[Path], str]:
