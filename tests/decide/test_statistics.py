@@ -128,7 +128,10 @@ def test_the_standard_error_is_the_paired_differences_and_resamples_copies_toget
     """The bootstrap's standard error of the delta is the closed form sd/sqrt(n) of the paired
     differences (to the bootstrap's noise), 0 when every pair agrees, and with the copies'
     groups the one of the images themselves (three times the naive one for nine copies)."""
-    from precision_sweep.metrics.statistics import mean_delta_standard_error
+    from precision_sweep.metrics.statistics import mean_delta_bootstrap
+
+    def mean_delta_standard_error(variant, baseline, n_resamples, seed, groups=None):
+        return mean_delta_bootstrap(variant, baseline, 0.95, n_resamples, seed, groups)[2]
 
     rng = np.random.default_rng(4)
     variant = (rng.uniform(size=2000) < 0.9).astype(float)

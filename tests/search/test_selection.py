@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from precision_sweep.metrics.statistics import mean_delta_interval, mean_delta_standard_error
+from precision_sweep.metrics.statistics import mean_delta_bootstrap
 from precision_sweep.search.evaluate import Budget
 
 
@@ -24,8 +24,8 @@ def _candidate(rng, n: int, true_delta: float, flips: float = 0.03):
 
 def _passes(budget: Budget, variant, baseline, seed: int) -> bool:
     delta = 100 * float(np.mean(variant - baseline))
-    low, _ = mean_delta_interval(variant, baseline, budget.confidence, budget.n_resamples, seed)
-    error = 100 * mean_delta_standard_error(variant, baseline, budget.n_resamples, seed)
+    low, _, error = mean_delta_bootstrap(variant, baseline, budget.confidence, budget.n_resamples, seed)
+    error *= 100
     return budget.holds(delta, 100 * low, delta - budget.margin(error))
 
 

@@ -83,20 +83,20 @@ def mean_delta_interval(variant: np.ndarray, baseline: np.ndarray, confidence: f
     groups' summed difference over their sample count. Copies of one image err together, so
     resampling them as independent samples gives an interval too narrow by up to the square root
     of the group size."""
+    low, high, _ = mean_delta_bootstrap(variant, baseline, confidence, n_resamples, seed, groups)
+    return low, high
+
+
+def mean_delta_bootstrap(variant: np.ndarray, baseline: np.ndarray, confidence: float, n_resamples: int, seed: int,
+                         groups: np.ndarray | None = None) -> tuple[float, float, float]:
+    """One bootstrap of :func:`mean_delta_interval`: its interval's ``(low, high)`` and the
+    resamples' standard error (0 when every paired difference is the same). The standard error
+    serves bounds at small levels (a Bonferroni bound over many candidates), where a percentile
+    of a few thousand resamples would rest on one or two of them."""
     result = _bootstrap(variant, baseline, confidence, n_resamples, seed, groups)
     if isinstance(result, float):
-        return result, result
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def mean_delta_standard_error(variant: np.ndarray, baseline: np.ndarray, n_resamples: int, seed: int,
-                              groups: np.ndarray | None = None) -> float:
-    """The (cluster) bootstrap's standard error of ``mean(variant) - mean(baseline)``, same
-    resampling as :func:`mean_delta_interval`; 0 when every paired difference is the same.
-    For bounds at small levels (a Bonferroni bound over many candidates), where a percentile of
-    a few thousand resamples would rest on one or two of them."""
-    result = _bootstrap(variant, baseline, 0.95, n_resamples, seed, groups)
-    return 0.0 if isinstance(result, float) else float(result.standard_error)
+        return result, result, 0.0
+    return float(result.confidence_interval.low), float(result.confidence_interval.high), float(result.standard_error)
 
 
 def _bootstrap(variant, baseline, confidence: float, n_resamples: int, seed: int, groups):

@@ -161,18 +161,17 @@ class Evaluator:
 
     def judge(self, outputs: np.ndarray, split: Split) -> dict:
         """Delta (pp) with its CI, agreement: the variant's top-1 against TF's on ``split``."""
-        from precision_sweep.metrics.statistics import mean_delta_standard_error, paired_statistics
+        from precision_sweep.metrics.statistics import mean_delta_bootstrap
 
         predicted, reference = outputs.argmax(-1), split.reference.argmax(-1)
         budget = self.budget
-        stats = paired_statistics(predicted, reference, split.y, budget.confidence, budget.n_resamples, budget.seed,
-                                  split.groups)
-        delta = 100 * (float(np.mean(predicted == split.y)) - float(np.mean(reference == split.y)))
-        error = 100 * mean_delta_standard_error((predicted == split.y).astype(float), (reference == split.y).astype(float),
-                                                budget.n_resamples, budget.seed, split.groups)
+        variant_right, reference_right = (predicted == split.y).astype(float), (reference == split.y).astype(float)
+        low, high, error = mean_delta_bootstrap(variant_right, reference_right, budget.confidence, budget.n_resamples,
+                                                budget.seed, split.groups)
+        delta = 100 * (float(np.mean(variant_right)) - float(np.mean(reference_right)))
         diff = np.abs(outputs.astype(np.float64) - split.reference)
-        return {"delta_pp": delta, "ci_low_pp": 100 * stats["accuracy_delta_ci_low"],
-                "ci_high_pp": 100 * stats["accuracy_delta_ci_high"], "standard_error_pp": error,
+        return {"delta_pp": delta, "ci_low_pp": 100 * low,
+                "ci_high_pp": 100 * high, "standard_error_pp": 100 * error,
                 "agreement": float(np.mean(predicted == reference)),
                 "max_abs_diff": float(diff.max()) if np.isfinite(diff).all() else float("inf"),
                 "mean_abs_diff": float(diff.mean()) if np.isfinite(diff).all() else float("inf")}
