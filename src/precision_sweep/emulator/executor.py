@@ -37,8 +37,10 @@ from precision_sweep.emulator.allocator import release_large_arrays
 from precision_sweep.emulator.numerics import (
     ACCUMULATING_OPS,
     MAC_OPS,
+    ONE_OPERATION_OPS,
     READS_FP16_OPERANDS,
     SINGLE_ROUNDING_OPS,
+    TABULATED_OPS,
     VALUE_EXACT_OPS,
 )
 from precision_sweep.emulator.ops._accumulate import FP32
@@ -48,6 +50,7 @@ from precision_sweep.emulator.ops._casts import (
     float32_to_float16,
     float32_to_float16_nan_zero,
 )
+from precision_sweep.emulator.ops._lookup import lookup_float16
 from precision_sweep.emulator.ops._threads import single_threaded_blas
 from precision_sweep.emulator.ops.control_flow import TensorList
 from precision_sweep.emulator.plan import Block, Plan, Step
@@ -92,6 +95,8 @@ def _wants_upcast(step: Step) -> bool:
         return False  # the same bits either way (see numerics)
     if step.op_type in ACCUMULATING_OPS or step.placement is None:
         return True  # accumulators take fp32 copies of the fp16 values
+    if step.op_type in ONE_OPERATION_OPS:
+        return True  # one rounding either way (see numerics): the faster way
     return step.placement.model.fp32_intermediates
 
 
@@ -245,11 +250,68 @@ def _free_buffer(env: Mapping[str, Any], name: str, argument: Any, dtype: np.dty
     return value
 
 
+# Every float16 bit pattern, in order: the input a tabulated step is run on once.
+_EVERY_HALF = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+# Tabulated steps' maps, by step signature (op, kernel, unit model, NaN coercion, constants).
+_HALF_TABLES: dict[tuple, np.ndarray] = {}
+
+
+def _scalar_key(value: Any) -> Any:
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return (type(value).__name__, value)
+    if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0:
+        return (np.asarray(value).dtype.str, np.asarray(value).tobytes())
+    raise TypeError  # an array constant: the step is not a function of x's element alone
+
+
+def _half_table_key(step: Step, x: Any) -> tuple | None:
+    """The signature of a step that runs as a float16 lookup table, or None if it cannot."""
+    if step.op_type not in TABULATED_OPS or list(step.var_kwargs) != ["x"] or len(step.outputs) != 1:
+        return None
+    if step.outputs[0][1] != FLOAT16 or not isinstance(x, np.ndarray) or x.dtype != FLOAT16 or x.ndim == 0:
+        return None
+    try:
+        constants = tuple(sorted((k, _scalar_key(v)) for k, v in step.const_kwargs.items()))
+    except TypeError:
+        return None
+    model = step.placement.model if step.placement is not None else None
+    return (step.op_type, step.fn, model, bool(step.coerce), constants)
+
+
+def _half_table(step: Step, key: tuple) -> np.ndarray:
+    """The step's map from each float16 bit pattern to its float16 result, computed by running
+    the step itself (the unit model's upcasts, kernel and datapath rules) on every pattern."""
+    table = _HALF_TABLES.get(key)
+    if table is None:
+        scope = {step.var_kwargs["x"]: _EVERY_HALF}
+        _compute_step(step, scope)
+        table = np.ascontiguousarray(scope[step.outputs[0][0]], dtype=FLOAT16).reshape(-1)
+        if table.size != _EVERY_HALF.size:
+            raise RuntimeError(f"MIL op {step.op_type!r} is not element-wise: {table.size} results for {_EVERY_HALF.size} inputs")
+        _HALF_TABLES[key] = table
+    return table
+
+
 def run_step(step: Step, env: dict[str, Any], reuse_buffers: bool = False, calls: _BlockCalls | None = None) -> None:
     """Execute one step, reading its inputs from ``env`` and writing its outputs there. With
     ``reuse_buffers`` (a run that frees each value after its last reader), a step marked
     ``reuses`` writes its result into that input's buffer when nothing else shares it.
-    ``calls`` (a capture run) builds the callables of a control-flow step's blocks."""
+    ``calls`` (a capture run) builds the callables of a control-flow step's blocks.
+
+    A float16 element-wise step (numerics.TABULATED_OPS) runs as a lookup in the table of its
+    results for every float16 value, which the same step computed (:func:`_half_table`)."""
+    if not step.blocks and step.var_kwargs.get("x") is not None:
+        x = env[step.var_kwargs["x"]] if isinstance(step.var_kwargs["x"], str) else None
+        key = _half_table_key(step, x)
+        if key is not None:
+            table = _half_table(step, key)
+            env[step.outputs[0][0]] = lookup_float16(table, x)
+            return
+    _compute_step(step, env, reuse_buffers, calls)
+
+
+def _compute_step(step: Step, env: dict[str, Any], reuse_buffers: bool = False, calls: _BlockCalls | None = None) -> None:
+    """:func:`run_step` by the step's kernel."""
     kwargs = dict(step.const_kwargs)
     for arg, names in step.var_kwargs.items():
         kwargs[arg] = [env[n] for n in names] if isinstance(names, list) else env[names]

@@ -57,6 +57,27 @@ VALUE_EXACT_OPS = frozenset(
         "relu6", "clip",
     }
 )
+# Op types whose kernel is one IEEE operation on two operands. On float16 operands numpy's own
+# float16 loop computes it in float32 and rounds once, which is exact for these (float32 has
+# at least 2 * 11 + 2 significant bits): so a unit that rounds every intermediate to fp16
+# gets the same bits from fp32 copies, and the executor gives it those (one compiled upcast
+# instead of numpy's slow float16 loop).
+ONE_OPERATION_OPS = frozenset({"sub", "mul", "real_div", "maximum", "minimum"})
+# Op types whose every output element is a function of the same element of their one variable
+# input ``x`` and of scalar constants. On float16 values such a step maps each of the 65,536
+# float16 bit patterns to one float16 result, whatever the unit model does in between; the
+# executor tabulates that map once per step signature, by running the step itself on every
+# pattern, and applies it by lookup (the same bits, one gather instead of numpy's float16
+# arithmetic or three casts around a float32 kernel).
+TABULATED_OPS = frozenset(
+    {
+        "leaky_relu", "elu", "sigmoid", "sigmoid_hard", "silu", "softplus", "softsign", "tanh",
+        "scaled_tanh", "linear_activation", "thresholded_relu", "clamped_relu", "gelu",
+        "abs", "acos", "asin", "atan", "atanh", "ceil", "cos", "cosh", "exp", "exp2", "floor",
+        "round", "sign", "sin", "sinh", "sqrt", "square", "tan", "erf", "inverse", "log",
+        "rsqrt", "threshold",
+    }
+)
 # Op types whose kernel, given float16 operands, returns the float32 result rounded once to
 # float16: the same bits as computing from the upcast values.
 SINGLE_ROUNDING_OPS = frozenset({"add"})
