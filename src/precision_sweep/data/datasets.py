@@ -5,6 +5,11 @@ Every source yields raw samples and integer labels; one seeded split gives the t
 (evaluated), the train samples (used only to train builtin models) and the calibration
 samples (drawn from the train split, never from the test split); one preprocessing function
 (config-driven: color, channel order, scale, mean/std, layout) brings them to the model input.
+
+An image folder whose decoded pixels would pass 1 GiB (or any, with ``dataset.stream=true``)
+is kept as its files (:class:`~precision_sweep.data.streamed.StreamedImages`): the split and
+the limit select files, and the colour conversion and preprocessing become steps applied to
+each batch read, so the same rules give the same samples without holding them.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import logging
 import weakref
 import zipfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from precision_sweep.data import split_cache
 from precision_sweep.data.preprocessing import ImageFeed
+from precision_sweep.data.streamed import STREAM_ABOVE_BYTES, Decoding, StreamedImages, rows, transformed
 from precision_sweep.data.validate import check_dataset_path
 from precision_sweep.errors import UserInputError
 from precision_sweep.hashing import hash_arrays
@@ -66,7 +73,7 @@ class Dataset:
         if self.feed is None:
             return self.x_test if split == "test" else self.x_calib
         pixels = self.pixels_test if split == "test" else self.pixels_calib
-        return self.feed(pixels)
+        return transformed(pixels, self.feed, repr(self.feed))
 
     @property
     def content_hash(self) -> str:
@@ -74,8 +81,11 @@ class Dataset:
         Computed once for the arrays ``x_test`` and ``y_test`` hold (again when either is replaced)."""
         if self._hashed is not None and self._hashed[0]() is self.x_test and self._hashed[1]() is self.y_test:
             return self._hashed[2]
-        names = sorted(self.x_test.names) if isinstance(self.x_test, NamedSamples) else None
-        digest = hash_arrays([*hash_parts(self.x_test), self.y_test], extra=names)
+        if isinstance(self.x_test, StreamedImages):  # the files' bytes, read one by one
+            digest = hash_arrays([self.y_test], extra=["streamed", self.x_test.digest()])
+        else:
+            names = sorted(self.x_test.names) if isinstance(self.x_test, NamedSamples) else None
+            digest = hash_arrays([*hash_parts(self.x_test), self.y_test], extra=names)
         try:
             self._hashed = (weakref.ref(self.x_test), weakref.ref(self.y_test), digest)
         except TypeError:  # not an array (a list of labels): hashed at every read
@@ -218,10 +228,10 @@ def _split(cfg, x: np.ndarray, y: np.ndarray, cache_dir: Path | None):
     (labels that are values, not classes, split as one class: a plain seeded split)."""
     if float(cfg.test_size) >= 1.0 or len(y) < 2:
         order = np.random.default_rng(cfg.seed).permutation(len(y))
-        return x[:0], y[:0], x[order], y[order]
+        return rows(x, slice(0, 0)), y[:0], rows(x, order), y[order]
     strata = y if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) else np.zeros(len(y), np.int64)
     train, test = split_cache.split_indices(strata, float(cfg.test_size), int(cfg.seed), cache_dir)
-    return x[train], y[train], x[test], y[test]
+    return rows(x, train), y[train], rows(x, test), y[test]
 
 
 def _shifted(x: np.ndarray, y: np.ndarray, shifts: int) -> tuple[np.ndarray, np.ndarray]:
@@ -239,7 +249,14 @@ def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict, cac
     x_train, y_train, x_test, y_test = _split(cfg, x_raw, y, cache_dir)
     shifts = int(cfg.get("shifts") or 0)
     test_groups = None
-    images = not isinstance(x_raw, NamedSamples) and np.ndim(x_raw) == 4
+    streamed = isinstance(x_raw, StreamedImages)
+    images = streamed or (not isinstance(x_raw, NamedSamples) and np.ndim(x_raw) == 4)
+    if shifts and streamed:
+        raise UserInputError(
+            f"dataset.shifts={shifts} multiplies the test images in memory, and dataset={cfg.name} is streamed "
+            "from its files (dataset.stream). Set dataset.stream=false (the images then must fit in memory) "
+            "or dataset.shifts=0."
+        )
     if shifts:
         if not images:
             raise UserInputError(f"dataset.shifts={shifts} shifts images; dataset={cfg.name} holds no images. Set dataset.shifts=0.")
@@ -247,7 +264,7 @@ def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict, cac
         test_groups = np.tile(np.arange(len(y_test)), (2 * shifts + 1) ** 2)
         x_test, y_test = _shifted(x_test, y_test, shifts)
     if cfg.limit:
-        x_test, y_test = x_test[: cfg.limit], y_test[: cfg.limit]
+        x_test, y_test = rows(x_test, slice(0, cfg.limit)), y_test[: cfg.limit]
         test_groups = None if test_groups is None else test_groups[: cfg.limit]
     if len(x_test) == 0:
         raise UserInputError(
@@ -263,20 +280,33 @@ def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict, cac
         "dataset_n_test": len(x_test),
         "dataset_n_calib": n_calib,
     }
+    def preprocessed(x):
+        return transformed(x, partial(preprocess, cfg=cfg, spec=spec), _preprocessing_text(cfg, spec))
+
+    def pixels(x):
+        return transformed(x, partial(to_model_channels, cfg=cfg, spec=spec), _preprocessing_text(cfg, spec, "pixels"))
+
     return Dataset(
         name=cfg.name,
-        x_train=preprocess(x_train, cfg, spec),
+        x_train=preprocessed(x_train),
         y_train=y_train,
-        x_test=preprocess(x_test, cfg, spec),
+        x_test=preprocessed(x_test),
         y_test=y_test,
         class_names=class_names,
-        x_calib=preprocess(x_calib, cfg, spec),
+        x_calib=preprocessed(x_calib),
         y_calib=y_calib,
         run_params=run_params,
-        pixels_test=to_model_channels(x_test, cfg, spec) if images else None,
-        pixels_calib=to_model_channels(x_calib, cfg, spec) if images else None,
+        pixels_test=pixels(x_test) if images else None,
+        pixels_calib=pixels(x_calib) if images else None,
         test_groups=test_groups,
     )
+
+
+def _preprocessing_text(cfg, spec: InputSpec, what: str = "preprocess") -> str:
+    """Every setting :func:`preprocess` (``what="pixels"``: :func:`to_model_channels`) reads,
+    for the content hash of streamed samples."""
+    keys = ("color", "layout") if what == "pixels" else ("color", "layout", "channel_order", "scale", "mean", "std")
+    return repr((what, {key: cfg.get(key) for key in keys}, spec.shape, spec.dtype))
 
 
 def _digits(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
@@ -376,7 +406,10 @@ def _image_folder(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
             )
         channels = model_channels
     mode = "L" if channels == 1 else "RGB"
-    x = read_images([f for f, _ in files], size, mode, cfg.resize, cfg.crop_and_scale)
+    if _streams(cfg, size, mode, len(files)):
+        x = StreamedImages(tuple(f for f, _ in files), Decoding(size, mode, bool(cfg.resize), str(cfg.crop_and_scale)))
+    else:
+        x = read_images([f for f, _ in files], size, mode, cfg.resize, cfg.crop_and_scale)
     y = np.array([label for _, label in files], dtype=np.int64)
     joined = ",".join(class_names)
     run_params = {
@@ -386,6 +419,22 @@ def _image_folder(cfg, spec: InputSpec, cache_dir: Path | None) -> Dataset:
         "dataset_crop_and_scale": str(cfg.crop_and_scale),
     }
     return _assemble(cfg, x, y, class_names, spec, run_params, cache_dir)
+
+
+def _streams(cfg, size: tuple | None, mode: str, count: int) -> bool:
+    """Whether the image folder is streamed from its files (``dataset.stream``: true, false, or
+    null: when its decoded float32 pixels would pass 1 GiB)."""
+    stream = cfg.get("stream")
+    if stream is False or (stream is None and size is None):
+        return False
+    if size is None:
+        raise UserInputError(
+            f"dataset.stream=true reads dataset={cfg.name}'s images a batch at a time at the model's input size, "
+            "and no input size is known yet (the model is built from the data). Set model.input_shape=[H,W,C], "
+            "or dataset.stream=null."
+        )
+    decoded = count * size[0] * size[1] * (1 if mode == "L" else 3) * 4
+    return stream is True or decoded > STREAM_ABOVE_BYTES
 
 
 LOADERS = {"digits": _digits, "npz": _npz, "image_folder": _image_folder}

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from precision_sweep.data.streamed import StreamedImages
 from precision_sweep.errors import UserInputError
 
 COLOR_LAYOUTS = ("RGB", "BGR", "GRAYSCALE", "GRAYSCALE_FLOAT16")
@@ -159,13 +160,17 @@ class ImageFeed:
 
 
 def check_pixels(pixels: np.ndarray, where: str) -> None:
-    """Refuse samples that are not 8-bit pixels (what an app's image input holds)."""
-    x = np.asarray(pixels)
-    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+    """Refuse samples that are not 8-bit pixels (what an app's image input holds). Images
+    streamed from their files are 8-bit by their decoding: only their shape is checked."""
+    shape = np.shape(pixels)  # a streamed set's without reading it
+    if len(shape) != 4 or shape[-1] not in (1, 3):
         raise UserInputError(
             f"model.input_type=image needs images (N, height, width, 1 or 3 channels), but {where} "
-            f"holds samples of shape {x.shape[1:]}. Use model.input_type=tensor for this model and data."
+            f"holds samples of shape {tuple(shape[1:])}. Use model.input_type=tensor for this model and data."
         )
+    if isinstance(pixels, StreamedImages):
+        return
+    x = np.asarray(pixels)
     if x.size and (x.min() < 0 or x.max() > 255 or not np.all(np.mod(x, 1) == 0)):
         raise UserInputError(
             f"model.input_type=image feeds 8-bit pixels, but {where} holds values from {float(x.min()):.4g} "

@@ -188,3 +188,7 @@ class DatasetConfig:
     # scale_fit (keep the aspect ratio, pad with black). npz and digits hold arrays already at the
     # model's size: the option does not apply to them.
     crop_and_scale: CropAndScale = CropAndScale.scale_fill
+    # image_folder: read the images from their files a batch at a time (memory flat in their
+    # number) instead of decoding them all first: true, false, or null (when their decoded
+    # pixels would pass 1 GiB).
+    stream: Optional[bool] = None

@@ -6,9 +6,9 @@ on they are like an ``.npz`` file: :func:`~precision_sweep.data.datasets.assembl
 reads the labels as the task's label kind and makes the seeded split, the preprocessing, the
 calibration split and the content hash.
 
-The samples are **materialized** in memory (every batch concatenated) before the split:
-evaluation that streams in batches, with memory flat in the dataset's size, is a later step of
-issue 25. Nothing is ever downloaded: a TFDS folder must already be prepared.
+The samples are **materialized** in memory (every batch concatenated) before the split; only
+image folders are streamed from their files (:mod:`~precision_sweep.data.streamed`). Nothing
+is ever downloaded: a TFDS folder must already be prepared.
 """
 
 from __future__ import annotations

@@ -132,8 +132,11 @@ def op_stats(fp32_program, x: np.ndarray, batch: int = 16, plan_cache=None, stat
             output = step.outputs[0][0]
             if output not in values:
                 continue
+            result = np.asarray(values[output][1])
+            if result.dtype.kind not in "fiub":
+                continue  # a classifier's labels (text): no numerics to scan
             entry = stats.setdefault(step.name, OpStats(step.op_type, step.name, output))
-            entry.add_output(np.asarray(values[output][1], dtype=np.float32))
+            entry.add_output(result.astype(np.float32, copy=False))
             source = step.var_kwargs.get("x")
             if isinstance(source, str):
                 value = values.get(source, (None, env.get(source)))[1]

@@ -146,8 +146,11 @@ def feed_for(candidate: Preprocessing, file: Preprocessing, pixels: np.ndarray) 
     return np.ascontiguousarray(np.transpose(program_input, (0, 3, 1, 2)), dtype=np.float32)
 
 
-def _measure(predict, x: np.ndarray, reference_top1: np.ndarray, labels: np.ndarray, batch: int) -> tuple[float, float]:
-    outputs = np.concatenate([predict(x[i:i + batch]) for i in range(0, len(x), batch)])
+def _measure(predict, candidate: Preprocessing, file: Preprocessing, pixels, reference_top1: np.ndarray,
+             labels: np.ndarray, batch: int) -> tuple[float, float]:
+    """Agreement with the reference and accuracy of the program fed ``pixels`` as ``candidate``
+    preprocesses them, a batch at a time (``pixels`` may be streamed from their files)."""
+    outputs = np.concatenate([predict(feed_for(candidate, file, pixels[i:i + batch])) for i in range(0, len(pixels), batch)])
     predicted = outputs.argmax(axis=-1)
     return float(np.mean(predicted == reference_top1)), float(np.mean(predicted == labels))
 
@@ -163,19 +166,19 @@ def diagnose_preprocessing(predict, pixels: np.ndarray, baseline: np.ndarray, la
     """
     n = min(len(pixels), SCREEN_SAMPLES)
     reference = baseline.argmax(axis=-1)
-    agreement, accuracy = _measure(predict, feed_for(file, file, pixels), reference, labels, batch)
+    agreement, accuracy = _measure(predict, file, file, pixels, reference, labels, batch)
     own = Trial("the file's own", file, agreement, accuracy)
     report = DoctorReport(file, expected, own, baseline_accuracy=float(np.mean(reference == labels)),
                           float16_gray=float16_gray)
     for name, candidate in _candidates(file, expected):
         if candidate.close_to(file, 1e-6):
             continue
-        agreement, accuracy = _measure(predict, feed_for(candidate, file, pixels[:n]), reference[:n], labels[:n], batch)
+        agreement, accuracy = _measure(predict, candidate, file, pixels[:n], reference[:n], labels[:n], batch)
         report.trials.append(Trial(name, candidate, agreement, accuracy))
     usable = [t for t in report.trials if t.agreement >= threshold and _expressible(t.preprocessing)]
     if usable:
         best = max(usable, key=lambda t: (round(t.agreement, 4), t.preprocessing.close_to(expected), t.accuracy))
-        agreement, accuracy = _measure(predict, feed_for(best.preprocessing, file, pixels), reference, labels, batch)
+        agreement, accuracy = _measure(predict, best.preprocessing, file, pixels, reference, labels, batch)
         if agreement >= threshold and agreement > own.agreement:
             report.fix = Trial(best.name, best.preprocessing, agreement, accuracy)
             report.causes = causes(file, best.preprocessing, keras_layers)

@@ -185,22 +185,24 @@ def run_batches(runtime: Runtime, x: np.ndarray, batch_size: int, progress: bool
     With ``store`` (a :class:`~precision_sweep.runtime.batches.BatchStore`) each batch is saved
     as it finishes; with ``reuse`` too, a batch already saved there (by an interrupted run of
     the job, or by a shard) is read instead of evaluated."""
-    from tqdm.auto import tqdm
-
     from precision_sweep.runtime.batches import LABEL, OTHER, OUTPUT, predict_batch
+    from precision_sweep.runtime.progress import SampleProgress
 
     batches, reused = [], 0
     starts = range(0, len(x), batch_size)
-    # disable=None: no bar when stderr is not a terminal (no carriage returns in a log file)
-    for start in tqdm(starts, desc=desc or runtime.name, disable=None if progress else True, unit="batch", leave=False):
+    meter = SampleProgress(desc or runtime.name, len(x), bar=progress)
+    for start in starts:
         arrays = store.load(start) if store is not None and reuse else None
-        if arrays is None:
+        evaluated = arrays is None
+        if evaluated:
             arrays = predict_batch(runtime, x, start, batch_size)
             if store is not None:
                 store.save(start, arrays)
         else:
             reused += 1
         batches.append(arrays)
+        meter.update(min(batch_size, len(x) - start), evaluated)
+    meter.close()
     if reused:
         log.info("%s: %d of %d batches read from %s, %d evaluated", desc or runtime.name, reused, len(starts),
                  store.folder, len(starts) - reused)

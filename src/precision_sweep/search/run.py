@@ -80,9 +80,11 @@ def split_indices(y: np.ndarray, fraction: float, seed: int, groups: np.ndarray 
 
 def held_out_view(dataset, index: np.ndarray):
     """``dataset`` with its test split cut to ``index`` (pixels too)."""
-    pixels = None if dataset.pixels_test is None else dataset.pixels_test[index]
+    from precision_sweep.data.streamed import rows
+
+    pixels = None if dataset.pixels_test is None else rows(dataset.pixels_test, index)
     groups = None if dataset.test_groups is None else dataset.test_groups[index]
-    view = dataclasses.replace(dataset, x_test=dataset.x_test[index], y_test=dataset.y_test[index], pixels_test=pixels,
+    view = dataclasses.replace(dataset, x_test=rows(dataset.x_test, index), y_test=dataset.y_test[index], pixels_test=pixels,
                                run_params=dict(dataset.run_params), test_groups=groups)
     view.feed = dataset.feed
     return view

@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mlflow.entities import (
     Dataset,
     DatasetInput,
@@ -134,6 +135,8 @@ class JobRun:
         from mlflow.data.numpy_dataset import from_numpy
 
         features = x.feeds() if isinstance(x, NamedSamples) else x
+        if not isinstance(features, (np.ndarray, dict)):  # streamed: its shape, without reading it
+            features = np.broadcast_to(np.asarray(x[:1]), x.shape)
         numpy = from_numpy(features, targets=y, name=name, digest=digest)._to_mlflow_entity()
         entity = Dataset(
             name=name, digest=digest, source_type=numpy.source_type, source=numpy.source, schema=numpy.schema,
