@@ -1,4 +1,4 @@
-"""How fast the Neural Engine's tile model can be on this CPU, against a BLAS product.
+"""How fast the fp16 accumulation models can be on this CPU, against a BLAS product.
 
 The ANE numerics model (``emulator/numerics.py``, ``ops/_accumulate_kernels.py``) adds the
 products of a 4-term tile in order, rounding each partial sum to fp16: three fp16 roundings
@@ -11,6 +11,12 @@ on the same (M, K) x (K, N) product:
 * ``bound``: the tile model's arithmetic alone, on data that stays in L1 cache (the same count
   of products and roundings, no loads from the operands), i.e. a floor for any implementation
   of this model with the CPU's conversion instructions.
+
+and the same for the CPU model's fp16 running sum (``cpu_only`` FP16, one fp16 rounding per
+product, a chain that cannot be reordered):
+
+* ``fp16 running-sum kernel``: ``fp16_matmul`` (all cores);
+* ``running-sum arithmetic alone``: one multiply-add and one rounding per product on data in L1.
 
 and prints each as a ratio to ``sgemm``. Usage::
 
@@ -29,7 +35,7 @@ from numba import njit, prange
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from precision_sweep.emulator.ops._accumulate_kernels import tiles_matmul  # noqa: E402
+from precision_sweep.emulator.ops._accumulate_kernels import fp16_matmul, tiles_matmul  # noqa: E402
 from precision_sweep.emulator.ops._half import round_half  # noqa: E402
 from emulator_vs_tf import best_time  # noqa: E402  (the benchmarks' one timer)
 
@@ -56,6 +62,27 @@ def _tile_arithmetic(weights, values, steps, chunks):
     return total
 
 
+@njit(cache=True, parallel=True, fastmath={"contract"})
+def _running_arithmetic(weights, values, steps, chunks):
+    """``chunks`` x ``steps`` x 4 products on LANES outputs, each added to an fp16 running sum
+    (a multiply-add and one fp16 rounding per product: the CPU model's arithmetic)."""
+    total = np.zeros(chunks, dtype=np.float32)
+    for c in prange(chunks):
+        acc = np.zeros(LANES, dtype=np.float32)
+        for s in range(steps):
+            w0, w1, w2, w3 = weights[s % 16, 0], weights[s % 16, 1], weights[s % 16, 2], weights[s % 16, 3]
+            for j in range(LANES):
+                x = values[j]
+                t = acc[j]
+                t = round_half(t + w0 * x)
+                t = round_half(t + w1 * x)
+                t = round_half(t + w2 * x)
+                t = round_half(t + w3 * x)
+                acc[j] = t
+        total[c] = acc.sum()
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", type=int, nargs=3, default=[4608, 576, 64], metavar=("M", "K", "N"))
@@ -76,6 +103,10 @@ def main() -> None:
     print(f"sgemm (float32 BLAS)        {sgemm * 1e3:8.2f} ms   1.00x")
     print(f"tiles kernel (ANE model)    {tiles * 1e3:8.2f} ms  {tiles / sgemm:5.2f}x")
     print(f"tile arithmetic alone       {bound * 1e3:8.2f} ms  {bound / sgemm:5.2f}x  (floor for this model)")
+    running = best_time(lambda: fp16_matmul(a, b), 5)
+    running_bound = best_time(lambda: _running_arithmetic(weights, values, steps // chunks, chunks), 5)
+    print(f"fp16 running-sum kernel     {running * 1e3:8.2f} ms  {running / sgemm:5.2f}x  (cpu_only FP16)")
+    print(f"running-sum arithmetic      {running_bound * 1e3:8.2f} ms  {running_bound / sgemm:5.2f}x  (floor for this model)")
 
 
 if __name__ == "__main__":

@@ -153,3 +153,11 @@ def test_the_progress_line_gives_samples_done_throughput_and_eta(caplog):
     assert "12,500" not in lines[0] and "12500/50000" in lines[0] and "250.00img/s" in lines[0]
     assert "<02:30" in lines[0]  # 37,500 left at 250 a second
     assert "15000/50000" in lines[1]
+
+
+def test_stream_on_a_source_without_image_files_is_refused_with_the_fix():
+    from precision_sweep.data.loading import load_dataset
+    from precision_sweep.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=r"dataset.stream=true reads image files .* Remove dataset.stream"):
+        load_dataset(compose(["dataset=digits", "dataset.stream=true"]).dataset)
