@@ -43,9 +43,10 @@ LANES = 64  # outputs kept in registers/L1 by the arithmetic-only loop
 
 
 @njit(cache=True, parallel=True, fastmath={"contract"})
-def _tile_arithmetic(weights, values, steps, chunks):
-    """``chunks`` x ``steps`` tiles of 4 products on LANES outputs: the model's arithmetic
-    (4 multiply-adds, 3 fp16 roundings, 1 float32 accumulation per tile and output)."""
+def _arithmetic(weights, values, steps, chunks, running):
+    """``chunks`` x ``steps`` groups of 4 products on LANES outputs, as the tiles model adds
+    them (``running`` false: 4 multiply-adds, 3 fp16 roundings, 1 float32 accumulation per
+    tile) or the CPU model (true: each product added to an fp16 running sum and rounded)."""
     total = np.zeros(chunks, dtype=np.float32)
     for c in prange(chunks):
         acc = np.zeros(LANES, dtype=np.float32)
@@ -53,32 +54,11 @@ def _tile_arithmetic(weights, values, steps, chunks):
             w0, w1, w2, w3 = weights[s % 16, 0], weights[s % 16, 1], weights[s % 16, 2], weights[s % 16, 3]
             for j in range(LANES):
                 x = values[j]
-                t = w0 * x
+                t = round_half(acc[j] + w0 * x) if running else w0 * x
                 t = round_half(t + w1 * x)
                 t = round_half(t + w2 * x)
                 t = round_half(t + w3 * x)
-                acc[j] += t
-        total[c] = acc.sum()
-    return total
-
-
-@njit(cache=True, parallel=True, fastmath={"contract"})
-def _running_arithmetic(weights, values, steps, chunks):
-    """``chunks`` x ``steps`` x 4 products on LANES outputs, each added to an fp16 running sum
-    (a multiply-add and one fp16 rounding per product: the CPU model's arithmetic)."""
-    total = np.zeros(chunks, dtype=np.float32)
-    for c in prange(chunks):
-        acc = np.zeros(LANES, dtype=np.float32)
-        for s in range(steps):
-            w0, w1, w2, w3 = weights[s % 16, 0], weights[s % 16, 1], weights[s % 16, 2], weights[s % 16, 3]
-            for j in range(LANES):
-                x = values[j]
-                t = acc[j]
-                t = round_half(t + w0 * x)
-                t = round_half(t + w1 * x)
-                t = round_half(t + w2 * x)
-                t = round_half(t + w3 * x)
-                acc[j] = t
+                acc[j] = t if running else acc[j] + t
         total[c] = acc.sum()
     return total
 
@@ -98,13 +78,13 @@ def main() -> None:
     chunks = 64
     sgemm = best_time(lambda: a @ b, 5)
     tiles = best_time(lambda: tiles_matmul(a, b), 5)
-    bound = best_time(lambda: _tile_arithmetic(weights, values, steps // chunks, chunks), 5)
+    bound = best_time(lambda: _arithmetic(weights, values, steps // chunks, chunks, False), 5)
     print(f"({m}, {k}) x ({k}, {n}): {products / 1e6:.0f} M products")
     print(f"sgemm (float32 BLAS)        {sgemm * 1e3:8.2f} ms   1.00x")
     print(f"tiles kernel (ANE model)    {tiles * 1e3:8.2f} ms  {tiles / sgemm:5.2f}x")
     print(f"tile arithmetic alone       {bound * 1e3:8.2f} ms  {bound / sgemm:5.2f}x  (floor for this model)")
     running = best_time(lambda: fp16_matmul(a, b), 5)
-    running_bound = best_time(lambda: _running_arithmetic(weights, values, steps // chunks, chunks), 5)
+    running_bound = best_time(lambda: _arithmetic(weights, values, steps // chunks, chunks, True), 5)
     print(f"fp16 running-sum kernel     {running * 1e3:8.2f} ms  {running / sgemm:5.2f}x  (cpu_only FP16)")
     print(f"running-sum arithmetic      {running_bound * 1e3:8.2f} ms  {running_bound / sgemm:5.2f}x  (floor for this model)")
 
