@@ -3,6 +3,8 @@ _conv_kernels.py against plain numpy twins)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -274,3 +276,20 @@ def test_float16_max_pool_gives_the_tap_reductions_bits(kernel_sizes, strides, p
     expected = pool._reduce_taps(win, len(ks), np.maximum)
     assert got.dtype == np.float16 and got.shape == expected.shape
     assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))
+
+
+@pytest.mark.parametrize("size", [1000, 300_001])  # one chunk, and split over the threads
+def test_float32_sigmoid_silu_and_gelu_are_numpys_expression_bit_for_bit(size):
+    from scipy.special import erf
+
+    from precision_sweep.emulator.ops.activation import gelu, sigmoid, silu
+
+    x = np.random.default_rng(3).normal(0, 6, size).astype(np.float32)
+    x[:5] = [0.0, -0.0, np.inf, -np.inf, np.nan]
+    with np.errstate(all="ignore"):
+        expected = 0.5 * (np.tanh(0.5 * x) + 1)
+        exact_gelu = 0.5 * x * (1 + erf(x / math.sqrt(2)).astype(np.float32))  # as the MIL kernel writes it
+        for got, want in ((sigmoid(x), expected), (silu(x), x * expected), (gelu(x), exact_gelu)):
+            assert got.dtype == np.float32 and got.shape == x.shape
+            np.testing.assert_array_equal(got.view(np.uint32)[5:], want.view(np.uint32)[5:])
+            np.testing.assert_array_equal(got[:5], want[:5])

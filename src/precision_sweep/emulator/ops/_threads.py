@@ -55,6 +55,30 @@ def _chunks(length: int, parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
 
+# Below this many elements an element-wise kernel is not worth splitting.
+SPLIT_MIN_ELEMENTS = 1 << 16
+
+
+def elementwise(fill, x: np.ndarray) -> np.ndarray:
+    """A new array of ``x``'s shape and dtype, filled by ``fill(x_part, out_part)`` over chunks
+    of the flattened ``x`` on the pool (numpy's loops release the GIL). ``fill`` must compute
+    each element from the same element of ``x`` alone, so the chunks do not change a value."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    parts = workers()
+    if parts == 1 or flat.size < SPLIT_MIN_ELEMENTS:
+        fill(flat, out)
+    else:
+        errors = np.geterr()  # the caller's floating-point error handling (thread-local)
+
+        def fill_part(part: slice) -> None:
+            with np.errstate(**errors):
+                fill(flat[part], out[part])
+
+        list(_pool().map(fill_part, _chunks(flat.size, parts)))
+    return out.reshape(np.shape(x))
+
+
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.matmul(a, b)`` for float operands, split across the pool when it is large.
 
