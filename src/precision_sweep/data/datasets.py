@@ -280,6 +280,7 @@ def _assemble(cfg, x_raw, y, class_names, spec: InputSpec, run_params: dict, cac
         "dataset_n_test": len(x_test),
         "dataset_n_calib": n_calib,
     }
+
     def preprocessed(x):
         return transformed(x, partial(preprocess, cfg=cfg, spec=spec), _preprocessing_text(cfg, spec))
 
