@@ -279,7 +279,7 @@ def test_float16_max_pool_gives_the_tap_reductions_bits(kernel_sizes, strides, p
 
 
 @pytest.mark.parametrize("size", [1000, 300_001])  # one chunk, and split over the threads
-def test_float32_sigmoid_silu_and_gelu_are_numpys_expression_bit_for_bit(size):
+def test_float32_sigmoid_silu_and_both_gelus_are_numpys_expression_bit_for_bit(size):
     from scipy.special import erf
 
     from precision_sweep.emulator.ops.activation import gelu, sigmoid, silu
@@ -289,7 +289,9 @@ def test_float32_sigmoid_silu_and_gelu_are_numpys_expression_bit_for_bit(size):
     with np.errstate(all="ignore"):
         expected = 0.5 * (np.tanh(0.5 * x) + 1)
         exact_gelu = 0.5 * x * (1 + erf(x / math.sqrt(2)).astype(np.float32))  # as the MIL kernel writes it
-        for got, want in ((sigmoid(x), expected), (silu(x), x * expected), (gelu(x), exact_gelu)):
+        tanh_gelu = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))  # the spec's expression
+        for got, want in ((sigmoid(x), expected), (silu(x), x * expected), (gelu(x), exact_gelu),
+                          (gelu(x, mode="TANH_APPROXIMATION"), tanh_gelu)):
             assert got.dtype == np.float32 and got.shape == x.shape
             np.testing.assert_array_equal(got.view(np.uint32)[5:], want.view(np.uint32)[5:])
             np.testing.assert_array_equal(got[:5], want[:5])

@@ -139,6 +139,8 @@ def prelu(x, alpha):
 def gelu(x, mode="EXACT"):
     mode = str(mode)
     if mode == "TANH_APPROXIMATION":
+        if isinstance(x, np.ndarray) and x.dtype == np.float32:
+            return elementwise(_gelu_tanh_into, x)  # the same bits, fewer passes, every core
         return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     if mode == "SIGMOID_APPROXIMATION":
         return x * sigmoid(1.702 * x)
@@ -153,6 +155,18 @@ def _gelu_into(x: np.ndarray, out: np.ndarray) -> None:
 
     np.divide(x, np.float32(math.sqrt(2)), out=out)
     erf(out, out=out)
+    out += np.float32(1)
+    out *= np.multiply(np.float32(0.5), x)
+
+
+def _gelu_tanh_into(x: np.ndarray, out: np.ndarray) -> None:
+    """``0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))`` into ``out``: numpy's
+    float32 steps in the same order, in place (``x**3`` is ``powf``, most of the cost)."""
+    np.power(x, np.float32(3), out=out)
+    out *= np.float32(0.044715)
+    out += x
+    out *= np.float32(math.sqrt(2 / math.pi))
+    np.tanh(out, out=out)
     out += np.float32(1)
     out *= np.multiply(np.float32(0.5), x)
 
