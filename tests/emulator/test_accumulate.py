@@ -89,9 +89,28 @@ def test_fp16_matmul_and_sums_match_their_plain_twins(shape_a, shape_b):
     a, b = _halves(shape_a, 20), _halves(shape_b)
     assert np.array_equal(compiled.fp16_matmul(a, b), acc.fp16_matmul_reference(a, b))
     rows = _halves((37, 300), 100)
-    assert np.array_equal(compiled.fp16_sum_rows(rows, 0.25), acc.fp16_sum_reference(rows, 0.25))
+    assert np.array_equal(compiled.sum_rows(rows, False, scale=0.25), acc.fp16_sum_reference(rows, 0.25))
     for away in (False, True):
-        assert np.array_equal(compiled.tiles_sum_rows(rows, 4, away, 0.5), acc.tiles_sum_reference(rows, 4, away, 0.5))
+        assert np.array_equal(compiled.sum_rows(rows, True, 4, away, 0.5), acc.tiles_sum_reference(rows, 4, away, 0.5))
+
+
+@pytest.mark.parametrize("length", [1, 5, 196, 9000])  # 9000: rows too long for a task's block
+def test_sums_over_the_last_axis_read_in_place_equal_the_moved_sums(length):
+    x = _halves((700, length), 30)
+    for tiles, tile, away in ((False, 4, False), (True, 4, False), (True, 4, True), (True, 3, False)):
+        want = compiled.sum_rows(np.ascontiguousarray(x.T), tiles, tile, away, 0.5)
+        got = compiled.sum_last(x, tiles, tile, away, 0.5)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    # the accumulator takes this path for trailing axes, and the moved one for the others
+    x4 = _halves((3, 4, 5, length), 30)
+    for spec in (FP16_ACCUMULATION, Accumulation("tiles", tile=4)):
+        model = acc.Accumulator(spec)
+        for axes in ((3,), (2, 3), (1,), (0, 2)):
+            keep = [a for a in range(4) if a not in axes]
+            moved = np.transpose(x4, list(axes) + keep).reshape(-1, int(np.prod([x4.shape[a] for a in keep])))
+            want = (acc.fp16_sum_reference(moved) if spec.kind == "fp16"
+                    else acc.tiles_sum_reference(moved, 4)).reshape([x4.shape[a] for a in keep])
+            assert np.array_equal(model.sum(x4, axes).view(np.uint32), want.view(np.uint32))
 
 
 def test_the_fp16_running_sum_stalls_where_the_tiles_do_not():

@@ -119,13 +119,12 @@ class Accumulator:
             return total * np.asarray(scale, dtype=total.dtype if total.dtype.kind == "f" else np.float32) if scale != 1.0 else total
         x = x.astype(np.float32, copy=False)
         keep = [a for a in range(x.ndim) if a not in axes]
-        moved = np.transpose(x, list(axes) + keep)
         length = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
-        rows = moved.reshape(length, -1)
-        if self.spec.kind == "fp16":
-            total = compiled.fp16_sum_rows(rows, scale)
+        model = (self.spec.kind == "tiles", self.spec.tile, self.spec.ties == "away", scale)
+        if keep and sorted(axes) == list(range(len(keep), x.ndim)) and x.flags.c_contiguous:
+            total = compiled.sum_last(x.reshape(-1, length), *model)  # trailing axes, in place
         else:
-            total = compiled.tiles_sum_rows(rows, self.spec.tile, self.spec.ties == "away", scale)
+            total = compiled.sum_rows(np.transpose(x, list(axes) + keep).reshape(length, -1), *model)
         total = total.reshape([x.shape[a] for a in keep])
         if keepdims:
             total = total.reshape([1 if a in axes else n for a, n in enumerate(x.shape)])
@@ -142,13 +141,12 @@ class Accumulator:
         terms = [np.asarray(t, dtype=np.float32) for t in terms]
         stacked = np.stack(terms).reshape(len(terms), -1)
         if self.spec.kind == "fp16":
-            total = compiled.fp16_sum_rows(stacked)
-            return total.reshape(terms[0].shape)
+            return compiled.sum_rows(stacked, False).reshape(terms[0].shape)
         if saturate:  # MAC terms (N-d depthwise conv): the port's ceiling and flush
             total = tiles_sum_reference(stacked, self.spec.tile, self.spec.ties == "away",
                                         ceiling=self.spec.ceiling or 0.0, flush=self.spec.flush_subnormals)
         else:
-            total = compiled.tiles_sum_rows(stacked, self.spec.tile, self.spec.ties == "away")
+            total = compiled.sum_rows(stacked, True, self.spec.tile, self.spec.ties == "away")
         return total.reshape(terms[0].shape)
 
     def cumsum(self, x: np.ndarray, axis: int) -> np.ndarray:
@@ -265,7 +263,7 @@ def fp16_matmul_reference(a, b):
 
 def tiles_sum_reference(rows, tile: int = 4, away: bool = False, scale: float = 1.0, ceiling: float = 0.0,
                         flush: bool = False):
-    """Plain twin of ``compiled.tiles_sum_rows`` (sum over the first axis of ``rows``), and of
+    """Plain twin of ``compiled.sum_rows`` in the tiles model (sum over the first axis of ``rows``), and of
     the compiled depthwise conv's tiles when given the port's ``ceiling`` and ``flush``."""
     rnd = _rounder(False)
     rows = np.asarray(rows, np.float32)
@@ -284,7 +282,7 @@ def tiles_sum_reference(rows, tile: int = 4, away: bool = False, scale: float = 
 
 
 def fp16_sum_reference(rows, scale: float = 1.0):
-    """Plain twin of ``compiled.fp16_sum_rows``."""
+    """Plain twin of ``compiled.sum_rows`` in the fp16 model."""
     rows = np.asarray(rows, np.float32)
     acc = np.zeros(rows.shape[1:], np.float32)
     with np.errstate(over="ignore", invalid="ignore"):

@@ -174,5 +174,9 @@ def _gelu_tanh_into(x: np.ndarray, out: np.ndarray) -> None:
 @kernel("softmax")
 def softmax(x, axis=-1, *, accumulator=FP32):
     shifted = x - np.max(x, axis=int(axis), keepdims=True)
-    e = np.exp(shifted)
+    e = elementwise(_exp_into, shifted) if shifted.dtype == np.float32 else np.exp(shifted)
     return e / accumulator.sum(e, (int(axis),), keepdims=True)
+
+
+def _exp_into(x: np.ndarray, out: np.ndarray) -> None:
+    np.exp(x, out=out)
