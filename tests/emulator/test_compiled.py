@@ -278,6 +278,32 @@ def test_float16_max_pool_gives_the_tap_reductions_bits(kernel_sizes, strides, p
     assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))
 
 
+def test_the_float32_cube_is_the_exact_cube_correctly_rounded_and_within_an_ulp_of_numpys_power():
+    from fractions import Fraction
+
+    from precision_sweep.emulator.ops.activation import cube_into
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0, 30, 3000), rng.uniform(-1e-13, 1e-13, 500),  # subnormal cubes
+                        [0.0, -0.0, 1e13, -1e13, 2.0**42, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    x = np.concatenate([x, np.nextafter(x[:500], np.float32(np.inf))])
+    got = np.empty_like(x)
+    with np.errstate(all="ignore"):
+        cube_into(x, got)
+        numpy_power = np.power(x, np.float32(3))
+    for value, cube in zip(x.tolist(), got):
+        if not math.isfinite(value) or abs(value) ** 3 > float(np.finfo(np.float32).max):
+            assert np.isnan(cube) if math.isnan(value) else cube == math.copysign(math.inf, value)
+            continue
+        exact = Fraction(value) ** 3
+        for neighbour in (np.nextafter(cube, np.float32(-np.inf)), np.nextafter(cube, np.float32(np.inf))):
+            # no float32 lies nearer the exact cube (ties: either side is within the bound)
+            assert abs(exact - Fraction(float(cube))) <= abs(exact - Fraction(float(neighbour)))
+    finite = np.isfinite(numpy_power)
+    ulps = np.abs(got[finite].view(np.int32).astype(np.int64) - numpy_power[finite].view(np.int32).astype(np.int64))
+    assert ulps.max() <= 1
+
+
 @pytest.mark.parametrize("size", [1000, 300_001])  # one chunk, and split over the threads
 def test_float32_sigmoid_silu_and_both_gelus_are_numpys_expression_bit_for_bit(size):
     from scipy.special import erf
@@ -289,7 +315,8 @@ def test_float32_sigmoid_silu_and_both_gelus_are_numpys_expression_bit_for_bit(s
     with np.errstate(all="ignore"):
         expected = 0.5 * (np.tanh(0.5 * x) + 1)
         exact_gelu = 0.5 * x * (1 + erf(x / math.sqrt(2)).astype(np.float32))  # as the MIL kernel writes it
-        tanh_gelu = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))  # the spec's expression
+        cube = (x.astype(np.float64) ** 2 * x).astype(np.float32)  # x**3 rounded once (test below)
+        tanh_gelu = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * cube)))  # the spec's expression
         for got, want in ((sigmoid(x), expected), (silu(x), x * expected), (gelu(x), exact_gelu),
                           (gelu(x, mode="TANH_APPROXIMATION"), tanh_gelu)):
             assert got.dtype == np.float32 and got.shape == x.shape
