@@ -59,21 +59,33 @@ def _chunks(length: int, parts: int) -> list[slice]:
 SPLIT_MIN_ELEMENTS = 1 << 16
 
 
+# Elements per call of an element-wise fill: its passes over a block stay in the core's cache
+# (SiLU over 12.8M float32 values on an Intel Xeon: 12.2 ms in two halves, 8.4 ms in blocks of
+# this size; EfficientNetB0's 49 SiLUs at 224², batch 32: 159 ms -> 135 ms).
+FILL_BLOCK_ELEMENTS = 1 << 16
+
+
+def _fill_blocks(fill, x: np.ndarray, out: np.ndarray) -> None:
+    for start in range(0, x.size, FILL_BLOCK_ELEMENTS):
+        fill(x[start:start + FILL_BLOCK_ELEMENTS], out[start:start + FILL_BLOCK_ELEMENTS])
+
+
 def elementwise(fill, x: np.ndarray) -> np.ndarray:
     """A new array of ``x``'s shape and dtype, filled by ``fill(x_part, out_part)`` over chunks
-    of the flattened ``x`` on the pool (numpy's loops release the GIL). ``fill`` must compute
-    each element from the same element of ``x`` alone, so the chunks do not change a value."""
+    of the flattened ``x`` on the pool (numpy's loops release the GIL), each chunk in blocks
+    that stay in cache. ``fill`` must compute each element from the same element of ``x``
+    alone, so the chunks and blocks do not change a value."""
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty_like(flat)
     parts = workers()
     if parts == 1 or flat.size < SPLIT_MIN_ELEMENTS:
-        fill(flat, out)
+        _fill_blocks(fill, flat, out)
     else:
         errors = np.geterr()  # the caller's floating-point error handling (thread-local)
 
         def fill_part(part: slice) -> None:
             with np.errstate(**errors):
-                fill(flat[part], out[part])
+                _fill_blocks(fill, flat[part], out[part])
 
         list(_pool().map(fill_part, _chunks(flat.size, parts)))
     return out.reshape(np.shape(x))
