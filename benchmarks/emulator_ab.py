@@ -10,10 +10,10 @@ the best of ``--repeats`` predictions. Printed: every pair, each side's range, a
 the medians (this checkout / the other). Usage::
 
     python benchmarks/emulator_ab.py --against e74bd07~2 [--model ResNet50] [--size 96]
-        [--compute-units cpu_and_ne] [--device m1] [--pairs 3] [--repeats 5]
+        [--compute-units cpu_and_ne] [--device m1] [--precision fp16] [--pairs 3] [--repeats 5]
 
-The model (random weights, batch 32) is converted to an fp16 ML program once and kept in the
-temporary directory for the run.
+The model (random weights, batch 32) is converted to an ML program (``--precision``, fp16 by
+default) once and kept in the temporary directory for the run.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ print(best)
 """
 
 
-def convert(model_name: str, size: int, path: Path) -> None:
+def convert(model_name: str, size: int, precision: str, path: Path) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     sys.path.insert(0, str(ROOT / "tests" / "emulator"))
     import keras
@@ -57,7 +57,7 @@ def convert(model_name: str, size: int, path: Path) -> None:
 
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, model_name)(weights=None, input_shape=(size, size, 3), classes=1000)
-    helpers.convert(model, [(32, size, size, 3)], precision="fp16").save(str(path))
+    helpers.convert(model, [(32, size, size, 3)], precision=precision).save(str(path))
 
 
 def time_once(src: Path, package: Path, args) -> float:
@@ -77,6 +77,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--compute-units", default="cpu_and_ne")
     parser.add_argument("--device", default="m1")
+    parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
@@ -85,8 +86,8 @@ def main(argv=None):
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(other), args.against],
                        check=True)
         try:
-            package = Path(tmp) / f"{args.model}_{args.size}_fp16.mlpackage"
-            convert(args.model, args.size, package)
+            package = Path(tmp) / f"{args.model}_{args.size}_{args.precision}.mlpackage"
+            convert(args.model, args.size, args.precision, package)
             sides = {"this": ROOT / "src", "other": other / "src"}
             times: dict[str, list[float]] = {"this": [], "other": []}
             for pair in range(args.pairs):
@@ -100,7 +101,7 @@ def main(argv=None):
     for side, label in (("this", "this checkout"), ("other", args.against)):
         print(f"{label}: {min(times[side]) * 1000:.0f}-{max(times[side]) * 1000:.0f} ms")
     ratio = statistics.median(times["this"]) / statistics.median(times["other"])
-    print(f"{args.model} {args.size} {args.compute_units}/{args.device}: this / {args.against} = {ratio:.2f} "
+    print(f"{args.model} {args.size} {args.precision} {args.compute_units}/{args.device}: this / {args.against} = {ratio:.2f} "
           "(medians)")
 
 
