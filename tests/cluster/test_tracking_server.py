@@ -88,7 +88,7 @@ def _one_paragraph_error(stderr: str) -> str:
 
 
 @pytest.mark.slow
-def test_two_concurrent_sweeps_file_every_job_under_its_own_parent(tracking_server, shared_cache, tmp_path):
+def test_two_concurrent_sweeps_on_a_postgres_store_file_every_job_under_its_own_parent(tracking_server, shared_cache, tmp_path):
     from mlflow.tracking import MlflowClient
 
     cache = f"paths.cache={shared_cache}"
@@ -149,7 +149,7 @@ def _assert_children_are_the_grid(client, jobs, parent, grid) -> None:
 
 
 @pytest.mark.slow
-def test_a_sweep_that_loses_the_race_to_create_the_experiment_uses_the_winners(tracking_server):
+def test_a_sweep_that_loses_the_race_to_create_the_experiment_in_postgres_uses_the_winners(tracking_server):
     from mlflow.tracking import MlflowClient
 
     from precision_sweep.tracking import store
