@@ -172,24 +172,17 @@ def _gelu_tanh_into(x: np.ndarray, out: np.ndarray) -> None:
     out *= np.multiply(np.float32(0.5), x)
 
 
-_CUBE_BLOCK = 1 << 16  # elements per float64 block: the block stays in cache
-
-
 def cube_into(x: np.ndarray, out: np.ndarray) -> None:
     """``x**3`` of float32 ``x`` into ``out``: the float64 product ``x * x * x`` (``x * x`` is
-    exact in float64) rounded to float32, the correctly rounded cube but where the float64
-    product lies within 2**-29 of a float32 rounding boundary. numpy's float32 ``power``
-    (which the spec's ``np.power(x, 3)`` calls) is no better defined: its bits differ by up to
-    one unit in the last place between CPUs (on an Intel Xeon with AVX-512 FP16, numpy 2.4:
-    in 10 % of normal samples), and it costs 43 ns per element there, 100x this."""
-    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-    block = np.empty(min(flat_x.size, _CUBE_BLOCK), np.float64)
-    for start in range(0, flat_x.size, _CUBE_BLOCK):
-        part = flat_x[start:start + _CUBE_BLOCK]
-        wide = block[:part.size]
-        np.multiply(part, part, out=wide, dtype=np.float64)
-        wide *= part
-        np.copyto(flat_out[start:start + _CUBE_BLOCK], wide, casting="same_kind")
+    exact in float64) rounded to float32. That is the correctly rounded cube, except in the
+    rare case where rounding the exact cube to float64 lands it on a float32 tie. numpy's
+    float32 ``power`` (which the spec's ``np.power(x, 3)`` calls) is no better defined: its
+    bits differ by up to one unit in the last place between CPUs (on an Intel Xeon with
+    AVX-512 FP16, numpy 2.4: in 10 % of normal samples), and it costs 43 ns per element there.
+    Callers pass cache-sized blocks (``_threads.elementwise``)."""
+    wide = np.multiply(x, x, dtype=np.float64)
+    wide *= x
+    np.copyto(out, wide, casting="same_kind")
 
 
 @kernel("softmax")
