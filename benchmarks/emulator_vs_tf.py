@@ -98,21 +98,27 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_fp16", "f16c", "amx_tile")
 
 
 def cpu_description() -> str:
-    """The CPU's model name and which of :data:`CPU_FLAGS` it has (``/proc/cpuinfo``, as lscpu)."""
-    model, flags = "unknown CPU", set()
+    """The CPU's model name, family and model numbers (a VM's model name can be as vague as
+    "Intel(R) Xeon(R) Processor") and which of :data:`CPU_FLAGS` it has (``/proc/cpuinfo``, as
+    lscpu)."""
+    fields, flags = {}, set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
+                key = key.strip()
+                if key in ("cpu family", "model", "model name"):
+                    fields.setdefault(key, value.strip())
+                elif key == "flags":
                     flags = set(value.split())
                     break
     except OSError:
         pass
+    name = fields.get("model name", "unknown CPU")
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
     shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in CPU_FLAGS)
-    return f"{model}, {os.cpu_count()} CPUs ({shown})"
+    return f"{name}, {os.cpu_count()} CPUs ({shown})"
 
 
 def blas_kernels() -> str:
