@@ -201,6 +201,16 @@ def _fp16_sum_block(block, out, scale):
         out[j] = round_half(acc[j] * scale)
 
 
+@njit(cache=True, inline="always")
+def _sum_block(block, out, tiles, tile, away, scale):
+    """The model's sum over the first axis of ``block`` into ``out``: the tiles model
+    (``tiles``) or the fp16 running sum."""
+    if tiles:
+        _tiles_sum_block(block, out, tile, away, scale)
+    else:
+        _fp16_sum_block(block, out, scale)
+
+
 SUM_CHUNK = 256  # sums computed side by side in one task of the sum kernels
 # A sum over the last axis reads its terms as a task's (length, sums) block copied from
 # contiguous rows, up to this many floats (in L2 cache); longer rows are moved first.
@@ -215,10 +225,7 @@ def _sum_rows(x, out, tiles, tile, away, scale):
     for task in prange((size + SUM_CHUNK - 1) // SUM_CHUNK):
         c0 = task * SUM_CHUNK
         c1 = min(size, c0 + SUM_CHUNK)
-        if tiles:
-            _tiles_sum_block(x[:, c0:c1], out[c0:c1], tile, away, scale)
-        else:
-            _fp16_sum_block(x[:, c0:c1], out[c0:c1], scale)
+        _sum_block(x[:, c0:c1], out[c0:c1], tiles, tile, away, scale)
 
 
 @njit(cache=True, parallel=True, fastmath=_CONTRACT)
@@ -235,10 +242,7 @@ def _sum_last(x, out, chunk, tiles, tile, away, scale):
             row = x[c0 + j]
             for t in range(length):
                 block[t, j] = row[t]
-        if tiles:
-            _tiles_sum_block(block, out[c0:c1], tile, away, scale)
-        else:
-            _fp16_sum_block(block, out[c0:c1], scale)
+        _sum_block(block, out[c0:c1], tiles, tile, away, scale)
 
 
 def _flat(operand: np.ndarray, batch_shape: tuple) -> np.ndarray:
