@@ -27,6 +27,7 @@ import numpy as np
 
 from precision_sweep.emulator.nn_program import NN_TYPES, nn_program, typed_for_units
 from precision_sweep.emulator.ops._accumulate import Accumulator
+from precision_sweep.emulator.ops.activation import FOLDS_INTO_CONV
 from precision_sweep.emulator.plan import Block, FlexibleDim, Plan, Step
 from precision_sweep.emulator.registry import KERNELS, WRITES_INTO_X, supported_ops
 
@@ -41,6 +42,7 @@ class UnsupportedModelError(UnsupportedOpError):
 
 # The spec's argument name of each nested block of a control-flow op, in ``op.blocks`` order.
 BLOCK_ARGUMENTS = {"while_loop": ("_cond", "_body"), "cond": ("_true_fn", "_false_fn")}
+FLOAT32 = np.dtype(np.float32)
 
 
 def numpy_dtype(mil_dtype) -> np.dtype:
@@ -148,7 +150,7 @@ def compile_plan(program, function_name: str = "main", placer: Callable | None =
     plan.steps = _compile_operations(function.operations, plan, placer, False)
     _drop_unread_constants(plan)
     _mark_boundaries(plan)
-    plan.lean_steps = _fold_zero_pads(plan)
+    plan.lean_steps = _fold_activations(plan, _fold_zero_pads(plan))
     plan.releases = _releases(plan)
     _mark_reuses(plan)
     return plan
@@ -223,6 +225,33 @@ def _fold_zero_pads(plan: Plan) -> list[Step]:
             coerce=tuple(sorted(set(step.coerce) | set(pad_step.coerce))),
         )
     return [folded.get(id(step), step) for step in plan.steps if folded.get(id(step), step) is not None]
+
+
+def _fold_activations(plan: Plan, steps: list[Step]) -> list[Step]:
+    """``steps`` with each float32 activation of ``FOLDS_INTO_CONV`` (relu, relu6, silu) whose
+    ``x`` is a float32 conv's output that nothing else reads (and no program output is) folded
+    into that conv, on the same compute unit: the conv applies it with its bias while each block
+    of its output is in cache, and the conv's own output never exists. The same bits: both steps
+    compute in float32, and the executor's cast of a float32 result is a no-op."""
+    readers = _readers(plan)
+    producers = {name: step for step in steps for name, _ in step.outputs}
+    folded: dict[int, Step | None] = {}
+    for step in steps:
+        name = step.var_kwargs.get("x")
+        conv_step = producers.get(name) if isinstance(name, str) else None
+        if step.op_type not in FOLDS_INTO_CONV or conv_step is None or conv_step.op_type != "conv":
+            continue
+        if readers.get(name) != 1 or set(step.var_kwargs) != {"x"} or step.const_kwargs or step.blocks or step.coerce:
+            continue
+        if [dtype for _, dtype in conv_step.outputs + step.outputs] != [FLOAT32, FLOAT32] or id(conv_step) in folded:
+            continue
+        if (conv_step.placement and conv_step.placement.unit) != (step.placement and step.placement.unit):
+            continue
+        folded[id(step)] = None
+        folded[id(conv_step)] = replace(
+            conv_step, const_kwargs={**conv_step.const_kwargs, "activation": step.op_type}, outputs=list(step.outputs)
+        )
+    return [folded.get(id(step), step) for step in steps if folded.get(id(step), step) is not None]
 
 
 def _mark_reuses(plan: Plan) -> None:

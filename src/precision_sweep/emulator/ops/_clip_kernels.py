@@ -5,6 +5,7 @@
   them in float32 and rounding gives (numpy's float16 min/max run in software, and keep -0
   where its float32 ones give +0);
 * :func:`clip_float32` is the same for float32 (numpy's runs on one core);
+  :func:`offset_clip_float32` adds a per-row offset first, in the same pass (a conv's bias);
 * :func:`linear_float16` is ``alpha * x + beta`` on a float16 array with numpy's float16
   arithmetic: the product rounded to fp16, then the sum (the NeuralNetwork format's relu6 is a
   chain of such layers).
@@ -90,6 +91,37 @@ def clip_float32(x: np.ndarray, lo: float, hi: float, ties_to_bounds: bool, out:
     flat = np.empty(x.size, dtype=np.float32) if out is None else out.reshape(-1)
     _clip_single(np.ascontiguousarray(x).reshape(-1), np.float32(lo), np.float32(hi), ties_to_bounds, flat)
     return flat.reshape(x.shape)
+
+
+@njit(cache=True, parallel=True)
+def _offset_clip_rows(rows, offsets, lo, hi, ties_to_bounds):
+    for r in prange(rows.shape[0]):
+        row = rows[r]
+        offset = offsets[r]
+        for j in range(row.size):
+            value = row[j] + offset
+            choice = _clip_choice(value, lo, hi, ties_to_bounds)
+            row[j] = value if choice == 0 else (lo if choice == 1 else hi)
+
+
+@njit(cache=True, parallel=True)
+def _clip_rows(rows, lo, hi, ties_to_bounds):
+    for r in prange(rows.shape[0]):
+        row = rows[r]
+        for j in range(row.size):
+            choice = _clip_choice(row[j], lo, hi, ties_to_bounds)
+            row[j] = row[j] if choice == 0 else (lo if choice == 1 else hi)
+
+
+def offset_clip_float32(rows: np.ndarray, offsets: np.ndarray | None, lo: float, hi: float, ties_to_bounds: bool) -> None:
+    """``rows = clip_float32(rows + offsets[:, None], ...)`` in place, one pass, on all cores:
+    float32 ``rows`` (R, W) C-contiguous, ``offsets`` (R,) float32 or None (nothing added: an
+    added 0.0 would turn -0.0 into +0.0). The bits of the add and then :func:`clip_float32`."""
+    if offsets is None:
+        _clip_rows(rows, np.float32(lo), np.float32(hi), ties_to_bounds)
+    else:
+        _offset_clip_rows(rows, np.ascontiguousarray(offsets, dtype=np.float32), np.float32(lo), np.float32(hi),
+                          ties_to_bounds)
 
 
 @njit(cache=True, parallel=True)

@@ -91,6 +91,30 @@ def elementwise(fill, x: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
+def in_place_row_blocks(apply, rows: np.ndarray, scratch: bool = False) -> None:
+    """Call ``apply(block_rows, scratch)`` on consecutive blocks of the rows of the 2-D ``rows``
+    (each block about ``FILL_BLOCK_ELEMENTS`` elements, at least one row), the blocks shared
+    out over the pool in contiguous runs. ``apply`` works on ``rows[block_rows]`` in place, so
+    each block's passes stay in the core's cache. With ``scratch``, each worker passes its own
+    flat buffer of ``rows``' dtype, large enough for a block (else None)."""
+    count, width = rows.shape
+    per_block = max(1, FILL_BLOCK_ELEMENTS // max(width, 1))
+    blocks = [slice(start, min(start + per_block, count)) for start in range(0, count, per_block)]
+    errors = np.geterr()  # the caller's floating-point error handling (thread-local)
+
+    def run(part: slice) -> None:
+        buffer = np.empty(per_block * width, dtype=rows.dtype) if scratch else None
+        with np.errstate(**errors):
+            for block in blocks[part]:
+                apply(block, buffer)
+
+    parts = workers()
+    if parts == 1 or rows.size < SPLIT_MIN_ELEMENTS or len(blocks) == 1:
+        run(slice(None))
+    else:
+        list(_pool().map(run, _chunks(len(blocks), parts)))
+
+
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.matmul(a, b)`` for float operands, split across the pool when it is large.
 

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from precision_sweep.emulator.ops._clip_kernels import clip_float16, clip_float32, linear_float16
+from precision_sweep.emulator.ops._clip_kernels import clip_float16, clip_float32, linear_float16, offset_clip_float32
 from precision_sweep.emulator.ops._accumulate import FP32
-from precision_sweep.emulator.ops._threads import elementwise
+from precision_sweep.emulator.ops._threads import elementwise, in_place_row_blocks
 from precision_sweep.emulator.registry import kernel
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -23,21 +23,26 @@ def _erf_array(x: np.ndarray) -> np.ndarray:
         return _erf(x)
 
 
+# relu and relu6 as clips: (lo, hi, ties_to_bounds), see clip_float32.
+RELU_CLIP = (0, np.inf, True)
+RELU6_CLIP = (0, 6, False)
+
+
 @kernel("relu")
 def relu(x, *, out=None):
     if x.dtype == np.float16:
-        return clip_float16(x, 0, np.inf, ties_to_bounds=True, out=out)
+        return clip_float16(x, *RELU_CLIP, out=out)
     if x.dtype == np.float32:
-        return clip_float32(x, 0, np.inf, ties_to_bounds=True, out=out)
+        return clip_float32(x, *RELU_CLIP, out=out)
     return np.maximum(x, 0, out=out)
 
 
 @kernel("relu6")
 def relu6(x, *, out=None):
     if x.dtype == np.float16:
-        return clip_float16(x, 0, 6, ties_to_bounds=False, out=out)
+        return clip_float16(x, *RELU6_CLIP, out=out)
     if x.dtype == np.float32:
-        return clip_float32(x, 0, 6, ties_to_bounds=False, out=out)
+        return clip_float32(x, *RELU6_CLIP, out=out)
     return np.clip(x, 0, 6, out=out)
 
 
@@ -62,6 +67,39 @@ def _sigmoid_into(x: np.ndarray, out: np.ndarray) -> None:
 def _silu_into(x: np.ndarray, out: np.ndarray) -> None:
     _sigmoid_into(x, out)
     out *= x
+
+
+def _silu_in_place(block: np.ndarray, scratch: np.ndarray) -> None:
+    """SiLU of a float32 ``block``, in place: :func:`_silu_into`'s steps, its operand order included."""
+    _sigmoid_into(block, scratch)
+    np.multiply(scratch, block, out=block)
+
+
+# The float32 activations a conv applies to its own output with its bias, in one pass (a lean
+# run's conv that alone feeds one of them, program._fold_activations).
+FOLDS_INTO_CONV = frozenset({"relu", "relu6", "silu"})
+
+
+def offset_then_activation(planes: np.ndarray, offsets: np.ndarray | None, op_type: str) -> None:
+    """``planes = op_type(planes + offsets[:, None])`` in place, for a C-contiguous float32
+    ``planes`` (R, W) and per-plane ``offsets`` (R,) or None (nothing added), ``op_type`` one
+    of ``FOLDS_INTO_CONV``: the bits of the add and then the activation's kernel. relu and
+    relu6 in one compiled pass; SiLU block by block while each block is in cache."""
+    clips = {"relu": RELU_CLIP, "relu6": RELU6_CLIP}
+    if op_type in clips:
+        offset_clip_float32(planes, offsets, *clips[op_type])
+        return
+    if op_type != "silu":
+        raise ValueError(f"no float32 activation {op_type!r} to fold into a conv")
+    column = None if offsets is None else offsets.reshape(-1, 1)
+
+    def silu_block(rows: slice, scratch: np.ndarray) -> None:
+        block = planes[rows]
+        if column is not None:
+            block += column[rows]
+        _silu_in_place(block, scratch[: block.size].reshape(block.shape))
+
+    in_place_row_blocks(silu_block, planes, scratch=True)
 
 
 @kernel("sigmoid")

@@ -21,6 +21,7 @@ from precision_sweep.emulator.ops._accumulate_kernels import abs_max_last_axis
 from precision_sweep.emulator.ops._conv_kernels import add_channel_bias
 from precision_sweep.emulator.ops._conv_kernels import depthwise_conv2d, fold_from_half, im2col2d
 from precision_sweep.emulator.ops._spatial import pad_amounts
+from precision_sweep.emulator.ops.activation import offset_then_activation
 from precision_sweep.emulator.registry import kernel
 
 
@@ -143,7 +144,24 @@ def _weight_rows(weight, groups, tap_major):
 
 
 @kernel("conv")
-def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1, *, accumulator=FP32):
+def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1, *, accumulator=FP32,
+         activation=None):
+    """N-d convolution, channels first (:func:`_conv`). ``activation`` (not a MIL input: a lean
+    run's fold of the float32 activation that alone reads the conv, ``program._fold_activations``)
+    names an op of ``activation.FOLDS_INTO_CONV``, applied with the bias in one pass over the
+    output: the bits of the conv's step and then the activation's step."""
+    if activation is None:
+        return _conv(x, weight, bias, strides, pad_type, pad, dilations, groups, accumulator)
+    if accumulator.rounds_to_fp16:
+        raise ValueError(f"a conv folds its activation {activation!r} only when it sums in float32")
+    y = np.ascontiguousarray(_conv(x, weight, None, strides, pad_type, pad, dilations, groups, accumulator),
+                             dtype=np.float32)
+    offsets = None if bias is None else np.tile(np.asarray(accumulator.operand(bias), dtype=np.float32).reshape(-1), y.shape[0])
+    offset_then_activation(y.reshape(y.shape[0] * y.shape[1], -1), offsets, activation)
+    return y
+
+
+def _conv(x, weight, bias, strides, pad_type, pad, dilations, groups, accumulator):
     """N-d convolution, channels first. BLAS-backed or compiled, no per-pixel Python loops.
 
     * 1x1 stride-1 convs are a batched matmul on the input as it is (one matmul over the whole
