@@ -1,4 +1,4 @@
-"""Freed large arrays go back to the system once a program has run (emulator/allocator.py)."""
+"""Freed memory stays in glibc's heap for the next arrays once the emulator runs (emulator/allocator.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ import textwrap
 
 import pytest
 
-PATTERN = textwrap.dedent(
+MALLINFO = textwrap.dedent(
     """
     import ctypes
-    import sys
     import numpy as np
-    if sys.argv[1] == "release":
-        from precision_sweep.emulator.allocator import release_large_arrays
-        assert release_large_arrays()
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(name, ctypes.c_size_t) for name in
@@ -25,64 +21,73 @@ PATTERN = textwrap.dedent(
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = MallInfo2
 
-    def mapped_mib():  # bytes in blocks malloc got from mmap (and gives back on free)
-        return libc.mallinfo2().hblkhd / 2**20
+    def churn():
+        # MiB mmapped while 5 x 4 MiB arrays live, and MiB the heap keeps once they are freed
+        before = libc.mallinfo2()
+        blocks = [np.ones(1 << 20, dtype=np.float32) for _ in range(5)]
+        mapped = (libc.mallinfo2().hblkhd - before.hblkhd) / 2**20
+        del blocks
+        kept = (libc.mallinfo2().arena - before.arena) / 2**20
+        return mapped, kept
+    """
+)
 
-    big = np.ones(16 << 18, dtype=np.float32)  # 16 MiB, mmapped; freeing it raises glibc's threshold
-    del big
-    before = mapped_mib()
-    blocks = [np.ones(1 << 20, dtype=np.float32) for _ in range(5)]  # 5 x 4 MiB
-    print(mapped_mib() - before)
+PATTERN = MALLINFO + textwrap.dedent(
+    """
+    import sys
+    if sys.argv[1] == "reuse":
+        from precision_sweep.emulator.allocator import reuse_freed_memory
+        assert reuse_freed_memory()
+    print(*churn())
     """
 )
 
 
-def _growth(mode: str) -> float:
-    result = subprocess.run([sys.executable, "-c", PATTERN, mode], capture_output=True, text=True, check=True)
-    return float(result.stdout.strip())
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+
+
+def _run(code: str, *args: str, env: dict[str, str] | None = None) -> list[float]:
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True,
+                            env=_clean_env() if env is None else env)
+    return [float(v) for v in result.stdout.split()]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_large_arrays_are_mapped_and_so_freed_to_the_system_once_the_threshold_is_fixed():
-    on_heap = _growth("default")  # glibc's raised threshold: the 4 MiB arrays come from the heap
-    mapped = _growth("release")  # fixed at 1 MiB: each is its own mapping, unmapped when freed
-    assert on_heap < 1, on_heap
-    assert mapped >= 20, mapped
+def test_large_arrays_come_from_the_heap_and_their_freed_pages_stay_for_the_next_ones():
+    mapped, kept = _run(PATTERN, "default")  # glibc's own: 4 MiB arrays are mmapped, unmapped on free
+    assert mapped >= 20 and kept < 1, (mapped, kept)
+    mapped, kept = _run(PATTERN, "reuse")  # the heap serves them and keeps their pages
+    assert mapped < 1 and kept >= 16, (mapped, kept)
 
 
-RUN_PATTERN = textwrap.dedent(
+RUN_PATTERN = MALLINFO + textwrap.dedent(
     """
-    import ctypes
-    import numpy as np
-    from precision_sweep.emulator.allocator import release_large_arrays
+    from precision_sweep.emulator import allocator
     from precision_sweep.emulator.executor import execute
     from precision_sweep.emulator.plan import Plan
 
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in
-                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = MallInfo2
-
-    def mapped_growth():  # MiB of 5 x 4 MiB arrays that malloc mmapped (0 when from the heap)
-        before = libc.mallinfo2().hblkhd
-        blocks = [np.ones(1 << 20, dtype=np.float32) for _ in range(5)]
-        return (libc.mallinfo2().hblkhd - before) / 2**20
-
-    libc.mallopt(-3, 32 << 20)  # a threshold raised after the import (M_MMAP_THRESHOLD = 32 MiB)
-    release_large_arrays.cache_clear()
-    print(mapped_growth())
+    libc.mallopt(allocator.M_MMAP_MAX, 65536)  # mmap allowed again after the import
+    libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB
+    libc.mallopt(allocator.M_TRIM_THRESHOLD, 128 << 10)
+    allocator.reuse_freed_memory.cache_clear()
+    print(*churn())
     execute(Plan(inputs={}, outputs=[]), {})
-    print(mapped_growth())
+    print(*churn())
     """
 )
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_a_program_run_fixes_the_threshold():
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
-    result = subprocess.run([sys.executable, "-c", RUN_PATTERN], capture_output=True, text=True, check=True, env=env)
-    raised, after_run = map(float, result.stdout.split())
-    assert raised < 1, raised  # 32 MiB threshold: the 4 MiB arrays come from the heap
-    assert after_run >= 20, after_run  # the run set it back to 1 MiB: each array is its own mapping
+def test_a_program_run_sets_the_policy_again():
+    mapped_before, _, mapped_after, kept_after = _run(RUN_PATTERN)
+    assert mapped_before >= 20, mapped_before  # changed after the import: each array its own mapping
+    assert mapped_after < 1 and kept_after >= 16, (mapped_after, kept_after)  # the run set it back
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_malloc_setting_in_the_environment_wins():
+    env = dict(_clean_env(), MALLOC_MMAP_THRESHOLD_=str(1 << 20))
+    mapped, kept = _run(PATTERN.replace("assert reuse_freed_memory()", "assert not reuse_freed_memory()"), "reuse",
+                        env=env)
+    assert mapped >= 20 and kept < 1, (mapped, kept)

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from precision_sweep.emulator import datapath
-from precision_sweep.emulator.allocator import release_large_arrays
+from precision_sweep.emulator.allocator import reuse_freed_memory
 from precision_sweep.emulator.numerics import (
     ACCUMULATING_OPS,
     MAC_OPS,
@@ -55,7 +55,7 @@ from precision_sweep.emulator.ops._threads import single_threaded_blas
 from precision_sweep.emulator.ops.control_flow import TensorList
 from precision_sweep.emulator.plan import Block, Plan, Step
 
-release_large_arrays()  # as early as possible: a heap fragmented before stays so
+reuse_freed_memory()  # as early as possible: arrays mmapped before are returned on free
 
 FLOAT16 = np.dtype(np.float16)
 FLOAT32 = np.dtype(np.float32)
@@ -371,7 +371,7 @@ def execute(
     lean steps run (zero pads folded into their convs), each value is dropped after its last
     reader, and an activation may write into its input's buffer.
     """
-    release_large_arrays()  # the resident set follows the live arrays (see allocator)
+    reuse_freed_memory()  # freed arrays' pages serve the next ones warm (see allocator)
     env: dict[str, Any] = dict(plan.constants)
     for name, (_, dtype) in plan.inputs.items():
         env[name] = np.asarray(feeds[name]).astype(dtype, copy=False)
