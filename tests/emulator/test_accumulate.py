@@ -145,6 +145,10 @@ def test_the_mac_ceiling_uses_tracked_partials_only_when_a_bound_says_they_could
         ((3, 16, 20, 20), (3, 3), (1, 1), (2, 3), "same", 1),
         ((2, 8, 15, 15), (3, 2), (1, 2), (1, 1), "custom", 2),
         ((64, 32, 3, 3), (3, 3), (2, 2), (1, 1), "same", 1),
+        # strided: each phase of the padded plane read as a plane of its own
+        ((2, 8, 16, 16), (5, 5), (2, 2), (1, 1), "same", 1),
+        ((2, 8, 16, 17), (3, 3), (2, 2), (2, 2), "valid", 1),  # trailing rows and columns unread
+        ((2, 8, 19, 14), (3, 5), (3, 2), (2, 1), "custom", 2),
     ],
 )
 def test_compiled_depthwise_matches_the_numpy_path_bit_for_bit(model, shape, kernel, strides, dilations, pad_type, mult):
