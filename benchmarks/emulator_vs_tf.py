@@ -22,7 +22,10 @@ resident-set high-water mark is reset (``/proc/self/clear_refs``), then the side
 model (TF: builds the Keras model and traces the inference function; emulator: loads the
 program) and runs a warm-up and one more inference. The peak is the growth of the high-water
 mark over the resident set before. It counts every allocation (TF's allocator and weights,
-numpy buffers, numba and BLAS scratch), not just numpy's.
+numpy buffers, numba and BLAS scratch), not just numpy's. TF's side runs in a fresh process per
+model (``--tf-peak-of``), after a tiny model has started TF's runtime: in one process TF's
+allocator keeps the memory of the models before, and a later model's peak read as little as
+3-48 MiB. The emulator's side runs in this process (it keeps nothing between programs).
 
 Timings are wall-clock: on a machine shared with other CPU-heavy processes both sides slow
 down, unevenly; compare ratios from a quiet machine. TF is timed again after every emulator
@@ -46,6 +49,7 @@ import argparse
 import ctypes
 import gc
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -188,6 +192,41 @@ def _nn_file(model, shape) -> Path:
     return path
 
 
+def _load_and_run_tf(name: str, size: int, tensor):
+    """Build ``name`` at ``size``, trace its inference function and run it twice."""
+    import tensorflow as tf
+
+    model = build_model(name, size)
+    infer = tf.function(lambda t: model(t, training=False))
+    infer(tensor).numpy()
+    infer(tensor).numpy()
+    return model, infer
+
+
+def _tf_peak_here(name: str, size: int, batch: int) -> float:
+    """TF's peak for one model in this fresh process, after a tiny model has started TF's
+    runtime (its thread pools and kernel caches are not the model's memory)."""
+    import keras
+    import tensorflow as tf
+
+    tiny = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(2)])
+    warm = tf.function(lambda t: tiny(t, training=False))
+    warm(tf.zeros((2, 8, 8, 3))).numpy()
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    tensor = tf.constant(x)
+    _, peak = peak_mib(lambda: _load_and_run_tf(name, size, tensor))
+    return peak
+
+
+def tf_peak_mib(name: str, size: int, batch: int) -> float:
+    """:func:`_tf_peak_here` in a fresh process."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, __file__, "--tf-peak-of", name, str(size), str(batch)],
+                            capture_output=True, text=True, env=env, check=True)
+    return float(result.stdout.split()[-1])
+
+
 def _target(precision, units):
     if precision == "nn":  # the same targets as the ML program profile of the same unit
         return _target("fp32" if units == "cpu_only" else "fp16", units)
@@ -207,7 +246,13 @@ def main(argv=None):
     parser.add_argument("--devices", nargs="+", default=["m1", "m2", "m5"])
     parser.add_argument("--formats", nargs="+", default=["mlprogram", "neuralnetwork"],
                         choices=["mlprogram", "neuralnetwork"])
+    parser.add_argument("--tf-peak-of", nargs=3, metavar=("MODEL", "SIZE", "BATCH"),
+                        help="print TF's peak for one model and exit (run in a fresh process by the benchmark)")
     args = parser.parse_args(argv)
+    if args.tf_peak_of:
+        name, size, batch = args.tf_peak_of
+        print(_tf_peak_here(name, int(size), int(batch)))
+        return
 
     import tensorflow as tf
 
@@ -226,14 +271,8 @@ def main(argv=None):
             x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
             tensor = tf.constant(x)
 
-            def load_and_run_tf():
-                model = build_model(name, size)
-                infer = tf.function(lambda t: model(t, training=False))
-                infer(tensor).numpy()
-                infer(tensor).numpy()
-                return model, infer
-
-            (model, infer), tf_peak = peak_mib(load_and_run_tf)
+            tf_peak = tf_peak_mib(name, size, args.batch)
+            model, infer = _load_and_run_tf(name, size, tensor)
             t_tf = best_time(lambda: infer(tensor).numpy(), args.repeats)
             print(f"{name} {size}x{size}: TF {t_tf * 1000:.0f} ms  peak {tf_peak:.0f} MiB", flush=True)
             programs = {p: H.convert(model, [shape], precision=p) for p in ("fp32", "fp16")} if "mlprogram" in args.formats else {}
