@@ -230,9 +230,10 @@ def _fold_zero_pads(plan: Plan) -> list[Step]:
 def _fold_activations(plan: Plan, steps: list[Step]) -> list[Step]:
     """``steps`` with each float32 activation of ``FOLDS_INTO_CONV`` (relu, relu6, silu) whose
     ``x`` is a float32 conv's output that nothing else reads (and no program output is) folded
-    into that conv, on the same compute unit: the conv applies it with its bias while each block
-    of its output is in cache, and the conv's own output never exists. The same bits: both steps
-    compute in float32, and the executor's cast of a float32 result is a no-op."""
+    into that conv, on the same compute unit: the conv applies it with its bias in one pass over
+    its output (``activation.offset_then_activation``), and the conv's own output never exists.
+    The same bits: both steps compute in float32, and the executor's cast of a float32 result is
+    a no-op."""
     readers = _readers(plan)
     producers = {name: step for step in steps for name, _ in step.outputs}
     folded: dict[int, Step | None] = {}

@@ -156,7 +156,9 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
         raise ValueError(f"a conv folds its activation {activation!r} only when it sums in float32")
     y = np.ascontiguousarray(_conv(x, weight, None, strides, pad_type, pad, dilations, groups, accumulator),
                              dtype=np.float32)
-    offsets = None if bias is None else np.tile(np.asarray(accumulator.operand(bias), dtype=np.float32).reshape(-1), y.shape[0])
+    offsets = None  # the bias per (image, channel) plane
+    if bias is not None:
+        offsets = np.tile(np.asarray(accumulator.operand(bias), dtype=np.float32).reshape(-1), y.shape[0])
     offset_then_activation(y.reshape(y.shape[0] * y.shape[1], -1), offsets, activation)
     return y
 
