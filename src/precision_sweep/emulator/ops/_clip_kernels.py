@@ -104,21 +104,12 @@ def _offset_clip_rows(rows, offsets, lo, hi, ties_to_bounds):
             row[j] = value if choice == 0 else (lo if choice == 1 else hi)
 
 
-@njit(cache=True, parallel=True)
-def _clip_rows(rows, lo, hi, ties_to_bounds):
-    for r in prange(rows.shape[0]):
-        row = rows[r]
-        for j in range(row.size):
-            choice = _clip_choice(row[j], lo, hi, ties_to_bounds)
-            row[j] = row[j] if choice == 0 else (lo if choice == 1 else hi)
-
-
 def offset_clip_float32(rows: np.ndarray, offsets: np.ndarray | None, lo: float, hi: float, ties_to_bounds: bool) -> None:
     """``rows = clip_float32(rows + offsets[:, None], ...)`` in place, one pass, on all cores:
     float32 ``rows`` (R, W) C-contiguous, ``offsets`` (R,) float32 or None (nothing added: an
     added 0.0 would turn -0.0 into +0.0). The bits of the add and then :func:`clip_float32`."""
     if offsets is None:
-        _clip_rows(rows, np.float32(lo), np.float32(hi), ties_to_bounds)
+        clip_float32(rows, lo, hi, ties_to_bounds, out=rows)
     else:
         _offset_clip_rows(rows, np.ascontiguousarray(offsets, dtype=np.float32), np.float32(lo), np.float32(hi),
                           ties_to_bounds)

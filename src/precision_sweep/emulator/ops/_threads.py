@@ -91,19 +91,19 @@ def elementwise(fill, x: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
-def in_place_row_blocks(apply, rows: np.ndarray, scratch: bool = False) -> None:
+def in_place_row_blocks(apply, rows: np.ndarray) -> None:
     """Call ``apply(block_rows, scratch)`` on consecutive blocks of the rows of the 2-D ``rows``
     (each block about ``FILL_BLOCK_ELEMENTS`` elements, at least one row), the blocks shared
     out over the pool in contiguous runs. ``apply`` works on ``rows[block_rows]`` in place, so
-    each block's passes stay in the core's cache. With ``scratch``, each worker passes its own
-    flat buffer of ``rows``' dtype, large enough for a block (else None)."""
+    each block's passes stay in the core's cache. ``scratch`` is the worker's own flat buffer of
+    ``rows``' dtype, large enough for a block."""
     count, width = rows.shape
     per_block = max(1, FILL_BLOCK_ELEMENTS // max(width, 1))
     blocks = [slice(start, min(start + per_block, count)) for start in range(0, count, per_block)]
     errors = np.geterr()  # the caller's floating-point error handling (thread-local)
 
     def run(part: slice) -> None:
-        buffer = np.empty(per_block * width, dtype=rows.dtype) if scratch else None
+        buffer = np.empty(per_block * width, dtype=rows.dtype)
         with np.errstate(**errors):
             for block in blocks[part]:
                 apply(block, buffer)

@@ -99,7 +99,7 @@ def offset_then_activation(planes: np.ndarray, offsets: np.ndarray | None, op_ty
             block += column[rows]
         _silu_in_place(block, scratch[: block.size].reshape(block.shape))
 
-    in_place_row_blocks(silu_block, planes, scratch=True)
+    in_place_row_blocks(silu_block, planes)
 
 
 @kernel("sigmoid")
