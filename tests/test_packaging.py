@@ -3,6 +3,7 @@ the source tree, runs a ready grid from an empty folder (slow: it installs the d
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,17 @@ import pytest
 from sweep_testing import REPO
 
 pytestmark = pytest.mark.slow
+
+# Runs in the installed environment: every run of the store as one JSON line (./outputs by default).
+READ_THE_STORE = """
+import json, sys
+from mlflow.tracking import MlflowClient
+client = MlflowClient(tracking_uri="sqlite:///" + sys.argv[1])
+experiment = client.get_experiment_by_name("precision-sweep")
+runs = client.search_runs([experiment.experiment_id])
+print(json.dumps([{"id": r.info.run_id, "parent": r.data.tags.get("mlflow.parentRunId"),
+                   "precision": r.data.params.get("precision"), "status": r.info.status} for r in runs]))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +67,15 @@ def test_a_wheel_install_runs_a_ready_grid_from_an_empty_folder(wheel, tmp_path)
     run = subprocess.run([str(env_dir / "bin" / "precision-sweep"), "sweep=quick", "runtime.progress=false", "progress=false"],
                          cwd=empty, capture_output=True, text=True, env=env, timeout=2400)
     assert run.returncode == 0, run.stderr[-3000:]
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{empty / 'outputs' / 'mlflow.db'}")  # ./outputs by default
-    experiment = client.get_experiment_by_name("precision-sweep")
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    # The store is read by the installed environment's own MLflow: the wheel's venv resolves the
+    # newest MLflow 3 release, which may be newer than this one, and an older MLflow refuses a
+    # store whose schema migrations it does not know (mlflow 3.17 against 3.18's store).
+    read_back = subprocess.run([str(env_dir / "bin" / "python"), "-c", READ_THE_STORE, str(empty / "outputs" / "mlflow.db")],
+                               cwd=empty, capture_output=True, text=True, env=env, timeout=600)
+    assert read_back.returncode == 0, read_back.stderr[-3000:]
+    runs = json.loads(read_back.stdout.strip().splitlines()[-1])
+    parents = [r for r in runs if r["parent"] is None]
     assert len(parents) == 1
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert sorted(c.data.params["precision"] for c in children) == ["fp16", "fp32", "int8"]
-    assert all(c.info.status == "FINISHED" for c in children)
+    children = [r for r in runs if r["parent"] == parents[0]["id"]]
+    assert sorted(c["precision"] for c in children) == ["fp16", "fp32", "int8"]
+    assert all(c["status"] == "FINISHED" for c in children)

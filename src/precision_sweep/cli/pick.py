@@ -21,6 +21,7 @@ import textwrap
 from pathlib import Path
 
 from precision_sweep.cli.report import default_uri, fail
+from precision_sweep.errors import UserInputError
 from precision_sweep.tracking import store
 
 PROGRAM = "precision-pick"
@@ -103,7 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         fail(PROGRAM, f"error: no MLflow store at {uri}. Run a sweep first (precision-sweep sweep=default) "
               "or pass --tracking-uri.", 2)
-    client = store.client_for(uri)
+    try:
+        client = store.client_for(uri)
+    except UserInputError as exc:  # a store of another MLflow version, a file that is no database
+        fail(PROGRAM, f"error: {exc}", 2)
     try:
         experiment = client.get_experiment_by_name(args.experiment)
     except Exception as exc:  # unreachable server, corrupt file

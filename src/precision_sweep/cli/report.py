@@ -40,12 +40,16 @@ def open_run(program: str, tracking_uri: str | None, run_id: str, what: str, fir
     """``(client, run)`` of ``run_id`` in the store ``tracking_uri`` (default: $MLFLOW_TRACKING_URI
     or ./outputs/mlflow.db); a missing store or run fails with one paragraph naming the fix
     (``what`` says which run id to pass)."""
+    from precision_sweep.errors import UserInputError
     from precision_sweep.tracking import store
 
     uri = store.absolute_uri(tracking_uri or default_uri())
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         fail(program, f"error: no MLflow store at {uri}. {first} or pass --tracking-uri.")
-    client = store.client_for(uri)
+    try:
+        client = store.client_for(uri)
+    except UserInputError as exc:  # a store of another MLflow version, a file that is no database
+        fail(program, f"error: {exc}")
     try:
         return client, client.get_run(run_id)
     except Exception:

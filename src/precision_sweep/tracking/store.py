@@ -15,6 +15,7 @@ wrong and the fix.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
@@ -43,9 +44,15 @@ def absolute_uri(uri: str) -> str:
 
 
 def client_for(uri: str):
+    """An MLflow client of ``uri``. A store this MLflow cannot open (its schema written by
+    another MLflow version, a file that is not a database) is a :class:`UserInputError` naming
+    the fix: MLflow checks a database store's schema as the client is made."""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except Exception as exc:
+        raise UserInputError(store_error_message(uri, exc)) from exc
 
 
 def prepare_experiment(uri: str, name: str, artifact_location: str | None) -> str:
@@ -290,6 +297,9 @@ _DIAGNOSES = [
 def store_error_message(uri: str, exc: BaseException) -> str:
     """One paragraph: which store, what is wrong with it, the driver's words, and the fix."""
     detail = _error_text(uri, exc)
+    schema = re.search(r"out-of-date database schema \(found version (\w+), but expected (\w+)\)", detail)
+    if schema:
+        return _schema_message(uri, *schema.groups())
     lowered = f"{type(exc).__name__} {detail}".lower()
     for words, what, fix in _DIAGNOSES:
         if all(word in lowered for word in words):
@@ -299,6 +309,34 @@ def store_error_message(uri: str, exc: BaseException) -> str:
             "check tracking.uri (or $MLFLOW_TRACKING_URI): start the server, fix the path or the "
             "credentials, or use tracking=local.")
     return f"Cannot reach the MLflow tracking store at {redact(uri)}: {what} ({detail}). Fix: {fix}"
+
+
+def _schema_message(uri: str, found: str, expected: str) -> str:
+    """The store's schema is another MLflow version's: say which side is older and the fix."""
+    from importlib import metadata
+
+    ours = f"mlflow {metadata.version('mlflow')}"
+    if _known_revision(found):
+        return (f"The MLflow store at {redact(uri)} was written by an older MLflow: its schema is at revision "
+                f"{found}, and {ours} here needs {expected}. Fix: back the store up, then upgrade it with "
+                f"`mlflow db upgrade {redact(uri)}` (an older MLflow cannot read it afterwards), or run this "
+                "from the environment that wrote it, or point the tracking URI at another store.")
+    return (f"The MLflow store at {redact(uri)} was written by a newer MLflow than this environment's {ours}: "
+            f"its schema revision {found} is unknown here, so this MLflow cannot read it. Fix: upgrade MLflow "
+            "here (pip install -U 'mlflow>=3,<4', the range precision-sweep supports), or run this from the "
+            "environment that wrote the store, or point the tracking URI at another store.")
+
+
+def _known_revision(revision: str) -> bool:
+    """Whether this MLflow's schema migrations include ``revision`` (an older store's)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+    from mlflow.store.db.utils import _get_alembic_config
+
+    try:
+        return ScriptDirectory.from_config(_get_alembic_config(db_url="")).get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 @contextmanager
