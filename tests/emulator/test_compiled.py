@@ -127,29 +127,78 @@ def test_value_exact_ops_give_the_same_bits_as_computing_in_fp32():
         assert np.array_equal(native.view(np.uint16), computed.astype(np.float16).view(np.uint16))
 
 
-def test_add_float16_rounds_the_float32_sum_once():
+_NUMPY_OPS = {"add": np.add, "sub": np.subtract, "mul": np.multiply}
+
+
+def _every_half_twice() -> np.ndarray:
+    """Every float16 bit pattern (NaN payloads, subnormals, both zeros, infs), twice."""
+    return np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), 2).view(np.float16)
+
+
+@pytest.mark.parametrize("op_type", ["add", "sub", "mul"])
+def test_binary_float16_rounds_the_float32_result_once(op_type):
     rng = np.random.default_rng(3)
-    halves = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(np.uint16), 2).view(np.float16)
+    halves = _every_half_twice()
     others = rng.permutation(halves)
-    got = _binary_kernels.add_float16(halves, others)
-    with np.errstate(over="ignore", invalid="ignore"):
-        expected = (halves.astype(np.float32) + others.astype(np.float32)).astype(np.float16)
-        numpy_half = halves + others
+    got = _binary_kernels.binary_float16(op_type, halves, others)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        expected = _NUMPY_OPS[op_type](halves.astype(np.float32), others.astype(np.float32)).astype(np.float16)
+        numpy_half = _NUMPY_OPS[op_type](halves, others)
     assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))
     finite = np.isfinite(numpy_half)
     assert np.array_equal(got[finite].view(np.uint16), numpy_half[finite].view(np.uint16))
 
 
-def test_add_kernel_takes_float16_with_and_without_broadcasting():
-    from precision_sweep.emulator.ops.elementwise_binary import add
+# (shape of the full operand, shape of the one broadcast): per plane, a squeeze-excite scale and
+# a bias per channel, a per-batch value, a scalar, operands of lower rank, few planes.
+_PER_PLANE = [((8, 16, 12, 12), (8, 16, 1, 1)), ((8, 16, 12, 12), (16, 1, 1)), ((8, 16, 12, 12), (8, 1, 1, 1)),
+              ((8, 16, 12, 12), ()), ((8, 16, 12, 12), (1,)), ((2, 3, 4096), (2, 3, 1)), ((3, 40000), (3, 1)),
+              # per row: a channels-last scale, a bias over tokens, a whole row of planes
+              ((8, 24, 24, 3), (1, 1, 1, 3)), ((8, 50, 64), (64,)), ((8, 16, 12, 12), (16, 12, 12)),
+              ((64, 16, 16, 3), (3,))]  # short rows joined into longer ones
+
+
+@pytest.mark.parametrize("op_type", ["add", "sub", "mul"])
+@pytest.mark.parametrize("full_shape, small_shape", _PER_PLANE)
+@pytest.mark.parametrize("small_first", [False, True])
+def test_binary_float16_broadcast_per_plane_or_row_gives_numpys_bits(op_type, full_shape, small_shape, small_first):
+    rng = np.random.default_rng(5)
+    pool = _every_half_twice()
+    full = rng.choice(pool, size=full_shape)
+    small = rng.choice(pool, size=small_shape)
+    x, y = (small, full) if small_first else (full, small)
+    got = _binary_kernels.binary_float16(op_type, x, y)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        expected = _NUMPY_OPS[op_type](x.astype(np.float32), y.astype(np.float32)).astype(np.float16)
+    assert got is not None and got.shape == expected.shape
+    assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))
+
+
+def test_binary_float16_leaves_other_broadcasts_to_the_caller_and_writes_into_out():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(4, 1, 32)).astype(np.float16)
+    assert _binary_kernels.binary_float16("mul", x, rng.normal(size=(5, 1)).astype(np.float16)) is None  # both grow
+    assert _binary_kernels.binary_float16("mul", x, rng.normal(size=(4, 1, 1, 1)).astype(np.float16)) is None  # grows x
+    y = rng.normal(size=(4, 1, 1)).astype(np.float16)
+    expected = (x.astype(np.float32) * y.astype(np.float32)).astype(np.float16)
+    assert _binary_kernels.binary_float16("mul", x, y, out=x) is x
+    assert np.array_equal(x.view(np.uint16), expected.view(np.uint16))
+
+
+@pytest.mark.parametrize("op_type", ["add", "sub", "mul"])
+def test_binary_kernels_take_float16_with_and_without_broadcasting(op_type):
+    from precision_sweep.emulator.registry import KERNELS
 
     rng = np.random.default_rng(4)
     x = rng.normal(size=(4, 8, 6)).astype(np.float16)
     bias = rng.normal(size=(8, 1)).astype(np.float16)
-    with np.errstate(over="ignore"):
-        assert np.array_equal(add(x, x), (x.astype(np.float32) * 2).astype(np.float16))
-        broadcast = add(x, bias)
-    assert np.array_equal(broadcast.astype(np.float16), (x.astype(np.float32) + bias.astype(np.float32)).astype(np.float16))
+    row = rng.normal(size=(6,)).astype(np.float16)  # not per plane: computed from fp32 copies
+    fn, reference = KERNELS[op_type], _NUMPY_OPS[op_type]
+    for y in (x[::-1], bias, row):
+        with np.errstate(over="ignore"):
+            got = fn(x, y).astype(np.float16)
+            expected = reference(x.astype(np.float32), y.astype(np.float32)).astype(np.float16)
+        assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))
 
 
 @pytest.mark.parametrize("lo, hi", [(0, 6), (0, np.inf), (-0.0, 0.0)])

@@ -62,7 +62,7 @@ VALUE_EXACT_OPS = frozenset(
 # at least 2 * 11 + 2 significant bits): so a unit that rounds every intermediate to fp16
 # gets the same bits from fp32 copies, and the executor gives it those (one compiled upcast
 # instead of numpy's slow float16 loop).
-ONE_OPERATION_OPS = frozenset({"sub", "mul", "real_div", "maximum", "minimum"})
+ONE_OPERATION_OPS = frozenset({"real_div", "maximum", "minimum"})
 # Op types whose every output element is a function of the same element of their one variable
 # input ``x`` and of scalar constants. On float16 values such a step maps each of the 65,536
 # float16 bit patterns to one float16 result, whatever the unit model does in between; the
@@ -80,7 +80,7 @@ TABULATED_OPS = frozenset(
 )
 # Op types whose kernel, given float16 operands, returns the float32 result rounded once to
 # float16: the same bits as computing from the upcast values.
-SINGLE_ROUNDING_OPS = frozenset({"add"})
+SINGLE_ROUNDING_OPS = frozenset({"add", "sub", "mul"})
 
 # Accumulating op types whose kernel takes its fp16 variable inputs as stored and reads them
 # as the accumulator reads MAC operands (``Accumulator.operand``: exact float32, subnormals

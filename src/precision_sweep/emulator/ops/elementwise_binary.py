@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from precision_sweep.emulator.ops._binary_kernels import add_float16
+from precision_sweep.emulator.ops._binary_kernels import binary_float16
 from precision_sweep.emulator.ops._casts import float16_to_float32
 from precision_sweep.emulator.registry import kernel
 
@@ -26,8 +26,6 @@ def _mod(x, y):
 
 
 _BINARY = {
-    "sub": np.subtract,
-    "mul": np.multiply,
     "real_div": _real_div,
     "floor_div": _floor_div,
     "mod": _mod,
@@ -58,18 +56,26 @@ for _op_type, _fn in _BINARY.items():
     kernel(_op_type)(_make(_fn))
 
 
-@kernel("add")
-def add(x, y, *, out=None):
-    """``x + y``. float16 operands come as they are under every profile (numerics
-    ``SINGLE_ROUNDING_OPS``): the result is their float32 sum, rounded to float16. ``out``
-    (``x``'s buffer, see the registry) is used when the result has its shape and dtype."""
-    x, y = np.asarray(x), np.asarray(y)
-    if out is not None and out.shape != np.broadcast_shapes(x.shape, y.shape):
-        out = None
-    if x.dtype == np.float16 and y.dtype == np.float16:
-        if x.shape == y.shape:
-            return add_float16(x, y, out=out)
-        return np.add(float16_to_float32(x), float16_to_float32(y))  # the executor rounds it
-    if out is not None and np.result_type(x, y) != out.dtype:
-        out = None
-    return np.add(x, y, out=out)
+def _rounded_once(fn, op_type: str):
+    def binary(x, y, *, out=None):
+        """``x OP y``. float16 operands come as they are under every profile (numerics
+        ``SINGLE_ROUNDING_OPS``): the result is their float32 result rounded to float16, in one
+        compiled pass when they share a shape or one is broadcast per plane or per row of the
+        other (else from fp32 copies, which the executor rounds). ``out`` (``x``'s buffer, see
+        the registry) is used when the result has its shape and dtype."""
+        x, y = np.asarray(x), np.asarray(y)
+        if out is not None and out.shape != np.broadcast_shapes(x.shape, y.shape):
+            out = None
+        if x.dtype == np.float16 and y.dtype == np.float16:
+            result = binary_float16(op_type, x, y, out=out)
+            return result if result is not None else fn(float16_to_float32(x), float16_to_float32(y))
+        if out is not None and np.result_type(x, y) != out.dtype:
+            out = None
+        return fn(x, y, out=out)
+
+    binary.__name__ = op_type
+    return binary
+
+
+for _op_type, _fn in {"add": np.add, "sub": np.subtract, "mul": np.multiply}.items():
+    kernel(_op_type)(_rounded_once(_fn, _op_type))
