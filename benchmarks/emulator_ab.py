@@ -51,13 +51,11 @@ print(best)
 def convert(model_name: str, size: int, precision: str, path: Path) -> None:
     sys.path.insert(0, str(ROOT / "src"))
     sys.path.insert(0, str(ROOT / "tests" / "emulator"))
-    import keras
-
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     import _emu_helpers as helpers
+    from emulator_vs_tf import build_model  # the four models of that benchmark, the ViT included
 
-    keras.utils.set_random_seed(0)
-    model = getattr(keras.applications, model_name)(weights=None, input_shape=(size, size, 3), classes=1000)
-    helpers.convert(model, [(32, size, size, 3)], precision=precision).save(str(path))
+    helpers.convert(build_model(model_name, size), [(32, size, size, 3)], precision=precision).save(str(path))
 
 
 def time_once(src: Path, package: Path, args) -> float:

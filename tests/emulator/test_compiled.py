@@ -201,6 +201,28 @@ def test_binary_kernels_take_float16_with_and_without_broadcasting(op_type):
         assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))
 
 
+@pytest.mark.parametrize("op_type", ["add", "sub", "mul"])
+def test_a_python_scalar_operand_keeps_float32_arithmetic(op_type):
+    """A scalar constant reaches the kernel as a Python float: an fp32 op stays in fp32 (numpy's
+    weak scalar), not in float64 with one more rounding, and float16 operands are computed
+    from their fp32 copies, the scalar as an fp32 value (not rounded to fp16 first)."""
+    from precision_sweep.emulator.registry import KERNELS
+
+    rng = np.random.default_rng(7)
+    scale = 1 / math.sqrt(48)  # not an fp16 value, nor an fp32 one
+    x32 = rng.normal(size=(64, 96)).astype(np.float32)
+    got = KERNELS[op_type](x32, scale)
+    assert got.dtype == np.float32
+    expected = _NUMPY_OPS[op_type](x32, np.float32(scale))
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    in_float64 = _NUMPY_OPS[op_type](x32.astype(np.float64), scale).astype(np.float32)
+    assert not np.array_equal(got, in_float64)  # the two differ on these values: the test can tell
+    x16 = x32.astype(np.float16)
+    got16 = np.asarray(KERNELS[op_type](x16, scale)).astype(np.float16)
+    expected16 = _NUMPY_OPS[op_type](x16.astype(np.float32), np.float32(scale)).astype(np.float16)
+    assert np.array_equal(got16.view(np.uint16), expected16.view(np.uint16))
+
+
 @pytest.mark.parametrize("lo, hi", [(0, 6), (0, np.inf), (-0.0, 0.0)])
 @pytest.mark.parametrize("ties_to_bounds", [True, False])
 def test_clip_float32_gives_numpys_bits(lo, hi, ties_to_bounds):

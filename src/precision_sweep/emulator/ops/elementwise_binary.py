@@ -56,6 +56,12 @@ for _op_type, _fn in _BINARY.items():
     kernel(_op_type)(_make(_fn))
 
 
+def _float32_copy(value):
+    """A float16 array as its exact float32 copy; anything else (a Python scalar stays one, so
+    numpy's weak-scalar rule keeps an fp32 operation in fp32) as it is."""
+    return float16_to_float32(value) if isinstance(value, np.ndarray) and value.dtype == np.float16 else value
+
+
 def _rounded_once(fn, op_type: str):
     def binary(x, y, *, out=None):
         """``x OP y``. float16 operands come as they are under every profile (numerics
@@ -63,12 +69,12 @@ def _rounded_once(fn, op_type: str):
         compiled pass when they share a shape or one is broadcast per plane or per row of the
         other (else from fp32 copies, which the executor rounds). ``out`` (``x``'s buffer, see
         the registry) is used when the result has its shape and dtype."""
-        x, y = np.asarray(x), np.asarray(y)
-        if out is not None and out.shape != np.broadcast_shapes(x.shape, y.shape):
+        if out is not None and out.shape != np.broadcast_shapes(np.shape(x), np.shape(y)):
             out = None
-        if x.dtype == np.float16 and y.dtype == np.float16:
+        if isinstance(x, np.ndarray) and isinstance(y, np.ndarray) and x.dtype == y.dtype == np.float16:
             result = binary_float16(op_type, x, y, out=out)
             return result if result is not None else fn(float16_to_float32(x), float16_to_float32(y))
+        x, y = _float32_copy(x), _float32_copy(y)
         if out is not None and np.result_type(x, y) != out.dtype:
             out = None
         return fn(x, y, out=out)
