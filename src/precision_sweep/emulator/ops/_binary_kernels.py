@@ -60,7 +60,7 @@ def _same_shape(code, a, b, out):
 def _per_plane(code, planes, scalars, scalar_first, out):
     for p in prange(planes.shape[0]):
         v = _cpu_half_float(scalars[p])
-        if scalar_first:
+        if scalar_first:  # the operation's first operand is the broadcast one
             for i in range(planes.shape[1]):
                 out[p, i] = _half_bits(_apply(code, v, _cpu_half_float(planes[p, i])))
         else:
@@ -92,15 +92,17 @@ def _row_split(full: tuple, small: tuple) -> int | None:
     return lead
 
 
+def _first_divisor(number: int, low: int, high: int) -> int:
+    """The smallest divisor of ``number`` in ``[low, high]``, else 1."""
+    return next((d for d in range(max(low, 1), high + 1) if number % d == 0), 1)
+
+
 def _rows_joined(rows: int, width: int) -> int:
     """How many short rows (3 channels of an image) to treat as one, with the row vector
     repeated, so that the inner loop is long enough to vectorize."""
     if width >= _MIN_ROW_WIDTH:
         return 1
-    for joined in range(-(-_MIN_ROW_WIDTH // width), rows // _MIN_PLANES + 1):
-        if rows % joined == 0:
-            return joined
-    return 1
+    return _first_divisor(rows, -(-_MIN_ROW_WIDTH // width), rows // _MIN_PLANES)
 
 
 def _plane_split(full: tuple, small: tuple) -> int | None:
@@ -121,17 +123,14 @@ def _pieces(planes: int, length: int) -> int:
     that there are enough for every core (a scalar broadcast over a whole tensor is one plane)."""
     if planes >= _MIN_PLANES:
         return 1
-    for pieces in range(-(-_MIN_PLANES // planes), length // _MIN_PLANE_LENGTH + 1):
-        if length % pieces == 0:
-            return pieces
-    return 1
+    return _first_divisor(length, -(-_MIN_PLANES // planes), length // _MIN_PLANE_LENGTH)
 
 
 def binary_float16(op_type: str, x: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | None:
     """``op(x.astype(f32), y.astype(f32)).astype(f16)`` for float16 ``x`` and ``y`` of the same
-    shape, or one of them broadcast per plane or per row of the other; None for other broadcasts (the
-    caller computes those from fp32 copies). ``out``, a C-contiguous float16 array of the
-    result's shape (``x`` itself included), receives the result."""
+    shape, or one of them broadcast per plane or per row of the other; None for other
+    broadcasts (the caller computes those from fp32 copies). ``out``, a C-contiguous float16
+    array of the result's shape (``x`` itself included), receives the result."""
     code = OPERATIONS[op_type]
     if x.size == 0 or y.size == 0:
         return None
@@ -141,28 +140,37 @@ def binary_float16(op_type: str, x: np.ndarray, y: np.ndarray, out: np.ndarray |
                     np.ascontiguousarray(y).reshape(-1).view(np.uint16), result.reshape(-1).view(np.uint16))
         return result
     shape = np.broadcast_shapes(x.shape, y.shape)
-    scalar_first = y.shape == shape
-    full, small = (y, x) if scalar_first else (x, y)
+    broadcast_first = y.shape == shape
+    full, small = (y, x) if broadcast_first else (x, y)
     if full.shape != shape:
         return None
     lead = _plane_split(full.shape, small.shape)
-    if lead is None:
-        rows = _row_split(full.shape, small.shape)
-        if rows is None or rows == 0:
-            return None
-        result = np.empty(shape, np.float16) if out is None else out
-        vector = np.ascontiguousarray(small).reshape(-1)
-        joined = _rows_joined(full.size // vector.size, vector.size)
-        vector = np.tile(vector, joined) if joined > 1 else vector
-        _per_row(code, np.ascontiguousarray(full).reshape(-1, vector.size).view(np.uint16), vector.view(np.uint16),
-                 scalar_first, result.reshape(-1, vector.size).view(np.uint16))
-        return result
-    small = small.reshape((1,) * (len(shape) - small.ndim) + small.shape)
-    scalars = np.broadcast_to(small[(slice(None),) * lead + (0,) * (len(shape) - lead)], shape[:lead]).reshape(-1)
+    if lead is not None:
+        return _by_planes(code, full, small, lead, broadcast_first, out)
+    rows = _row_split(full.shape, small.shape)
+    if rows is None or rows == 0:
+        return None
+    return _by_rows(code, full, small, broadcast_first, out)
+
+
+def _by_planes(code: int, full, small, lead: int, small_first: bool, out):
+    """``full`` as planes indexed by its ``lead`` leading axes, ``small`` one value per plane."""
+    small = small.reshape((1,) * (full.ndim - small.ndim) + small.shape)
+    scalars = np.broadcast_to(small[(slice(None),) * lead + (0,) * (full.ndim - lead)], full.shape[:lead]).reshape(-1)
     pieces = _pieces(scalars.size, full.size // scalars.size)
     scalars = np.ascontiguousarray(np.repeat(scalars, pieces) if pieces > 1 else scalars)
-    count = scalars.size
-    result = np.empty(shape, np.float16) if out is None else out
-    _per_plane(code, np.ascontiguousarray(full).reshape(count, -1).view(np.uint16), scalars.view(np.uint16),
-               scalar_first, result.reshape(count, -1).view(np.uint16))
+    result = np.empty(full.shape, np.float16) if out is None else out
+    _per_plane(code, np.ascontiguousarray(full).reshape(scalars.size, -1).view(np.uint16), scalars.view(np.uint16),
+               small_first, result.reshape(scalars.size, -1).view(np.uint16))
+    return result
+
+
+def _by_rows(code: int, full, small, small_first: bool, out):
+    """``full`` as rows of ``small``'s size, ``small`` the same row vector for each."""
+    vector = np.ascontiguousarray(small).reshape(-1)
+    joined = _rows_joined(full.size // vector.size, vector.size)
+    vector = np.tile(vector, joined) if joined > 1 else vector
+    result = np.empty(full.shape, np.float16) if out is None else out
+    _per_row(code, np.ascontiguousarray(full).reshape(-1, vector.size).view(np.uint16), vector.view(np.uint16),
+             small_first, result.reshape(-1, vector.size).view(np.uint16))
     return result
