@@ -7,7 +7,8 @@ private file and linked into place, so another process never opens it half-made.
 
 The launching process also finds an unusable store there, once and quickly (MLflow itself
 retries for minutes): an MLflow server nobody answers at, a PostgreSQL URI with a wrong
-password or database, a missing driver. Each is a one-paragraph
+password or database, a missing driver, a database whose schema another MLflow version wrote
+(the reading commands meet that one in :func:`client_for` too). Each is a one-paragraph
 :class:`~precision_sweep.errors.UserInputError` naming the store (password hidden), what is
 wrong and the fix.
 """
