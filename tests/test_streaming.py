@@ -161,3 +161,15 @@ def test_stream_on_a_source_without_image_files_is_refused_with_the_fix():
 
     with pytest.raises(UserInputError, match=r"dataset.stream=true reads image files .* Remove dataset.stream"):
         load_dataset(compose(["dataset=digits", "dataset.stream=true"]).dataset)
+
+
+@pytest.mark.parametrize("grid", [["sweep=default"], []], ids=["sweep", "single-run"])
+def test_stream_on_the_embedded_digits_stops_the_command_before_any_job(tmp_path, grid):
+    from sweep_testing import run_cli
+
+    result = run_cli(["precision-sweep", *grid, "dataset.stream=true"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = " ".join(result.stderr.split())
+    assert "precision-sweep: error: dataset.stream=true reads image files a batch at a time" in message
+    assert "Traceback" not in result.stderr and "job started" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no store, no run folder: nothing ran

@@ -68,7 +68,10 @@ class SweepTrackingCallback(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         # A single run: Hydra creates the run folder under paths.outputs right after this.
         try:
+            from precision_sweep.data.validate import validate_sources
+
             check_config(config)
+            validate_sources(config)  # as a sweep does: bad paths and options fail before the job starts
         except UserInputError as exc:
             report_user_error("precision-sweep", exc)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from precision_sweep.data.datasets import LOADERS, Dataset, InputSpec
 from precision_sweep.data.sources import LOADERS as SOURCE_LOADERS
+from precision_sweep.data.validate import check_streaming
 from precision_sweep.errors import UserInputError
 
 # Sources whose labels may be any kind the task reads (classes, ids or values).
@@ -24,12 +25,7 @@ def load_dataset(cfg, spec: InputSpec | None = None, cache_dir: str | Path | Non
     """
     cache = Path(cache_dir) if cache_dir else None
     source = str(cfg.source)
-    if cfg.get("stream") is True and source != "image_folder":
-        raise UserInputError(
-            f"dataset.stream=true reads image files a batch at a time, and dataset={cfg.name} (source {source}) "
-            "holds no image files: its samples are read into memory. Remove dataset.stream, or keep the images "
-            "in a folder (dataset=image_folder)."
-        )
+    check_streaming(cfg)
     if source in SOURCE_LOADERS:
         return SOURCE_LOADERS[source](cfg, spec or InputSpec(), cache, str(labels))
     if source in ANY_LABELS:

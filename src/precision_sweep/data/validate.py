@@ -153,6 +153,16 @@ def target_kwargs(cfg) -> dict:
     return OmegaConf.to_container(kwargs, resolve=True) if isinstance(kwargs, DictConfig) else dict(kwargs)
 
 
+def check_streaming(cfg) -> None:
+    """``dataset.stream=true`` only for an image folder, the one source read a file at a time."""
+    if cfg.get("stream") is True and str(cfg.source) != "image_folder":
+        raise UserInputError(
+            f"dataset.stream=true reads image files a batch at a time, and dataset={cfg.name} (source {cfg.source}) "
+            "holds no image files: its samples are read into memory. Remove dataset.stream, or keep the images "
+            "in a folder (dataset=image_folder)."
+        )
+
+
 def check_dataset_path(cfg) -> Path | None:
     """The dataset file or folder of a ``dataset`` config, checked; None for embedded datasets."""
     if cfg.source == "digits":
@@ -255,6 +265,7 @@ def validate_sources(cfg) -> None:
     Raises :class:`~precision_sweep.errors.UserInputError` with the fix.
     """
     check_model_path(cfg.model)
+    check_streaming(cfg.dataset)
     check_dataset_path(cfg.dataset)
     if cfg.model.get("coreml_file"):
         check_coreml_file(cfg.model.coreml_file)
