@@ -8,11 +8,11 @@ expanding it) sorted by size, with the columns a pick is made from (``size_kb``,
 mode, a ``size_kb`` x ``delta_pp`` scatter and parallel coordinates over
 ``precision``/``target``/``compute_units``/``delta_pp``.
 
-Tested with MLflow 3.17.2. The format is the UI's, not a documented API; it was read from that
-version's bundle (``mlflow/server/js/build/static/js``): the tag holds a saved-view envelope
-``{"name", "createdAt", "updatedAt", "state"}`` whose ``state`` is the view as JSON text
-(the UI also accepts the bare JSON of earlier versions). The UI takes the search keys
-(``searchFilter``, ``orderByKey``, ...) and the table/chart keys (``selectedColumns``,
+Tested with MLflow 3.17.2 and 3.18.0 (tests/ui, a real browser). The format is the UI's, not a
+documented API; it was read from 3.17.2's bundle (``mlflow/server/js/build/static/js``): the tag
+holds a saved-view envelope ``{"name", "createdAt", "updatedAt", "state"}`` whose ``state`` is
+the view as JSON text (the UI also accepts the bare JSON of earlier versions). The UI takes the
+search keys (``searchFilter``, ``orderByKey``, ...) and the table/chart keys (``selectedColumns``,
 ``compareRunCharts``, ...) from it and fills the rest with its defaults; column keys are
 ``metrics.`name```, ``params.`name``` and ``tags.`name```. The envelope also lists the view by
 name in the experiment's saved views. A UI that does not know the key opens the plain runs view.
