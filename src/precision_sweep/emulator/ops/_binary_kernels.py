@@ -147,8 +147,7 @@ def binary_float16(op_type: str, x: np.ndarray, y: np.ndarray, out: np.ndarray |
     lead = _plane_split(full.shape, small.shape)
     if lead is not None:
         return _by_planes(code, full, small, lead, broadcast_first, out)
-    rows = _row_split(full.shape, small.shape)
-    if rows is None or rows == 0:
+    if not _row_split(full.shape, small.shape):  # None, or 0: the shapes differ only by leading 1s
         return None
     return _by_rows(code, full, small, broadcast_first, out)
 
