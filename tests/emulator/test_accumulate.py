@@ -122,6 +122,23 @@ def test_the_fp16_running_sum_stalls_where_the_tiles_do_not():
     assert acc.Accumulator(FP32_ACCUMULATION).matmul(ones, column)[0, 0] == 16000.0
 
 
+def test_each_fp16_step_rounds_the_sum_to_float32_and_then_to_fp16():
+    # The CPU model's step: the exact product joins the fp16 sum in float32, which is then
+    # rounded to fp16. A half-precision FMA would round once; here the float32 rounding makes
+    # an exact tie of 0.22906494699... (1876.50005 fp16 ulps), which then goes to even (1876):
+    # one rounding would give 1877. numerics.py's cpu.accumulation row states the difference.
+    s, a, b = np.float32(0.2318115234375), np.float32(-22.390625), np.float32(0.0001226663589477539)
+    exact = float(s) + float(a) * float(b)
+    ulp = 2.0**-13
+    assert exact / ulp == pytest.approx(1876.5000457763672, abs=1e-9)
+    assert float(np.float16(exact)) / ulp == 1877.0  # one rounding
+    weights = np.array([[1.0, a]], np.float32)
+    column = np.array([[s], [b]], np.float32)
+    model = acc.Accumulator(FP16_ACCUMULATION)
+    assert model.matmul(weights, column)[0, 0] / ulp == 1876.0
+    assert acc.fp16_matmul_reference(weights, column)[0, 0] / ulp == 1876.0
+
+
 def test_the_mac_ceiling_uses_tracked_partials_only_when_a_bound_says_they_could_cross():
     accumulator = acc.Accumulator(TILES_M1)
     small = _halves((4, 64), 1.0), _halves((64, 5), 1.0)

@@ -236,9 +236,12 @@ BEHAVIOURS: tuple[Behaviour, ...] = (
         f"{COREMLTOOLS_ISSUE.format(2625)} (M4, coremltools 9.0); Apple does not document its "
         "CPU kernels",
         "choice: matmul, conv and reductions keep an fp16 running sum along the reduced axis "
-        "(taps outer, input channels inner for conv), rounded after every product, as a "
-        "half-precision FMA chain does; the bias is added in fp16",
-        "the real blocking and order of the CPU kernels; Intel Macs (fp32 CPU arithmetic)",
+        "(taps outer, input channels inner for conv), rounded after every product: the exact "
+        "product joins the sum in fp32, and that sum is rounded to fp16 (a half-precision FMA "
+        "rounds once; the two differ in about 4 of 100,000 steps on random fp16 operands); "
+        "the bias is added in fp16",
+        "the real blocking and order of the CPU kernels; whether its steps round once (a "
+        "half-precision FMA) or twice; Intel Macs (fp32 CPU arithmetic)",
     ),
     Behaviour(
         "gpu.accumulation", "GPU, all devices",
