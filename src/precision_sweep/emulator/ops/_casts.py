@@ -11,14 +11,14 @@ tested against it (``tests/emulator/test_compiled.py``):
   payloads kept as numpy keeps them (small arrays read a 65,536-entry table numpy filled);
 * :func:`round_float16_in_float32` is the fp16 rounding kept in float32, in one pass.
 
-The OpenMP threads wait passively between kernels (``OMP_WAIT_POLICY``, see below).
+The OpenMP threads wait passively between kernels (``OMP_WAIT_POLICY``, see ``_compile_target``).
 Kernels are compiled on first use and cached on disk (numba ``cache=True``), so a new
 process pays the compile time once per machine, not once per job.
 """
 
 from __future__ import annotations
 
-from precision_sweep.emulator.ops._half import _bits_float, _float_bits  # (imported first: sets OMP_WAIT_POLICY)
+from precision_sweep.emulator.ops._half import _bits_float, _float_bits  # (imported first: _compile_target)
 
 import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402

@@ -10,18 +10,14 @@ tested bit for bit against numpy (tests/emulator/test_accumulate.py).
 
 from __future__ import annotations
 
-import os
+# How numba builds the kernels (OpenMP's passive waiting, the vector width): set before any
+# kernel compiles; every compiled-kernel module imports this one first.
+from precision_sweep.emulator.ops import _compile_target  # noqa: F401
 
-# numba's parallel kernels run on OpenMP threads that by default spin after each kernel,
-# taking the cores from the BLAS thread pool (ops/_threads.py): ResNet50 ran 1.35x slower.
-# Passive waiting must be asked for before OpenMP starts, i.e. before the first kernel runs;
-# every compiled-kernel module imports this one first. A value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-from llvmlite import ir  # noqa: E402
-from numba import njit, types  # noqa: E402
-from numba.extending import intrinsic  # noqa: E402
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 
 @intrinsic

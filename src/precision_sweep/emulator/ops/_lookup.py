@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from precision_sweep.emulator.ops import _half  # noqa: F401  (OpenMP waits passively; see _half)
+from precision_sweep.emulator.ops import _half  # noqa: F401  (how kernels compile: _compile_target)
 from precision_sweep.emulator.ops._casts import PARALLEL_MIN_SIZE
 
 
