@@ -8,11 +8,13 @@ compiles or loads from numba's cache:
   waiting must be asked for before OpenMP starts; a value the user set is kept.
 * LLVM tunes Intel's AVX-512 CPUs to prefer 256-bit vectors. The fp16 kernels are bound by the
   fp16 conversions (``vcvtps2ph``/``vcvtph2ps``), which on CPUs with AVX512-FP16 (Sapphire
-  Rapids and later) convert 16 values as fast as 8: there the kernels are built with 512-bit
-  vectors (:data:`WIDE_VECTORS_WITH`). On an Emerald Rapids Xeon, the fp16 running-sum inner
-  loop went from 12.8 to 15.7 GMAC/s on one core, and whole models 0.81-0.96x the time for
-  FP16 ``cpu_only`` and ``cpu_and_ne`` (EfficientNetB0 96², MobileNetV2 224², three
-  alternating processes each), with FP32 and ``cpu_and_gpu`` unchanged. The width changes no
+  Rapids and later) round 16 values almost as fast as 8: there the kernels are built with 512-bit
+  vectors (:data:`WIDE_VECTORS_WITH`). On an Emerald Rapids Xeon, a rounding loop over data in
+  L1 went from 15.2 to 25.8 G values/s on one core, the fp16 running-sum inner
+  loop went from 12.8 to 15.7 GMAC/s on one core, and whole models (``benchmarks/emulator_ab.py``,
+  3 alternating pairs, batch 32) took 0.82-0.95x the time for FP16 ``cpu_only`` (ViT 224² 0.82,
+  EfficientNetB0 96² 0.91, MobileNetV2 224² 0.95) and ``cpu_and_ne`` (ResNet50 96² 0.83,
+  MobileNetV2 224² 0.86); ``cpu_and_gpu`` (BLAS sums) 1.00. The width changes no
   bits: each lane computes what it did (the kernel tests compare against the plain numpy
   twins). The setting is numba's ``CPU_FEATURES`` in this process only, never an environment
   variable, so a job started on another machine (a SLURM node) builds for its own CPU.
