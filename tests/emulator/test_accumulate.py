@@ -166,6 +166,9 @@ def test_the_mac_ceiling_uses_tracked_partials_only_when_a_bound_says_they_could
         ((2, 8, 16, 16), (5, 5), (2, 2), (1, 1), "same", 1),
         ((2, 8, 16, 17), (3, 3), (2, 2), (2, 2), "valid", 1),  # trailing rows and columns unread
         ((2, 8, 19, 14), (3, 5), (3, 2), (2, 1), "custom", 2),
+        # 3x3 strided with output rows of 32 or more: the fp32 kernel sums row by row
+        ((2, 4, 70, 68), (3, 3), (2, 2), (1, 1), "same", 1),
+        ((2, 4, 21, 66), (3, 3), (2, 1), (1, 2), "custom", 2),
     ],
 )
 def test_compiled_depthwise_matches_the_numpy_path_bit_for_bit(model, shape, kernel, strides, dilations, pad_type, mult):
@@ -185,6 +188,35 @@ def test_compiled_depthwise_matches_the_numpy_path_bit_for_bit(model, shape, ker
     got = _depthwise_compiled(x, weight, strides, dilations, pads, accumulator)
     assert got.shape == expected.shape
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("shape, strides, dilations, pad_type", [
+    ((3, 6, 23, 21), (1, 1), (1, 1), "same"),
+    ((3, 6, 23, 70), (2, 2), (1, 1), "same"),  # rows of 35 outputs: summed row by row
+    ((3, 6, 23, 21), (2, 1), (2, 1), "valid"),
+])
+def test_the_fp32_depthwise_kernel_rounds_each_product_before_adding_it(shape, strides, dilations, pad_type):
+    # float32 operands (not fp16 values): products round, so a fused multiply-add or another
+    # order of the taps would change bits. The numpy path computes each tap's products, then
+    # adds them in row-major order from +0.
+    from precision_sweep.emulator.ops._spatial import pad_amounts
+    from precision_sweep.emulator.ops.conv import _depthwise, _depthwise_compiled, _out_shape, _padded
+
+    x = RNG.standard_normal(shape).astype(np.float32) * np.float32(3.7)
+    weight = RNG.standard_normal((shape[1], 1, 3, 3)).astype(np.float32)
+    x[0, 0, 0, :4] = [-0.0, np.inf, np.nan, 1e-40]
+    xp = _padded(x, weight, list(strides), pad_type, None, list(dilations))
+    with np.errstate(invalid="ignore"):
+        expected = _depthwise(xp, weight, list(strides), list(dilations), _out_shape(xp.shape[2:], (3, 3), strides, dilations),
+                              acc.FP32)
+    got = _depthwise_compiled(x, weight, strides, dilations, pad_amounts(pad_type, shape[2:], (3, 3), strides, dilations, None),
+                              acc.FP32)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    # the data tells orders of rounding apart: the float64 sums, rounded once, differ somewhere
+    exact = _depthwise(xp.astype(np.float64), weight.astype(np.float64), list(strides), list(dilations),
+                       expected.shape[2:], acc.FP32).astype(np.float32)
+    finite = np.isfinite(expected)
+    assert (exact[finite] != got[finite]).sum() > 10
 
 
 @pytest.mark.parametrize("model", list(MODELS))
