@@ -190,12 +190,15 @@ def test_compiled_depthwise_matches_the_numpy_path_bit_for_bit(model, shape, ker
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
-@pytest.mark.parametrize("shape, strides, dilations, pad_type", [
-    ((3, 6, 23, 21), (1, 1), (1, 1), "same"),
-    ((3, 6, 23, 70), (2, 2), (1, 1), "same"),  # rows of 35 outputs: summed row by row
-    ((3, 6, 23, 21), (2, 1), (2, 1), "valid"),
+@pytest.mark.parametrize("shape, kernel, strides, dilations, pad_type", [
+    ((3, 6, 23, 21), (3, 3), (1, 1), (1, 1), "same"),
+    ((3, 6, 23, 70), (3, 3), (2, 2), (1, 1), "same"),  # rows of 35 outputs: summed row by row
+    ((3, 6, 23, 21), (3, 3), (2, 1), (2, 1), "valid"),
+    ((3, 6, 23, 21), (5, 5), (1, 1), (1, 1), "same"),  # a pass per kernel row
+    ((3, 6, 23, 21), (3, 5), (2, 2), (1, 2), "same"),
+    ((3, 6, 23, 21), (2, 4), (1, 1), (1, 1), "valid"),  # the pass-per-tap kernel
 ])
-def test_the_fp32_depthwise_kernel_rounds_each_product_before_adding_it(shape, strides, dilations, pad_type):
+def test_the_fp32_depthwise_kernel_rounds_each_product_before_adding_it(shape, kernel, strides, dilations, pad_type):
     # float32 operands (not fp16 values): products round, so a fused multiply-add or another
     # order of the taps would change bits. The numpy path computes each tap's products, then
     # adds them in row-major order from +0.
@@ -203,13 +206,13 @@ def test_the_fp32_depthwise_kernel_rounds_each_product_before_adding_it(shape, s
     from precision_sweep.emulator.ops.conv import _depthwise, _depthwise_compiled, _out_shape, _padded
 
     x = RNG.standard_normal(shape).astype(np.float32) * np.float32(3.7)
-    weight = RNG.standard_normal((shape[1], 1, 3, 3)).astype(np.float32)
+    weight = RNG.standard_normal((shape[1], 1) + kernel).astype(np.float32)
     x[0, 0, 0, :4] = [-0.0, np.inf, np.nan, 1e-40]
     xp = _padded(x, weight, list(strides), pad_type, None, list(dilations))
     with np.errstate(invalid="ignore"):
-        expected = _depthwise(xp, weight, list(strides), list(dilations), _out_shape(xp.shape[2:], (3, 3), strides, dilations),
+        expected = _depthwise(xp, weight, list(strides), list(dilations), _out_shape(xp.shape[2:], kernel, strides, dilations),
                               acc.FP32)
-    got = _depthwise_compiled(x, weight, strides, dilations, pad_amounts(pad_type, shape[2:], (3, 3), strides, dilations, None),
+    got = _depthwise_compiled(x, weight, strides, dilations, pad_amounts(pad_type, shape[2:], kernel, strides, dilations, None),
                               acc.FP32)
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
     # the data tells orders of rounding apart: the float64 sums, rounded once, differ somewhere
