@@ -8,6 +8,7 @@ import copy
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 from precision_sweep.data.datasets import LOADERS, Dataset, InputSpec
 from precision_sweep.data.sources import LOADERS as SOURCE_LOADERS
@@ -54,15 +55,8 @@ def _reuse_key(cfg, spec: InputSpec | None, cache: Path | None, labels) -> tuple
         return None
     path = check_dataset_path(cfg)
     stat = path.stat()
-    config = cfg if isinstance(cfg, dict) else getattr(cfg, "__dict__", None)
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            config = OmegaConf.to_yaml(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - hydra-core is a dependency
-        pass
-    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, repr(config), repr(spec), str(cache), str(labels))
+    config = OmegaConf.to_yaml(cfg, resolve=True) if isinstance(cfg, DictConfig) else repr(vars(cfg))
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, config, repr(spec), str(cache), str(labels))
 
 
 def _frozen(dataset: Dataset) -> Dataset:

@@ -144,20 +144,23 @@ def depthwise_conv2d(x, weight, strides, dilations, pads, mode: int = 0, tile: i
 
 
 @njit(cache=True, inline="always")
+def _nine_tap_rows(grid, base, offsets, count):
+    """The ``count`` grid values each tap of a 3x3 kernel reads from ``base`` on (``offsets``:
+    the taps' shifts in row-major order), as nine views."""
+    return (grid[base + offsets[0] : base + offsets[0] + count], grid[base + offsets[1] : base + offsets[1] + count],
+            grid[base + offsets[2] : base + offsets[2] + count], grid[base + offsets[3] : base + offsets[3] + count],
+            grid[base + offsets[4] : base + offsets[4] + count], grid[base + offsets[5] : base + offsets[5] + count],
+            grid[base + offsets[6] : base + offsets[6] + count], grid[base + offsets[7] : base + offsets[7] + count],
+            grid[base + offsets[8] : base + offsets[8] + count])
+
+
+@njit(cache=True, inline="always")
 def _nine_taps_fp32(sums, grid, base, offsets, count, w0, w1, w2, w3, w4, w5, w6, w7, w8):
     """``sums[j]``: the nine taps at ``grid[base + offsets[t] + j]`` summed in float32 from +0
     in row-major order, each product rounded before its addition (the sums of ``_depthwise2d``
     mode 0), for j < ``count``."""
     zero = np.float32(0.0)
-    g0 = grid[base + offsets[0] : base + offsets[0] + count]
-    g1 = grid[base + offsets[1] : base + offsets[1] + count]
-    g2 = grid[base + offsets[2] : base + offsets[2] + count]
-    g3 = grid[base + offsets[3] : base + offsets[3] + count]
-    g4 = grid[base + offsets[4] : base + offsets[4] + count]
-    g5 = grid[base + offsets[5] : base + offsets[5] + count]
-    g6 = grid[base + offsets[6] : base + offsets[6] + count]
-    g7 = grid[base + offsets[7] : base + offsets[7] + count]
-    g8 = grid[base + offsets[8] : base + offsets[8] + count]
+    g0, g1, g2, g3, g4, g5, g6, g7, g8 = _nine_tap_rows(grid, base, offsets, count)
     for j in range(count):
         s = zero + g0[j] * w0
         s = s + g1[j] * w1
@@ -269,15 +272,7 @@ def _depthwise_tiles_plane(x, w, out, task, mult, sh, sw, dh, dw, pt, pl, wp, ti
         base = oy * sh * wp
         row = out[i, co, oy]
         if three_by_three:  # the whole sum of an output in registers, one pass per row
-            g0 = grid[base + offsets[0] : base + offsets[0] + cols]
-            g1 = grid[base + offsets[1] : base + offsets[1] + cols]
-            g2 = grid[base + offsets[2] : base + offsets[2] + cols]
-            g3 = grid[base + offsets[3] : base + offsets[3] + cols]
-            g4 = grid[base + offsets[4] : base + offsets[4] + cols]
-            g5 = grid[base + offsets[5] : base + offsets[5] + cols]
-            g6 = grid[base + offsets[6] : base + offsets[6] + cols]
-            g7 = grid[base + offsets[7] : base + offsets[7] + cols]
-            g8 = grid[base + offsets[8] : base + offsets[8] + cols]
+            g0, g1, g2, g3, g4, g5, g6, g7, g8 = _nine_tap_rows(grid, base, offsets, cols)
             for j in range(cols):
                 s = g0[j] * w0
                 s = round_half(s + g1[j] * w1)
