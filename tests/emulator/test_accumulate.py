@@ -222,6 +222,34 @@ def test_the_fp32_depthwise_kernel_rounds_each_product_before_adding_it(shape, k
     assert (exact[finite] != got[finite]).sum() > 10
 
 
+
+@pytest.mark.parametrize("model", ["tiles_m1", "tiles_m5"])
+@pytest.mark.parametrize("shape, strides", [
+    ((3, 6, 14, 14), (1, 1)),  # rows of 14 outputs: one pass over the whole padded plane
+    ((3, 6, 15, 15), (2, 2)),  # strided, rows of 8: the whole plane, outputs picked
+    ((2, 4, 9, 70), (1, 1)),  # rows of 70: row by row
+    ((2, 4, 9, 70), (2, 2)),  # strided rows of 35: row by row
+])
+def test_the_tiles_depthwise_kernel_saturates_as_the_numpy_path_does(model, shape, strides):
+    # values whose partial sums cross the MAC ceiling (32768) in some outputs only, some
+    # coming back under it by the last tile; infinities and NaN among the inputs
+    from precision_sweep.emulator.ops._spatial import pad_amounts
+    from precision_sweep.emulator.ops.conv import _depthwise, _depthwise_compiled, _out_shape, _padded
+
+    x = _halves(shape, 3000.0)
+    weight = _halves((shape[1], 1, 3, 3), 3.0)
+    x[0, 0, 1, :3] = [np.inf, np.nan, -np.inf]
+    accumulator = acc.Accumulator(MODELS[model])
+    xp = _padded(x, weight, list(strides), "same", None, [1, 1])
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = _depthwise(xp, weight, list(strides), [1, 1], _out_shape(xp.shape[2:], (3, 3), strides, (1, 1)),
+                              accumulator)
+        got = _depthwise_compiled(x, weight, strides, (1, 1), pad_amounts("same", shape[2:], (3, 3), strides, (1, 1), None),
+                                  accumulator)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    saturated = np.isinf(expected) & ~np.isinf(x[:, :, :: strides[0], :: strides[1]][..., : expected.shape[2], : expected.shape[3]])
+    assert 0 < saturated.mean() < 0.5
+
 @pytest.mark.parametrize("model", list(MODELS))
 def test_conv_sums_four_channels_of_one_tap_per_tile(model):
     """The im2col conv (compiled 2-D columns, tap-major for the fp16 models) equals the

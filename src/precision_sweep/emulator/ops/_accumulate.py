@@ -218,6 +218,13 @@ def _bounded(a: np.ndarray, b: np.ndarray, ceiling: float, b_max: np.ndarray | N
 # Plain twins: the models in numpy, term by term (tests compare the compiled kernels).
 
 
+def _track_partials(high, low, acc):
+    """The largest and smallest partial sums so far, with ``acc``'s: a NaN partial is skipped (the
+    compiled kernels' ``max``/``min``), so a partial that reached the ceiling still saturates the
+    output when a later term (``inf * 0``, ``inf - inf``) makes the sum NaN."""
+    return np.fmax(high, acc), np.fmin(low, acc)
+
+
 def _port_reference(acc, high, low, ceiling: float, flush: bool, away: bool):
     out = _rounder(away)(acc)
     if ceiling:
@@ -244,8 +251,7 @@ def tiles_matmul_reference(a, b, tile: int = 4, away: bool = False, ceiling: flo
             for t in range(t0 + 1, min(a.shape[-1], t0 + tile)):
                 s = rnd(s + a[..., :, t : t + 1] * b[..., t : t + 1, :])
             acc = acc + rnd(s)
-            high = np.maximum(high, acc)
-            low = np.minimum(low, acc)
+            high, low = _track_partials(high, low, acc)
         return _port_reference(acc, high, low, ceiling, flush, away)
 
 
@@ -276,8 +282,7 @@ def tiles_sum_reference(rows, tile: int = 4, away: bool = False, scale: float = 
             for t in range(t0 + 1, min(rows.shape[0], t0 + tile)):
                 s = rnd(s + rows[t])
             acc = acc + rnd(s)
-            high = np.maximum(high, acc)
-            low = np.minimum(low, acc)
+            high, low = _track_partials(high, low, acc)
         return _port_reference(acc * np.float32(scale), high, low, ceiling, flush, away)
 
 
