@@ -29,6 +29,11 @@ CHUNKS = 256  # parallel tasks of a depthwise conv: planes share their buffers w
 # (``_depthwise2d_nine_taps``; MobileNetV2 224²'s 112² strided layer, 56-wide rows: 0.40x the
 # pass-per-tap kernel); narrower rows leave too few columns per pass for the vector loop.
 WIDE_STRIDED_ROWS = 32
+# A 3x3 depthwise conv in the Neural Engine's tiles with output rows narrower than this sums
+# over the whole padded plane in one pass (``_nine_taps_tiles``): row by row, a vector loop over
+# a row of 7 to 28 outputs ran 1.3-2.2x slower (MobileNetV2 224²'s 28², 14² and 7² layers);
+# rows of 48 to 112 outputs ran 1.1-1.4x faster row by row (the plane's sums outgrow L1).
+WIDE_TILES_ROWS = 32
 
 
 @njit(cache=True, inline="always")
@@ -224,7 +229,9 @@ def _depthwise2d_tiles(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, tile, ce
     A 3x3 kernel with tiles of 4 (most depthwise convs) keeps an output's whole sum, partials
     included, in registers: one pass per row (1.73x faster than the pass-per-tap kernel it
     replaced, A/B in one process on MobileNetV2 96x96's depthwise shapes; 1.6-1.8x the fp32
-    kernel's time, ``benchmarks/depthwise_tiles.py``). Other kernels fuse each full tile into one
+    kernel's time, ``benchmarks/depthwise_tiles.py``), or with rows narrower than
+    ``WIDE_TILES_ROWS`` one pass over the whole padded plane (:func:`_nine_taps_tiles`: every
+    position's port value, then the outputs picked). Other kernels fuse each full tile into one
     pass and run a partial tile tap by tap. The products are exact (fp16 operands), so no
     ordering of a multiply and its add can differ."""
     n, c_in, h, wd = x.shape
@@ -240,6 +247,9 @@ def _depthwise2d_tiles(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, tile, ce
     zero = np.float32(0.0)
     tasks = n * c_out
     chunks = min(tasks, CHUNKS)
+    oh = out.shape[2]
+    whole_plane = three_by_three and ow < WIDE_TILES_ROWS
+    span = ((oh - 1) * sh + 1) * wp if whole_plane else 0
     for chunk in prange(chunks):
         # Buffers once per chunk of planes: the copy rewrites the same interior of the grid
         # for every plane, so its zero border stays; the sums are reset for every row.
@@ -248,9 +258,48 @@ def _depthwise2d_tiles(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, tile, ce
         hi = np.empty(cols, dtype=np.float32)
         lo = np.empty(cols, dtype=np.float32)
         part = np.empty(cols, dtype=np.float32)
+        sums = np.empty(span, dtype=np.float32)
         for task in range(chunk * tasks // chunks, (chunk + 1) * tasks // chunks):
+            if whole_plane:
+                i = task // c_out
+                co = task % c_out
+                _fill_grid(grid, x[i, co // mult], pt, pl, wp)
+                _nine_taps_tiles(sums, grid, offsets, w[co], ceiling, flush, away)
+                _store_outputs(out, i, co, sums, sh, sw, wp)
+                continue
             _depthwise_tiles_plane(x, w, out, task, mult, sh, sw, dh, dw, pt, pl, wp, tile, ceiling, flush,
                                    away, three_by_three, offsets, zero, grid, acc, hi, lo, part)
+
+
+@njit(cache=True, inline="always")
+def _nine_taps_tiles(sums, grid, offsets, taps, ceiling, flush, away):
+    """``sums[j]``: the port's value of the 3x3 kernel ``taps`` in tiles of 4 at
+    ``grid[offsets[t] + j]``, for every j of ``sums`` (the sums of ``_depthwise_tiles_plane``'s
+    3x3 path, over the whole padded plane in one pass)."""
+    zero = np.float32(0.0)
+    w0, w1, w2 = taps[0, 0], taps[0, 1], taps[0, 2]
+    w3, w4, w5 = taps[1, 0], taps[1, 1], taps[1, 2]
+    w6, w7, w8 = taps[2, 0], taps[2, 1], taps[2, 2]
+    g0, g1, g2, g3, g4, g5, g6, g7, g8 = _nine_tap_rows(grid, 0, offsets, sums.size)
+    for j in range(sums.size):
+        s = g0[j] * w0
+        s = round_half(s + g1[j] * w1)
+        s = round_half(s + g2[j] * w2)
+        s = round_half(s + g3[j] * w3)
+        a = zero + round_half(s)
+        high = max(zero, a)
+        low = min(zero, a)
+        s = g4[j] * w4
+        s = round_half(s + g5[j] * w5)
+        s = round_half(s + g6[j] * w6)
+        s = round_half(s + g7[j] * w7)
+        a = a + round_half(s)
+        high = max(high, a)
+        low = min(low, a)
+        a = a + round_half(g8[j] * w8)
+        high = max(high, a)
+        low = min(low, a)
+        sums[j] = _port(a, high, low, ceiling, flush, away)
 
 
 @njit(cache=True, inline="always")
