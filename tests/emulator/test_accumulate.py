@@ -169,6 +169,9 @@ def test_the_mac_ceiling_uses_tracked_partials_only_when_a_bound_says_they_could
         # 3x3 strided with output rows of 32 or more: the fp32 kernel sums row by row
         ((2, 4, 70, 68), (3, 3), (2, 2), (1, 1), "same", 1),
         ((2, 4, 21, 66), (3, 3), (2, 1), (1, 2), "custom", 2),
+        # 3x3 stride 2 in the tiles: the plane read as four phases, odd and even padding first
+        ((2, 8, 19, 14), (3, 3), (2, 2), (1, 1), "custom", 2),
+        ((2, 8, 20, 13), (3, 3), (2, 2), (1, 1), "valid", 1),
     ],
 )
 def test_compiled_depthwise_matches_the_numpy_path_bit_for_bit(model, shape, kernel, strides, dilations, pad_type, mult):
