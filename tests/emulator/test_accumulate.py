@@ -169,9 +169,12 @@ def test_the_mac_ceiling_uses_tracked_partials_only_when_a_bound_says_they_could
         # 3x3 strided with output rows of 32 or more: the fp32 kernel sums row by row
         ((2, 4, 70, 68), (3, 3), (2, 2), (1, 1), "same", 1),
         ((2, 4, 21, 66), (3, 3), (2, 1), (1, 2), "custom", 2),
-        # 3x3 stride 2 in the tiles: the plane read as four phases, odd and even padding first
+        # stride 2 in the tiles: the plane read as four phases, odd and even padding first
         ((2, 8, 19, 14), (3, 3), (2, 2), (1, 1), "custom", 2),
         ((2, 8, 20, 13), (3, 3), (2, 2), (1, 1), "valid", 1),
+        # other kernels in the tiles with rows of 32 outputs or more: row by row
+        ((2, 4, 12, 70), (5, 5), (1, 1), (1, 1), "same", 1),
+        ((2, 4, 9, 70), (2, 4), (1, 1), (1, 1), "valid", 1),
     ],
 )
 def test_compiled_depthwise_matches_the_numpy_path_bit_for_bit(model, shape, kernel, strides, dilations, pad_type, mult):
@@ -278,6 +281,26 @@ def test_conv_sums_four_channels_of_one_tap_per_tile(model):
     exact = conv_ops.conv_reference(x, w, strides=[1, 1])
     np.testing.assert_allclose(got, exact, rtol=0, atol=0.01 * np.abs(exact).max())
 
+
+@pytest.mark.parametrize("model", ["tiles_m1", "tiles_m5"])
+@pytest.mark.parametrize("scale", [1.0, 400.0])  # partials far under the MAC ceiling; crossing it
+def test_a_wide_pointwise_conv_in_the_tiles_checks_the_ceiling_from_its_upcast(model, scale):
+    """A 1x1 conv whose images are not folded (more positions than twice its channels) reads
+    its float16 input's peaks from the upcast's pass: the same result as the tracked twin."""
+    from precision_sweep.emulator.ops import conv as conv_ops
+
+    x = _halves((2, 8, 12, 12), scale).astype(np.float16)
+    x[0, 0, 0, :2] = [np.float16(2.0**-20), -0.0]  # a subnormal operand, flushed on M1
+    w = _halves((5, 8, 1, 1), 20.0)
+    accumulator = acc.Accumulator(MODELS[model])
+    spec = accumulator.spec
+    got = conv_ops.conv(x, w, strides=[1, 1], pad_type="valid", accumulator=accumulator)
+    operand = acc.flush_subnormals(x.astype(np.float32)) if spec.flush_subnormals else x.astype(np.float32)
+    want = acc.tiles_matmul_reference(w.reshape(5, 8), operand.reshape(2, 8, 144), spec.tile, spec.ties == "away",
+                                      spec.ceiling, spec.flush_subnormals)
+    assert got.dtype == np.float16
+    assert np.array_equal(got.astype(np.float32), want.reshape(2, 5, 12, 12))
+    assert np.isinf(want).any() == (scale > 1)
 
 @pytest.mark.parametrize("model", ["fp16", "tiles_m1", "tiles_m5"])
 @pytest.mark.parametrize(

@@ -50,11 +50,19 @@ def _fill_grid(grid, plane, pt, pl, wp):
 
 @njit(cache=True, inline="always")
 def _phases(sh, sw, dh, dw):
-    """Whether a 3x3 depthwise conv in the tiles reads its plane as four phases
+    """Whether a depthwise conv in the tiles reads its plane as four phases
     (:func:`_fill_phases`): stride 2, no dilation. (The fp32 kernel does not: bound by its
     loads, it ran 0.92-1.48x its time per stride-2 layer of MobileNetV2, in all 0.99x at 224²
     and 1.07x at 96².)"""
     return sh == 2 and sw == 2 and dh == 1 and dw == 1
+
+
+@njit(cache=True, inline="always")
+def _phase_rows(oh, kh):
+    """Rows of each phase plane (:func:`_fill_phases`) of a stride-2 conv with ``oh`` output
+    rows and a kernel ``kh`` rows high: every padded row, and the rows that one pass reads
+    past the last output."""
+    return oh + (kh - 1) // 2 + 1
 
 
 @njit(cache=True, inline="always")
@@ -78,10 +86,10 @@ def _fill_phases(grid, plane, pt, pl, h2, w2):
 
 
 @njit(cache=True, inline="always")
-def _phase_offsets(offsets, h2, w2):
-    """The nine taps' offsets (row-major) in a grid of :func:`_fill_phases`."""
-    for t in range(9):
-        ky, kx = t // 3, t % 3
+def _phase_offsets(offsets, kw, h2, w2):
+    """The taps' offsets (row-major, kernel rows ``kw`` wide) in a grid of :func:`_fill_phases`."""
+    for t in range(offsets.size):
+        ky, kx = t // kw, t % kw
         offsets[t] = ((ky % 2) * 2 + kx % 2) * h2 * w2 + (ky // 2) * w2 + kx // 2
 
 
@@ -124,7 +132,7 @@ def _depthwise2d(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, mode):
                     else:
                         for j in range(span):
                             acc[j] = round_half(acc[j] + shifted[j] * weight)
-            _store_outputs(out, i, co, acc, sh, sw, wp)
+            _store_outputs(out, i, co, acc, sh * wp, sw)
 
 
 @njit(cache=True, inline="always")
@@ -147,14 +155,14 @@ def _add_kernel_row_of_five(acc, grid, base, dw, span, weights):
 
 
 @njit(cache=True, inline="always")
-def _store_outputs(out, i, co, sums, sh, sw, wp):
-    """Plane (i, co) of ``out`` picked from ``sums`` over the padded plane (rows ``wp`` long,
-    output rows ``sh`` apart, outputs ``sw`` apart)."""
+def _store_outputs(out, i, co, sums, row_step, col_step):
+    """Plane (i, co) of ``out`` picked from a pass's ``sums`` (output rows ``row_step`` apart,
+    outputs ``col_step`` apart)."""
     for oy in range(out.shape[2]):
         row = out[i, co, oy]
-        start = oy * sh * wp
+        start = oy * row_step
         for ox in range(out.shape[3]):
-            row[ox] = sums[start + ox * sw]
+            row[ox] = sums[start + ox * col_step]
 
 
 def depthwise_conv2d(x, weight, strides, dilations, pads, mode: int = 0, tile: int = 4, ceiling: float = 0.0,
@@ -255,24 +263,30 @@ def _depthwise2d_nine_taps(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp):
                         row[ox] = sums[ox * sw]
                 continue
             _nine_taps_fp32(sums, grid, 0, offsets, span, w0, w1, w2, w3, w4, w5, w6, w7, w8)
-            _store_outputs(out, i, co, sums, sh, sw, wp)
+            _store_outputs(out, i, co, sums, sh * wp, sw)
 
 
 @njit(cache=True, parallel=True)
 def _depthwise2d_tiles(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, tile, ceiling, flush, away):
     """The Neural Engine's tiles: ``tile`` taps added in order in fp16, each tile's result added
     to a float32 accumulator, whose partials and output go through the port (ceiling, flush,
-    ties away when ``away``). One output row at a time, over only the columns its outputs span.
+    ties away when ``away``). Each (image, channel) plane is copied into a zero-padded grid and
+    summed in passes over contiguous positions of it, the outputs picked from the sums:
+
+    * rows of ``WIDE_TILES_ROWS`` outputs or more, one output row at a time over the columns
+      its outputs span (:func:`_depthwise_tiles_rows`);
+    * narrower rows, one pass over the whole padded plane; a vector loop over rows of 7 to 28
+      outputs ran 1.3-2.2x slower;
+    * stride 2 (no dilation), one pass over the plane read as its four phases
+      (:func:`_fill_phases`): the outputs and few other positions are computed (0.54-0.93x per
+      stride-2 layer of MobileNetV2, 224² and 96², against rows of every column).
+
     A 3x3 kernel with tiles of 4 (most depthwise convs) keeps an output's whole sum, partials
-    included, in registers: one pass per row (1.73x faster than the pass-per-tap kernel it
-    replaced, A/B in one process on MobileNetV2 96x96's depthwise shapes; 1.6-1.8x the fp32
-    kernel's time, ``benchmarks/depthwise_tiles.py``), or with rows narrower than
-    ``WIDE_TILES_ROWS`` one pass over the whole padded plane (:func:`_nine_taps_tiles`: every
-    position's port value, then the outputs picked). With stride 2 the plane is read as its
-    four phases (:func:`_fill_phases`), so that pass computes the outputs and few other
-    positions: 0.54-0.93x per stride-2 layer of MobileNetV2 (224² and 96²). Other kernels fuse each full tile into one
-    pass and run a partial tile tap by tap. The products are exact (fp16 operands), so no
-    ordering of a multiply and its add can differ."""
+    included, in registers (:func:`_nine_taps_tiles`; 1.73x faster than the pass-per-tap kernel
+    it replaced on MobileNetV2 96x96's shapes). Other kernels fuse each full tile into one pass
+    and run a partial tile tap by tap (:func:`_tiles_taps`). The products are exact (fp16
+    operands), so no ordering of a multiply and its add can differ. ``benchmarks/depthwise_tiles.py``
+    times the kernel per layer."""
     n, c_in, h, wd = x.shape
     c_out, kh, kw = w.shape
     ow = out.shape[3]
@@ -287,39 +301,40 @@ def _depthwise2d_tiles(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, tile, ce
     tasks = n * c_out
     chunks = min(tasks, CHUNKS)
     oh = out.shape[2]
-    phases = three_by_three and _phases(sh, sw, dh, dw)
-    h2, w2 = oh + 2, (wp + 1) // 2
-    whole_plane = phases or (three_by_three and ow < WIDE_TILES_ROWS)
-    span = oh * w2 if phases else (((oh - 1) * sh + 1) * wp if whole_plane else 0)
+    phases = _phases(sh, sw, dh, dw)
+    h2, w2 = _phase_rows(oh, kh), (wp + 1) // 2
+    whole_plane = phases or ow < WIDE_TILES_ROWS
+    # one pass's positions, and the distance between output rows and outputs among them
+    span = oh * w2 if phases else (((oh - 1) * sh + 1) * wp if whole_plane else cols)
+    row_step, col_step = (w2, 1) if phases else (sh * wp, sw)
     if phases:
         size = 4 * h2 * w2
-        _phase_offsets(offsets, h2, w2)
+        _phase_offsets(offsets, kw, h2, w2)
     for chunk in prange(chunks):
         # Buffers once per chunk of planes: the copy rewrites the same interior of the grid
-        # for every plane, so its zero border stays; the sums are reset for every row.
+        # for every plane, so its zero border stays; the sums are reset for every pass.
         grid = np.zeros(size, dtype=np.float32)
-        acc = np.empty(cols, dtype=np.float32)
-        hi = np.empty(cols, dtype=np.float32)
-        lo = np.empty(cols, dtype=np.float32)
-        part = np.empty(cols, dtype=np.float32)
-        sums = np.empty(span, dtype=np.float32)
+        acc = np.empty(span, dtype=np.float32)
+        hi = np.empty(span, dtype=np.float32)
+        lo = np.empty(span, dtype=np.float32)
+        part = np.empty(span, dtype=np.float32)
         for task in range(chunk * tasks // chunks, (chunk + 1) * tasks // chunks):
+            i = task // c_out
+            co = task % c_out
             if phases:
-                i = task // c_out
-                co = task % c_out
                 _fill_phases(grid, x[i, co // mult], pt, pl, h2, w2)
-                _nine_taps_tiles(sums, grid, offsets, w[co], ceiling, flush, away)
-                _store_outputs(out, i, co, sums, 1, 1, w2)
+            else:
+                _fill_grid(grid, x[i, co // mult], pt, pl, wp)
+            if whole_plane and three_by_three:
+                _nine_taps_tiles(acc, grid, offsets, w[co], ceiling, flush, away)
+                _store_outputs(out, i, co, acc, row_step, col_step)
                 continue
             if whole_plane:
-                i = task // c_out
-                co = task % c_out
-                _fill_grid(grid, x[i, co // mult], pt, pl, wp)
-                _nine_taps_tiles(sums, grid, offsets, w[co], ceiling, flush, away)
-                _store_outputs(out, i, co, sums, sh, sw, wp)
+                _tiles_taps(grid, 0, span, offsets, w[co], tile, acc, hi, lo, part)
+                _port_outputs(out, i, co, acc, hi, lo, row_step, col_step, ceiling, flush, away)
                 continue
-            _depthwise_tiles_plane(x, w, out, task, mult, sh, sw, dh, dw, pt, pl, wp, tile, ceiling, flush,
-                                   away, three_by_three, offsets, zero, grid, acc, hi, lo, part)
+            _depthwise_tiles_rows(out, i, co, w[co], sh, sw, wp, tile, ceiling, flush, away, three_by_three, offsets,
+                                  zero, grid, acc, hi, lo, part)
 
 
 @njit(cache=True, inline="always")
@@ -354,24 +369,81 @@ def _nine_taps_tiles(sums, grid, offsets, taps, ceiling, flush, away):
 
 
 @njit(cache=True, inline="always")
-def _depthwise_tiles_plane(x, w, out, task, mult, sh, sw, dh, dw, pt, pl, wp, tile, ceiling, flush, away,
-                           three_by_three, offsets, zero, grid, acc, hi, lo, part):
-    """One (image, output channel) plane of :func:`_depthwise2d_tiles`."""
-    c_out, kh, kw = w.shape
-    oh, ow = out.shape[2], out.shape[3]
-    cols = acc.size
-    taps = kh * kw
-    i = task // c_out
-    co = task % c_out
-    _fill_grid(grid, x[i, co // mult], pt, pl, wp)
-    taps_of = w[co]
-    w0, w1, w2 = taps_of[0, 0], taps_of[0, min(1, kw - 1)], taps_of[0, min(2, kw - 1)]
-    w3, w4, w5 = taps_of[min(1, kh - 1), 0], taps_of[min(1, kh - 1), min(1, kw - 1)], taps_of[min(1, kh - 1), min(2, kw - 1)]
-    w6, w7, w8 = taps_of[min(2, kh - 1), 0], taps_of[min(2, kh - 1), min(1, kw - 1)], taps_of[min(2, kh - 1), min(2, kw - 1)]
-    for oy in range(oh):
+def _tiles_taps(grid, base, count, offsets, taps_of, tile, acc, hi, lo, part):
+    """``acc[j]``, ``hi[j]``, ``lo[j]`` for j < ``count``: the tiles' float32 sum of the kernel
+    ``taps_of`` (KH, KW) at ``grid[base + offsets[t] + j]``, its largest and smallest partials.
+    A full tile of 4 taps is one pass; a partial tile runs tap by tap."""
+    kw = taps_of.shape[1]
+    taps = taps_of.size
+    for j in range(count):
+        acc[j] = 0.0
+        hi[j] = 0.0
+        lo[j] = 0.0
+    for t0 in range(0, taps, tile):
+        m = min(tile, taps - t0)
+        if m == 4:
+            o0, o1, o2, o3 = base + offsets[t0], base + offsets[t0 + 1], base + offsets[t0 + 2], base + offsets[t0 + 3]
+            w0 = taps_of[t0 // kw, t0 % kw]
+            w1 = taps_of[(t0 + 1) // kw, (t0 + 1) % kw]
+            w2 = taps_of[(t0 + 2) // kw, (t0 + 2) % kw]
+            w3 = taps_of[(t0 + 3) // kw, (t0 + 3) % kw]
+            g0 = grid[o0 : o0 + count]
+            g1 = grid[o1 : o1 + count]
+            g2 = grid[o2 : o2 + count]
+            g3 = grid[o3 : o3 + count]
+            for j in range(count):
+                s = g0[j] * w0
+                s = round_half(s + g1[j] * w1)
+                s = round_half(s + g2[j] * w2)
+                s = round_half(s + g3[j] * w3)
+                a = acc[j] + round_half(s)
+                acc[j] = a
+                hi[j] = max(hi[j], a)
+                lo[j] = min(lo[j], a)
+            continue
+        for t in range(t0, t0 + m):
+            o = base + offsets[t]
+            weight = taps_of[t // kw, t % kw]
+            g = grid[o : o + count]
+            if t == t0:
+                for j in range(count):
+                    part[j] = g[j] * weight
+            else:
+                for j in range(count):
+                    part[j] = round_half(part[j] + g[j] * weight)
+        for j in range(count):
+            a = acc[j] + round_half(part[j])
+            acc[j] = a
+            hi[j] = max(hi[j], a)
+            lo[j] = min(lo[j], a)
+
+
+@njit(cache=True, inline="always")
+def _port_outputs(out, i, co, acc, hi, lo, row_step, col_step, ceiling, flush, away):
+    """Plane (i, co) of ``out``: the port's value of each output's sum, picked from a pass's
+    ``acc``/``hi``/``lo`` (output rows ``row_step`` apart, outputs ``col_step`` apart)."""
+    for oy in range(out.shape[2]):
+        row = out[i, co, oy]
+        start = oy * row_step
+        for ox in range(out.shape[3]):
+            k = start + ox * col_step
+            row[ox] = _port(acc[k], hi[k], lo[k], ceiling, flush, away)
+
+
+@njit(cache=True, inline="always")
+def _depthwise_tiles_rows(out, i, co, taps_of, sh, sw, wp, tile, ceiling, flush, away, three_by_three, offsets,
+                          zero, grid, acc, hi, lo, part):
+    """Plane (i, co) of :func:`_depthwise2d_tiles` one output row at a time, over only the
+    columns its outputs span (``grid`` filled)."""
+    ow = out.shape[3]
+    cols = (ow - 1) * sw + 1
+    for oy in range(out.shape[2]):
         base = oy * sh * wp
         row = out[i, co, oy]
-        if three_by_three:  # the whole sum of an output in registers, one pass per row
+        if three_by_three:  # the whole sum of an output in registers
+            w0, w1, w2 = taps_of[0, 0], taps_of[0, 1], taps_of[0, 2]
+            w3, w4, w5 = taps_of[1, 0], taps_of[1, 1], taps_of[1, 2]
+            w6, w7, w8 = taps_of[2, 0], taps_of[2, 1], taps_of[2, 2]
             g0, g1, g2, g3, g4, g5, g6, g7, g8 = _nine_tap_rows(grid, base, offsets, cols)
             for j in range(cols):
                 s = g0[j] * w0
@@ -394,55 +466,8 @@ def _depthwise_tiles_plane(x, w, out, task, mult, sh, sw, dh, dw, pt, pl, wp, ti
                 acc[j] = a
                 hi[j] = high
                 lo[j] = low
-            if sw == 1:
-                for ox in range(ow):
-                    row[ox] = _port(acc[ox], hi[ox], lo[ox], ceiling, flush, away)
-            else:
-                for ox in range(ow):
-                    k = ox * sw
-                    row[ox] = _port(acc[k], hi[k], lo[k], ceiling, flush, away)
-            continue
-        for j in range(cols):
-            acc[j] = 0.0
-            hi[j] = 0.0
-            lo[j] = 0.0
-        for t0 in range(0, taps, tile):
-            m = min(tile, taps - t0)
-            if m == 4:
-                o0, o1, o2, o3 = base + offsets[t0], base + offsets[t0 + 1], base + offsets[t0 + 2], base + offsets[t0 + 3]
-                w0 = w[co, t0 // kw, t0 % kw]
-                w1 = w[co, (t0 + 1) // kw, (t0 + 1) % kw]
-                w2 = w[co, (t0 + 2) // kw, (t0 + 2) % kw]
-                w3 = w[co, (t0 + 3) // kw, (t0 + 3) % kw]
-                g0 = grid[o0 : o0 + cols]
-                g1 = grid[o1 : o1 + cols]
-                g2 = grid[o2 : o2 + cols]
-                g3 = grid[o3 : o3 + cols]
-                for j in range(cols):
-                    s = g0[j] * w0
-                    s = round_half(s + g1[j] * w1)
-                    s = round_half(s + g2[j] * w2)
-                    s = round_half(s + g3[j] * w3)
-                    a = acc[j] + round_half(s)
-                    acc[j] = a
-                    hi[j] = max(hi[j], a)
-                    lo[j] = min(lo[j], a)
-                continue
-            for t in range(t0, t0 + m):
-                o = base + offsets[t]
-                weight = w[co, t // kw, t % kw]
-                g = grid[o : o + cols]
-                if t == t0:
-                    for j in range(cols):
-                        part[j] = g[j] * weight
-                else:
-                    for j in range(cols):
-                        part[j] = round_half(part[j] + g[j] * weight)
-            for j in range(cols):
-                a = acc[j] + round_half(part[j])
-                acc[j] = a
-                hi[j] = max(hi[j], a)
-                lo[j] = min(lo[j], a)
+        else:
+            _tiles_taps(grid, base, cols, offsets, taps_of, tile, acc, hi, lo, part)
         if sw == 1:  # contiguous: the port's loop vectorizes
             for ox in range(ow):
                 row[ox] = _port(acc[ox], hi[ox], lo[ox], ceiling, flush, away)
@@ -557,6 +582,37 @@ def fold_from_half(x: np.ndarray, flush: bool, out: np.ndarray) -> np.ndarray:
     peaks = np.empty(x.shape[1], dtype=np.float32)
     _fold_from_half(np.ascontiguousarray(x).view(np.uint16), flush, out, peaks)
     return peaks
+
+
+@njit(cache=True, parallel=True)
+def _upcast_from_half(x_bits, flush, out, peaks):
+    """out[i, t] = x[i, t] (float16 bits (N, T, P) into float32), read as the accumulator
+    reads fp16 operands (:func:`_fold_from_half`'s reading), and ``peaks[i, t]``, the largest
+    magnitude of row (i, t) (NaN ignored)."""
+    n, terms, positions = x_bits.shape
+    for task in prange(n * terms):
+        i = task // terms
+        t = task % terms
+        src = x_bits[i, t]
+        dst = out[i, t]
+        peak = np.float32(0.0)
+        for j in range(positions):
+            value = _cpu_half_float(src[j])
+            value = np.float32(0.0) if flush and abs(value) < FP16_TINY else value
+            dst[j] = value
+            peak = max(peak, abs(value))
+        peaks[i, t] = peak
+
+
+def upcast_from_half(x: np.ndarray, flush: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A pointwise conv's float16 input ``x`` (N, T, P) as float32 MAC operands (fp16
+    subnormals as +0 with ``flush``; a NaN's payload is not kept: the Neural Engine stores a
+    NaN result as +0) and, from the same pass, each (image, row)'s largest magnitude (N, T): the
+    bound the MAC ceiling check needs, with no second pass over the operands."""
+    out = np.empty(x.shape, dtype=np.float32)
+    peaks = np.empty(x.shape[:2], dtype=np.float32)
+    _upcast_from_half(np.ascontiguousarray(x).view(np.uint16), flush, out, peaks)
+    return out, peaks
 
 
 @njit(cache=True, parallel=True)
