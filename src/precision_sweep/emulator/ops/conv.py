@@ -19,7 +19,7 @@ import numpy as np
 from precision_sweep.emulator.ops._accumulate import FP32
 from precision_sweep.emulator.ops._accumulate_kernels import abs_max_last_axis
 from precision_sweep.emulator.ops._conv_kernels import add_channel_bias
-from precision_sweep.emulator.ops._conv_kernels import depthwise_conv2d, fold_from_half, im2col2d
+from precision_sweep.emulator.ops._conv_kernels import depthwise_conv2d, fold_from_half, im2col2d, upcast_from_half
 from precision_sweep.emulator.ops._spatial import pad_amounts
 from precision_sweep.emulator.ops.activation import offset_then_activation
 from precision_sweep.emulator.registry import kernel
@@ -234,6 +234,12 @@ def _conv(x, weight, bias, strides, pad_type, pad, dilations, groups, accumulato
         peaks = fold_from_half(x.reshape(n, c, positions), flush, folded)
         return _conv_products(folded.reshape(c, -1), _weight_rows(weight, groups, tap_major), bias, x.shape[2:],
                               accumulator, images=n, b_abs_max=peaks)
+    if pointwise and unpadded and x.dtype == np.float16 and groups == 1 and accumulator.spec.ceiling:
+        # the Neural Engine's check of the MAC ceiling bounds the operands: their peaks come
+        # from the upcast's own pass
+        operand, peaks = upcast_from_half(x.reshape(n, c, positions), flush)
+        return _conv_products(operand.reshape(n, 1, c, positions), _weight_rows(weight, groups, tap_major), bias,
+                              x.shape[2:], accumulator, b_abs_max=peaks)
     x = accumulator.operand(x)
     xp = _padded(x, weight, strides, pad_type, pad, dilations)
     out_shape = _out_shape(xp.shape[2:], kernel_shape, strides, dilations)
@@ -305,7 +311,8 @@ def _conv_products(cols, w, bias, out_shape, accumulator, images=None, b_abs_max
         # Few output positions per image: one product over the whole batch's columns
         # instead of N thin ones (2x faster on ResNet50's 3x3 stage).
         folded = np.ascontiguousarray(cols[:, 0].transpose(1, 0, 2)).reshape(terms, -1)
-        y = accumulator.matmul(w[0], folded, saturate).reshape(c_out, n, positions).transpose(1, 0, 2)
+        y = accumulator.matmul(w[0], folded, saturate, None if b_abs_max is None else b_abs_max.max(axis=0))
+        y = y.reshape(c_out, n, positions).transpose(1, 0, 2)
         if not accumulator.rounds_to_fp16:  # (the fp16 store reads the view in place)
             y = np.ascontiguousarray(y)
     elif groups == 1:
