@@ -113,6 +113,26 @@ def test_sums_over_the_last_axis_read_in_place_equal_the_moved_sums(length):
             assert np.array_equal(model.sum(x4, axes).view(np.uint32), want.view(np.uint32))
 
 
+
+@pytest.mark.parametrize("axes", [(1, 2), (2, 1), (1,), (3,), (1, 2, 3)])
+def test_sums_over_a_transposed_view_equal_the_moved_sums(axes):
+    """A transpose op's NHWC view of NCHW data, upcast (the same view of its float32 copy) and
+    summed as the model sums, in place when the summed axes lie last in memory."""
+    from precision_sweep.emulator.ops._casts import float16_to_float32
+
+    nchw = _halves((3, 40, 30, 31), 30).astype(np.float16)  # large enough for the compiled cast
+    nhwc = nchw.transpose(0, 2, 3, 1)
+    upcast = float16_to_float32(nhwc, flush=True)
+    assert np.array_equal(upcast, acc.flush_subnormals(nhwc.astype(np.float32)))
+    assert not upcast.flags.c_contiguous  # read in memory order: no transposing copy
+    for spec in (FP16_ACCUMULATION, Accumulation("tiles", tile=4)):
+        keep = [a for a in range(4) if a not in axes]
+        moved = np.transpose(upcast, list(axes) + keep).reshape(-1, int(np.prod([upcast.shape[a] for a in keep])))
+        want = (acc.fp16_sum_reference(moved, 0.25) if spec.kind == "fp16"
+                else acc.tiles_sum_reference(moved, 4, scale=0.25)).reshape([upcast.shape[a] for a in keep])
+        got = acc.Accumulator(spec).sum(upcast, axes, scale=0.25)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
 def test_the_fp16_running_sum_stalls_where_the_tiles_do_not():
     # 16000 ones: an fp16 running sum stops at 2048, the wide accumulator is exact
     ones = np.ones((1, 16000), np.float32)

@@ -29,7 +29,7 @@ import numpy as np
 from precision_sweep.emulator.numerics import FP32_ACCUMULATION, Accumulation
 from precision_sweep.emulator.ops import _accumulate_kernels as compiled
 from precision_sweep.emulator.ops import _threads
-from precision_sweep.emulator.ops._casts import float16_to_float32, float32_to_float16, round_float16_in_float32
+from precision_sweep.emulator.ops._casts import float16_to_float32, float32_to_float16, memory_order, round_float16_in_float32
 
 # Smallest normal fp16 magnitude: below it a value is subnormal.
 FP16_TINY = np.float32(2.0**-14)
@@ -121,8 +121,12 @@ class Accumulator:
         keep = [a for a in range(x.ndim) if a not in axes]
         length = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
         model = (self.spec.kind == "tiles", self.spec.tile, self.spec.ties == "away", scale)
-        if keep and sorted(axes) == list(range(len(keep), x.ndim)) and x.flags.c_contiguous:
-            total = compiled.sum_last(x.reshape(-1, length), *model)  # trailing axes, in place
+        order = memory_order(x)
+        in_order = x.flags.c_contiguous or list(axes) == sorted(axes)  # the order the sum takes them
+        if keep and order is not None and in_order and list(order) == keep + sorted(axes):
+            # the summed axes lie last in memory (C-contiguous, or a transpose op's view, e.g.
+            # a squeeze-excite mean over NHWC's H and W): summed in place
+            total = compiled.sum_last(np.transpose(x, order).reshape(-1, length), *model)
         else:
             total = compiled.sum_rows(np.transpose(x, list(axes) + keep).reshape(length, -1), *model)
         total = total.reshape([x.shape[a] for a in keep])

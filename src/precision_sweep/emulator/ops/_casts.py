@@ -173,10 +173,25 @@ def float16_nan_to_zero(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def memory_order(x: np.ndarray) -> tuple[int, ...] | None:
+    """The axes of ``x`` in the order its elements lie in memory: ``x.transpose(order)`` is
+    C-contiguous (the identity for a C-contiguous ``x``; for a transpose op's view of one, the
+    axes it moved back). None when no order is (a slice with gaps, a broadcast)."""
+    if x.flags.c_contiguous:
+        return tuple(range(x.ndim))
+    order = tuple(sorted(range(x.ndim), key=lambda axis: (-abs(x.strides[axis]), axis)))
+    return order if np.transpose(x, order).flags.c_contiguous else None
+
+
 def float16_to_float32(x: np.ndarray, flush: bool = False) -> np.ndarray:
     """``x.astype(np.float32)`` for a float16 array (exact); with ``flush``, fp16 subnormals
-    and -0 become +0."""
+    and -0 become +0. A view whose elements lie contiguous in another axis order (a transpose
+    op's) is read in that order, and the result is the same view of its float32 copy: no
+    transposing copy."""
     x = np.asarray(x, dtype=np.float16)
+    order = None if x.flags.c_contiguous or x.size < PARALLEL_MIN_SIZE else memory_order(x)
+    if order is not None:
+        return np.transpose(float16_to_float32(np.transpose(x, order), flush), np.argsort(order))
     table = _HALF_TO_FLOAT_FLUSHED if flush else _HALF_TO_FLOAT
     bits = np.ascontiguousarray(x).reshape(-1).view(np.uint16)
     if x.size < PARALLEL_MIN_SIZE:
