@@ -340,8 +340,10 @@ def _depthwise2d_tiles(x, w, out, mult, sh, sw, dh, dw, pt, pl, hp, wp, tile, ce
 @njit(cache=True, inline="always")
 def _nine_taps_tiles(sums, grid, offsets, taps, ceiling, flush, away):
     """``sums[j]``: the port's value of the 3x3 kernel ``taps`` in tiles of 4 at
-    ``grid[offsets[t] + j]``, for every j of ``sums`` (the sums of ``_depthwise_tiles_plane``'s
-    3x3 path, over the whole padded plane in one pass)."""
+    ``grid[offsets[t] + j]``, for every j of ``sums``: the sums of :func:`_depthwise_tiles_rows`'s
+    3x3 path over the whole padded plane, each output's port in the same loop. (Row by row the
+    port runs in a loop of its own over the outputs, as there: each way round, the other ran
+    1.2-1.6x slower on MobileNetV2 224²'s layers.)"""
     zero = np.float32(0.0)
     w0, w1, w2 = taps[0, 0], taps[0, 1], taps[0, 2]
     w3, w4, w5 = taps[1, 0], taps[1, 1], taps[1, 2]
